@@ -1,0 +1,162 @@
+"""The aggregation interface: how the cohort's model deltas become one update.
+
+An :class:`Aggregator` is split the way a real deployment is split:
+
+* ``encode`` runs **on the device**. It turns the device's model delta into a
+  *contribution*: a mapping of named arrays every one of which the server only
+  ever needs *summed* (a weighted delta and its weight, a clipped delta, a
+  clipping indicator bit, ...). Doing the per-device work here is what lets the
+  sum be taken by secure aggregation without the server seeing any one device.
+* ``aggregate`` runs **on the server**. It receives the cohort's
+  :class:`Contributions` and returns an :class:`Aggregate`: the update to apply
+  (or ``None`` for "no update"), the stage's next state and measurements.
+
+State is explicit, immutable and passed in and returned, as in
+tensorflow-privacy's ``DPQuery``: ``aggregate`` never mutates ``self``, so a
+step can be tested alone and checkpointed as plain data. Stages wrap one
+another, as in ``tff.aggregators`` (see :mod:`fedactors.aggregation.clipping`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Optional, TypeVar
+
+import numpy as np
+
+S = TypeVar("S")
+
+#: What one device sends: named arrays, each of which is summed across devices.
+Contribution = Mapping[str, np.ndarray]
+
+
+class IndividualUpdatesHidden(RuntimeError):
+    """Raised when a stage asks for per-device values under secure aggregation."""
+
+
+class Contributions(abc.ABC):
+    """The cohort's contributions as the server is allowed to see them."""
+
+    @property
+    @abc.abstractmethod
+    def count(self) -> int:
+        """How many devices' contributions are in here."""
+
+    @abc.abstractmethod
+    def sum(self) -> dict[str, np.ndarray]:
+        """The element-wise sum of every contribution, key by key."""
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        """Each key's values stacked along a new first axis, one row a device."""
+        raise IndividualUpdatesHidden(
+            "this aggregator needs individual updates, but the server only holds "
+            "their sum (secure aggregation is on)"
+        )
+
+
+class PlainContributions(Contributions):
+    """Individual contributions, as a server without secure aggregation sees them.
+
+    Rows are kept in the order given (the server passes them sorted by device
+    id) so sums are taken in the same order, and so bit for bit the same, on
+    every run.
+    """
+
+    def __init__(self, contributions: Sequence[Contribution]) -> None:
+        self._rows = list(contributions)
+
+    @property
+    def count(self) -> int:
+        return len(self._rows)
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        if not self._rows:
+            return {}
+        return {k: np.stack([np.asarray(r[k]) for r in self._rows]) for k in self._rows[0]}
+
+    def sum(self) -> dict[str, np.ndarray]:
+        # float64 accumulation: a 10,000-device sum in float32 loses digits.
+        return {
+            k: v.sum(axis=0, dtype=np.float64 if v.dtype.kind == "f" else v.dtype)
+            for k, v in self.stacked().items()
+        }
+
+
+class SummedContributions(Contributions):
+    """Only the sum, as a server running secure aggregation learns it."""
+
+    def __init__(self, summed: Mapping[str, np.ndarray], count: int) -> None:
+        self._sum = {k: np.asarray(v) for k, v in summed.items()}
+        self._count = int(count)
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def sum(self) -> dict[str, np.ndarray]:
+        return dict(self._sum)
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What the server knows about the round when it aggregates."""
+
+    round: int
+    #: The cohort size the server aims for (its target count). DP stages divide
+    #: by this, not by how many reported, which would leak dropouts.
+    expected_count: int
+    selected: int
+    #: Server-side randomness for this round (e.g. central DP noise).
+    rng: np.random.Generator = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Aggregate(Generic[S]):
+    """The result of one aggregation step."""
+
+    delta: Optional[np.ndarray]
+    state: S
+    measurements: Mapping[str, float] = field(default_factory=dict)
+
+
+class Aggregator(abc.ABC, Generic[S]):
+    """One stage of aggregation. Subclass it in one screen; see docs/aggregation.md."""
+
+    #: True for stages (median, Krum, ...) that must see each update, which
+    #: rules out secure aggregation.
+    needs_individual_updates: bool = False
+
+    def initial_state(self, dim: int) -> S:
+        """The state before round 1, for models with ``dim`` parameters."""
+        return None  # type: ignore[return-value]
+
+    def client_params(self, state: S) -> Mapping[str, Any]:
+        """Small values broadcast to the devices with each request (e.g. a clip norm)."""
+        return {}
+
+    @abc.abstractmethod
+    def encode(
+        self,
+        params: Mapping[str, Any],
+        delta: np.ndarray,
+        num_examples: int,
+        rng: np.random.Generator,
+    ) -> dict[str, np.ndarray]:
+        """On the device: turn a flat float32 model delta into a contribution."""
+
+    @abc.abstractmethod
+    def aggregate(
+        self, state: S, contributions: Contributions, ctx: RoundContext
+    ) -> Aggregate[S]:
+        """On the server: combine the cohort's contributions into one update."""
+
+    def contribution_bounds(self, params: Mapping[str, Any], dim: int) -> dict[str, float]:
+        """Largest absolute value any coordinate of each contribution key can take.
+
+        Secure aggregation quantizes to fixed point and needs these to pick a
+        range that cannot wrap. Stages that cannot bound their output (plain
+        FedAvg of an unclipped delta) return an empty mapping.
+        """
+        return {}

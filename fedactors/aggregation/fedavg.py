@@ -1,0 +1,53 @@
+"""FedAvg: the example-weighted mean of model deltas (McMahan et al. 2017)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fedactors.aggregation.base import Aggregate, Aggregator, Contributions, RoundContext
+
+WEIGHTED_DELTA = "weighted_delta"
+WEIGHT = "weight"
+
+
+class WeightedMean(Aggregator[None]):
+    """Average deltas weighted by each device's number of examples.
+
+    ``weighted=False`` gives every device the same weight, the form DP and
+    robust stages build on.
+    """
+
+    def __init__(self, weighted: bool = True) -> None:
+        self.weighted = bool(weighted)
+
+    def __repr__(self) -> str:
+        return f"WeightedMean(weighted={self.weighted})"
+
+    def encode(
+        self,
+        params: Mapping[str, Any],
+        delta: np.ndarray,
+        num_examples: int,
+        rng: np.random.Generator,
+    ) -> dict[str, np.ndarray]:
+        w = float(num_examples) if self.weighted else 1.0
+        return {
+            WEIGHTED_DELTA: (delta.astype(np.float64) * w).astype(np.float32),
+            WEIGHT: np.array([w], np.float32),
+        }
+
+    def aggregate(
+        self, state: None, contributions: Contributions, ctx: RoundContext
+    ) -> Aggregate[None]:
+        if contributions.count == 0:
+            return Aggregate(None, state, {"total_weight": 0.0})
+        summed = contributions.sum()
+        total = float(summed[WEIGHT][0])
+        if total <= 0.0:
+            # Zero total weight is "no update", never a 0/0 NaN.
+            return Aggregate(None, state, {"total_weight": total})
+        mean = (summed[WEIGHTED_DELTA] / total).astype(np.float32)
+        return Aggregate(mean, state, {"total_weight": total})

@@ -1,0 +1,58 @@
+"""Small checks shared by the named constructors; each quotes the bad value."""
+
+from __future__ import annotations
+
+import math
+
+from fedactors.errors import ConfigError
+
+
+def finite(field: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(field, f"must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ConfigError(field, f"must be finite, got {value!r}")
+    return v
+
+
+def positive(field: str, value: float) -> float:
+    v = finite(field, value)
+    if v <= 0:
+        raise ConfigError(field, f"must be > 0, got {value!r}")
+    return v
+
+
+def non_negative(field: str, value: float) -> float:
+    v = finite(field, value)
+    if v < 0:
+        raise ConfigError(field, f"must be >= 0, got {value!r}")
+    return v
+
+
+def probability(field: str, value: float) -> float:
+    v = finite(field, value)
+    if not 0.0 <= v <= 1.0:
+        raise ConfigError(field, f"must be in [0, 1], got {value!r}")
+    return v
+
+
+def positive_int(field: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+        hasattr(value, "__index__")
+    ):
+        raise ConfigError(field, f"must be a whole number, got {value!r}")
+    v = int(value)
+    if v <= 0:
+        raise ConfigError(field, f"must be >= 1, got {value!r}")
+    return v
+
+
+def non_negative_int(field: str, value: int) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ConfigError(field, f"must be a whole number, got {value!r}")
+    v = int(value)
+    if v < 0:
+        raise ConfigError(field, f"must be >= 0, got {value!r}")
+    return v
