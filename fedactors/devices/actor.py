@@ -1,0 +1,127 @@
+"""Device actors: one mailbox each, activated when mail arrives.
+
+Devices are *virtual actors*: an actor exists (with its mailbox and task) only
+while it has work, and its lasting identity is its row in the fleet plus its
+data. That is how the runtime holds 100,000 registered devices without
+100,000 idle tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from fedactors.aggregation.base import Aggregator
+from fedactors.data.federated import FederatedData
+from fedactors.devices.fleet import Fleet
+from fedactors.messages import TrainRequest, Update
+from fedactors.reporting.events import EventLog
+from fedactors.seeding import SeedTree
+from fedactors.training.executor import Executor, TrainTask
+
+
+@dataclass
+class RoundTally:
+    """Ground truth the simulator knows and the server does not: who went silent when."""
+
+    dropped: dict[int, dict[int, float]]
+
+    @classmethod
+    def empty(cls) -> RoundTally:
+        return cls({})
+
+    def record_drop(self, round_: int, device: int, t: float) -> None:
+        self.dropped.setdefault(round_, {})[device] = t
+
+    def dropped_by(self, round_: int, t: float) -> set[int]:
+        return {d for d, when in self.dropped.get(round_, {}).items() if when <= t}
+
+
+@dataclass
+class DeviceWorld:
+    """What every device actor shares: the simulated world around it."""
+
+    fleet: Fleet
+    data: FederatedData
+    executor: Executor
+    aggregator: Aggregator
+    seeds: SeedTree
+    network: Any  # fedactors.runtime.network.Network
+    log: EventLog
+    tally: RoundTally
+    epochs: int
+
+
+class DeviceActor:
+    def __init__(self, device: int, world: DeviceWorld) -> None:
+        self.id = device
+        self.world = world
+        self.mailbox: asyncio.Queue = asyncio.Queue()
+
+    async def run(self) -> None:
+        """Drain the mailbox, then let the actor be deactivated."""
+        while not self.mailbox.empty():
+            message = self.mailbox.get_nowait()
+            if isinstance(message, TrainRequest):
+                await self.train(message)
+            else:
+                self.world.log.device(self.id, "message.unknown", kind=type(message).__name__)
+
+    async def train(self, request: TrainRequest) -> None:
+        w, d, r = self.world, self.id, request.round
+        loop = asyncio.get_running_loop()
+        rng = w.seeds.generator("device", r, d)
+        num_examples = w.data.num_examples(d)
+        compute_time = w.epochs * num_examples / float(w.fleet.compute[d])
+        w.log.device(d, "request.received", round=r, compute_s=compute_time)
+
+        if rng.random() < w.fleet.dropout[d]:
+            # Silent part-way through its work: no update, no goodbye.
+            upload = w.fleet.upload_time(d, request.nbytes)
+            await asyncio.sleep(rng.random() * (compute_time + upload))
+            w.tally.record_drop(r, d, loop.time())
+            w.log.device(d, "dropped", round=r)
+            return
+
+        x, y = w.data.client(d)
+        ticket = w.executor.submit(TrainTask(d, r, request.weights, x, y, rng))
+        await asyncio.sleep(compute_time)
+        result = w.executor.collect(ticket)
+        contribution = w.aggregator.encode(request.params, result.delta, num_examples, rng)
+        update = Update(r, d, contribution)
+        upload = w.network.to_server(d, update)
+        w.log.device(d, "update.sent", round=r, nbytes=update.nbytes, upload_s=upload,
+                     train_loss=result.loss)
+
+
+class DeviceDirectory:
+    """Routes mail to device actors, activating them on demand."""
+
+    def __init__(self, world: DeviceWorld, on_failure) -> None:
+        self.world = world
+        self.active: dict[int, DeviceActor] = {}
+        self._on_failure = on_failure
+
+    def deliver(self, device: int, message: Any) -> None:
+        actor = self.active.get(device)
+        if actor is None:
+            actor = self.active[device] = DeviceActor(device, self.world)
+            actor.mailbox.put_nowait(message)
+            task = asyncio.get_running_loop().create_task(actor.run(), name=f"device-{device}")
+            task.add_done_callback(lambda t, d=device: self._deactivate(d, t))
+        else:
+            actor.mailbox.put_nowait(message)
+
+    def _deactivate(self, device: int, task: asyncio.Task) -> None:
+        actor = self.active.pop(device)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug in a device must stop the run, not vanish into a log.
+            self._on_failure(task.exception())
+            return
+        if not actor.mailbox.empty():  # mail that came in as the task ended
+            pending = []
+            while not actor.mailbox.empty():
+                pending.append(actor.mailbox.get_nowait())
+            for message in pending:
+                self.deliver(device, message)

@@ -1,0 +1,1 @@
+"""The virtual-time actor runtime: loop, mailboxes and the simulated network."""

@@ -1,0 +1,54 @@
+"""The simulated network: messages arrive after latency plus size over bandwidth.
+
+All traffic is between the server and one device (as in the real protocols,
+even device-to-device messages of secure aggregation are relayed by the
+server). The server's own link is taken to be unlimited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from fedactors.devices.fleet import Fleet
+from fedactors.runtime.loop import DELIVERY, TIMEOUT, VirtualTimeLoop
+
+
+class Network:
+    def __init__(
+        self,
+        loop: VirtualTimeLoop,
+        fleet: Fleet,
+        server_mailbox: asyncio.Queue,
+        deliver_to_device: Callable[[int, Any], None],
+    ) -> None:
+        self._loop = loop
+        self._fleet = fleet
+        self._server_mailbox = server_mailbox
+        self._deliver = deliver_to_device
+        self.bytes_down = 0
+        self.bytes_up = 0
+
+    def to_device(self, device: int, message: Any) -> float:
+        """Send ``message`` to ``device``; returns its simulated transfer time."""
+        delay = self._fleet.download_time(device, message.nbytes)
+        self.bytes_down += message.nbytes
+        self._loop.call_later(delay, self._deliver, device, message, priority=DELIVERY)
+        return delay
+
+    def to_server(self, device: int, message: Any) -> float:
+        delay = self._fleet.upload_time(device, message.nbytes)
+        self.bytes_up += message.nbytes
+        self._loop.call_later(delay, self._server_mailbox.put_nowait, message, priority=DELIVERY)
+        return delay
+
+    def server_timer(self, delay: float, message: Any) -> asyncio.TimerHandle:
+        """Put ``message`` in the server's own mailbox after ``delay`` seconds.
+
+        Timers rank after deliveries, so an update that arrives exactly at a
+        deadline is still counted.
+        """
+        return self._loop.call_later(
+            delay, self._server_mailbox.put_nowait, message, priority=TIMEOUT
+        )

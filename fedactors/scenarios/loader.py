@@ -1,0 +1,66 @@
+"""Loading a scenario file, with one clear message for each way it can be wrong.
+
+Scenario files are trusted Python, like a pytest conftest: loading one runs
+it. What we add is error reporting that names the file, the line and the
+field instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import types
+from pathlib import Path
+
+from fedactors.errors import ConfigError, ScenarioError
+from fedactors.scenarios.spec import Scenario
+
+
+def _line_in(path: Path, exc: BaseException) -> str:
+    """``file:line`` of the deepest frame of ``exc`` inside the scenario file."""
+    where = str(path)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            where = f"{path}:{frame.lineno}"
+    return where
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    if not path.exists():
+        raise ScenarioError(f"{path}: scenario file not found")
+    if not path.is_file():
+        raise ScenarioError(f"{path}: is not a file")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    try:
+        code = compile(source, str(path), "exec")
+    except SyntaxError as exc:
+        raise ScenarioError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+
+    module = types.ModuleType(f"fedactors_scenario_{path.stem}")
+    module.__file__ = str(path)
+    # Let a scenario import helper modules that sit beside it.
+    sys.path.insert(0, str(path.parent.resolve()))
+    try:
+        exec(code, module.__dict__)
+    except ConfigError as exc:
+        raise ScenarioError(f"{_line_in(path, exc)}: {exc}") from None
+    except Exception as exc:  # the file is user code: any failure is reported, not raised
+        raise ScenarioError(f"{_line_in(path, exc)}: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.path.remove(str(path.parent.resolve()))
+
+    scenario = module.__dict__.get("scenario")
+    if scenario is None:
+        raise ScenarioError(
+            f"{path}: defines no scenario: expected a module-level "
+            "`scenario = fedactors.Scenario(...)`"
+        )
+    if not isinstance(scenario, Scenario):
+        raise ScenarioError(
+            f"{path}: scenario: must be a fedactors.Scenario, got {type(scenario).__name__}"
+        )
+    return scenario

@@ -1,0 +1,180 @@
+"""The server actor: select, broadcast, collect until target or deadline, aggregate.
+
+The server holds the global model, the aggregator's state and its own
+held-out evaluation data. It never holds any device's data: it only learns
+what devices send it, and only as the aggregator's encoding lets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from fedactors.aggregation.base import Aggregator, PlainContributions, RoundContext
+from fedactors.devices.fleet import Fleet
+from fedactors.messages import RoundDeadline, TrainRequest, Update
+from fedactors.reporting.events import EventLog
+from fedactors.seeding import SeedTree
+from fedactors.server.optimizers import ServerOptimizer
+from fedactors.server.rounds import Rounds
+
+ACTOR = "server"
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Everything the server carries from one round to the next."""
+
+    round: int
+    weights: np.ndarray = field(repr=False)
+    optimizer_state: Any = field(repr=False)
+    aggregator_state: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What happened in one round, as the server saw it."""
+
+    round: int
+    start: float
+    end: float
+    selected: tuple[int, ...]
+    reported: tuple[int, ...]
+    closed_by: str  # "target", "deadline" or "nobody-online"
+    applied: bool
+    rejected: dict[str, int]
+    measurements: dict[str, float]
+    metrics: dict[str, float]
+
+
+class ServerActor:
+    def __init__(
+        self,
+        *,
+        rounds: Rounds,
+        fleet: Fleet,
+        aggregator: Aggregator,
+        optimizer: ServerOptimizer,
+        evaluate: Callable[[np.ndarray], dict[str, float]],
+        seeds: SeedTree,
+        log: EventLog,
+        mailbox: asyncio.Queue,
+        network: Any,
+        initial_weights: np.ndarray,
+    ) -> None:
+        self.rounds = rounds
+        self.fleet = fleet
+        self.aggregator = aggregator
+        self.optimizer = optimizer
+        self.evaluate = evaluate
+        self.seeds = seeds
+        self.log = log
+        self.mailbox = mailbox
+        self.network = network
+        dim = initial_weights.shape[0]
+        self.state = ServerState(
+            0, initial_weights, optimizer.init(initial_weights), aggregator.initial_state(dim)
+        )
+
+    async def run(self, count: int, on_round: Callable[[RoundOutcome], Optional[str]]) -> str:
+        """Run ``count`` rounds; ``on_round`` may return a reason to stop early."""
+        for r in range(self.state.round + 1, self.state.round + count + 1):
+            outcome = await self.run_round(r)
+            stop = on_round(outcome)
+            if stop:
+                self.log.emit(ACTOR, "run.stopped", round=r, reason=stop)
+                return stop
+        return "completed"
+
+    async def run_round(self, r: int) -> RoundOutcome:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        online = self.fleet.online(start, self.seeds.generator("availability", r))
+        n_select = min(self.rounds.selected_size, len(online))
+        cohort = np.sort(self.seeds.generator("cohort", r).choice(online, n_select, replace=False))
+        cohort_set = set(int(d) for d in cohort)
+        self.log.emit(ACTOR, "round.start", round=r, online=len(online), selected=n_select)
+
+        deadline = start + self.rounds.deadline
+        params = self.aggregator.client_params(self.state.aggregator_state)
+        request = TrainRequest(r, self.state.weights, deadline, params)
+        for d in cohort:
+            self.network.to_device(int(d), request)
+        self.network.server_timer(self.rounds.deadline, RoundDeadline(r))
+
+        accepted: dict[int, Update] = {}
+        rejected: dict[str, int] = {}
+        closed_by = "deadline"
+        if not cohort_set:
+            closed_by = "nobody-online"
+        while True:
+            message = await self.mailbox.get()
+            if isinstance(message, RoundDeadline):
+                if message.round == r:
+                    break
+                continue  # a deadline of a round that closed early
+            reason = self._screen(message, r, cohort_set, accepted)
+            if reason:
+                rejected[reason] = rejected.get(reason, 0) + 1
+                self.log.emit(ACTOR, f"update.{reason}", round=r,
+                              sender=getattr(message, "sender", None),
+                              update_round=getattr(message, "round", None))
+                continue
+            accepted[message.sender] = message
+            self.log.emit(ACTOR, "update.received", round=r, sender=message.sender)
+            if len(accepted) >= self.rounds.cohort_size:
+                closed_by = "target"
+                break
+
+        reported = tuple(sorted(accepted))
+        applied, measurements = self._aggregate(r, accepted, n_select)
+        metrics = self.evaluate(self.state.weights) if r % self.rounds.eval_every == 0 else {}
+        outcome = RoundOutcome(
+            round=r, start=start, end=loop.time(), selected=tuple(int(d) for d in cohort),
+            reported=reported, closed_by=closed_by, applied=applied, rejected=rejected,
+            measurements=measurements, metrics=metrics,
+        )
+        self.log.emit(ACTOR, "round.end", round=r, reported=len(reported), closed_by=closed_by,
+                      applied=applied, **metrics)
+        return outcome
+
+    def _screen(self, message: Any, r: int, cohort: set[int], accepted: dict) -> Optional[str]:
+        """Why an incoming message is not a valid update for round ``r`` (None if it is)."""
+        if not isinstance(message, Update):
+            return "malformed"
+        if message.round < r:
+            return "late"
+        if message.round > r:
+            return "future"
+        if message.sender not in cohort:
+            return "foreign"
+        if message.sender in accepted:
+            return "duplicate"
+        return None
+
+    def _aggregate(self, r: int, accepted: dict[int, Update], n_select: int) -> tuple[bool, dict]:
+        state = self.state
+        if len(accepted) < self.rounds.min_reports:
+            self.log.emit(ACTOR, "round.skipped", round=r, reported=len(accepted),
+                          min_reports=self.rounds.min_reports)
+            self.state = ServerState(r, state.weights, state.optimizer_state, state.aggregator_state)
+            return False, {}
+        contributions = PlainContributions([accepted[d].contribution for d in sorted(accepted)])
+        ctx = RoundContext(r, self.rounds.cohort_size, n_select, self.seeds.generator("server", r))
+        result = self.aggregator.aggregate(state.aggregator_state, contributions, ctx)
+        weights, opt_state, applied = state.weights, state.optimizer_state, False
+        if result.delta is not None:
+            candidate, candidate_state = self.optimizer.apply(
+                state.optimizer_state, state.weights, result.delta
+            )
+            if np.all(np.isfinite(candidate)):
+                weights, opt_state, applied = candidate, candidate_state, True
+            else:
+                # Never let one bad round make the global model non-finite.
+                self.log.emit(ACTOR, "aggregate.nonfinite", round=r)
+        self.state = ServerState(r, weights, opt_state, result.state)
+        return applied, dict(result.measurements)

@@ -1,0 +1,48 @@
+"""How the server runs rounds: cohort size, over-selection, deadline."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fedactors.errors import ConfigError
+from fedactors.validation import finite, positive, positive_int
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """The server's round policy.
+
+    Each round the server selects ``ceil(cohort_size * over_selection)`` of the
+    devices online, waits for ``cohort_size`` updates or ``deadline`` simulated
+    seconds, whichever comes first, and aggregates if at least ``min_reports``
+    arrived (otherwise the round is skipped and the model left unchanged).
+    """
+
+    count: int = 10
+    cohort_size: int = 10
+    over_selection: float = 1.0
+    deadline: float = 600.0
+    min_reports: int = 1
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        positive_int("count", self.count)
+        positive_int("cohort_size", self.cohort_size)
+        if finite("over_selection", self.over_selection) < 1.0:
+            raise ConfigError(
+                "over_selection", f"must be >= 1 (select at least the target), got {self.over_selection!r}"
+            )
+        positive("deadline", self.deadline)
+        positive_int("min_reports", self.min_reports)
+        if self.min_reports > self.cohort_size:
+            raise ConfigError(
+                "min_reports",
+                f"{self.min_reports} is more than cohort_size {self.cohort_size}: "
+                "no round could ever be aggregated",
+            )
+        positive_int("eval_every", self.eval_every)
+
+    @property
+    def selected_size(self) -> int:
+        return math.ceil(self.cohort_size * self.over_selection)

@@ -1,0 +1,161 @@
+"""One Keras model and optimizer, reused to train any device's copy of the weights.
+
+Building a Keras model per device (or calling ``fit``) costs ~100 ms each; the
+runner builds once and trains a device by assigning its weights, resetting the
+optimizer and running a compiled loop over the device's batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fedactors.training.spec import LocalTraining, ModelSpec
+from fedactors.training.weights import WeightsLayout
+
+
+def build_model(spec: ModelSpec) -> keras.Model:
+    model = spec.build()
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model: the builder must return a keras.Model, got {type(model).__name__}")
+    if not model.built or not model.weights:
+        raise TypeError(
+            "model: the builder must return a built model (start it with keras.Input(shape))"
+        )
+    return model
+
+
+def resolve_loss(loss: object) -> keras.losses.Loss:
+    return keras.losses.get(loss) if isinstance(loss, str) else loss  # type: ignore[return-value]
+
+
+def batch_schedule(
+    num_examples: int, epochs: int, batch_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffled example order for every epoch, and each step's [start, end) in it.
+
+    Each epoch is a fresh permutation; its last batch may be short, as in Keras.
+    """
+    order = np.concatenate([rng.permutation(num_examples) for _ in range(epochs)]).astype(np.int32)
+    starts = np.concatenate(
+        [np.arange(0, num_examples, batch_size) + e * num_examples for e in range(epochs)]
+    ).astype(np.int32)
+    ends = np.minimum(starts + batch_size, (starts // num_examples + 1) * num_examples).astype(
+        np.int32
+    )
+    return order, starts, ends
+
+
+class ModelRunner:
+    """Trains flat weight vectors with a compiled TensorFlow loop."""
+
+    def __init__(self, spec: ModelSpec, training: LocalTraining) -> None:
+        self.model = build_model(spec)
+        self.variables = list(self.model.weights)
+        self.trainable = list(self.model.trainable_variables)
+        self.layout = WeightsLayout.of([v.numpy() for v in self.variables])
+        self.loss_fn = resolve_loss(spec.loss)
+        self.training = training
+        self.optimizer = training.optimizer()
+        self.optimizer.build(self.trainable)
+        self._optimizer_start = [tf.constant(v.numpy()) for v in self.optimizer.variables]
+        self._train = tf.function(self._train_graph, reduce_retracing=True)
+
+    def initial_weights(self) -> np.ndarray:
+        return self.layout.flatten([v.numpy() for v in self.variables])
+
+    def _assign(self, flat: tf.Tensor) -> None:
+        for var, piece, shape in zip(
+            self.variables, tf.split(flat, list(self.layout.sizes)), self.layout.shapes
+        ):
+            var.assign(tf.reshape(piece, shape))
+
+    def _train_graph(self, flat, x, y, order, starts, ends):
+        self._assign(flat)
+        # FedAvg: every device starts each round with fresh optimizer state.
+        for var, start in zip(self.optimizer.variables, self._optimizer_start):
+            var.assign(start)
+        total = tf.constant(0.0, tf.float32)
+        steps = tf.shape(starts)[0]
+        for i in tf.range(steps):
+            idx = order[starts[i] : ends[i]]
+            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+            with tf.GradientTape() as tape:
+                loss = self.loss_fn(yb, self.model(xb, training=True))
+                if self.model.losses:
+                    loss += tf.add_n(self.model.losses)
+            grads = tape.gradient(loss, self.trainable)
+            self.optimizer.apply_gradients(zip(grads, self.trainable))
+            total += tf.cast(loss, tf.float32)
+        new = tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in self.variables], 0)
+        return new - flat, total / tf.cast(tf.maximum(steps, 1), tf.float32)
+
+    def train(
+        self, weights: np.ndarray, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, float]:
+        """Train a copy of ``weights`` on (x, y); return the delta and the mean batch loss."""
+        order, starts, ends = batch_schedule(
+            len(x), self.training.epochs, self.training.batch_size, rng
+        )
+        delta, loss = self._train(
+            tf.constant(weights), tf.constant(x), tf.constant(y), order, starts, ends
+        )
+        return delta.numpy(), float(loss.numpy())
+
+
+class Evaluator:
+    """The server's model, evaluated on the server's own held-out data."""
+
+    def __init__(self, spec: ModelSpec, x: np.ndarray, y: np.ndarray, batch_size: int = 4096):
+        self.model = build_model(spec)
+        self.layout = WeightsLayout.of(self.model.get_weights())
+        self.loss_fn = resolve_loss(spec.loss)
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.metric_names, self._metrics = _resolve_metrics(spec.metrics, self.loss_fn, self.model)
+        self._predict = tf.function(lambda xb: self.model(xb, training=False), reduce_retracing=True)
+
+    def evaluate(self, flat: np.ndarray) -> dict[str, float]:
+        self.model.set_weights(self.layout.unflatten(flat))
+        for m in self._metrics:
+            m.reset_state()
+        loss_sum, n = 0.0, len(self.x)
+        for start in range(0, n, self.batch_size):
+            xb, yb = self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            pred = self._predict(tf.constant(xb))
+            loss_sum += float(self.loss_fn(yb, pred).numpy()) * len(xb)
+            for m in self._metrics:
+                m.update_state(yb, pred)
+        out = {"loss": loss_sum / max(n, 1)}
+        for name, m in zip(self.metric_names, self._metrics):
+            out[name] = float(m.result().numpy())
+        return out
+
+
+def _resolve_metrics(
+    metrics: Sequence[object], loss_fn: keras.losses.Loss, model: keras.Model
+) -> tuple[list[str], list[keras.metrics.Metric]]:
+    names, objects = [], []
+    from_logits = bool(getattr(loss_fn, "get_config", dict)().get("from_logits", False))
+    outputs = int(model.outputs[0].shape[-1]) if model.outputs else 1
+    for metric in metrics:
+        if metric in ("accuracy", "acc"):
+            # Keras picks the accuracy flavour from the loss and output; so do we.
+            if outputs > 1:
+                obj = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            else:
+                obj = keras.metrics.BinaryAccuracy(
+                    name="accuracy", threshold=0.0 if from_logits else 0.5
+                )
+        elif isinstance(metric, str):
+            obj = keras.metrics.get(metric)
+            if not isinstance(obj, keras.metrics.Metric):
+                obj = keras.metrics.MeanMetricWrapper(obj, name=metric)
+        else:
+            obj = metric
+        names.append(obj.name)
+        objects.append(obj)
+    return names, objects
