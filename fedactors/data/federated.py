@@ -36,7 +36,9 @@ def _check_pair(field: str, pair: object) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(a, np.ndarray):
             raise ConfigError(f"{field}.{name}", f"must be a numpy array, got {type(a).__name__}")
     if x.dtype != np.float32:
-        raise ConfigError(f"{field}.x", f"must be float32, got dtype {x.dtype} (use .astype(np.float32))")
+        raise ConfigError(
+            f"{field}.x", f"must be float32, got dtype {x.dtype} (use .astype(np.float32))"
+        )
     if x.ndim < 2:
         raise ConfigError(
             f"{field}.x", f"must have shape (examples, *features), got shape {x.shape}"
@@ -83,7 +85,9 @@ class FederatedData:
         # Reject negatives explicitly: tuple indexing would quietly wrap
         # device -1 to the last device's data.
         if isinstance(device, bool) or not 0 <= int(device) < len(self.clients):
-            raise IndexError(f"device {device!r} out of range: there are {len(self.clients)} devices")
+            raise IndexError(
+                f"device {device!r} out of range: there are {len(self.clients)} devices"
+            )
         return self.clients[int(device)]
 
     def num_examples(self, device: int) -> int:
@@ -109,7 +113,9 @@ class FederatedData:
         Raises :class:`~fedactors.errors.ConfigError` naming the device.
         """
         if isinstance(clients, (str, bytes)) or not isinstance(clients, Sequence):
-            raise ConfigError("clients", f"must be a sequence of (x, y) pairs, got {type(clients).__name__}")
+            raise ConfigError(
+                "clients", f"must be a sequence of (x, y) pairs, got {type(clients).__name__}"
+            )
         if len(clients) == 0:
             raise ConfigError("clients", "must hold at least 1 device, got 0")
         tx, ty = _check_pair("test", test)

@@ -87,7 +87,9 @@ def make_hospital_data(
     num_hospitals = positive_int("num_hospitals", num_hospitals)
     frac = non_negative("test_fraction", test_fraction)
     if not 0.0 < frac < 1.0:
-        raise ConfigError("test_fraction", f"must be strictly between 0 and 1, got {test_fraction!r}")
+        raise ConfigError(
+            "test_fraction", f"must be strictly between 0 and 1, got {test_fraction!r}"
+        )
     size_skew = non_negative("size_skew", size_skew)
 
     # Imported here: sklearn's import is slow, and only this scenario needs it.

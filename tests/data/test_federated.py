@@ -26,7 +26,8 @@ def test_accessors_and_read_only_copies():
 
 def test_regression_labels_and_image_shaped_features():
     clients = [(np.ones((2, 4, 4, 1), np.float32), np.ones(2, np.float32))]
-    data = FederatedData.from_arrays(clients, (np.ones((3, 4, 4, 1), np.float32), np.ones(3, np.float32)))
+    test = (np.ones((3, 4, 4, 1), np.float32), np.ones(3, np.float32))
+    data = FederatedData.from_arrays(clients, test)
     assert data.feature_shape == (4, 4, 1)
 
 
@@ -42,7 +43,11 @@ def test_client_out_of_range(device):
     [
         ([pair(2), pair(2, x_dtype=np.float64)], "clients[1].x", "float64"),
         ([pair(2), pair(2, features=4)], "clients[1].x", "device 1 has feature shape (4,)"),
-        ([pair(2), (np.zeros((3, 3), np.float32), np.zeros(2, np.int32))], "clients[1].y", "x has 3"),
+        (
+            [pair(2), (np.zeros((3, 3), np.float32), np.zeros(2, np.int32))],
+            "clients[1].y",
+            "x has 3",
+        ),
         ([pair(2), pair(0)], "clients[1]", "at least 1 example"),
         ([pair(2, label=np.int64)], "clients[0].y", "int64"),
         ([pair(2, label=np.float32)], "clients[0].y", "float32"),  # test labels are int32
