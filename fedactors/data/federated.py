@@ -1,0 +1,140 @@
+"""The one shape every scenario's data takes: private per-device arrays plus a server test set.
+
+A scenario builds its data however it likes and hands the simulator a
+:class:`FederatedData`. Validating once, here, means a wrong dtype or a
+mismatched feature shape is reported as "device 12's x is float64" when the
+scenario loads, not as a shape error deep inside round 40 of a Keras fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedactors.errors import ConfigError
+
+#: Label dtypes the simulator trains on: int32 class ids or float32 regression targets.
+LABEL_DTYPES = (np.dtype(np.int32), np.dtype(np.float32))
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A private read-only copy, so no device's training can edit another's data
+    (or the caller's array) in place."""
+    out = np.array(a, copy=True, order="C")
+    out.flags.writeable = False
+    return out
+
+
+def _check_pair(field: str, pair: object) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(x, y)`` pair's own checks: types, dtypes, lengths, finiteness."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ConfigError(field, f"must be an (x, y) pair of arrays, got {type(pair).__name__}")
+    x, y = pair
+    for name, a in (("x", x), ("y", y)):
+        if not isinstance(a, np.ndarray):
+            raise ConfigError(f"{field}.{name}", f"must be a numpy array, got {type(a).__name__}")
+    if x.dtype != np.float32:
+        raise ConfigError(
+            f"{field}.x", f"must be float32, got dtype {x.dtype} (use .astype(np.float32))"
+        )
+    if x.ndim < 2:
+        raise ConfigError(
+            f"{field}.x", f"must have shape (examples, *features), got shape {x.shape}"
+        )
+    if y.dtype not in LABEL_DTYPES:
+        raise ConfigError(
+            f"{field}.y",
+            f"must be int32 (classes) or float32 (regression), got dtype {y.dtype}",
+        )
+    if y.ndim < 1 or len(y) != len(x):
+        raise ConfigError(
+            f"{field}.y",
+            f"must have one label per example: x has {len(x)} examples, y has shape {y.shape}",
+        )
+    if len(x) < 1:
+        raise ConfigError(field, "must hold at least 1 example, got 0")
+    # NaN/inf would silently poison the global model through the average.
+    if not np.all(np.isfinite(x)):
+        raise ConfigError(f"{field}.x", "must be finite, found NaN or inf")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ConfigError(f"{field}.y", "must be finite, found NaN or inf")
+    return x, y
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """Each device's private arrays plus a held-out test set for the server.
+
+    ``clients[i]`` is device ``i``'s ``(x, y)``; only device ``i``'s actor may
+    read it. ``test`` belongs to the server and is used only for evaluation.
+    Build it with :meth:`from_arrays`, which checks the contract; the arrays
+    it stores are read-only copies.
+    """
+
+    clients: tuple[tuple[np.ndarray, np.ndarray], ...]
+    test: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.clients)
+
+    def client(self, device: int) -> tuple[np.ndarray, np.ndarray]:
+        """Device ``device``'s private ``(x, y)``."""
+        # Reject negatives explicitly: tuple indexing would quietly wrap
+        # device -1 to the last device's data.
+        if isinstance(device, bool) or not 0 <= int(device) < len(self.clients):
+            raise IndexError(
+                f"device {device!r} out of range: there are {len(self.clients)} devices"
+            )
+        return self.clients[int(device)]
+
+    def num_examples(self, device: int) -> int:
+        """How many examples device ``device`` holds (its FedAvg weight)."""
+        return len(self.client(device)[0])
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.test[0].shape[1:])
+
+    @classmethod
+    def from_arrays(
+        cls,
+        clients: Sequence[tuple[np.ndarray, np.ndarray]],
+        test: tuple[np.ndarray, np.ndarray],
+    ) -> FederatedData:
+        """Validate and freeze per-device ``(x, y)`` pairs and the server's test pair.
+
+        Checks: at least one device; ``x`` float32 of shape ``(n, *features)``
+        with the same ``features`` everywhere; ``y`` int32 or float32, one
+        label per example, the same dtype and label shape everywhere; every
+        device and the test set hold >= 1 example; all values finite.
+        Raises :class:`~fedactors.errors.ConfigError` naming the device.
+        """
+        if isinstance(clients, (str, bytes)) or not isinstance(clients, Sequence):
+            raise ConfigError(
+                "clients", f"must be a sequence of (x, y) pairs, got {type(clients).__name__}"
+            )
+        if len(clients) == 0:
+            raise ConfigError("clients", "must hold at least 1 device, got 0")
+        tx, ty = _check_pair("test", test)
+        features, label_shape = tx.shape[1:], ty.shape[1:]
+        checked = []
+        for i, pair in enumerate(clients):
+            field = f"clients[{i}]"
+            x, y = _check_pair(field, pair)
+            # A model has one input shape; a mismatch here is a scenario bug.
+            if x.shape[1:] != features:
+                raise ConfigError(
+                    f"{field}.x",
+                    f"device {i} has feature shape {x.shape[1:]}, but the test set has {features}",
+                )
+            if y.dtype != ty.dtype or y.shape[1:] != label_shape:
+                raise ConfigError(
+                    f"{field}.y",
+                    f"device {i} has labels {y.dtype}{list(y.shape[1:])}, "
+                    f"but the test set has {ty.dtype}{list(label_shape)}",
+                )
+            checked.append((_frozen(x), _frozen(y)))
+        return cls(clients=tuple(checked), test=(_frozen(tx), _frozen(ty)))
