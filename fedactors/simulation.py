@@ -180,6 +180,7 @@ def run_scenario(
         try:
             asyncio.set_event_loop(loop)
             stopped = loop.run_until_complete(server.run(rounds, record))
+            loop.run_until_complete(directory.shutdown())
         finally:
             asyncio.set_event_loop(None)
             loop.close()

@@ -101,6 +101,7 @@ class DeviceDirectory:
     def __init__(self, world: DeviceWorld, on_failure) -> None:
         self.world = world
         self.active: dict[int, DeviceActor] = {}
+        self._tasks: dict[int, asyncio.Task] = {}
         self._on_failure = on_failure
 
     def deliver(self, device: int, message: Any) -> None:
@@ -110,12 +111,23 @@ class DeviceDirectory:
             actor.mailbox.put_nowait(message)
             task = asyncio.get_running_loop().create_task(actor.run(), name=f"device-{device}")
             task.add_done_callback(lambda t, d=device: self._deactivate(d, t))
+            self._tasks[device] = task
         else:
             actor.mailbox.put_nowait(message)
 
+    async def shutdown(self) -> None:
+        """Stop every device still working when the run ends."""
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _deactivate(self, device: int, task: asyncio.Task) -> None:
         actor = self.active.pop(device)
-        if not task.cancelled() and task.exception() is not None:
+        del self._tasks[device]
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             # A bug in a device must stop the run, not vanish into a log.
             self._on_failure(task.exception())
             return

@@ -29,7 +29,29 @@ def build_model(spec: ModelSpec) -> keras.Model:
 
 
 def resolve_loss(loss: object) -> keras.losses.Loss:
-    return keras.losses.get(loss) if isinstance(loss, str) else loss  # type: ignore[return-value]
+    """A Loss object that reduces to a scalar mean, whatever form the scenario gave."""
+    resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if isinstance(resolved, keras.losses.Loss):
+        return resolved
+    if callable(resolved):
+        return _FunctionLoss(resolved)
+    raise TypeError(f"loss: must be a Keras loss name, object or function, got {loss!r}")
+
+
+class _FunctionLoss(keras.losses.Loss):
+    """A per-example loss function reduced to its mean, as ``compile`` would.
+
+    Like ``compile``, (n,) labels are matched to (n, 1) predictions.
+    """
+
+    def __init__(self, fn) -> None:
+        super().__init__(name=getattr(fn, "__name__", "loss"))
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        if y_pred.shape.rank == len(y_true.shape) + 1 and y_pred.shape[-1] == 1:
+            y_true = tf.expand_dims(y_true, -1)
+        return self.fn(y_true, y_pred)
 
 
 def batch_schedule(

@@ -1,0 +1,5 @@
+import sys
+
+from fedactors.cli import main
+
+sys.exit(main())

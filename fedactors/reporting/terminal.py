@@ -1,0 +1,73 @@
+"""What a person at a terminal sees: a live progress bar, then a summary table.
+
+The bar is drawn only when stdout is a terminal; the table is always printed
+(as plain text when piped) unless the run is quiet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def _fmt_sim(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+class RunDisplay:
+    def __init__(self, name: str, rounds: int, enabled: bool = True) -> None:
+        self.console = Console()
+        self.enabled = enabled
+        self.rounds = rounds
+        self.name = name
+        self._progress: Optional[Progress] = None
+        self._task = None
+
+    def __enter__(self) -> RunDisplay:
+        if self.enabled and self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=self.console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.name, total=self.rounds, status="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, row: dict) -> None:
+        if self._progress is None:
+            return
+        status = f"t={_fmt_sim(row['time'])}  reported {row['reported']}/{row['selected']}"
+        if "accuracy" in row:
+            status += f"  acc {row['accuracy']:.3f}"
+        elif "loss" in row:
+            status += f"  loss {row['loss']:.4g}"
+        self._progress.update(self._task, completed=row["round"], status=status)
+
+    def finish(self, summary: dict, records: list[dict], out: Path) -> None:
+        if not self.enabled:
+            return
+        table = Table(title=f"{summary['scenario']} (seed {summary['seed']})")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row("rounds", f"{summary['rounds']} ({summary['stopped']})")
+        table.add_row("simulated time", _fmt_sim(summary["simulated_seconds"]))
+        table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
+        for key in ("selected", "reported", "dropped", "late"):
+            table.add_row(f"{key} (all rounds)", str(sum(r[key] for r in records)))
+        for key, value in summary["final"].items():
+            table.add_row(f"final {key}", f"{value:.4f}")
+        table.add_row("weights sha256", summary["weights_sha256"][:16] + "…")
+        table.add_row("outputs", str(out))
+        self.console.print(table)
