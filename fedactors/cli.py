@@ -57,6 +57,10 @@ def run_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if argv and argv[0] == "report":
+        from fedactors.reporting.report import main as report_main
+
+        return report_main(argv[1:])
     args = run_parser().parse_args(argv)
     try:
         return _run(args)

@@ -97,9 +97,10 @@ class ServerActor:
         n_select = min(self.rounds.selected_size, len(online))
         cohort = np.sort(self.seeds.generator("cohort", r).choice(online, n_select, replace=False))
         cohort_set = set(int(d) for d in cohort)
-        self.log.emit(ACTOR, "round.start", round=r, online=len(online), selected=n_select)
-
         deadline = start + self.rounds.deadline
+        self.log.emit(ACTOR, "round.start", round=r, online=len(online), selected=n_select,
+                      deadline=deadline, cohort=cohort)
+
         params = self.aggregator.client_params(self.state.aggregator_state)
         request = TrainRequest(r, self.state.weights, deadline, params)
         for d in cohort:
