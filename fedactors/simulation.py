@@ -103,6 +103,50 @@ def metrics_row(outcome: RoundOutcome, tally: RoundTally, traffic: tuple[int, in
     return row
 
 
+@dataclass
+class Actors:
+    """The simulated world of one run, wired together."""
+
+    server: ServerActor
+    directory: DeviceDirectory
+    network: Network
+    tally: RoundTally
+    failures: list[BaseException]
+
+
+def assemble(
+    *,
+    loop: VirtualTimeLoop,
+    fleet: Fleet,
+    data: FederatedData,
+    executor: Executor,
+    scenario: Scenario,
+    evaluate: Callable[[np.ndarray], dict[str, float]],
+    seeds: SeedTree,
+    log: EventLog,
+    initial_weights: np.ndarray,
+) -> Actors:
+    """Wire the server, the device directory and the network on ``loop``.
+
+    The server gets the fleet's profiles (to know who is online) and its own
+    evaluation function; only the devices get ``data``.
+    """
+    server_mailbox: asyncio.Queue = asyncio.Queue()
+    tally = RoundTally.empty()
+    failures: list[BaseException] = []
+    world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
+                        scenario.training.epochs)
+    directory = DeviceDirectory(world, failures.append)
+    network = Network(loop, fleet, server_mailbox, directory.deliver)
+    world.network = network
+    server = ServerActor(
+        rounds=scenario.rounds, fleet=fleet, aggregator=scenario.aggregator,
+        optimizer=scenario.server_optimizer, evaluate=evaluate, seeds=seeds, log=log,
+        mailbox=server_mailbox, network=network, initial_weights=initial_weights,
+    )
+    return Actors(server, directory, network, tally, failures)
+
+
 class _Outputs:
     """The run directory: events.jsonl, metrics.jsonl, summary.json, model.keras."""
 
@@ -147,18 +191,12 @@ def run_scenario(
         outputs = _Outputs(options.out_dir, stack)
         log = EventLog(loop.time, outputs.events, keep=options.keep_events,
                        device_events=options.device_events)
-        server_mailbox: asyncio.Queue = asyncio.Queue()
-        tally = RoundTally.empty()
-        world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
-                            scenario.training.epochs)
-        failures: list[BaseException] = []
-        directory = DeviceDirectory(world, failures.append)
-        network = Network(loop, fleet, server_mailbox, directory.deliver)
-        world.network = network
-        server = ServerActor(
-            rounds=scenario.rounds, fleet=fleet, aggregator=scenario.aggregator,
-            optimizer=scenario.server_optimizer, evaluate=evaluator.evaluate, seeds=seeds,
-            log=log, mailbox=server_mailbox, network=network, initial_weights=initial,
+        actors = assemble(
+            loop=loop, fleet=fleet, data=data, executor=executor, scenario=scenario,
+            evaluate=evaluator.evaluate, seeds=seeds, log=log, initial_weights=initial,
+        )
+        server, directory, network, tally, failures = (
+            actors.server, actors.directory, actors.network, actors.tally, actors.failures
         )
         traffic = [0, 0]
 
