@@ -16,11 +16,10 @@ import structlog
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
+    """Numpy values as the JSON-ready Python values they stand for."""
+    if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
-    raise TypeError(f"cannot log a {type(value).__name__}")
+    return value
 
 
 class EventLog:
@@ -47,7 +46,7 @@ class EventLog:
     def _order(self, _logger: Any, _method: str, event_dict: dict) -> dict:
         head = {"t": round(self._clock(), 9), "actor": event_dict.pop("actor"),
                 "event": event_dict.pop("event")}
-        head.update(event_dict)
+        head.update((k, _plain(v)) for k, v in event_dict.items())
         return head
 
     def _collect(self, _logger: Any, _method: str, event_dict: dict) -> dict:
@@ -59,7 +58,7 @@ class EventLog:
 
     @staticmethod
     def _render(_logger: Any, _method: str, event_dict: dict) -> str:
-        return json.dumps(event_dict, default=_plain, separators=(",", ":"))
+        return json.dumps(event_dict, separators=(",", ":"))
 
     def emit(self, actor: str, event: str, **fields: Any) -> None:
         if self._stream is None and not self._keep:

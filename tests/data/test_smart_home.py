@@ -3,7 +3,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from fedactors.data import ACTIVITIES, DEVICE_KINDS, make_smart_home_data
-from fedactors.data.smart_home import FEATURES, _OBSERVES
+from fedactors.data.smart_home import _OBSERVES, FEATURES
 from fedactors.errors import ConfigError
 
 

@@ -1,0 +1,78 @@
+"""The virtual clock: jumps, orders ties, costs no wall time, detects stalls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fedactors.errors import SimulationStalled
+from fedactors.runtime.loop import DELIVERY, TIMEOUT, VirtualTimeLoop, run
+
+
+@pytest.mark.asyncio
+async def test_pytest_asyncio_runs_on_the_virtual_clock() -> None:
+    assert isinstance(asyncio.get_running_loop(), VirtualTimeLoop)
+
+
+@pytest.mark.asyncio
+async def test_an_hour_long_sleep_jumps_the_clock_and_costs_no_wall_time() -> None:
+    loop = asyncio.get_running_loop()
+    start, wall = loop.time(), time.perf_counter()
+    await asyncio.sleep(3600.0)
+    assert loop.time() - start == 3600.0
+    assert time.perf_counter() - wall < 0.5
+
+
+@pytest.mark.asyncio
+async def test_timeouts_fire_at_exactly_their_simulated_instant() -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.Event().wait(), timeout=12.5)
+    assert loop.time() - start == 12.5
+
+
+@pytest.mark.asyncio
+async def test_same_instant_timers_run_by_priority_then_scheduling_order() -> None:
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    loop.call_at(5.0, seen.append, "timeout", priority=TIMEOUT)
+    loop.call_at(5.0, seen.append, "first delivery", priority=DELIVERY)
+    loop.call_at(5.0, seen.append, "second delivery", priority=DELIVERY)
+    loop.call_at(4.0, seen.append, "earlier", priority=TIMEOUT)
+    await asyncio.sleep(10.0)
+    assert seen == ["earlier", "first delivery", "second delivery", "timeout"]
+
+
+@pytest.mark.asyncio
+async def test_concurrent_sleepers_wake_in_time_order() -> None:
+    loop = asyncio.get_running_loop()
+    woke: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        woke.append((name, loop.time()))
+
+    await asyncio.gather(sleeper("c", 3.0), sleeper("a", 1.0), sleeper("b", 2.0))
+    assert woke == [("a", 1.0), ("b", 2.0), ("c", 3.0)]
+
+
+def test_waiting_with_no_timer_pending_is_reported_as_a_stall() -> None:
+    async def wait_forever() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(SimulationStalled, match="every actor waits"):
+        run(wait_forever())
+
+
+def test_timers_never_fire_in_the_past() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(10.0)
+        fired = loop.create_future()
+        loop.call_at(3.0, lambda: fired.set_result(loop.time()))
+        return await fired
+
+    assert run(main()) == 10.0

@@ -1,0 +1,108 @@
+"""Bad input: one clear line naming the file and field, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedactors.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VALID = """
+from fedactors import DeviceClass, NetworkProfile, Rounds, Scenario
+
+def data(fleet, rng):
+    raise AssertionError("not reached when validation fails")
+
+scenario = Scenario(
+    name="bad",
+    model=lambda: None,
+    loss="mse",
+    data=data,
+    fleet=[DeviceClass("phone", count=4, network=NetworkProfile(rtt={rtt}), dropout={dropout})],
+    rounds=Rounds(count=2, cohort_size={cohort}, deadline={deadline}),
+)
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "scenario.py") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    code = main([*args])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def scenario_with(**overrides: object) -> str:
+    values = {"rtt": 0.05, "dropout": 0.1, "cohort": 2, "deadline": 60.0}
+    values.update(overrides)
+    return VALID.format(**values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "line"),
+    [
+        ({"rtt": -0.5}, "rtt: must be >= 0, got -0.5", 12),
+        ({"dropout": 1.5}, "dropout: must be in [0, 1], got 1.5", 12),
+        ({"deadline": 0}, "deadline: must be > 0, got 0", 13),
+        ({"cohort": 10}, "rounds.cohort_size: 10 is larger than the fleet (4 devices)", 7),
+    ],
+)
+def test_invalid_values_name_the_file_line_and_field(capsys, tmp_path, overrides, field, line):
+    path = write(tmp_path, scenario_with(**overrides))
+    code, err = run_main(capsys, str(path))
+    assert code == 2
+    assert err.strip() == f"error: {path}:{line}: {field}"
+
+
+def test_missing_file(capsys, tmp_path) -> None:
+    code, err = run_main(capsys, str(tmp_path / "nope.py"))
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'nope.py'}: scenario file not found"
+
+
+def test_syntax_error_names_the_line(capsys, tmp_path) -> None:
+    path = write(tmp_path, "x = 1\nscenario = (\n")
+    code, err = run_main(capsys, str(path))
+    assert code == 2 and err.startswith(f"error: {path}:2: syntax error:")
+
+
+def test_a_file_that_defines_no_scenario(capsys, tmp_path) -> None:
+    path = write(tmp_path, "x = 1\n")
+    code, err = run_main(capsys, str(path))
+    assert code == 2 and "defines no scenario" in err and str(path) in err
+
+
+def test_a_scenario_of_the_wrong_type(capsys, tmp_path) -> None:
+    path = write(tmp_path, "scenario = {'name': 'x'}\n")
+    code, err = run_main(capsys, str(path))
+    assert code == 2 and "must be a fedactors.Scenario, got dict" in err
+
+
+def test_an_exception_in_the_file_is_one_line_not_a_traceback(capsys, tmp_path) -> None:
+    path = write(tmp_path, "import fedactors\n\nraise RuntimeError('boom')\n")
+    code, err = run_main(capsys, str(path))
+    assert code == 2 and err.strip() == f"error: {path}:3: RuntimeError: boom"
+
+
+def test_the_real_process_exits_2_without_a_traceback(tmp_path) -> None:
+    path = write(tmp_path, scenario_with(dropout=-0.1))
+    proc = subprocess.run([sys.executable, "-m", "fedactors", str(path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{path}:12: dropout: must be in [0, 1], got -0.1" in proc.stderr
+
+
+def test_bad_command_line_values_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["scenarios/linear_regression.py", "--rounds", "0"])
+    assert exc.value.code == 2
+    assert "--rounds: must be >= 1" in capsys.readouterr().err
