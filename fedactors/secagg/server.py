@@ -76,8 +76,9 @@ def collect_keys(
         return _abort(state, step, f"called in phase {state.phase!r}")
     got = _first_by_sender(msgs, state.config.graph.ids)
     u1 = frozenset(got)
-    if not u1 or (why := _short(state, u1, u1)):
-        return _abort(state, step, why or "no device advertised keys")
+    why = _short(state, u1, u1) if u1 else "no device advertised keys"
+    if why:
+        return _abort(state, step, why)
     pks = {u: (m.c_public, m.s_public) for u, m in got.items()}
     g = state.config.graph
     out = {u: KeyBroadcast(u, MappingProxyType({v: pks[v] for v in sorted(g.holders(u) & u1)}))
@@ -93,8 +94,9 @@ def collect_shares(
         return _abort(state, step, f"called in phase {state.phase!r}")
     got = _first_by_sender(msgs, state.public_keys)
     u2 = frozenset(got)
-    if not u2 or (why := _short(state, u2, u2)):
-        return _abort(state, step, why or "no device shared keys")
+    why = _short(state, u2, u2) if u2 else "no device shared keys"
+    if why:
+        return _abort(state, step, why)
     inbox: dict[int, dict[int, bytes]] = {v: {} for v in u2}
     for u in sorted(u2):
         for v, ct in got[u].ciphertexts.items():
@@ -117,8 +119,9 @@ def collect_masked(
     g = cfg.graph
     dropped = state.u2 - u3
     relevant = set(u3) | {v for v in dropped if g.neighbours[v] & u3}
-    if not u3 or (why := _short(state, u3, relevant)):
-        return _abort(state, step, why or "no device sent a masked input")
+    why = _short(state, u3, relevant) if u3 else "no device sent a masked input"
+    if why:
+        return _abort(state, step, why)
     out = {
         v: UnmaskRequest(v, tuple(sorted(g.holders(v) & u3)), tuple(sorted(g.holders(v) & dropped)))
         for v in sorted(u3)
@@ -168,5 +171,5 @@ def finish(
             else:
                 total += p
     total &= np.uint64((1 << k) - 1)
-    result = SecAggResult(total, state.u3, frozenset(state.public_keys) - state.u3)
+    result = SecAggResult(total, state.u3, g.ids - state.u3)
     return replace(state, phase="done"), result
