@@ -41,7 +41,8 @@ class ClientState:
     phase: str  # advertised -> shared -> masked -> done | aborted
     c_pair: keys.KeyPair
     s_pair: keys.KeyPair
-    peer_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=_empty)  # U1 within N[u], incl. self
+    # U1 within N[u], including this device.
+    peer_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=_empty)
     b_seed: Optional[bytes] = None
     u2: frozenset[int] = frozenset()  # peers whose shares this device holds, incl. self
     held_b: Mapping[int, shamir.Share] = field(default_factory=_empty)
@@ -177,7 +178,8 @@ def unmask(
     if len(alive) != len(msg.alive) or len(dropped) != len(msg.dropped):
         return _abort(state, step, "a device is listed twice")
     if alive & dropped:
-        return _abort(state, step, f"devices listed both alive and dropped: {sorted(alive & dropped)}")
+        both = sorted(alive & dropped)
+        return _abort(state, step, f"devices listed both alive and dropped: {both}")
     if me in dropped:
         return _abort(state, step, "this device is listed as dropped")
     if me not in alive:

@@ -29,7 +29,9 @@ class CommGraph:
     def __post_init__(self) -> None:
         for u, nbrs in self.neighbours.items():
             if not 1 <= u <= MAX_HOLDER_ID:
-                raise ConfigError("graph.ids", f"device ids must be in [1, {MAX_HOLDER_ID}], got {u!r}")
+                raise ConfigError(
+                    "graph.ids", f"device ids must be in [1, {MAX_HOLDER_ID}], got {u!r}"
+                )
             if u in nbrs:
                 raise ConfigError("graph.neighbours", f"device {u} lists itself as a neighbour")
             for v in nbrs:
@@ -41,7 +43,8 @@ class CommGraph:
             if not 1 <= t <= len(self.neighbours[u]) + 1:
                 raise ConfigError(
                     "graph.thresholds",
-                    f"device {u}: threshold must be in [1, {len(self.neighbours[u]) + 1}], got {t!r}",
+                    f"device {u}: threshold must be in [1, {len(self.neighbours[u]) + 1}], "
+                    f"got {t!r}",
                 )
 
     @property

@@ -65,7 +65,9 @@ def quantize(
     """Encode ``x`` as uint64 in [0, 2**modulus_bits); stochastic rounding iff ``rng`` is given."""
     _check(bound, scale_bits)
     if not 2 <= modulus_bits <= MAX_MODULUS_BITS:
-        raise ConfigError("modulus_bits", f"must be in [2, {MAX_MODULUS_BITS}], got {modulus_bits!r}")
+        raise ConfigError(
+            "modulus_bits", f"must be in [2, {MAX_MODULUS_BITS}], got {modulus_bits!r}"
+        )
     if _levels(bound, scale_bits) >= 2 ** (modulus_bits - 1):
         raise ConfigError(
             "modulus_bits", f"{modulus_bits} bits cannot hold one value of bound {bound!r}"
@@ -82,7 +84,9 @@ def quantize(
 def dequantize_sum(total: np.ndarray, scale_bits: int, modulus_bits: int) -> np.ndarray:
     """Decode a sum mod 2**modulus_bits of encodings (valid if it did not wrap, see module doc)."""
     if not 2 <= modulus_bits <= MAX_MODULUS_BITS:
-        raise ConfigError("modulus_bits", f"must be in [2, {MAX_MODULUS_BITS}], got {modulus_bits!r}")
+        raise ConfigError(
+            "modulus_bits", f"must be in [2, {MAX_MODULUS_BITS}], got {modulus_bits!r}"
+        )
     t = np.asarray(total, dtype=np.uint64).astype(np.int64)
     half, full = 1 << (modulus_bits - 1), 1 << modulus_bits
     signed = np.where(t >= half, t - full, t)

@@ -64,7 +64,8 @@ def _short(state: ServerState, alive: frozenset[int], who: Iterable[int]) -> Opt
     for u in sorted(who):
         have = len(g.holders(u) & alive)
         if have < g.thresholds[u]:
-            return f"device {u}: only {have} of its share holders remain, threshold {g.thresholds[u]}"
+            return (f"device {u}: only {have} of its share holders remain, "
+                    f"threshold {g.thresholds[u]}")
     return None
 
 

@@ -88,7 +88,7 @@ def _vandermonde(xs: tuple[int, ...], threshold: int) -> np.ndarray:
 def split(
     secret: bytes, threshold: int, holders: Sequence[int], rng: np.random.Generator
 ) -> dict[int, Share]:
-    """Share ``secret`` so that any ``threshold`` of ``holders`` recover it and fewer learn nothing."""
+    """Share ``secret`` so any ``threshold`` of ``holders`` recover it and fewer learn nothing."""
     if not isinstance(secret, (bytes, bytearray)) or not secret or len(secret) % _CHUNK_BYTES:
         raise ShamirError(f"secret must be a non-empty even-length byte string, got {secret!r}")
     xs = _check_xs(holders)

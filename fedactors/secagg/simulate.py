@@ -1,4 +1,7 @@
-"""Run all four rounds in one process, for tests and benchmarks (the actor runtime replaces this)."""
+"""Run all four rounds in one process, for tests and benchmarks.
+
+The actor runtime replaces this driver; it exists so the protocol can be checked end to end.
+"""
 
 from __future__ import annotations
 
