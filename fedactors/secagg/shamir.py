@@ -101,6 +101,13 @@ def split(
     return {x: Share(x, tuple(int(v) for v in row)) for x, row in zip(xs, ys)}
 
 
+def split_n(secret: bytes, threshold: int, n: int, rng: np.random.Generator) -> dict[int, Share]:
+    """Classic t-of-n sharing to holders 1..n."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ShamirError(f"n must be an int >= 1, got {n!r}")
+    return split(secret, threshold, range(1, int(n) + 1), rng)
+
+
 @lru_cache(maxsize=256)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> np.ndarray:
     # Cached because the server reconstructs many secrets from the same responders.

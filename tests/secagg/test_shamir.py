@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fedactors.secagg.shamir import Share, ShamirError, reconstruct, split
+from fedactors.secagg.shamir import Share, ShamirError, reconstruct, split, split_n
 
 
 def test_every_t_subset_reconstructs_and_t_minus_1_does_not():
@@ -46,3 +46,13 @@ def test_share_serialization_roundtrip():
     s = split(rng.bytes(32), 2, [7, 9], rng)[7]
     assert Share.from_bytes(s.to_bytes()) == s
     assert len(s.to_bytes()) == s.nbytes
+
+
+def test_split_n_uses_one_based_indices_and_validates_n():
+    rng = np.random.default_rng(5)
+    secret = rng.bytes(32)
+    shares = split_n(secret, 4, 7, rng)
+    assert sorted(shares) == list(range(1, 8))
+    assert reconstruct([shares[x] for x in (7, 2, 5, 3)], 4) == secret
+    with pytest.raises(ShamirError, match="got 0"):
+        split_n(secret, 1, 0, rng)
