@@ -47,6 +47,8 @@ class ClientState:
     u2: frozenset[int] = frozenset()  # peers whose shares this device holds, incl. self
     held_b: Mapping[int, shamir.Share] = field(default_factory=_empty)
     held_s: Mapping[int, shamir.Share] = field(default_factory=_empty)
+    # Per-peer bundle keys from round 1, kept so round 2 need not redo the X25519 agreement.
+    aead_keys: Mapping[int, bytes] = field(default_factory=_empty)
     abort: Optional[Abort] = field(default=None)
 
     @property
@@ -104,16 +106,17 @@ def share_keys(
     b_seed = rng.bytes(SECRET_BYTES)
     b_shares = shamir.split(b_seed, state.threshold, holders, rng)
     s_shares = shamir.split(state.s_pair.private_bytes(), state.threshold, holders, rng)
-    cts = {}
+    cts, aead = {}, {}
     rid = state.config.round_id
     for v in holders:
         if v == me:
             continue
-        key = keys.aead_key(state.c_pair.private, msg.keys[v][0])
-        cts[v] = keys.encrypt(key, _bundle(me, v, b_shares[v], s_shares[v]), me, v, rid, rng)
+        aead[v] = keys.aead_key(state.c_pair.private, msg.keys[v][0])
+        cts[v] = keys.encrypt(aead[v], _bundle(me, v, b_shares[v], s_shares[v]), me, v, rid, rng)
     new = replace(
         state, phase="shared", peer_keys=MappingProxyType(dict(msg.keys)), b_seed=b_seed,
         held_b=MappingProxyType({me: b_shares[me]}), held_s=MappingProxyType({me: s_shares[me]}),
+        aead_keys=MappingProxyType(aead),
     )
     return new, ShareKeys(me, MappingProxyType(cts))
 
@@ -138,9 +141,9 @@ def masked_input(
         return _abort(state, step, f"bundles from devices not in U1 ∩ N(u): {sorted(bad)}")
     held_b, held_s = dict(state.held_b), dict(state.held_s)
     for u, ct in msg.ciphertexts.items():
-        key = keys.aead_key(state.c_pair.private, state.peer_keys[u][0])
         try:
-            sender, recipient, b, s = _unbundle(keys.decrypt(key, ct, u, me, cfg.round_id))
+            plain = keys.decrypt(state.aead_keys[u], ct, u, me, cfg.round_id)
+            sender, recipient, b, s = _unbundle(plain)
         except (keys.DecryptionError, shamir.ShamirError) as e:
             return _abort(state, step, str(e))
         if (sender, recipient, b.x, s.x) != (u, me, me, me):

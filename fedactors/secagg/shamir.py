@@ -36,20 +36,18 @@ class Share:
     y: tuple[int, ...]
 
     def to_bytes(self) -> bytes:
-        out = bytearray(self.x.to_bytes(4, "little"))
-        for v in self.y:
-            out += v.to_bytes(_Y_BYTES, "little")
-        return bytes(out)
+        # Little-endian uint32 with the (always zero) top byte dropped.
+        y = np.asarray(self.y, dtype="<u4").view(np.uint8).reshape(-1, 4)[:, :_Y_BYTES]
+        return self.x.to_bytes(4, "little") + y.tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
         if len(data) < 4 or (len(data) - 4) % _Y_BYTES:
             raise ShamirError(f"share encoding has bad length {len(data)}")
         x = int.from_bytes(data[:4], "little")
-        y = tuple(
-            int.from_bytes(data[i : i + _Y_BYTES], "little") for i in range(4, len(data), _Y_BYTES)
-        )
-        return cls(x, y)
+        raw = np.frombuffer(data, dtype=np.uint8, offset=4).reshape(-1, _Y_BYTES).astype(np.uint32)
+        y = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
+        return cls(x, tuple(y.tolist()))
 
     @property
     def nbytes(self) -> int:
@@ -98,7 +96,7 @@ def split(
     coeffs[0] = chunks
     coeffs[1:] = rng.integers(0, PRIME, size=(threshold - 1, chunks.size), dtype=np.int64)
     ys = (_vandermonde(xs, threshold) @ coeffs.astype(np.float64)).astype(np.int64) % PRIME
-    return {x: Share(x, tuple(int(v) for v in row)) for x, row in zip(xs, ys)}
+    return {x: Share(x, tuple(row)) for x, row in zip(xs, ys.tolist())}
 
 
 def split_n(secret: bytes, threshold: int, n: int, rng: np.random.Generator) -> dict[int, Share]:
