@@ -1,0 +1,206 @@
+"""Device side of SecAgg/SecAgg+: one pure function per round.
+
+Each step returns ``(new_state, message)``; the message is an ``Abort`` when
+the device refuses to continue, in which case the new state is terminal and
+nothing secret was put in the message. Unmasking is where a lying server could
+learn an input (by getting both b_u and s_u^SK shares for the same u), so that
+step checks the server's lists against everything this device has seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Optional, Union
+
+import numpy as np
+
+from fedactors.secagg import keys, prg, shamir
+from fedactors.secagg.messages import (
+    Abort,
+    AdvertiseKeys,
+    KeyBroadcast,
+    MaskedInput,
+    SecAggConfig,
+    ShareDelivery,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class ClientState:
+    config: SecAggConfig
+    device_id: int
+    phase: str  # advertised -> shared -> masked -> done | aborted
+    c_pair: keys.KeyPair
+    s_pair: keys.KeyPair
+    # U1 within N[u], including this device.
+    peer_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=_empty)
+    b_seed: Optional[bytes] = None
+    u2: frozenset[int] = frozenset()  # peers whose shares this device holds, incl. self
+    held_b: Mapping[int, shamir.Share] = field(default_factory=_empty)
+    held_s: Mapping[int, shamir.Share] = field(default_factory=_empty)
+    # Per-peer bundle keys from round 1, kept so round 2 need not redo the X25519 agreement.
+    aead_keys: Mapping[int, bytes] = field(default_factory=_empty)
+    abort: Optional[Abort] = field(default=None)
+
+    @property
+    def threshold(self) -> int:
+        return self.config.graph.thresholds[self.device_id]
+
+
+def _abort(state: ClientState, step: str, reason: str) -> tuple[ClientState, Abort]:
+    a = Abort(f"device {state.device_id}", step, reason)
+    return replace(state, phase="aborted", abort=a), a
+
+
+def _bundle(sender: int, recipient: int, b: shamir.Share, s: shamir.Share) -> bytes:
+    return (sender.to_bytes(4, "little") + recipient.to_bytes(4, "little")
+            + b.to_bytes() + s.to_bytes())
+
+
+def _unbundle(data: bytes) -> tuple[int, int, shamir.Share, shamir.Share]:
+    half = (len(data) - 8) // 2
+    return (int.from_bytes(data[:4], "little"), int.from_bytes(data[4:8], "little"),
+            shamir.Share.from_bytes(data[8 : 8 + half]), shamir.Share.from_bytes(data[8 + half :]))
+
+
+def advertise_keys(
+    config: SecAggConfig, device_id: int, rng: np.random.Generator
+) -> tuple[ClientState, AdvertiseKeys]:
+    """Round 0: fresh key pairs c (encrypting shares) and s (pairwise masks)."""
+    if device_id not in config.graph.neighbours:
+        raise ValueError(f"device_id {device_id!r} is not in the communication graph")
+    c, s = keys.generate_keypair(rng), keys.generate_keypair(rng)
+    state = ClientState(config, device_id, "advertised", c, s)
+    return state, AdvertiseKeys(device_id, c.public, s.public)
+
+
+def share_keys(
+    state: ClientState, msg: KeyBroadcast, rng: np.random.Generator
+) -> tuple[ClientState, Union[ShareKeys, Abort]]:
+    """Round 1: Shamir-share b_u and s_u^SK to U1 ∩ N[u], each bundle encrypted to its holder."""
+    step, me = "share_keys", state.device_id
+    if state.phase != "advertised":
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    if msg.recipient != me:
+        return _abort(state, step, f"broadcast addressed to {msg.recipient}")
+    if msg.keys.get(me) != (state.c_pair.public, state.s_pair.public):
+        return _abort(state, step, "broadcast does not carry this device's own keys")
+    unknown = set(msg.keys) - state.config.graph.holders(me)
+    if unknown:
+        return _abort(state, step, f"keys of non-neighbours {sorted(unknown)}")
+    flat = [k for pair in msg.keys.values() for k in pair]
+    if len(set(flat)) != len(flat):
+        return _abort(state, step, "public keys are not all distinct")
+    if len(msg.keys) < state.threshold:
+        return _abort(state, step, f"{len(msg.keys)} peers < threshold {state.threshold}")
+    holders = sorted(msg.keys)
+    b_seed = rng.bytes(SECRET_BYTES)
+    b_shares = shamir.split(b_seed, state.threshold, holders, rng)
+    s_shares = shamir.split(state.s_pair.private_bytes(), state.threshold, holders, rng)
+    cts, aead = {}, {}
+    rid = state.config.round_id
+    for v in holders:
+        if v == me:
+            continue
+        aead[v] = keys.aead_key(state.c_pair.private, msg.keys[v][0])
+        cts[v] = keys.encrypt(aead[v], _bundle(me, v, b_shares[v], s_shares[v]), me, v, rid, rng)
+    new = replace(
+        state, phase="shared", peer_keys=MappingProxyType(dict(msg.keys)), b_seed=b_seed,
+        held_b=MappingProxyType({me: b_shares[me]}), held_s=MappingProxyType({me: s_shares[me]}),
+        aead_keys=MappingProxyType(aead),
+    )
+    return new, ShareKeys(me, MappingProxyType(cts))
+
+
+def masked_input(
+    state: ClientState, msg: ShareDelivery, x: np.ndarray
+) -> tuple[ClientState, Union[MaskedInput, Abort]]:
+    """Round 2: y_u = x_u + PRG(b_u) + sum_{v<u} PRG(s_uv) - sum_{v>u} PRG(s_uv) mod 2**k."""
+    step, me, cfg = "masked_input", state.device_id, state.config
+    if state.phase != "shared":
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    if msg.recipient != me:
+        return _abort(state, step, f"delivery addressed to {msg.recipient}")
+    x = np.asarray(x)
+    if x.shape != (cfg.dim,) or not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"input must be an integer vector of shape ({cfg.dim},), got "
+                         f"{x.dtype} {x.shape}")
+    if x.size and (int(x.min()) < 0 or int(x.max()) >> cfg.modulus_bits):
+        raise ValueError(f"input values must lie in [0, 2**{cfg.modulus_bits})")
+    bad = set(msg.ciphertexts) - (set(state.peer_keys) - {me})
+    if bad:
+        return _abort(state, step, f"bundles from devices not in U1 ∩ N(u): {sorted(bad)}")
+    held_b, held_s = dict(state.held_b), dict(state.held_s)
+    for u, ct in msg.ciphertexts.items():
+        try:
+            plain = keys.decrypt(state.aead_keys[u], ct, u, me, cfg.round_id)
+            sender, recipient, b, s = _unbundle(plain)
+        except (keys.DecryptionError, shamir.ShamirError) as e:
+            return _abort(state, step, str(e))
+        if (sender, recipient, b.x, s.x) != (u, me, me, me):
+            return _abort(state, step, f"bundle from {u} is mislabelled")
+        held_b[u], held_s[u] = b, s
+    u2 = frozenset(held_b)
+    if len(u2) < state.threshold:
+        return _abort(state, step, f"{len(u2)} peers < threshold {state.threshold}")
+    mask = np.uint64((1 << cfg.modulus_bits) - 1)
+    y = x.astype(np.uint64) + prg.expand(state.b_seed, cfg.dim, cfg.modulus_bits)
+    for v in sorted(u2 - {me}):
+        seed = keys.mask_seed(state.s_pair.private, state.peer_keys[v][1], cfg.round_id)
+        p = prg.expand(seed, cfg.dim, cfg.modulus_bits)
+        # uint64 wraps mod 2**64, a multiple of 2**k, so masking at the end is exact.
+        if v < me:
+            y += p
+        else:
+            y -= p
+    y &= mask
+    new = replace(state, phase="masked", u2=u2, held_b=MappingProxyType(held_b),
+                  held_s=MappingProxyType(held_s))
+    return new, MaskedInput(me, y, cfg.modulus_bits)
+
+
+def unmask(
+    state: ClientState, msg: UnmaskRequest
+) -> tuple[ClientState, Union[UnmaskResponse, Abort]]:
+    """Round 3: per peer, the b share if it is alive, else the s^SK share; never both."""
+    step, me = "unmask", state.device_id
+    if state.phase != "masked":
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    if msg.recipient != me:
+        return _abort(state, step, f"request addressed to {msg.recipient}")
+    alive, dropped = set(msg.alive), set(msg.dropped)
+    if len(alive) != len(msg.alive) or len(dropped) != len(msg.dropped):
+        return _abort(state, step, "a device is listed twice")
+    if alive & dropped:
+        both = sorted(alive & dropped)
+        return _abort(state, step, f"devices listed both alive and dropped: {both}")
+    if me in dropped:
+        return _abort(state, step, "this device is listed as dropped")
+    if me not in alive:
+        return _abort(state, step, "this device is missing from the alive list")
+    listed = alive | dropped
+    early = (listed & set(state.peer_keys)) - state.u2
+    if early:
+        return _abort(state, step, f"devices that dropped before round 2 reappear: {sorted(early)}")
+    unknown = listed - state.u2
+    if unknown:
+        return _abort(state, step, f"unknown devices listed: {sorted(unknown)}")
+    if listed != state.u2:
+        return _abort(state, step, f"devices omitted from both lists: {sorted(state.u2 - listed)}")
+    if len(alive) < state.threshold:
+        return _abort(state, step, f"{len(alive)} alive < threshold {state.threshold}")
+    resp = UnmaskResponse(
+        me,
+        MappingProxyType({v: state.held_b[v] for v in sorted(alive)}),
+        MappingProxyType({v: state.held_s[v] for v in sorted(dropped)}),
+    )
+    return replace(state, phase="done"), resp

@@ -1,0 +1,176 @@
+"""Server side of SecAgg/SecAgg+: collect each round from whoever answered, route, and finally
+remove the masks. Every step returns ``(new_state, replies)`` where replies is a dict of
+per-device messages, or an ``Abort`` when some neighbourhood fell below its threshold."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Optional, Union
+
+import numpy as np
+
+from fedactors.secagg import keys, prg, shamir
+from fedactors.secagg.messages import (
+    Abort,
+    AdvertiseKeys,
+    KeyBroadcast,
+    MaskedInput,
+    SecAggConfig,
+    SecAggResult,
+    ShareDelivery,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class ServerState:
+    config: SecAggConfig
+    phase: str  # keys -> shares -> masked -> unmask -> done | aborted
+    public_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=_empty)  # U1
+    u2: frozenset[int] = frozenset()
+    u3: frozenset[int] = frozenset()
+    masked: Mapping[int, np.ndarray] = field(default_factory=_empty)
+    abort: Optional[Abort] = None
+
+
+def start(config: SecAggConfig) -> ServerState:
+    return ServerState(config, "keys")
+
+
+def _abort(state: ServerState, step: str, reason: str) -> tuple[ServerState, Abort]:
+    a = Abort("server", step, reason)
+    return replace(state, phase="aborted", abort=a), a
+
+
+def _first_by_sender(msgs: Iterable, allowed: Iterable[int]) -> dict:
+    # Late duplicates and strangers are ignored rather than trusted.
+    allowed = set(allowed)
+    out: dict = {}
+    for m in msgs:
+        if m.sender in allowed and m.sender not in out:
+            out[m.sender] = m
+    return out
+
+
+def _short(state: ServerState, alive: frozenset[int], who: Iterable[int]) -> Optional[str]:
+    g = state.config.graph
+    for u in sorted(who):
+        have = len(g.holders(u) & alive)
+        if have < g.thresholds[u]:
+            return (f"device {u}: only {have} of its share holders remain, "
+                    f"threshold {g.thresholds[u]}")
+    return None
+
+
+def collect_keys(
+    state: ServerState, msgs: Sequence[AdvertiseKeys]
+) -> tuple[ServerState, Union[dict[int, KeyBroadcast], Abort]]:
+    step = "collect_keys"
+    if state.phase != "keys":
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    got = _first_by_sender(msgs, state.config.graph.ids)
+    u1 = frozenset(got)
+    why = _short(state, u1, u1) if u1 else "no device advertised keys"
+    if why:
+        return _abort(state, step, why)
+    pks = {u: (m.c_public, m.s_public) for u, m in got.items()}
+    g = state.config.graph
+    out = {u: KeyBroadcast(u, MappingProxyType({v: pks[v] for v in sorted(g.holders(u) & u1)}))
+           for u in sorted(u1)}
+    return replace(state, phase="shares", public_keys=MappingProxyType(pks)), out
+
+
+def collect_shares(
+    state: ServerState, msgs: Sequence[ShareKeys]
+) -> tuple[ServerState, Union[dict[int, ShareDelivery], Abort]]:
+    step = "collect_shares"
+    if state.phase != "shares":
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    got = _first_by_sender(msgs, state.public_keys)
+    u2 = frozenset(got)
+    why = _short(state, u2, u2) if u2 else "no device shared keys"
+    if why:
+        return _abort(state, step, why)
+    inbox: dict[int, dict[int, bytes]] = {v: {} for v in u2}
+    for u in sorted(u2):
+        for v, ct in got[u].ciphertexts.items():
+            if v in inbox:
+                inbox[v][u] = ct
+    out = {v: ShareDelivery(v, MappingProxyType(inbox[v])) for v in sorted(u2)}
+    return replace(state, phase="masked", u2=u2), out
+
+
+def collect_masked(
+    state: ServerState, msgs: Sequence[MaskedInput]
+) -> tuple[ServerState, Union[dict[int, UnmaskRequest], Abort]]:
+    step = "collect_masked"
+    if state.phase != "masked":
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    cfg = state.config
+    ok = [m for m in msgs if m.y.shape == (cfg.dim,) and m.modulus_bits == cfg.modulus_bits]
+    got = _first_by_sender(ok, state.u2)
+    u3 = frozenset(got)
+    g = cfg.graph
+    dropped = state.u2 - u3
+    relevant = set(u3) | {v for v in dropped if g.neighbours[v] & u3}
+    why = _short(state, u3, relevant) if u3 else "no device sent a masked input"
+    if why:
+        return _abort(state, step, why)
+    out = {
+        v: UnmaskRequest(v, tuple(sorted(g.holders(v) & u3)), tuple(sorted(g.holders(v) & dropped)))
+        for v in sorted(u3)
+    }
+    masked = MappingProxyType({u: m.y for u, m in got.items()})
+    return replace(state, phase="unmask", u3=u3, masked=masked), out
+
+
+def finish(
+    state: ServerState, msgs: Sequence[UnmaskResponse]
+) -> tuple[ServerState, Union[SecAggResult, Abort]]:
+    """Reconstruct b_u for survivors and s_v^SK for dropped devices; output sum mod 2**k."""
+    step = "finish"
+    if state.phase != "unmask":
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    cfg, g = state.config, state.config.graph
+    got = _first_by_sender(msgs, state.u3)
+    u5 = frozenset(got)
+    dropped = state.u2 - state.u3
+    k, dim, rid = cfg.modulus_bits, cfg.dim, cfg.round_id
+    total = np.zeros(dim, dtype=np.uint64)
+    for u in sorted(state.u3):
+        total += state.masked[u]
+    for u in sorted(state.u3):
+        shares = [got[h].b_shares[u] for h in sorted(g.holders(u) & u5) if u in got[h].b_shares]
+        if len(shares) < g.thresholds[u]:
+            return _abort(state, step, f"{len(shares)} b-shares of device {u}, need "
+                                       f"{g.thresholds[u]}")
+        total -= prg.expand(shamir.reconstruct(shares, g.thresholds[u]), dim, k)
+    for v in sorted(dropped):
+        partners = g.neighbours[v] & state.u3
+        if not partners:
+            continue
+        shares = [got[h].s_shares[v] for h in sorted(g.holders(v) & u5) if v in got[h].s_shares]
+        if len(shares) < g.thresholds[v]:
+            return _abort(state, step, f"{len(shares)} key shares of dropped device {v}, need "
+                                       f"{g.thresholds[v]}")
+        pair = keys.keypair_from_private_bytes(shamir.reconstruct(shares, g.thresholds[v]))
+        if pair.public != state.public_keys[v][1]:
+            return _abort(state, step, f"reconstructed key of device {v} does not match its "
+                                       "advertised key")
+        for u in sorted(partners):
+            p = prg.expand(keys.mask_seed(pair.private, state.public_keys[u][1], rid), dim, k)
+            # Survivor u added +PRG(s_uv) if v < u and -PRG(s_uv) if v > u; undo that.
+            if v < u:
+                total -= p
+            else:
+                total += p
+    total &= np.uint64((1 << k) - 1)
+    result = SecAggResult(total, state.u3, g.ids - state.u3)
+    return replace(state, phase="done"), result
