@@ -29,6 +29,7 @@ from fedactors.secagg.messages import (
     UnmaskResponse,
 )
 
+
 def _empty() -> Mapping:
     return MappingProxyType({})
 SECRET_BYTES = 32

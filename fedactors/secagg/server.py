@@ -25,6 +25,7 @@ from fedactors.secagg.messages import (
     UnmaskResponse,
 )
 
+
 def _empty() -> Mapping:
     return MappingProxyType({})
 

@@ -44,5 +44,5 @@ def test_steps_out_of_order_abort():
 
 def test_unmask_lists_partition_the_neighbourhood():
     _, _, req, _, _ = run_to_unmask(n=6, t=3, drop_before_masked=(4,))
-    for v, r in req.items():
+    for r in req.values():
         assert set(r.alive) == {1, 2, 3, 5, 6} and r.dropped == (4,)

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fedactors.secagg.shamir import Share, ShamirError, reconstruct, split, split_n
+from fedactors.secagg.shamir import ShamirError, Share, reconstruct, split, split_n
 
 
 def test_every_t_subset_reconstructs_and_t_minus_1_does_not():
