@@ -16,6 +16,7 @@ from typing import Any, Optional
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from fedactors.reporting.rundir import RunData
 from fedactors.reporting.style import (
@@ -48,6 +49,8 @@ PRETTY = {
 
 
 def pretty(key: str) -> str:
+    if key.startswith("rejected_"):
+        return f"Updates rejected: {key[9:]}"
     return PRETTY.get(key, key.replace("_", " ").capitalize())
 
 
@@ -140,13 +143,14 @@ def participation_figure(runs: Sequence[RunData]) -> Figure:
             ax.step(rounds, [r.get("selected", 0) for r in run.rows], where="mid",
                     color="#333333", linewidth=0.8)
             ax.set_ylabel("Devices")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             if len(runs) > 1:
                 ax.set_title(run.label, loc="left")
             ax.grid(axis="x", visible=False)
         axes[-1].set_xlabel("Round")
         handles = [Patch(color=OUTCOME_COLOURS[o], label=OUTCOME_LABELS[o]) for o in OUTCOMES]
         handles.append(_line_handle("selected"))
-        fig.legend(handles=handles, loc="outside upper center", ncols=5)
+        fig.legend(handles=handles, loc="outside upper center", ncols=3)
     return fig
 
 
@@ -205,7 +209,10 @@ def bytes_figure(runs: Sequence[RunData]) -> Optional[Figure]:
                         drawstyle="steps-mid", label=run.label)
             ax.set_title(_byte_title(key), loc="left")
             ax.set_ylabel(f"{unit} per round")
-            ax.set_ylim(bottom=0)
+            if _wide_positive([v for run in runs for v in _series(run, key)[2]]):
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(bottom=0)
         for ax in axes[len(keys):]:
             ax.set_visible(False)
         for ax in axes[max(0, len(keys) - ncols):len(keys)]:
