@@ -226,7 +226,7 @@ def timeline_figure(timeline: Timeline, title: str = "") -> Optional[Figure]:
     unit, scale = time_unit(timeline.end)
     rows = {d: i for i, d in enumerate(timeline.devices)}
     with paper_style():
-        fig = Figure(figsize=(7.2, 1.3 + 0.19 * len(rows)))
+        fig = Figure(figsize=(7.2, max(2.6, 1.6 + 0.19 * len(rows))))
         ax = fig.subplots()
         for i, window in enumerate(timeline.rounds):
             if i % 2 == 0:
