@@ -69,3 +69,15 @@ def test_missing_file_and_bad_json(tmp_path: Path, tiny_run: Path, capsys) -> No
     (empty / "metrics.jsonl").write_text('{"round": 1, "time": 1.0}\nnot json\n')
     assert main([str(empty)]) == 2
     assert f"{empty / 'metrics.jsonl'}:2" in capsys.readouterr().err
+
+
+def test_run_writes_report_and_tensorboard_unless_told_not_to(tmp_path: Path) -> None:
+    from fedactors.cli import main as cli_main
+
+    scenario = str(Path(__file__).resolve().parents[2] / "scenarios" / "linear_regression.py")
+    assert cli_main([scenario, "--rounds", "2", "--quiet", "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "report" / "report.html").is_file()
+    assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
+    assert cli_main([scenario, "--rounds", "2", "--quiet", "--no-report",
+                     "--out", str(tmp_path / "b")]) == 0
+    assert not (tmp_path / "b" / "report").exists()
