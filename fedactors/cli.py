@@ -51,6 +51,8 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-device-events", action="store_true",
                         help="log only server events (for fleets of many thousands)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    parser.add_argument("--no-report", action="store_true",
+                        help="skip the figures and HTML page written to DIR/report at the end")
     return parser
 
 
@@ -82,7 +84,17 @@ def _run(args: argparse.Namespace) -> int:
     rounds = args.rounds or scenario.rounds.count
     options = RunOptions(seed=seed, rounds=rounds, out_dir=out,
                          device_events=not args.no_device_events)
-    with RunDisplay(scenario.name, rounds, enabled=not args.quiet) as display:
-        result = run_scenario(scenario, options, on_round=[display.update])
+    from fedactors.reporting.tensorboard import TensorBoardWriter
+
+    metric_names = ("loss", *(m for m in scenario.metrics if isinstance(m, str)))
+    with RunDisplay(scenario.name, rounds, enabled=not args.quiet) as display, \
+            TensorBoardWriter(out / "tensorboard", metric_names) as tensorboard:
+        result = run_scenario(scenario, options, on_round=[display.update, tensorboard])
         display.finish(result.summary, result.records, out)
+    if not args.no_report:
+        from fedactors.reporting.report import write_report
+
+        page = write_report([out], out / "report")
+        if not args.quiet:
+            print(f"report: {page}")
     return 0

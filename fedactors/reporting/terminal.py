@@ -23,18 +23,22 @@ def _fmt_sim(seconds: float) -> str:
 
 
 class RunDisplay:
-    def __init__(self, name: str, rounds: int, enabled: bool = True) -> None:
-        self.console = Console()
+    def __init__(self, name: str, rounds: int, enabled: bool = True,
+                 console: Optional[Console] = None) -> None:
+        self.console = console or Console()
         self.enabled = enabled
         self.rounds = rounds
         self.name = name
         self._progress: Optional[Progress] = None
         self._task = None
+        # Evaluation may skip rounds (eval_every); keep showing the latest value.
+        self._latest: dict[str, float] = {}
 
     def __enter__(self) -> RunDisplay:
         if self.enabled and self.console.is_terminal:
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("round"),
+                MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=self.console,
             )
             self._progress.start()
@@ -45,15 +49,22 @@ class RunDisplay:
         if self._progress is not None:
             self._progress.stop()
 
+    def status(self, row: dict) -> str:
+        """The text after the bar: simulated time, reports, latest accuracy (or loss)."""
+        for key in ("accuracy", "loss"):
+            if key in row:
+                self._latest[key] = row[key]
+        status = f"t={_fmt_sim(row['time'])}  reported {row['reported']}/{row['selected']}"
+        if "accuracy" in self._latest:
+            status += f"  acc {self._latest['accuracy']:.3f}"
+        elif "loss" in self._latest:
+            status += f"  loss {self._latest['loss']:.4g}"
+        return status
+
     def update(self, row: dict) -> None:
         if self._progress is None:
             return
-        status = f"t={_fmt_sim(row['time'])}  reported {row['reported']}/{row['selected']}"
-        if "accuracy" in row:
-            status += f"  acc {row['accuracy']:.3f}"
-        elif "loss" in row:
-            status += f"  loss {row['loss']:.4g}"
-        self._progress.update(self._task, completed=row["round"], status=status)
+        self._progress.update(self._task, completed=row["round"], status=self.status(row))
 
     def finish(self, summary: dict, records: list[dict], out: Path) -> None:
         if not self.enabled:

@@ -1,0 +1,194 @@
+"""``python -m fedactors report DIR [DIR ...] [--out REPORT_DIR]``: figures and a page.
+
+Reads finished run directories only, so any run can be reported on (and
+compared with others) after the fact. Writes one PNG per figure and
+``report.html`` with every figure embedded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from fedactors.reporting.html import FigureEntry, render_html
+from fedactors.reporting.plots import (
+    bytes_figure,
+    epsilon_figure,
+    eval_metrics,
+    extras_figure,
+    metric_figure,
+    participation_figure,
+    pretty,
+    save,
+)
+from fedactors.reporting.rundir import RunData, RunDirError, load_runs
+from fedactors.reporting.timeline import (
+    DEFAULT_ROUNDS,
+    DEFAULT_SAMPLE,
+    timeline_figure,
+    timeline_from_file,
+)
+
+EXIT_BAD_INPUT = 2
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+
+
+def default_out(paths: Sequence[Path]) -> Path:
+    """A single run's report lives inside it; a comparison gets its own directory."""
+    if len(paths) == 1:
+        return paths[0] / "report"
+    return Path("report-" + "-vs-".join(_slug(p.resolve().name) for p in paths))
+
+
+def write_report(
+    paths: Sequence[Path],
+    out: Optional[Path] = None,
+    timeline_devices: int = DEFAULT_SAMPLE,
+    timeline_rounds: Optional[int] = DEFAULT_ROUNDS,
+) -> Path:
+    """Render every figure of ``paths`` into ``out``; returns the HTML page's path.
+
+    Raises RunDirError (naming the path) for a missing or malformed run.
+    """
+    runs = load_runs(paths)
+    out = out or default_out(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = [
+        ("Learning", _learning(runs, out)),
+        ("Participation", _participation(runs, out)),
+        ("Fleet timeline", _timelines(runs, out, timeline_devices, timeline_rounds)),
+        ("Privacy", _privacy(runs, out)),
+        ("Traffic", _traffic(runs, out)),
+        ("Other measurements", _extras(runs, out)),
+    ]
+    notes = []
+    if len(runs) > 1:
+        notes.append("Each run keeps its colour in every figure.")
+    page = out / "report.html"
+    page.write_text(render_html(runs, sections, notes), encoding="utf-8")
+    return page
+
+
+def _learning(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
+    entries = []
+    for key in eval_metrics(runs):
+        fig = metric_figure(runs, key)
+        if fig is None:
+            continue
+        path = save(fig, out / f"{_slug(key)}.png")
+        entries.append(FigureEntry(
+            pretty(key), path,
+            f"{pretty(key)} of the global model on the server's held-out data after each "
+            "evaluated round, against round (left) and simulated time (right). The right "
+            "panel shows what stragglers and deadlines cost in time to reach a given value.",
+        ))
+    return entries
+
+
+def _participation(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
+    path = save(participation_figure(runs), out / "participation.png")
+    return [FigureEntry(
+        "Participation per round", path,
+        "What became of each round's selected devices (black step: number selected). "
+        "Reported: the server accepted the update before the round closed. Late: still "
+        "working when the deadline closed the round. Dropped: went silent before the round "
+        "closed. Surplus: not needed, the target number of reports was met first.",
+    )]
+
+
+def _timelines(runs: Sequence[RunData], out: Path, devices: int,
+               rounds: Optional[int]) -> list[FigureEntry]:
+    entries = []
+    for i, run in enumerate(runs):
+        timeline = timeline_from_file(run.events_path, devices, rounds)
+        fig = timeline_figure(timeline, run.label)
+        if fig is None:
+            continue
+        name = "timeline.png" if len(runs) == 1 else f"timeline-{i + 1}-{_slug(run.label)}.png"
+        entries.append(FigureEntry(
+            f"Fleet timeline: {run.label}", save(fig, out / name),
+            "A deterministic sample of devices (evenly spread over the ids of those ever "
+            "selected), from events.jsonl. Bars show downloading, training and uploading; "
+            "work that went on past a deadline is late, past an early close (target met) "
+            "surplus. Blank means not selected or idle: the log does not record which "
+            "devices were offline. Grey bands alternate between rounds.",
+        ))
+    return entries
+
+
+def _privacy(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
+    fig = epsilon_figure(runs)
+    if fig is None:
+        return []
+    return [FigureEntry("Privacy budget", save(fig, out / "epsilon.png"),
+                        "Cumulative differential-privacy ε spent after each round, for runs "
+                        "with DP (lower is more private).")]
+
+
+def _traffic(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
+    fig = bytes_figure(runs)
+    if fig is None:
+        return []
+    return [FigureEntry("Bytes per round", save(fig, out / "bytes.png"),
+                        "Simulated network traffic per round: models sent to the cohort, "
+                        "updates sent back (including late ones), and any other byte counter "
+                        "a run logs, such as secure aggregation's.")]
+
+
+def _extras(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
+    fig = extras_figure(runs)
+    if fig is None:
+        return []
+    return [FigureEntry("Other per-round measurements", save(fig, out / "measurements.png"),
+                        "Every other numeric per-round field of metrics.jsonl that is not "
+                        "zero throughout: round duration, aggregation measurements, "
+                        "rejected updates by reason, and so on.")]
+
+
+def _rounds_arg(text: str) -> Optional[int]:
+    if text == "all":
+        return None
+    return _positive(text)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fedactors report",
+        description="Plot finished runs; several runs are overlaid for comparison.",
+    )
+    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="a finished run directory")
+    p.add_argument("--out", type=Path, help="report directory (default: DIR/report for one "
+                   "run, ./report-A-vs-B for several)")
+    p.add_argument("--timeline-devices", type=_positive, default=DEFAULT_SAMPLE,
+                   help=f"devices in the fleet timeline (default {DEFAULT_SAMPLE})")
+    p.add_argument("--timeline-rounds", type=_rounds_arg, default=DEFAULT_ROUNDS,
+                   help=f"rounds in the fleet timeline, or 'all' (default {DEFAULT_ROUNDS})")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        page = write_report(args.dirs, args.out, args.timeline_devices, args.timeline_rounds)
+    except RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"report: {page}")
+    return 0

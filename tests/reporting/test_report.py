@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from matplotlib import image
+
+from fedactors.reporting.report import main, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_good_png(path: Path) -> None:
+    """A real picture: PNG bytes, a sensible size and more than a few colours."""
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    pixels = image.imread(path)
+    height, width = pixels.shape[:2]
+    assert width >= 400 and height >= 200, (path, pixels.shape)
+    colours = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)
+    assert len(colours) > 20, (path, len(colours))
+
+
+def test_single_run_report(tiny_run: Path, tmp_path: Path) -> None:
+    page = write_report([tiny_run], tmp_path / "rep")
+    names = {p.name for p in page.parent.glob("*.png")}
+    assert {"loss.png", "mean_absolute_error.png", "participation.png", "bytes.png",
+            "timeline.png"} <= names
+    assert "epsilon.png" not in names  # no DP in this run
+    for png in page.parent.glob("*.png"):
+        assert_good_png(png)
+    html = page.read_text()
+    assert html.count('src="data:image/png;base64,') == len(names)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+
+
+def test_overlay_of_two_runs(tiny_run: Path, dp_run: Path, tmp_path: Path) -> None:
+    page = write_report([tiny_run, dp_run], tmp_path / "cmp")
+    out = page.parent
+    for name in ("loss.png", "participation.png", "bytes.png", "epsilon.png",
+                 "measurements.png"):
+        assert_good_png(out / name)
+    assert len(list(out.glob("timeline-*.png"))) == 2
+    html = page.read_text()
+    # Same scenario twice: labels fall back to the directory names.
+    assert "linear_regression (lr)" in html and "linear_regression (lr-dp)" in html
+
+
+def test_cli_default_out_and_bad_dir(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    assert main([str(tiny_run), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.html").is_file()
+
+    missing = tmp_path / "nope"
+    assert main([str(tiny_run), str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing}: no such run directory"]
+
+
+def test_missing_file_and_bad_json(tmp_path: Path, tiny_run: Path, capsys) -> None:
+    empty = tmp_path / "half"
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text('{"round": 1, "time": 1.0}\n')
+    assert main([str(empty)]) == 2
+    assert str(empty / "summary.json") in capsys.readouterr().err
+
+    (empty / "summary.json").write_text("{}")
+    (empty / "events.jsonl").write_text("")
+    (empty / "metrics.jsonl").write_text('{"round": 1, "time": 1.0}\nnot json\n')
+    assert main([str(empty)]) == 2
+    assert f"{empty / 'metrics.jsonl'}:2" in capsys.readouterr().err
+
+
+def test_run_writes_report_and_tensorboard_unless_told_not_to(tmp_path: Path) -> None:
+    from fedactors.cli import main as cli_main
+
+    scenario = str(Path(__file__).resolve().parents[2] / "scenarios" / "linear_regression.py")
+    assert cli_main([scenario, "--rounds", "2", "--quiet", "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "report" / "report.html").is_file()
+    assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
+    assert cli_main([scenario, "--rounds", "2", "--quiet", "--no-report",
+                     "--out", str(tmp_path / "b")]) == 0
+    assert not (tmp_path / "b" / "report").exists()

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from fedactors.reporting.terminal import RunDisplay
+
+ROW = {"round": 1, "time": 90.0, "selected": 13, "reported": 10, "dropped": 1, "late": 2,
+       "accuracy": 0.75, "loss": 0.5}
+
+
+def test_no_bar_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    with RunDisplay("demo", 3, console=Console(file=out, force_terminal=False)) as display:
+        display.update(ROW)
+        assert display._progress is None
+    assert out.getvalue() == ""
+
+
+def test_bar_shows_round_time_reports_and_latest_accuracy() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160)
+    with RunDisplay("demo", 3, console=console) as display:
+        display.update(ROW)
+        # Round 2 was not evaluated: the bar keeps the latest accuracy.
+        unevaluated = {k: v for k, v in ROW.items() if k not in ("accuracy", "loss")}
+        status = display.status({**unevaluated, "round": 2, "time": 150.0, "reported": 11})
+        display._progress.refresh()
+    assert "acc 0.750" in status and "t=2.5 min" in status and "reported 11/13" in status
+    text = out.getvalue()
+    assert "round" in text and "1/3" in text and "t=1.5 min" in text and "reported 10/13" in text
+
+
+def test_tensorboard_scalars(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from fedactors.reporting.tensorboard import TensorBoardWriter
+
+    with TensorBoardWriter(tmp_path / "tb", ("loss", "accuracy")) as writer:
+        writer({**ROW, "closed_by": "deadline", "applied": True, "bytes_up": 10,
+                "wall_seconds": 1.0, "epsilon": 0.3})
+    files = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    tags = {}
+    for record in tf.data.TFRecordDataset(str(files[0])):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        for value in event.summary.value:
+            assert value.metadata.plugin_data.plugin_name == "scalars"
+            tags[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert tags["eval/accuracy"] == 0.75
+    assert tags["participation/reported"] == 10
+    assert tags["traffic/bytes_up"] == 10 and tags["privacy/epsilon"] == tags["privacy/epsilon"]
+    assert "round/wall_seconds" not in tags and not any("applied" in t for t in tags)
