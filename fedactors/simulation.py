@@ -143,6 +143,7 @@ def assemble(
         rounds=scenario.rounds, fleet=fleet, aggregator=scenario.aggregator,
         optimizer=scenario.server_optimizer, evaluate=evaluate, seeds=seeds, log=log,
         mailbox=server_mailbox, network=network, initial_weights=initial_weights,
+        close_round=lambda r: (network.drop_round(r), directory.cancel_round(r)),
     )
     return Actors(server, directory, network, tally, failures)
 

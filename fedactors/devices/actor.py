@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from fedactors.aggregation.base import Aggregator
 from fedactors.data.federated import FederatedData
@@ -58,13 +58,16 @@ class DeviceActor:
         self.id = device
         self.world = world
         self.mailbox: asyncio.Queue = asyncio.Queue()
+        self.round: Optional[int] = None  # the round being worked on, if any
 
     async def run(self) -> None:
         """Drain the mailbox, then let the actor be deactivated."""
         while not self.mailbox.empty():
             message = self.mailbox.get_nowait()
             if isinstance(message, TrainRequest):
+                self.round = message.round
                 await self.train(message)
+                self.round = None
             else:
                 self.world.log.device(self.id, "message.unknown", kind=type(message).__name__)
 
@@ -86,7 +89,13 @@ class DeviceActor:
 
         x, y = w.data.client(d)
         ticket = w.executor.submit(TrainTask(d, r, request.weights, x, y, rng))
-        await asyncio.sleep(compute_time)
+        try:
+            await asyncio.sleep(compute_time)
+        except asyncio.CancelledError:
+            # The server closed the round: the work is abandoned where it stands.
+            w.executor.cancel(ticket)
+            w.log.device(d, "cut", round=r)
+            raise
         result = w.executor.collect(ticket)
         contribution = w.aggregator.encode(request.params, result.delta, num_examples, rng)
         update = Update(r, d, contribution)
@@ -114,6 +123,12 @@ class DeviceDirectory:
             self._tasks[device] = task
         else:
             actor.mailbox.put_nowait(message)
+
+    def cancel_round(self, round_: int) -> None:
+        """Stop every device still working on ``round_``: the server has closed it."""
+        for device in sorted(self.active):
+            if self.active[device].round == round_:
+                self._tasks[device].cancel()
 
     async def shutdown(self) -> None:
         """Stop every device still working when the run ends."""

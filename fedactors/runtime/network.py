@@ -29,18 +29,32 @@ class Network:
         self._deliver = deliver_to_device
         self.bytes_down = 0
         self.bytes_up = 0
+        # Deliveries still on the wire, by round, so a closed round's can be dropped.
+        self._in_flight: dict[int, list[asyncio.TimerHandle]] = {}
+
+    def _track(self, message: Any, handle: asyncio.TimerHandle) -> None:
+        round_ = getattr(message, "round", None)
+        if round_ is not None:
+            self._in_flight.setdefault(round_, []).append(handle)
+
+    def drop_round(self, round_: int) -> None:
+        """Discard every message of ``round_`` still in transit (the round is closed)."""
+        for handle in self._in_flight.pop(round_, ()):
+            handle.cancel()
 
     def to_device(self, device: int, message: Any) -> float:
         """Send ``message`` to ``device``; returns its simulated transfer time."""
         delay = self._fleet.download_time(device, message.nbytes)
         self.bytes_down += message.nbytes
-        self._loop.call_later(delay, self._deliver, device, message, priority=DELIVERY)
+        self._track(message, self._loop.call_later(delay, self._deliver, device, message,
+                                                   priority=DELIVERY))
         return delay
 
     def to_server(self, device: int, message: Any) -> float:
         delay = self._fleet.upload_time(device, message.nbytes)
         self.bytes_up += message.nbytes
-        self._loop.call_later(delay, self._server_mailbox.put_nowait, message, priority=DELIVERY)
+        self._track(message, self._loop.call_later(delay, self._server_mailbox.put_nowait, message,
+                                                   priority=DELIVERY))
         return delay
 
     def server_timer(self, delay: float, message: Any) -> asyncio.TimerHandle:

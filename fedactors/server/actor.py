@@ -65,6 +65,7 @@ class ServerActor:
         mailbox: asyncio.Queue,
         network: Any,
         initial_weights: np.ndarray,
+        close_round: Callable[[int], None] = lambda r: None,
     ) -> None:
         self.rounds = rounds
         self.fleet = fleet
@@ -75,6 +76,7 @@ class ServerActor:
         self.log = log
         self.mailbox = mailbox
         self.network = network
+        self.close_round = close_round
         dim = initial_weights.shape[0]
         self.state = ServerState(
             0, initial_weights, optimizer.init(initial_weights), aggregator.initial_state(dim)
@@ -131,6 +133,9 @@ class ServerActor:
                 closed_by = "target"
                 break
 
+        # Production servers tell devices still working that the round is over;
+        # here that message is free and instant: their work stops now.
+        self.close_round(r)
         reported = tuple(sorted(accepted))
         applied, measurements = self._aggregate(r, accepted, n_select)
         metrics = self.evaluate(self.state.weights) if r % self.rounds.eval_every == 0 else {}
