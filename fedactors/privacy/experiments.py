@@ -154,6 +154,7 @@ def plot(aggregates: list[dict], path: Path, title: str, metric: str) -> None:
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     plt.rcParams.update({"font.size": 13})
     fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
@@ -181,10 +182,13 @@ def plot(aggregates: list[dict], path: Path, title: str, metric: str) -> None:
         ax.axhline(r["accuracy"], ls="--", lw=1.6, color="0.3" if j == 0 else "0.6",
                    label=f"non-private FedAvg, m={r['cohort']}")
     ax.set_xscale("log")
+    # Plain numbers on major ticks only; minor labels collide on a short range.
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if any(math.isinf(r["epsilon"]) for r in dp):
         ax.axvline(x_inf, color="0.85", lw=8, zorder=0)
-        ax.text(x_inf, 0.02, "ε = ∞\n(no noise)", transform=ax.get_xaxis_transform(),
-                ha="center", fontsize=11)
+        ax.text(x_inf, 0.98, "ε = ∞\n(no noise)", transform=ax.get_xaxis_transform(),
+                ha="right", va="top", fontsize=11)
     ax.set_xlabel("ε (user-level, log scale)")
     ax.set_ylabel(f"final test {metric}")
     ax.set_title(title, fontsize=13)
