@@ -30,8 +30,16 @@ Figures measured (20 rounds): see docs/privacy.md, "Healthcare".
 import keras
 import numpy as np
 
-from fedactors import AlwaysOnline, DeviceClass, LocalTraining, LogNormal, NetworkProfile, Privacy
-from fedactors import Rounds, Scenario
+from fedactors import (
+    AlwaysOnline,
+    DeviceClass,
+    LocalTraining,
+    LogNormal,
+    NetworkProfile,
+    Privacy,
+    Rounds,
+    Scenario,
+)
 from fedactors.data.healthcare import make_hospital_data
 from fedactors.privacy.dp_mean import DPMean
 

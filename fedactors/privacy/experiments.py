@@ -138,7 +138,10 @@ def markdown(rows: list[dict]) -> str:
             return "—"
         return "∞" if math.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}"
 
-    lines = ["| aggregator | z | C | m | ε | accuracy (mean ± std) | seeds |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| aggregator | z | C | m | ε | accuracy (mean ± std) | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         z = "—" if r["noise"] is None else f"{r['noise']:g}"
         c = "—" if r["clip"] is None else f"{r['clip']:g}"
@@ -232,7 +235,9 @@ def _ints(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated whole numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated whole numbers, got {text!r}"
+        ) from None
     if not values or any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"must be whole numbers >= 0, got {text!r}")
     return values

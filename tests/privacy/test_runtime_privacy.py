@@ -116,7 +116,7 @@ def test_experiment_command_writes_csv_and_png(tmp_path: Path) -> None:
 
     path = tmp_path / "scenario.py"
     path.write_text(
-        "import sys\nsys.path.insert(0, %r)\n" % str(Path(__file__).parent)
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         + "from test_runtime_privacy import _scenario\nscenario = _scenario()\n"
     )
     out = tmp_path / "exp"
