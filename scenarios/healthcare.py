@@ -15,8 +15,8 @@ in a round, and sampling from a small federation amplifies privacy little.
 So the settings trade a larger noise multiplier, Poisson sampling of half the
 federation each round (add/remove-one ε, which the PLD accountant bounds
 tightly) and few rounds (logistic regression converges quickly) for a
-moderate ε. With only ten hospitals no useful model stays under ε ≈ 10;
-forty small-to-large sites are what make a single-digit ε possible.
+moderate ε. Forty small-to-large sites (rather than a handful) are what let
+Poisson sampling at q = 0.5 with z = 2.5 reach a single-digit ε.
 
 **Why the sampling assumption holds here.** Hospitals' servers are always
 online and reliable (no dropouts, a generous deadline, no over-selection), so
@@ -24,7 +24,9 @@ every round's candidates are the whole federation and every selected
 hospital reports: the Poisson sampling the accountant assumes is what the
 server actually does (``summary.json`` ``privacy.assumption_held``).
 
-Figures measured (20 rounds): see docs/privacy.md, "Healthcare".
+Figures measured (20 rounds, δ = 1e-5, 3 seeds): ε = 4.27 with final accuracy
+0.956 ± 0.032 (non-private FedAvg: 0.973 ± 0.009); full table in
+docs/privacy.md, "Worked example".
 """
 
 import keras
