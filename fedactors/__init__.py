@@ -10,6 +10,7 @@ from fedactors.devices.availability import AlwaysOnline, OnlineShare, Trace
 from fedactors.devices.distributions import Constant, LogNormal, Uniform
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile
+from fedactors.privacy.spec import Privacy
 from fedactors.scenarios.spec import Scenario
 from fedactors.server.optimizers import FedAdam, FedAvgStep, FedYogi
 from fedactors.server.rounds import Rounds
@@ -28,6 +29,7 @@ __all__ = [
     "LogNormal",
     "NetworkProfile",
     "OnlineShare",
+    "Privacy",
     "Rounds",
     "Scenario",
     "Trace",

@@ -125,6 +125,7 @@ def assemble(
     seeds: SeedTree,
     log: EventLog,
     initial_weights: np.ndarray,
+    privacy: Any = None,
 ) -> Actors:
     """Wire the server, the device directory and the network on ``loop``.
 
@@ -144,6 +145,7 @@ def assemble(
         optimizer=scenario.server_optimizer, evaluate=evaluate, seeds=seeds, log=log,
         mailbox=server_mailbox, network=network, initial_weights=initial_weights,
         close_round=lambda r: (network.drop_round(r), directory.cancel_round(r)),
+        privacy=privacy,
     )
     return Actors(server, directory, network, tally, failures)
 
@@ -186,6 +188,7 @@ def run_scenario(
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
     executor = (executor_factory or SequentialExecutor)(runner)
 
+    privacy = _privacy_budget(scenario, fleet.size)
     loop = VirtualTimeLoop()
     records: list[dict] = []
     with ExitStack() as stack:
@@ -195,6 +198,7 @@ def run_scenario(
         actors = assemble(
             loop=loop, fleet=fleet, data=data, executor=executor, scenario=scenario,
             evaluate=evaluator.evaluate, seeds=seeds, log=log, initial_weights=initial,
+            privacy=privacy,
         )
         server, directory, network, tally, failures = (
             actors.server, actors.directory, actors.network, actors.tally, actors.failures
@@ -232,6 +236,13 @@ def run_scenario(
             if final and final["round"] == records[-1]["round"]
             else evaluator.evaluate(weights)
         )
+        privacy_summary = (
+            privacy.summary(server.state.privacy, stopped) if privacy is not None else None
+        )
+        if privacy_summary is not None:
+            log.emit("simulator", "privacy.summary", epsilon=privacy_summary["epsilon"],
+                     assumption_held=privacy_summary["assumption_held"],
+                     violations=privacy_summary["violations"])
         log.emit("simulator", "run.end", rounds=len(records), reason=stopped)
 
     summary = {
@@ -246,6 +257,8 @@ def run_scenario(
         "parameters": int(weights.shape[0]),
         "weights_sha256": weights_sha256(weights),
     }
+    if privacy_summary is not None:
+        summary["privacy"] = privacy_summary
     if options.out_dir is not None:
         save_model(scenario, evaluator, weights, options.out_dir / "model.keras")
         (options.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -259,6 +272,18 @@ def save_model(scenario: Scenario, evaluator: Evaluator, weights: np.ndarray, pa
     model.compile(optimizer=scenario.training.optimizer(), loss=scenario.loss,
                   metrics=list(scenario.metrics))
     model.save(path)
+
+
+def _privacy_budget(scenario: Scenario, population: int) -> Any:
+    """The run's PrivacyBudget, or None for a non-private aggregator."""
+    if not hasattr(scenario.aggregator, "dp_event"):
+        return None  # don't import dp-accounting for non-private runs
+    from fedactors.privacy.budget import PrivacyBudget
+
+    try:
+        return PrivacyBudget.for_scenario(scenario, population)
+    except ConfigError as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 def _model_spec(scenario: Scenario):

@@ -79,6 +79,11 @@ class RunDisplay:
             table.add_row(f"{key} (all rounds)", str(sum(r[key] for r in records)))
         for key, value in summary["final"].items():
             table.add_row(f"final {key}", f"{value:.4f}")
+        if "privacy" in summary:
+            eps = summary["privacy"]["epsilon"]
+            held = "" if summary["privacy"]["assumption_held"] else " (assumption broken)"
+            table.add_row(f"ε at δ={summary['privacy']['delta']:g}",
+                          ("∞" if eps is None else f"{eps:.3f}") + held)
         table.add_row("weights sha256", summary["weights_sha256"][:16] + "…")
         table.add_row("outputs", str(out))
         self.console.print(table)

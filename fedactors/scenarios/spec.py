@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from fedactors.data.federated import FederatedData
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
+from fedactors.privacy.spec import Privacy
 from fedactors.server.optimizers import FedAvgStep, ServerOptimizer
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
@@ -41,6 +42,9 @@ class Scenario:
     server_optimizer: ServerOptimizer = field(default_factory=FedAvgStep)
     seed: int = 0
     description: str = ""
+    #: Privacy budget/reporting for a DP aggregator (docs/privacy.md); a DP
+    #: aggregator without it still reports ε with ``Privacy()``'s defaults.
+    privacy: Optional[Privacy] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -66,6 +70,32 @@ class Scenario:
             raise ConfigError(
                 "rounds.cohort_size",
                 f"{self.rounds.cohort_size} is larger than the fleet ({self.fleet_size} devices)",
+            )
+        self._check_privacy()
+
+    def _check_privacy(self) -> None:
+        agg = self.aggregator
+        expected = getattr(agg, "expected_count", None)
+        if expected is not None and expected != self.rounds.cohort_size:
+            # DPMean divides by, and is accounted for, its own m; the server's
+            # round context carries rounds.cohort_size. They must agree.
+            raise ConfigError(
+                "aggregator.expected_count",
+                f"is {expected!r} but rounds.cohort_size is {self.rounds.cohort_size!r}; "
+                "they must be equal",
+            )
+        if self.privacy is None:
+            return
+        if not isinstance(self.privacy, Privacy):
+            raise ConfigError("privacy", f"must be a Privacy or None, got {self.privacy!r}")
+        if not hasattr(agg, "dp_event"):
+            raise ConfigError(
+                "privacy", f"needs a differentially private aggregator (DPMean), got {agg!r}"
+            )
+        if self.privacy.method == "pld" and self.rounds.sampling != "poisson":
+            raise ConfigError(
+                "privacy.method",
+                f"'pld' needs rounds.sampling='poisson', got {self.rounds.sampling!r}",
             )
 
     @property

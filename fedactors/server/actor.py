@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
 from fedactors.server.optimizers import ServerOptimizer
 from fedactors.server.rounds import Rounds
+
+if TYPE_CHECKING:  # the budget pulls in dp-accounting; only DP runs need it
+    from fedactors.privacy.budget import PrivacyBudget
 
 ACTOR = "server"
 
@@ -33,6 +36,8 @@ class ServerState:
     weights: np.ndarray = field(repr=False)
     optimizer_state: Any = field(repr=False)
     aggregator_state: Any = field(repr=False)
+    #: ``PrivacyState`` (ledger + sampling audit) of a DP run, else None.
+    privacy: Any = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class ServerActor:
         network: Any,
         initial_weights: np.ndarray,
         close_round: Callable[[int], None] = lambda r: None,
+        privacy: Optional[PrivacyBudget] = None,
     ) -> None:
         self.rounds = rounds
         self.fleet = fleet
@@ -77,14 +83,32 @@ class ServerActor:
         self.mailbox = mailbox
         self.network = network
         self.close_round = close_round
+        self.privacy = privacy
         dim = initial_weights.shape[0]
         self.state = ServerState(
-            0, initial_weights, optimizer.init(initial_weights), aggregator.initial_state(dim)
+            0, initial_weights, optimizer.init(initial_weights), aggregator.initial_state(dim),
+            privacy.initial_state() if privacy is not None else None,
         )
 
     async def run(self, count: int, on_round: Callable[[RoundOutcome], Optional[str]]) -> str:
-        """Run ``count`` rounds; ``on_round`` may return a reason to stop early."""
+        """Run ``count`` rounds; ``on_round`` may return a reason to stop early.
+
+        With a privacy target, a round is only started if composing it keeps
+        ε within the target: the run stops *before* the budget is exceeded.
+        """
+        if self.privacy is not None:
+            self.log.emit(ACTOR, "privacy.assumption", assumption=self.privacy.assumption(),
+                          delta=self.privacy.delta, target_epsilon=self.privacy.target_epsilon)
         for r in range(self.state.round + 1, self.state.round + count + 1):
+            if self.privacy is not None and self.privacy.would_exceed(self.state.privacy):
+                from fedactors.privacy.budget import STOPPED_BY_BUDGET
+
+                self.log.emit(ACTOR, "privacy.budget_exhausted", round=r,
+                              epsilon=self.privacy.epsilon(self.state.privacy),
+                              next_epsilon=self.privacy.next_epsilon(self.state.privacy),
+                              target_epsilon=self.privacy.target_epsilon)
+                self.log.emit(ACTOR, "run.stopped", round=r - 1, reason=STOPPED_BY_BUDGET)
+                return STOPPED_BY_BUDGET
             outcome = await self.run_round(r)
             stop = on_round(outcome)
             if stop:
@@ -96,8 +120,15 @@ class ServerActor:
         loop = asyncio.get_running_loop()
         start = loop.time()
         online = self.fleet.online(start, self.seeds.generator("availability", r))
-        n_select = min(self.rounds.selected_size, len(online))
-        cohort = np.sort(self.seeds.generator("cohort", r).choice(online, n_select, replace=False))
+        cohort_rng = self.seeds.generator("cohort", r)
+        if self.rounds.sampling == "poisson":
+            # One uniform draw per online device, in id order: independent inclusion.
+            keep = cohort_rng.random(len(online)) < self.rounds.poisson_rate(self.fleet.size)
+            cohort = online[keep]
+        else:
+            n_select = min(self.rounds.selected_size, len(online))
+            cohort = np.sort(cohort_rng.choice(online, n_select, replace=False))
+        n_select = len(cohort)
         cohort_set = set(int(d) for d in cohort)
         deadline = start + self.rounds.deadline
         self.log.emit(ACTOR, "round.start", round=r, online=len(online), selected=n_select,
@@ -138,6 +169,12 @@ class ServerActor:
         self.close_round(r)
         reported = tuple(sorted(accepted))
         applied, measurements = self._aggregate(r, accepted, n_select)
+        if self.privacy is not None:
+            self.state = replace(self.state, privacy=self.state.privacy.after_round(
+                online=len(online), population=self.fleet.size, selected=n_select,
+                summed=len(accepted), expected=self.rounds.cohort_size))
+            eps = self.privacy.epsilon(self.state.privacy)
+            measurements["epsilon"] = eps if np.isfinite(eps) else None  # no noise: JSON null
         metrics = self.evaluate(self.state.weights) if r % self.rounds.eval_every == 0 else {}
         outcome = RoundOutcome(
             round=r, start=start, end=loop.time(), selected=tuple(int(d) for d in cohort),
@@ -167,7 +204,7 @@ class ServerActor:
         if len(accepted) < self.rounds.min_reports:
             self.log.emit(ACTOR, "round.skipped", round=r, reported=len(accepted),
                           min_reports=self.rounds.min_reports)
-            self.state = ServerState(r, state.weights, state.optimizer_state, state.aggregator_state)
+            self.state = replace(state, round=r)
             return False, {}
         contributions = PlainContributions([accepted[d].contribution for d in sorted(accepted)])
         ctx = RoundContext(r, self.rounds.cohort_size, n_select, self.seeds.generator("server", r))
@@ -182,5 +219,6 @@ class ServerActor:
             else:
                 # Never let one bad round make the global model non-finite.
                 self.log.emit(ACTOR, "aggregate.nonfinite", round=r)
-        self.state = ServerState(r, weights, opt_state, result.state)
+        self.state = replace(state, round=r, weights=weights, optimizer_state=opt_state,
+                             aggregator_state=result.state)
         return applied, dict(result.measurements)

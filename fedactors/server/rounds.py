@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from fedactors.errors import ConfigError
 from fedactors.validation import finite, positive, positive_int
 
+SAMPLINGS = ("fixed_size", "poisson")
+
 
 @dataclass(frozen=True)
 class Rounds:
@@ -17,6 +19,16 @@ class Rounds:
     devices online, waits for ``cohort_size`` updates or ``deadline`` simulated
     seconds, whichever comes first, and aggregates if at least ``min_reports``
     arrived (otherwise the round is skipped and the model left unchanged).
+
+    ``sampling`` is how the selected devices are drawn from those online:
+
+    * ``"fixed_size"`` (default): ``selected_size`` of them uniformly without
+      replacement (all of them if fewer are online).
+    * ``"poisson"``: each online device independently with probability
+      ``q = min(1, selected_size / N)`` (``N`` the fleet size), so the number
+      selected varies from round to round (mean ``q * online``). The round's
+      ``expected_count`` stays ``cohort_size``: a DP mean divides by it, never
+      by the random number selected or reported.
     """
 
     count: int = 10
@@ -25,6 +37,7 @@ class Rounds:
     deadline: float = 600.0
     min_reports: int = 1
     eval_every: int = 1
+    sampling: str = "fixed_size"
 
     def __post_init__(self) -> None:
         positive_int("count", self.count)
@@ -42,7 +55,13 @@ class Rounds:
                 "no round could ever be aggregated",
             )
         positive_int("eval_every", self.eval_every)
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError("sampling", f"must be one of {SAMPLINGS}, got {self.sampling!r}")
 
     @property
     def selected_size(self) -> int:
         return math.ceil(self.cohort_size * self.over_selection)
+
+    def poisson_rate(self, population: int) -> float:
+        """Per-device inclusion probability under ``sampling="poisson"``."""
+        return min(1.0, self.selected_size / population)

@@ -1,0 +1,61 @@
+"""``Privacy``: a scenario's differential-privacy budget options.
+
+Kept free of TensorFlow and dp-accounting imports so that loading and
+validating a scenario stays quick; the accountant is built when a run starts
+(:mod:`fedactors.privacy.budget`).
+
+What is accounted is decided by the rest of the scenario, not repeated here:
+the noise comes from the scenario's DP aggregator (``DPMean``), the
+population is the fleet size ``N`` and the sampling is the server's real one
+(``Rounds.sampling``), so the ε reported cannot drift from what was run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from fedactors.errors import ConfigError
+from fedactors.validation import positive, probability
+
+METHODS = ("best", "rdp", "pld")
+#: Default delta is ``min(DEFAULT_DELTA, N ** -DELTA_EXPONENT)``: 1e-5 for any
+#: fleet under ~35,000 devices, and always well below 1/N (a delta near 1/N
+#: would allow "publish one user's data" mechanisms).
+DEFAULT_DELTA = 1e-5
+DELTA_EXPONENT = 1.1
+
+
+def default_delta(population: int) -> float:
+    return min(DEFAULT_DELTA, float(population) ** -DELTA_EXPONENT)
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """User-level (ε, δ) reporting and an optional budget for a DP scenario.
+
+    * ``target_epsilon``: stop training *before* the round that would push ε
+      above it. ``None``: no budget, ε is only reported.
+    * ``delta``: the δ at which ε is reported; ``None`` means
+      :func:`default_delta` of the fleet size.
+    * ``method``: dp-accounting bound(s) to use, see
+      :class:`fedactors.privacy.accounting.PrivacyLedger` (``"pld"`` needs
+      ``Rounds(sampling="poisson")``).
+    """
+
+    target_epsilon: Optional[float] = None
+    delta: Optional[float] = None
+    method: str = "best"
+
+    def __post_init__(self) -> None:
+        if self.target_epsilon is not None:
+            positive("target_epsilon", self.target_epsilon)
+        if self.delta is not None:
+            d = probability("delta", self.delta)
+            if not 0.0 < d < 1.0:
+                raise ConfigError("delta", f"must be strictly between 0 and 1, got {self.delta!r}")
+        if self.method not in METHODS:
+            raise ConfigError("method", f"must be one of {METHODS}, got {self.method!r}")
+
+    def delta_for(self, population: int) -> float:
+        return default_delta(population) if self.delta is None else float(self.delta)

@@ -1,0 +1,144 @@
+"""Privacy in a real run: ε per round, the budget stop, the experiment command, healthcare."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import dp_accounting
+import keras
+import numpy as np
+import pytest
+from dp_accounting import pld, rdp
+
+from fedactors import DeviceClass, LocalTraining, OnlineShare, Privacy, Rounds, Scenario
+from fedactors.data.federated import FederatedData
+from fedactors.errors import ConfigError
+from fedactors.privacy.dp_mean import DPMean
+from fedactors.simulation import RunOptions, run_scenario
+
+N, M, Z, C = 30, 6, 1.2, 1.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _data(fleet, rng: np.random.Generator) -> FederatedData:
+    w = np.array([1.0, -2.0, 0.5], np.float32)
+    clients = []
+    for _ in range(fleet.size):
+        x = rng.normal(size=(20, 3)).astype(np.float32)
+        clients.append((x, (x @ w > 0).astype(np.int32)))
+    xt = rng.normal(size=(100, 3)).astype(np.float32)
+    return FederatedData.from_arrays(clients, (xt, (xt @ w > 0).astype(np.int32)))
+
+
+def _scenario(sampling: str = "fixed_size", online: float = 1.0, **privacy) -> Scenario:
+    cls = DeviceClass("d", count=N) if online == 1.0 else DeviceClass(
+        "d", count=N, availability=OnlineShare(online))
+    return Scenario(
+        name="tiny_dp",
+        model=lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        data=_data,
+        fleet=[cls],
+        rounds=Rounds(count=4, cohort_size=M, sampling=sampling),
+        training=LocalTraining(batch_size=10, optimizer=lambda: keras.optimizers.SGD(0.1)),
+        aggregator=DPMean.fixed(C, Z, M),
+        privacy=Privacy(**privacy) if privacy else None,
+    )
+
+
+def test_metrics_epsilon_matches_dp_accounting(tmp_path: Path) -> None:
+    run_scenario(_scenario(delta=1e-4), RunOptions(out_dir=tmp_path))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["round"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        # Independently: M of N without replacement, replace-one, sensitivity 2C.
+        acc = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+        acc.compose(dp_accounting.SampledWithoutReplacementDpEvent(
+            N, M, dp_accounting.GaussianDpEvent(Z / 2)), r["round"])
+        assert r["epsilon"] == pytest.approx(acc.get_epsilon(1e-4), rel=1e-9)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["privacy"]["epsilon"] == rows[-1]["epsilon"]
+    assert summary["privacy"]["assumption_held"] is True  # always online, no drops
+    assert "uniformly random set of exactly 6 of all 30" in summary["privacy"]["assumption"]
+
+
+def test_poisson_sampling_epsilon_and_broken_assumption(tmp_path: Path) -> None:
+    result = run_scenario(_scenario("poisson", online=0.7), RunOptions(rounds=3, keep_events=True))
+    event = dp_accounting.PoissonSampledDpEvent(M / N, dp_accounting.GaussianDpEvent(Z))
+    r_acc, p_acc = rdp.RdpAccountant(), pld.PLDAccountant(value_discretization_interval=1e-3)
+    r_acc.compose(event, 3)
+    p_acc.compose(event, 3)
+    expected = min(r_acc.get_epsilon(1e-5), p_acc.get_epsilon(1e-5))
+    assert result.records[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
+    p = result.summary["privacy"]
+    assert p["delta"] == 1e-5 and p["accounting"]["sampling"] == "poisson"
+    assert not p["assumption_held"] and p["violations"][0].startswith("availability")
+    assert any(e.get("event") == "privacy.assumption" for e in result.events)
+
+
+def test_budget_stop_at_last_round_that_fits(tmp_path: Path) -> None:
+    def eps(n: int) -> float:
+        acc = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+        acc.compose(dp_accounting.SampledWithoutReplacementDpEvent(
+            N, M, dp_accounting.GaussianDpEvent(Z / 2)), n)
+        return acc.get_epsilon(1e-5)
+
+    target = (eps(2) + eps(3)) / 2  # rounds 1-2 fit, round 3 would not
+    scenario = dataclasses.replace(_scenario(target_epsilon=target))
+    result = run_scenario(scenario, RunOptions(rounds=10, out_dir=tmp_path, keep_events=True))
+    assert [r["round"] for r in result.records] == [1, 2]
+    assert result.summary["stopped"] == "privacy-budget"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped"] == "privacy-budget"
+    assert summary["privacy"]["epsilon"] <= target < summary["privacy"]["next_round_epsilon"]
+    stop = [e for e in result.events if e.get("event") == "privacy.budget_exhausted"]
+    assert len(stop) == 1 and stop[0]["round"] == 3
+
+
+def test_expected_count_must_match_cohort_size() -> None:
+    with pytest.raises(ConfigError, match=r"aggregator\.expected_count.*7.*cohort_size is 6"):
+        dataclasses.replace(_scenario(), aggregator=DPMean.fixed(C, Z, 7))
+    with pytest.raises(ConfigError, match="privacy.*DPMean"):
+        from fedactors import WeightedMean
+
+        dataclasses.replace(_scenario(), aggregator=WeightedMean(), privacy=Privacy())
+    with pytest.raises(ConfigError, match="privacy.method"):
+        _scenario(method="pld")
+    with pytest.raises(ConfigError, match="sampling.*'uniform'"):
+        Rounds(sampling="uniform")
+
+
+def test_experiment_command_writes_csv_and_png(tmp_path: Path) -> None:
+    from fedactors.privacy import experiments
+
+    path = tmp_path / "scenario.py"
+    path.write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        + "from test_runtime_privacy import _scenario\nscenario = _scenario()\n"
+    )
+    out = tmp_path / "exp"
+    code = experiments.main([str(path), "--noise", "0,1.0", "--clip", "1.0", "--cohort", "6",
+                             "--seeds", "0,1", "--rounds", "2", "--out", str(out), "--quiet"])
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("run") == 4 and kinds.count("aggregate") == 2
+    assert kinds.count("baseline") == 2 and kinds.count("baseline-aggregate") == 1
+    assert {r["epsilon"] for r in rows if r["kind"] == "run" and r["noise"] == "0.0"} == {"inf"}
+    png = (out / "accuracy_vs_epsilon.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_healthcare_reports_epsilon() -> None:
+    from fedactors.scenarios.loader import load_scenario
+
+    scenario = load_scenario(ROOT / "scenarios" / "healthcare.py")
+    result = run_scenario(scenario, RunOptions(rounds=3, device_events=False))
+    p = result.summary["privacy"]
+    assert [r["round"] for r in result.records] == [1, 2, 3]
+    assert 0 < p["epsilon"] < 5.0 and p["assumption_held"]
+    assert p["accounting"]["population"] == 40
+    assert 0.5 < result.summary["final"]["accuracy"] <= 1.0
