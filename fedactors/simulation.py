@@ -27,7 +27,8 @@ from fedactors.training.executor import Executor, SequentialExecutor
 from fedactors.training.model_runner import Evaluator, ModelRunner
 from fedactors.training.weights import weights_sha256
 
-REJECT_REASONS = ("late", "future", "foreign", "duplicate", "malformed")
+REJECT_REASONS = ("late", "future", "foreign", "duplicate", "malformed", "nonfinite",
+                  "out_of_bounds", "outlier")
 #: Metric keys that depend on the machine, not the simulation; excluded from
 #: reproducibility comparisons.
 WALL_CLOCK_KEYS = ("wall_seconds",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 from fedactors.errors import ConfigError
 from fedactors.validation import finite, positive, positive_int
@@ -17,6 +18,11 @@ class Rounds:
     devices online, waits for ``cohort_size`` updates or ``deadline`` simulated
     seconds, whichever comes first, and aggregates if at least ``min_reports``
     arrived (otherwise the round is skipped and the model left unchanged).
+
+    ``outlier_factor``: once the round closes, an update whose L2 norm on an
+    unbounded key is more than this many times the cohort's median is rejected
+    as an outlier (see :mod:`fedactors.server.screening`); ``None`` turns the
+    screen off.
     """
 
     count: int = 10
@@ -25,6 +31,7 @@ class Rounds:
     deadline: float = 600.0
     min_reports: int = 1
     eval_every: int = 1
+    outlier_factor: Optional[float] = 1e6
 
     def __post_init__(self) -> None:
         positive_int("count", self.count)
@@ -42,6 +49,9 @@ class Rounds:
                 "no round could ever be aggregated",
             )
         positive_int("eval_every", self.eval_every)
+        if self.outlier_factor is not None and finite("outlier_factor", self.outlier_factor) < 1.0:
+            # Below 1 even the median update would be "an outlier".
+            raise ConfigError("outlier_factor", f"must be >= 1 or None, got {self.outlier_factor!r}")
 
     @property
     def selected_size(self) -> int:
