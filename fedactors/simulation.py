@@ -135,8 +135,11 @@ def assemble(
     server_mailbox: asyncio.Queue = asyncio.Queue()
     tally = RoundTally.empty()
     failures: list[BaseException] = []
+    attackers = (() if scenario.byzantine is None
+                 else scenario.byzantine.choose(fleet.size, seeds.generator("byzantine")))
     world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
-                        scenario.training.epochs)
+                        scenario.training.epochs,
+                        {int(d): scenario.byzantine.attack for d in attackers})
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from fedactors.aggregation.base import Aggregator
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.data.federated import FederatedData
+from fedactors.devices.byzantine import Byzantine
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
@@ -41,6 +42,8 @@ class Scenario:
     server_optimizer: ServerOptimizer = field(default_factory=FedAvgStep)
     seed: int = 0
     description: str = ""
+    #: Optional attackers among the devices (fedactors.devices.byzantine).
+    byzantine: Optional[Byzantine] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -60,6 +63,8 @@ class Scenario:
                            ("aggregator", Aggregator), ("server_optimizer", ServerOptimizer)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(name, f"must be a {kind.__name__}, got {getattr(self, name)!r}")
+        if self.byzantine is not None and not isinstance(self.byzantine, Byzantine):
+            raise ConfigError("byzantine", f"must be a Byzantine or None, got {self.byzantine!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
         if self.rounds.cohort_size > self.fleet_size:
