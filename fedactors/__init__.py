@@ -6,8 +6,8 @@ imported when a run starts, so loading and validating a scenario is quick.
 
 from fedactors.aggregation import Krum, Median, TrimmedMean, WeightedMean
 from fedactors.data.federated import FederatedData
-from fedactors.devices.byzantine import Byzantine, Scaling, SignFlip
 from fedactors.devices.availability import AlwaysOnline, OnlineShare, Trace
+from fedactors.devices.byzantine import Byzantine, Scaling, SignFlip
 from fedactors.devices.distributions import Constant, LogNormal, Uniform
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile

@@ -137,7 +137,9 @@ class TrimmedMean(RobustStage):
     def __init__(self, beta: float = 0.1) -> None:
         b = finite("beta", beta)
         if not 0.0 <= b < 0.5:
-            raise ConfigError("beta", f"must be in [0, 0.5) (a fraction trimmed from each side), got {beta!r}")
+            raise ConfigError(
+                "beta", f"must be in [0, 0.5) (a fraction trimmed from each side), got {beta!r}"
+            )
         self.beta = b
 
     def __repr__(self) -> str:

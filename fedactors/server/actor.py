@@ -19,9 +19,9 @@ from fedactors.devices.fleet import Fleet
 from fedactors.messages import RoundDeadline, TrainRequest, Update
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
-from fedactors.server.screening import OUTLIER, Expectation, norm_outliers, screen_contribution
 from fedactors.server.optimizers import ServerOptimizer
 from fedactors.server.rounds import Rounds
+from fedactors.server.screening import OUTLIER, Expectation, norm_outliers, screen_contribution
 
 ACTOR = "server"
 

@@ -9,7 +9,12 @@ from fedactors.aggregation.base import PlainContributions, RoundContext
 from fedactors.aggregation.clipping import Clipped
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.aggregation.robust import (
-    DELTA, Krum, Median, TrimmedMean, krum_select, trimmed_mean,
+    DELTA,
+    Krum,
+    Median,
+    TrimmedMean,
+    krum_select,
+    trimmed_mean,
 )
 from fedactors.devices.byzantine import Byzantine, Scaling, SignFlip
 from fedactors.errors import ConfigError
