@@ -4,9 +4,10 @@ The names a scenario file needs are importable from here; TensorFlow is only
 imported when a run starts, so loading and validating a scenario is quick.
 """
 
-from fedactors.aggregation import WeightedMean
+from fedactors.aggregation import Krum, Median, TrimmedMean, WeightedMean
 from fedactors.data.federated import FederatedData
 from fedactors.devices.availability import AlwaysOnline, OnlineShare, Trace
+from fedactors.devices.byzantine import Byzantine, Scaling, SignFlip
 from fedactors.devices.distributions import Constant, LogNormal, Uniform
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile
@@ -18,21 +19,27 @@ from fedactors.training.spec import LocalTraining
 
 __all__ = [
     "AlwaysOnline",
+    "Byzantine",
     "Constant",
     "DeviceClass",
     "FedAdam",
     "FedAvgStep",
     "FedYogi",
     "FederatedData",
+    "Krum",
     "Fleet",
     "LocalTraining",
     "LogNormal",
+    "Median",
     "NetworkProfile",
     "OnlineShare",
     "Privacy",
     "Rounds",
+    "Scaling",
     "Scenario",
+    "SignFlip",
     "Trace",
+    "TrimmedMean",
     "Uniform",
     "WeightedMean",
 ]

@@ -27,7 +27,8 @@ from fedactors.training.executor import Executor, SequentialExecutor
 from fedactors.training.model_runner import Evaluator, ModelRunner
 from fedactors.training.weights import weights_sha256
 
-REJECT_REASONS = ("late", "future", "foreign", "duplicate", "malformed")
+REJECT_REASONS = ("late", "future", "foreign", "duplicate", "malformed", "nonfinite",
+                  "out_of_bounds", "outlier")
 #: Metric keys that depend on the machine, not the simulation; excluded from
 #: reproducibility comparisons.
 WALL_CLOCK_KEYS = ("wall_seconds",)
@@ -135,8 +136,11 @@ def assemble(
     server_mailbox: asyncio.Queue = asyncio.Queue()
     tally = RoundTally.empty()
     failures: list[BaseException] = []
+    attackers = (() if scenario.byzantine is None
+                 else scenario.byzantine.choose(fleet.size, seeds.generator("byzantine")))
     world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
-                        scenario.training.epochs)
+                        scenario.training.epochs,
+                        {int(d): scenario.byzantine.attack for d in attackers})
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network

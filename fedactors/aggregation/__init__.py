@@ -11,6 +11,7 @@ from fedactors.aggregation.base import (
     SummedContributions,
 )
 from fedactors.aggregation.fedavg import WeightedMean
+from fedactors.aggregation.robust import Krum, Median, TrimmedMean
 
 __all__ = [
     "Aggregate",
@@ -18,8 +19,11 @@ __all__ = [
     "Contribution",
     "Contributions",
     "IndividualUpdatesHidden",
+    "Krum",
+    "Median",
     "PlainContributions",
     "RoundContext",
     "SummedContributions",
+    "TrimmedMean",
     "WeightedMean",
 ]

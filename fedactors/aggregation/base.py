@@ -152,6 +152,20 @@ class Aggregator(abc.ABC, Generic[S]):
     ) -> Aggregate[S]:
         """On the server: combine the cohort's contributions into one update."""
 
+    def contribution_spec(
+        self, params: Mapping[str, Any], dim: int
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The ``(shape, dtype)`` of each key a well-formed contribution carries.
+
+        The server rejects any update that does not match (see
+        :mod:`fedactors.server.screening`). The default encodes a zero delta
+        with a throwaway generator, so it is right for any stage whose output
+        shapes do not depend on the values; override it if ``encode`` is costly
+        or its shapes vary.
+        """
+        sample = self.encode(params, np.zeros(dim, np.float32), 1, np.random.default_rng(0))
+        return {k: (np.shape(v), np.asarray(v).dtype) for k, v in sample.items()}
+
     def contribution_bounds(self, params: Mapping[str, Any], dim: int) -> dict[str, float]:
         """Largest absolute value any coordinate of each contribution key can take.
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from fedactors.aggregation.base import Aggregate, Aggregator, Contributions, RoundContext
 from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA, WeightedMean
+from fedactors.aggregation.robust import DELTA, RobustStage
 from fedactors.errors import ConfigError
 from fedactors.validation import positive
 
@@ -113,4 +114,7 @@ class Clipped(Aggregator[Any]):
             # Unweighted mean of clipped deltas: each coordinate is at most the
             # vector's norm, and every weight is exactly 1.
             bounds.update({WEIGHTED_DELTA: self.clip_norm, WEIGHT: 1.0})
+        elif isinstance(self.inner, RobustStage):
+            # Robust stages send the clipped delta itself: no coordinate exceeds its norm.
+            bounds[DELTA] = self.clip_norm
         return bounds

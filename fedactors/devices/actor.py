@@ -9,11 +9,13 @@ data. That is how the runtime holds 100,000 registered devices without
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from fedactors.aggregation.base import Aggregator
 from fedactors.data.federated import FederatedData
+from fedactors.devices.byzantine import Attack
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import TrainRequest, Update
 from fedactors.reporting.events import EventLog
@@ -51,6 +53,8 @@ class DeviceWorld:
     log: EventLog
     tally: RoundTally
     epochs: int
+    #: Byzantine devices and their attack (see fedactors.devices.byzantine).
+    attacks: Mapping[int, Attack] = field(default_factory=dict)
 
 
 class DeviceActor:
@@ -97,7 +101,11 @@ class DeviceActor:
             w.log.device(d, "cut", round=r)
             raise
         result = w.executor.collect(ticket)
-        contribution = w.aggregator.encode(request.params, result.delta, num_examples, rng)
+        delta = result.delta
+        attack = w.attacks.get(d)
+        if attack is not None:  # tamper before encode, as a compromised stock client would
+            delta = attack.apply(delta)
+        contribution = w.aggregator.encode(request.params, delta, num_examples, rng)
         update = Update(r, d, contribution)
         upload = w.network.to_server(d, update)
         w.log.device(d, "update.sent", round=r, nbytes=update.nbytes, upload_s=upload,

@@ -11,6 +11,7 @@ import numpy as np
 from fedactors.aggregation.base import Aggregator
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.data.federated import FederatedData
+from fedactors.devices.byzantine import Byzantine
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
@@ -45,6 +46,8 @@ class Scenario:
     #: Privacy budget/reporting for a DP aggregator (docs/privacy.md); a DP
     #: aggregator without it still reports ε with ``Privacy()``'s defaults.
     privacy: Optional[Privacy] = None
+    #: Optional attackers among the devices (fedactors.devices.byzantine).
+    byzantine: Optional[Byzantine] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -64,6 +67,8 @@ class Scenario:
                            ("aggregator", Aggregator), ("server_optimizer", ServerOptimizer)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(name, f"must be a {kind.__name__}, got {getattr(self, name)!r}")
+        if self.byzantine is not None and not isinstance(self.byzantine, Byzantine):
+            raise ConfigError("byzantine", f"must be a Byzantine or None, got {self.byzantine!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
         if self.rounds.cohort_size > self.fleet_size:

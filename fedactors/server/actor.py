@@ -21,6 +21,7 @@ from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
 from fedactors.server.optimizers import ServerOptimizer
 from fedactors.server.rounds import Rounds
+from fedactors.server.screening import OUTLIER, Expectation, norm_outliers, screen_contribution
 
 if TYPE_CHECKING:  # the budget pulls in dp-accounting; only DP runs need it
     from fedactors.privacy.budget import PrivacyBudget
@@ -136,6 +137,7 @@ class ServerActor:
 
         params = self.aggregator.client_params(self.state.aggregator_state)
         request = TrainRequest(r, self.state.weights, deadline, params)
+        expect = Expectation.for_round(self.aggregator, params, int(self.state.weights.shape[0]))
         for d in cohort:
             self.network.to_device(int(d), request)
         self.network.server_timer(self.rounds.deadline, RoundDeadline(r))
@@ -151,7 +153,7 @@ class ServerActor:
                 if message.round == r:
                     break
                 continue  # a deadline of a round that closed early
-            reason = self._screen(message, r, cohort_set, accepted)
+            reason = self._screen(message, r, cohort_set, accepted, expect)
             if reason:
                 rejected[reason] = rejected.get(reason, 0) + 1
                 self.log.emit(ACTOR, f"update.{reason}", round=r,
@@ -167,6 +169,14 @@ class ServerActor:
         # Production servers tell devices still working that the round is over;
         # here that message is free and instant: their work stops now.
         self.close_round(r)
+        # The norm screen needs the whole cohort, so it runs once the round is closed.
+        outliers = norm_outliers({s: u.contribution for s, u in accepted.items()},
+                                 expect.unbounded_keys, self.rounds.outlier_factor)
+        for sender, (key, ratio) in sorted(outliers.items()):
+            del accepted[sender]
+            rejected[OUTLIER] = rejected.get(OUTLIER, 0) + 1
+            self.log.emit(ACTOR, f"update.{OUTLIER}", round=r, sender=sender, update_round=r,
+                          key=key, norm_over_median=ratio)
         reported = tuple(sorted(accepted))
         applied, measurements = self._aggregate(r, accepted, n_select)
         if self.privacy is not None:
@@ -185,9 +195,13 @@ class ServerActor:
                       applied=applied, **metrics)
         return outcome
 
-    def _screen(self, message: Any, r: int, cohort: set[int], accepted: dict) -> Optional[str]:
+    def _screen(self, message: Any, r: int, cohort: set[int], accepted: dict,
+                expect: Expectation) -> Optional[str]:
         """Why an incoming message is not a valid update for round ``r`` (None if it is)."""
-        if not isinstance(message, Update):
+        if not isinstance(message, Update) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+            for v in (message.round, message.sender)
+        ):
             return "malformed"
         if message.round < r:
             return "late"
@@ -197,7 +211,7 @@ class ServerActor:
             return "foreign"
         if message.sender in accepted:
             return "duplicate"
-        return None
+        return screen_contribution(message.contribution, expect)
 
     def _aggregate(self, r: int, accepted: dict[int, Update], n_select: int) -> tuple[bool, dict]:
         state = self.state

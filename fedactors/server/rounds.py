@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 from fedactors.errors import ConfigError
 from fedactors.validation import finite, positive, positive_int
@@ -29,6 +30,10 @@ class Rounds:
       selected varies from round to round (mean ``q * online``). The round's
       ``expected_count`` stays ``cohort_size``: a DP mean divides by it, never
       by the random number selected or reported.
+    ``outlier_factor``: once the round closes, an update whose L2 norm on an
+    unbounded key is more than this many times the cohort's median is rejected
+    as an outlier (see :mod:`fedactors.server.screening`); ``None`` turns the
+    screen off.
     """
 
     count: int = 10
@@ -38,6 +43,7 @@ class Rounds:
     min_reports: int = 1
     eval_every: int = 1
     sampling: str = "fixed_size"
+    outlier_factor: Optional[float] = 1e6
 
     def __post_init__(self) -> None:
         positive_int("count", self.count)
@@ -57,6 +63,9 @@ class Rounds:
         positive_int("eval_every", self.eval_every)
         if self.sampling not in SAMPLINGS:
             raise ConfigError("sampling", f"must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.outlier_factor is not None and finite("outlier_factor", self.outlier_factor) < 1.0:
+            # Below 1 even the median update would be "an outlier".
+            raise ConfigError("outlier_factor", f"must be >= 1 or None, got {self.outlier_factor!r}")
 
     @property
     def selected_size(self) -> int:

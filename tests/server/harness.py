@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
+from fedactors.aggregation.base import Aggregator
+from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.data.federated import FederatedData
+from fedactors.devices.byzantine import Byzantine
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile
 from fedactors.reporting.events import EventLog
@@ -48,7 +52,9 @@ class World:
     fleet: Fleet
 
 
-def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0) -> World:
+def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0,
+                aggregator: Optional[Aggregator] = None,
+                byzantine: Optional[Byzantine] = None) -> World:
     loop = asyncio.get_running_loop()
     seeds = SeedTree(seed)
     fleet = Fleet.build(classes, seeds.generator("fleet"))
@@ -57,7 +63,8 @@ def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0) -
     ]
     data = FederatedData.from_arrays(clients, clients[0])
     scenario = Scenario(name="harness", model=lambda: None, loss="mse", data=lambda f, r: data,
-                        fleet=list(classes), rounds=rounds)
+                        fleet=list(classes), rounds=rounds,
+                        aggregator=aggregator or WeightedMean(), byzantine=byzantine)
     log = EventLog(loop.time, keep=True)
     actors = assemble(loop=loop, fleet=fleet, data=data, executor=DeviceIdDelta(),
                       scenario=scenario, evaluate=lambda w: {}, seeds=seeds, log=log,

@@ -1,0 +1,103 @@
+"""What the server checks in an update's contents before it counts it.
+
+Two kinds of check, for two reasons:
+
+* **One update alone** (:func:`screen_contribution`, at receipt): the keys,
+  shapes and dtypes must be exactly what the aggregator's ``encode`` produces
+  (``Aggregator.contribution_spec``), every float must be finite, and any key
+  the aggregator bounds (``Aggregator.contribution_bounds``, e.g. a clipped
+  delta) must be within its bound. These need nothing but the update, so they
+  cost an honest device nothing and do not depend on who else reported.
+* **Against the cohort** (:func:`norm_outliers`, at aggregation time, when the
+  whole cohort is in): an update whose L2 norm on some key is more than
+  ``factor`` times the cohort's median norm on that key. Only *unbounded* keys
+  are screened this way: a bounded key is already checked on its own, and
+  rejecting a bounded (e.g. DP-clipped) update because of what *other* devices
+  sent would make one device's fate depend on another's data, which the DP
+  accountant does not cover.
+
+Reasons are the strings counted as ``rejected_<reason>`` in metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from fedactors.aggregation.base import Aggregator, Contribution
+
+MALFORMED = "malformed"  # not an Update, or wrong keys, shapes or dtypes
+NONFINITE = "nonfinite"  # a NaN or an infinity anywhere
+OUT_OF_BOUNDS = "out_of_bounds"  # beyond a bound the aggregator guarantees
+OUTLIER = "outlier"  # norm far above the cohort median
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a well-formed contribution looks like in one round."""
+
+    spec: Mapping[str, tuple[tuple[int, ...], np.dtype]]
+    bounds: Mapping[str, float]
+
+    @classmethod
+    def for_round(cls, aggregator: Aggregator, params: Mapping[str, Any], dim: int) -> Expectation:
+        return cls(dict(aggregator.contribution_spec(params, dim)),
+                   dict(aggregator.contribution_bounds(params, dim)))
+
+    @property
+    def unbounded_keys(self) -> tuple[str, ...]:
+        """Float keys with no guaranteed bound: the ones screened against the cohort."""
+        return tuple(sorted(k for k, (_, dtype) in self.spec.items()
+                            if k not in self.bounds and np.dtype(dtype).kind == "f"))
+
+
+def screen_contribution(contribution: Any, expect: Expectation) -> Optional[str]:
+    """Why ``contribution`` is unacceptable on its own (None if it is fine)."""
+    if not isinstance(contribution, Mapping) or set(contribution) != set(expect.spec):
+        return MALFORMED
+    for key, (shape, dtype) in expect.spec.items():
+        value = contribution[key]
+        if not isinstance(value, np.ndarray) or value.shape != tuple(shape) or value.dtype != dtype:
+            return MALFORMED
+    for value in contribution.values():
+        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            return NONFINITE
+    for key, bound in expect.bounds.items():
+        value = contribution[key]
+        if value.size and float(np.max(np.abs(value))) > bound:
+            return OUT_OF_BOUNDS
+    return None
+
+
+def l2(value: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(value, np.float64).ravel()))
+
+
+def norm_outliers(
+    contributions: Mapping[int, Contribution], keys: tuple[str, ...], factor: Optional[float]
+) -> dict[int, tuple[str, float]]:
+    """Senders whose norm on some key exceeds ``factor`` x the cohort median, with
+    ``(key, norm / median)`` for the first such key.
+
+    The *lower* median (the ``(n-1)//2``-th smallest norm) is used so that with
+    two updates, one honest and one huge, the honest one sets the scale. A key
+    whose median norm is zero is not screened: every multiple of zero is zero,
+    and such a cohort has nothing to compare against. ``factor=None`` disables
+    the screen.
+    """
+    if factor is None or not contributions:
+        return {}
+    senders = sorted(contributions)
+    out: dict[int, tuple[str, float]] = {}
+    for key in keys:
+        norms = np.array([l2(contributions[s][key]) for s in senders])
+        median = float(np.sort(norms)[(len(norms) - 1) // 2])
+        if median <= 0.0:
+            continue
+        for s, norm in zip(senders, norms):
+            if norm > factor * median and s not in out:
+                out[s] = (key, float(norm / median))
+    return out
