@@ -44,13 +44,16 @@ def run_parser() -> argparse.ArgumentParser:
         description="Simulate federated learning on a fleet of devices, on a virtual clock.",
         epilog="Other commands: `python -m fedactors report DIR [DIR ...]`.",
     )
-    parser.add_argument("scenario", type=Path, help="a scenario file, e.g. scenarios/smart_home.py")
+    parser.add_argument("scenario", type=Path, nargs="?",
+                        help="a scenario file, e.g. scenarios/smart_home.py")
     parser.add_argument("--rounds", type=_positive_int, help="override the scenario's round count")
     parser.add_argument("--seed", type=_seed, help="override the scenario's seed")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<scenario>-seed<S>)")
     parser.add_argument("--no-device-events", action="store_true",
                         help="log only server events (for fleets of many thousands)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the run checkpointed in DIR (same scenario and seed)")
     parser.add_argument("--no-report", action="store_true",
                         help="skip the figures and HTML page written to DIR/report at the end")
     return parser
@@ -63,7 +66,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from fedactors.reporting.report import main as report_main
 
         return report_main(argv[1:])
-    args = run_parser().parse_args(argv)
+    parser = run_parser()
+    args = parser.parse_args(argv)
+    if args.scenario is None and args.resume is None:
+        parser.error("the scenario file is required (or --resume DIR)")
     try:
         return _run(args)
     except ScenarioError as exc:
@@ -75,15 +81,27 @@ def _run(args: argparse.Namespace) -> int:
     from fedactors.reporting.terminal import RunDisplay
     from fedactors.scenarios.loader import load_scenario
 
-    scenario = load_scenario(args.scenario)
-    seed = scenario.seed if args.seed is None else args.seed
-    out = args.out or Path("runs") / f"{scenario.name}-seed{seed}"
+    path, seed, device_events = args.scenario, args.seed, not args.no_device_events
+    rounds = args.rounds
+    if args.resume is not None:
+        from fedactors.runtime import checkpoint
+
+        if args.out is not None and args.out != args.resume:
+            raise ScenarioError(f"--out {args.out} and --resume {args.resume} name different runs")
+        saved = checkpoint.load(args.resume)
+        path = path or Path(saved.scenario_path)
+        seed = saved.fingerprint.seed if seed is None else seed
+        device_events = dict(saved.fingerprint.options).get("device_events", device_events)
+        rounds = rounds or saved.rounds_target
+    scenario = load_scenario(path)
+    seed = scenario.seed if seed is None else seed
+    out = args.resume or args.out or Path("runs") / f"{scenario.name}-seed{seed}"
 
     from fedactors.simulation import RunOptions, run_scenario
 
-    rounds = args.rounds or scenario.rounds.count
-    options = RunOptions(seed=seed, rounds=rounds, out_dir=out,
-                         device_events=not args.no_device_events)
+    rounds = rounds or scenario.rounds.count
+    options = RunOptions(seed=seed, rounds=rounds, out_dir=out, device_events=device_events,
+                         scenario_path=path, resume=args.resume is not None)
     from fedactors.reporting.tensorboard import TensorBoardWriter
 
     metric_names = ("loss", *(m for m in scenario.metrics if isinstance(m, str)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -18,6 +19,7 @@ from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
 from fedactors.devices.fleet import Fleet
 from fedactors.errors import ConfigError, ScenarioError
 from fedactors.reporting.events import EventLog
+from fedactors.runtime import checkpoint
 from fedactors.runtime.loop import VirtualTimeLoop
 from fedactors.runtime.network import Network
 from fedactors.scenarios.spec import Scenario
@@ -41,6 +43,17 @@ class RunOptions:
     out_dir: Optional[Path] = None
     device_events: bool = True
     keep_events: bool = False  # keep events in memory (tests)
+    #: The scenario's file, for the checkpoint's fingerprint and for resuming.
+    scenario_path: Optional[Path] = None
+    #: Write out_dir/checkpoint.pkl after every round.
+    checkpoint: bool = True
+    #: Continue the run checkpointed in out_dir instead of starting afresh.
+    resume: bool = False
+
+    def fingerprint(self, scenario: Scenario, seed: int) -> checkpoint.Fingerprint:
+        digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
+        return checkpoint.Fingerprint(scenario.name, digest, seed,
+                                      (("device_events", self.device_events),))
 
 
 @dataclass
@@ -157,13 +170,27 @@ def assemble(
 class _Outputs:
     """The run directory: events.jsonl, metrics.jsonl, summary.json, model.keras."""
 
-    def __init__(self, out_dir: Optional[Path], stack: ExitStack) -> None:
+    def __init__(self, out_dir: Optional[Path], stack: ExitStack,
+                 resume_from: Optional[checkpoint.Checkpoint] = None) -> None:
         self.dir = out_dir
         self.events = self.metrics = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            self.events = stack.enter_context(open(out_dir / "events.jsonl", "w"))
-            self.metrics = stack.enter_context(open(out_dir / "metrics.jsonl", "w"))
+            events, metrics = out_dir / "events.jsonl", out_dir / "metrics.jsonl"
+            if resume_from is not None:
+                # Whatever was logged after the checkpoint is replayed, so cut it.
+                os.truncate(events, resume_from.events_bytes)
+                os.truncate(metrics, resume_from.metrics_bytes)
+            mode = "a" if resume_from is not None else "w"
+            self.events = stack.enter_context(open(events, mode))
+            self.metrics = stack.enter_context(open(metrics, mode))
+
+    def sizes(self) -> tuple[int, int]:
+        """Bytes written so far to events.jsonl and metrics.jsonl (flushed)."""
+        assert self.events is not None and self.metrics is not None
+        self.events.flush()
+        self.metrics.flush()
+        return self.events.tell(), self.metrics.tell()
 
     def write_row(self, row: dict) -> None:
         if self.metrics is not None:
@@ -193,10 +220,12 @@ def run_scenario(
     executor = (executor_factory or SequentialExecutor)(runner)
 
     privacy = _privacy_budget(scenario, fleet.size)
-    loop = VirtualTimeLoop()
-    records: list[dict] = []
+    fingerprint = options.fingerprint(scenario, seed)
+    resumed = _checkpoint_to_resume(options, fingerprint)
+    loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
+    records: list[dict] = list(resumed.records) if resumed else []
     with ExitStack() as stack:
-        outputs = _Outputs(options.out_dir, stack)
+        outputs = _Outputs(options.out_dir, stack, resumed)
         log = EventLog(loop.time, outputs.events, keep=options.keep_events,
                        device_events=options.device_events)
         actors = assemble(
@@ -207,7 +236,10 @@ def run_scenario(
         server, directory, network, tally, failures = (
             actors.server, actors.directory, actors.network, actors.tally, actors.failures
         )
-        traffic = [0, 0]
+        traffic = list(resumed.traffic) if resumed else [0, 0]
+        if resumed:
+            server.state = resumed.server_state
+            network.bytes_down, network.bytes_up = traffic
 
         def record(outcome: RoundOutcome) -> Optional[str]:
             if failures:
@@ -218,15 +250,25 @@ def run_scenario(
             row["wall_seconds"] = round(time.perf_counter() - wall_start, 3)
             records.append(row)
             outputs.write_row(row)
+            if options.out_dir is not None and options.checkpoint:
+                events_bytes, metrics_bytes = outputs.sizes()
+                checkpoint.save(options.out_dir, checkpoint.Checkpoint(
+                    fingerprint, str(options.scenario_path or ""), outcome.round, loop.time(),
+                    server.state, tuple(records), (network.bytes_down, network.bytes_up),
+                    events_bytes, metrics_bytes, rounds,
+                ))
             for callback in on_round:
                 callback(row)
             return None
 
-        log.emit("simulator", "run.start", scenario=scenario.name, seed=seed,
-                 devices=fleet.size, parameters=int(initial.shape[0]))
+        if resumed is None:
+            log.emit("simulator", "run.start", scenario=scenario.name, seed=seed,
+                     devices=fleet.size, parameters=int(initial.shape[0]))
         try:
             asyncio.set_event_loop(loop)
-            stopped = loop.run_until_complete(server.run(rounds, record))
+            remaining = rounds - (resumed.round if resumed else 0)
+            stopped = (loop.run_until_complete(server.run(remaining, record))
+                       if remaining > 0 else "completed")
             loop.run_until_complete(directory.shutdown())
         finally:
             asyncio.set_event_loop(None)
@@ -267,6 +309,20 @@ def run_scenario(
         save_model(scenario, evaluator, weights, options.out_dir / "model.keras")
         (options.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(scenario, seed, records, weights, summary, log.records)
+
+
+def _checkpoint_to_resume(
+    options: RunOptions, fingerprint: checkpoint.Fingerprint
+) -> Optional[checkpoint.Checkpoint]:
+    if not options.resume:
+        return None
+    if options.out_dir is None:
+        raise ScenarioError("--resume needs the run directory")
+    saved = checkpoint.load(options.out_dir)
+    problem = fingerprint.mismatch(saved.fingerprint)
+    if problem:
+        raise ScenarioError(f"{options.out_dir}: cannot resume: {problem}")
+    return saved
 
 
 def save_model(scenario: Scenario, evaluator: Evaluator, weights: np.ndarray, path: Path) -> None:

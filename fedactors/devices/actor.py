@@ -63,6 +63,7 @@ class DeviceActor:
         self.world = world
         self.mailbox: asyncio.Queue = asyncio.Queue()
         self.round: Optional[int] = None  # the round being worked on, if any
+        self.ticket: Optional[int] = None  # its training submitted to the executor
 
     async def run(self) -> None:
         """Drain the mailbox, then let the actor be deactivated."""
@@ -92,15 +93,10 @@ class DeviceActor:
             return
 
         x, y = w.data.client(d)
-        ticket = w.executor.submit(TrainTask(d, r, request.weights, x, y, rng))
-        try:
-            await asyncio.sleep(compute_time)
-        except asyncio.CancelledError:
-            # The server closed the round: the work is abandoned where it stands.
-            w.executor.cancel(ticket)
-            w.log.device(d, "cut", round=r)
-            raise
-        result = w.executor.collect(ticket)
+        self.ticket = w.executor.submit(TrainTask(d, r, request.weights, x, y, rng))
+        await asyncio.sleep(compute_time)
+        result = w.executor.collect(self.ticket)
+        self.ticket = None
         delta = result.delta
         attack = w.attacks.get(d)
         if attack is not None:  # tamper before encode, as a compromised stock client would
@@ -133,10 +129,20 @@ class DeviceDirectory:
             actor.mailbox.put_nowait(message)
 
     def cancel_round(self, round_: int) -> None:
-        """Stop every device still working on ``round_``: the server has closed it."""
+        """Stop every device still working on ``round_``: the server has closed it.
+
+        Everything observable happens here, synchronously, so the round's end
+        is complete the moment the server closes it (checkpoints rely on that).
+        """
         for device in sorted(self.active):
-            if self.active[device].round == round_:
-                self._tasks[device].cancel()
+            actor = self.active[device]
+            if actor.round != round_:
+                continue
+            if actor.ticket is not None:
+                self.world.executor.cancel(actor.ticket)
+            self.world.log.device(device, "cut", round=round_)
+            actor.round = None
+            self._tasks[device].cancel()
 
     async def shutdown(self) -> None:
         """Stop every device still working when the run ends."""

@@ -97,7 +97,7 @@ class ServerActor:
         With a privacy target, a round is only started if composing it keeps
         ε within the target: the run stops *before* the budget is exceeded.
         """
-        if self.privacy is not None:
+        if self.privacy is not None and self.state.round == 0:
             self.log.emit(ACTOR, "privacy.assumption", assumption=self.privacy.assumption(),
                           delta=self.privacy.delta, target_epsilon=self.privacy.target_epsilon)
         for r in range(self.state.round + 1, self.state.round + count + 1):

@@ -84,7 +84,25 @@ class ModelRunner:
         self.optimizer = training.optimizer()
         self.optimizer.build(self.trainable)
         self._optimizer_start = [tf.constant(v.numpy()) for v in self.optimizer.variables]
-        self._train = tf.function(self._train_graph, reduce_retracing=True)
+        # Keras keeps dropout (and other layer) randomness in seed-generator
+        # state variables. Setting them from each device's own generator makes
+        # a device's training a pure function of its task: the same whatever
+        # trained before it, on whichever worker, resumed or not.
+        self.seed_states = [v for v in self.model.variables
+                            if v.path.endswith("seed_generator_state")]
+        self._train = None  # compiled on first use, once the data's shapes are known
+
+    def _compile(self, x: np.ndarray, y: np.ndarray):
+        # One fixed signature (every size None) means exactly one trace: a
+        # resumed run executes the very graph an uninterrupted one does.
+        ints = tf.TensorSpec([None], tf.int32)
+        signature = [
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype)),
+            tf.TensorSpec([None, *y.shape[1:]], tf.as_dtype(y.dtype)),
+            ints, ints, ints, tf.TensorSpec([2], tf.int64),
+        ]
+        return tf.function(self._train_graph, input_signature=signature)
 
     def initial_weights(self) -> np.ndarray:
         return self.layout.flatten([v.numpy() for v in self.variables])
@@ -95,8 +113,10 @@ class ModelRunner:
         ):
             var.assign(tf.reshape(piece, shape))
 
-    def _train_graph(self, flat, x, y, order, starts, ends):
+    def _train_graph(self, flat, x, y, order, starts, ends, seed):
         self._assign(flat)
+        for i, state in enumerate(self.seed_states):
+            state.assign(seed + tf.constant([0, i], tf.int64))
         # FedAvg: every device starts each round with fresh optimizer state.
         for var, start in zip(self.optimizer.variables, self._optimizer_start):
             var.assign(start)
@@ -122,8 +142,14 @@ class ModelRunner:
         order, starts, ends = batch_schedule(
             len(x), self.training.epochs, self.training.batch_size, rng
         )
+        # Drawn after the batch order, and only for models with layer
+        # randomness, so models without it consume exactly the same stream.
+        seed = rng.integers(0, 2**31 - 1, size=2) if self.seed_states else np.zeros(2)
+        if self._train is None:
+            self._train = self._compile(x, y)
         delta, loss = self._train(
-            tf.constant(weights), tf.constant(x), tf.constant(y), order, starts, ends
+            tf.constant(weights), tf.constant(x), tf.constant(y), order, starts, ends,
+            tf.constant(seed, tf.int64),
         )
         return delta.numpy(), float(loss.numpy())
 
@@ -138,7 +164,10 @@ class Evaluator:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.metric_names, self._metrics = _resolve_metrics(spec.metrics, self.loss_fn, self.model)
-        self._predict = tf.function(lambda xb: self.model(xb, training=False), reduce_retracing=True)
+        self._predict = tf.function(
+            lambda xb: self.model(xb, training=False),
+            input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype))],
+        )
 
     def evaluate(self, flat: np.ndarray) -> dict[str, float]:
         self.model.set_weights(self.layout.unflatten(flat))
