@@ -11,6 +11,7 @@ from fedactors.devices.distributions import Constant, LogNormal, Uniform
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile
 from fedactors.scenarios.spec import Scenario
+from fedactors.secagg.option import SecureAggregation
 from fedactors.server.optimizers import FedAdam, FedAvgStep, FedYogi
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
@@ -30,6 +31,7 @@ __all__ = [
     "OnlineShare",
     "Rounds",
     "Scenario",
+    "SecureAggregation",
     "Trace",
     "Uniform",
     "WeightedMean",

@@ -19,6 +19,7 @@ from fedactors.devices.fleet import Fleet
 from fedactors.errors import ConfigError, ScenarioError
 from fedactors.reporting.events import EventLog
 from fedactors.runtime.loop import VirtualTimeLoop
+from fedactors.devices.secagg_participant import SecAggParticipants
 from fedactors.runtime.network import Network
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
@@ -30,7 +31,7 @@ from fedactors.training.weights import weights_sha256
 REJECT_REASONS = ("late", "future", "foreign", "duplicate", "malformed")
 #: Metric keys that depend on the machine, not the simulation; excluded from
 #: reproducibility comparisons.
-WALL_CLOCK_KEYS = ("wall_seconds",)
+WALL_CLOCK_KEYS = ("wall_seconds", "secagg_server_seconds")
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ def assemble(
     failures: list[BaseException] = []
     world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
                         scenario.training.epochs)
+    if scenario.secure_aggregation is not None:
+        world.secagg = SecAggParticipants(world)
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network
@@ -143,6 +146,7 @@ def assemble(
         rounds=scenario.rounds, fleet=fleet, aggregator=scenario.aggregator,
         optimizer=scenario.server_optimizer, evaluate=evaluate, seeds=seeds, log=log,
         mailbox=server_mailbox, network=network, initial_weights=initial_weights,
+        secure_aggregation=scenario.secure_aggregation,
     )
     return Actors(server, directory, network, tally, failures)
 

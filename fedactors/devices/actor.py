@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from fedactors.aggregation.base import Aggregator
 from fedactors.data.federated import FederatedData
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import TrainRequest, Update
 from fedactors.reporting.events import EventLog
+from fedactors.secagg.envelopes import ToDevice
 from fedactors.seeding import SeedTree
 from fedactors.training.executor import Executor, TrainTask
 
@@ -51,6 +52,8 @@ class DeviceWorld:
     log: EventLog
     tally: RoundTally
     epochs: int
+    #: Device-side secure aggregation state (``SecAggParticipants``), if it is on.
+    secagg: Optional[Any] = None
 
 
 class DeviceActor:
@@ -65,6 +68,8 @@ class DeviceActor:
             message = self.mailbox.get_nowait()
             if isinstance(message, TrainRequest):
                 await self.train(message)
+            elif isinstance(message, ToDevice) and self.world.secagg is not None:
+                self.world.secagg.handle(self.id, message)
             else:
                 self.world.log.device(self.id, "message.unknown", kind=type(message).__name__)
 
@@ -89,6 +94,10 @@ class DeviceActor:
         await asyncio.sleep(compute_time)
         result = w.executor.collect(ticket)
         contribution = w.aggregator.encode(request.params, result.delta, num_examples, rng)
+        if request.secagg is not None and w.secagg is not None:
+            # Secure aggregation: the contribution leaves only masked (protocol round 2).
+            w.secagg.start(d, r, request.secagg, contribution, rng)
+            return
         update = Update(r, d, contribution)
         upload = w.network.to_server(d, update)
         w.log.device(d, "update.sent", round=r, nbytes=update.nbytes, upload_s=upload,

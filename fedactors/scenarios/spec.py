@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from fedactors.data.federated import FederatedData
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
+from fedactors.secagg.option import SecureAggregation, check_aggregator
 from fedactors.server.optimizers import FedAvgStep, ServerOptimizer
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
@@ -41,6 +42,8 @@ class Scenario:
     server_optimizer: ServerOptimizer = field(default_factory=FedAvgStep)
     seed: int = 0
     description: str = ""
+    #: None: the server reads each update. Else the sum is taken by SecAgg/SecAgg+.
+    secure_aggregation: Optional[SecureAggregation] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -60,6 +63,11 @@ class Scenario:
                            ("aggregator", Aggregator), ("server_optimizer", ServerOptimizer)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(name, f"must be a {kind.__name__}, got {getattr(self, name)!r}")
+        if self.secure_aggregation is not None:
+            if not isinstance(self.secure_aggregation, SecureAggregation):
+                raise ConfigError("secure_aggregation", "must be a SecureAggregation or None, "
+                                                        f"got {self.secure_aggregation!r}")
+            check_aggregator(self.aggregator)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
         if self.rounds.cohort_size > self.fleet_size:

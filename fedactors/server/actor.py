@@ -14,13 +14,20 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fedactors.aggregation.base import Aggregator, PlainContributions, RoundContext
+from fedactors.aggregation.base import (
+    Aggregator,
+    Contributions,
+    PlainContributions,
+    RoundContext,
+)
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import RoundDeadline, TrainRequest, Update
 from fedactors.reporting.events import EventLog
+from fedactors.secagg.option import SecureAggregation
 from fedactors.seeding import SeedTree
 from fedactors.server.optimizers import ServerOptimizer
 from fedactors.server.rounds import Rounds
+from fedactors.server.secure_collection import SecureCollection
 
 ACTOR = "server"
 
@@ -65,6 +72,7 @@ class ServerActor:
         mailbox: asyncio.Queue,
         network: Any,
         initial_weights: np.ndarray,
+        secure_aggregation: Optional[SecureAggregation] = None,
     ) -> None:
         self.rounds = rounds
         self.fleet = fleet
@@ -76,6 +84,10 @@ class ServerActor:
         self.mailbox = mailbox
         self.network = network
         dim = initial_weights.shape[0]
+        # Secure aggregation replaces only the collection phase (secure_collection.py).
+        self.secure = None if secure_aggregation is None else SecureCollection(
+            secure_aggregation, aggregator=aggregator, seeds=seeds, log=log, mailbox=mailbox,
+            network=network, cohort_size=rounds.cohort_size)
         self.state = ServerState(
             0, initial_weights, optimizer.init(initial_weights), aggregator.initial_state(dim)
         )
@@ -102,10 +114,18 @@ class ServerActor:
                       deadline=deadline, cohort=cohort)
 
         params = self.aggregator.client_params(self.state.aggregator_state)
-        request = TrainRequest(r, self.state.weights, deadline, params)
+        setup = None if self.secure is None else self.secure.setup(
+            r, cohort, params, self.state.weights.shape[0])
+        request = TrainRequest(r, self.state.weights, deadline, params, setup)
         for d in cohort:
             self.network.to_device(int(d), request)
         self.network.server_timer(self.rounds.deadline, RoundDeadline(r))
+        if self.secure is not None:
+            secure = await self.secure.collect(r, setup, cohort_set)
+            applied, measurements = self._aggregate_sum(r, secure.contributions, n_select)
+            return self._close_round(r, start, cohort, secure.contributors, secure.closed_by,
+                                     applied, secure.rejected,
+                                     {**secure.measurements, **measurements})
 
         accepted: dict[int, Update] = {}
         rejected: dict[str, int] = {}
@@ -133,6 +153,13 @@ class ServerActor:
 
         reported = tuple(sorted(accepted))
         applied, measurements = self._aggregate(r, accepted, n_select)
+        return self._close_round(r, start, cohort, reported, closed_by, applied, rejected,
+                                 measurements)
+
+    def _close_round(self, r: int, start: float, cohort: np.ndarray, reported: tuple[int, ...],
+                     closed_by: str, applied: bool, rejected: dict[str, int],
+                     measurements: dict) -> RoundOutcome:
+        loop = asyncio.get_running_loop()
         metrics = self.evaluate(self.state.weights) if r % self.rounds.eval_every == 0 else {}
         outcome = RoundOutcome(
             round=r, start=start, end=loop.time(), selected=tuple(int(d) for d in cohort),
@@ -165,6 +192,22 @@ class ServerActor:
             self.state = ServerState(r, state.weights, state.optimizer_state, state.aggregator_state)
             return False, {}
         contributions = PlainContributions([accepted[d].contribution for d in sorted(accepted)])
+        return self._apply(r, contributions, n_select)
+
+    def _aggregate_sum(self, r: int, contributions: Optional[Contributions],
+                       n_select: int) -> tuple[bool, dict]:
+        """Like ``_aggregate``, from the securely computed sum (None: the protocol aborted)."""
+        if contributions is None or contributions.count < self.rounds.min_reports:
+            count = 0 if contributions is None else contributions.count
+            self.log.emit(ACTOR, "round.skipped", round=r, reported=count,
+                          min_reports=self.rounds.min_reports)
+            state = self.state
+            self.state = ServerState(r, state.weights, state.optimizer_state, state.aggregator_state)
+            return False, {}
+        return self._apply(r, contributions, n_select)
+
+    def _apply(self, r: int, contributions: Contributions, n_select: int) -> tuple[bool, dict]:
+        state = self.state
         ctx = RoundContext(r, self.rounds.cohort_size, n_select, self.seeds.generator("server", r))
         result = self.aggregator.aggregate(state.aggregator_state, contributions, ctx)
         weights, opt_state, applied = state.weights, state.optimizer_state, False
