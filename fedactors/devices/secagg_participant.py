@@ -95,9 +95,14 @@ class SecAggParticipants:
         run = self._runs.get(device)
         return None if run is None else run.round
 
+    def goes_silent(self, device: int, round_: int, step: str) -> bool:
+        """Whether the device drops just before sending its ``step`` message."""
+        run = self._runs[device]
+        return bool(run.drops.random() < run.step_dropout)
+
     def _send(self, device: int, step: str, msg: Any) -> None:
         w, run = self.world, self._runs[device]
-        if run.drops.random() < run.step_dropout:
+        if self.goes_silent(device, run.round, step):
             del self._runs[device]
             w.tally.record_drop(run.round, device, asyncio.get_running_loop().time())
             w.log.device(device, "dropped", round=run.round, secagg_step=step)
