@@ -133,7 +133,7 @@ def main() -> None:
                      f"{fmt_b(plus['up'])} / {fmt_b(plus['down'])} | {c_cell} | {c_bytes} |")
     lines += ["", "Complete-graph SecAgg fits (t = a·n^b over n = "
               f"{', '.join(map(str, FIT_SIZES))}):"]
-    for drop, (a, b) in fits.items():
+    for drop, (_, b) in fits.items():
         lines.append(f"- {drop:.0%} dropout: b = {b:.2f}")
     lines += ["", f"Benchmark total: {total:.0f} s.", ""]
     section = "\n".join(lines)

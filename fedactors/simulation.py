@@ -16,10 +16,10 @@ import numpy as np
 from fedactors.data.federated import FederatedData
 from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
 from fedactors.devices.fleet import Fleet
+from fedactors.devices.secagg_participant import SecAggParticipants
 from fedactors.errors import ConfigError, ScenarioError
 from fedactors.reporting.events import EventLog
 from fedactors.runtime.loop import VirtualTimeLoop
-from fedactors.devices.secagg_participant import SecAggParticipants
 from fedactors.runtime.network import Network
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree

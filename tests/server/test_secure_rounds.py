@@ -7,7 +7,6 @@ unmasked update reach the server, and composes with DP.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,7 +19,8 @@ from fedactors.errors import ConfigError
 from fedactors.messages import Update
 from fedactors.privacy.dp_mean import DPMean
 from fedactors.scenarios.spec import Scenario
-from fedactors.secagg import encoding, server as secagg_server
+from fedactors.secagg import encoding
+from fedactors.secagg import server as secagg_server
 from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, UNMASK, ToServer
 from fedactors.secagg.messages import MaskedInput, UnmaskRequest
 from fedactors.secagg.option import SecureAggregation

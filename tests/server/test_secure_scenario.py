@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from fedactors.scenarios.loader import load_scenario
 from fedactors.simulation import WALL_CLOCK_KEYS, RunOptions, run_scenario
 
@@ -21,7 +19,6 @@ def test_the_secure_scenario_loads_with_secure_aggregation_on() -> None:
     assert "secagg_server_seconds" in WALL_CLOCK_KEYS
 
 
-@pytest.mark.slow
 def test_smart_home_secure_runs_and_reproduces() -> None:
     scenario = load_scenario(ROOT / "scenarios/smart_home_secure.py")
     runs = [run_scenario(scenario, RunOptions(rounds=3, device_events=False)) for _ in range(2)]
