@@ -13,6 +13,7 @@ from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile
 from fedactors.privacy.spec import Privacy
 from fedactors.scenarios.spec import Scenario
+from fedactors.secagg.option import SecureAggregation
 from fedactors.server.optimizers import FedAdam, FedAvgStep, FedYogi
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
@@ -38,6 +39,7 @@ __all__ = [
     "Scaling",
     "Scenario",
     "SignFlip",
+    "SecureAggregation",
     "Trace",
     "TrimmedMean",
     "Uniform",

@@ -30,10 +30,13 @@ class TrainRequest:
     deadline: float
     #: The aggregator's broadcast parameters (e.g. the current clip norm).
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: Secure aggregation's public parameters (a ``SecAggSetup``), or None.
+    secagg: Any = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
-        return HEADER_BYTES + int(self.weights.nbytes)
+        extra = self.secagg.nbytes if self.secagg is not None else 0
+        return HEADER_BYTES + int(self.weights.nbytes) + extra
 
 
 @dataclass(frozen=True)

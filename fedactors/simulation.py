@@ -17,6 +17,7 @@ import numpy as np
 from fedactors.data.federated import FederatedData
 from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
 from fedactors.devices.fleet import Fleet
+from fedactors.devices.secagg_participant import SecAggParticipants
 from fedactors.errors import ConfigError, ScenarioError
 from fedactors.reporting.events import EventLog
 from fedactors.runtime import checkpoint
@@ -33,7 +34,7 @@ REJECT_REASONS = ("late", "future", "foreign", "duplicate", "malformed", "nonfin
                   "out_of_bounds", "outlier")
 #: Metric keys that depend on the machine, not the simulation; excluded from
 #: reproducibility comparisons.
-WALL_CLOCK_KEYS = ("wall_seconds",)
+WALL_CLOCK_KEYS = ("wall_seconds", "secagg_server_seconds")
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,8 @@ def assemble(
     world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
                         scenario.training.epochs,
                         {int(d): scenario.byzantine.attack for d in attackers})
+    if scenario.secure_aggregation is not None:
+        world.secagg = SecAggParticipants(world)
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network
@@ -161,8 +164,9 @@ def assemble(
         rounds=scenario.rounds, fleet=fleet, aggregator=scenario.aggregator,
         optimizer=scenario.server_optimizer, evaluate=evaluate, seeds=seeds, log=log,
         mailbox=server_mailbox, network=network, initial_weights=initial_weights,
-        close_round=lambda r: (network.drop_round(r), directory.cancel_round(r)),
+        stop_devices=lambda r: (network.drop_round(r), directory.cancel_round(r)),
         privacy=privacy,
+        secure_aggregation=scenario.secure_aggregation,
     )
     return Actors(server, directory, network, tally, failures)
 

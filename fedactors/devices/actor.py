@@ -19,6 +19,7 @@ from fedactors.devices.byzantine import Attack
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import TrainRequest, Update
 from fedactors.reporting.events import EventLog
+from fedactors.secagg.envelopes import ToDevice
 from fedactors.seeding import SeedTree
 from fedactors.training.executor import Executor, TrainTask
 
@@ -55,6 +56,8 @@ class DeviceWorld:
     epochs: int
     #: Byzantine devices and their attack (see fedactors.devices.byzantine).
     attacks: Mapping[int, Attack] = field(default_factory=dict)
+    #: Device-side secure aggregation state (``SecAggParticipants``), if it is on.
+    secagg: Optional[Any] = None
 
 
 class DeviceActor:
@@ -73,6 +76,8 @@ class DeviceActor:
                 self.round = message.round
                 await self.train(message)
                 self.round = None
+            elif isinstance(message, ToDevice) and self.world.secagg is not None:
+                self.world.secagg.handle(self.id, message)
             else:
                 self.world.log.device(self.id, "message.unknown", kind=type(message).__name__)
 
@@ -102,6 +107,10 @@ class DeviceActor:
         if attack is not None:  # tamper before encode, as a compromised stock client would
             delta = attack.apply(delta)
         contribution = w.aggregator.encode(request.params, delta, num_examples, rng)
+        if request.secagg is not None and w.secagg is not None:
+            # Secure aggregation: the contribution leaves only masked (protocol round 2).
+            w.secagg.start(d, r, request.secagg, contribution, rng)
+            return
         update = Update(r, d, contribution)
         upload = w.network.to_server(d, update)
         w.log.device(d, "update.sent", round=r, nbytes=update.nbytes, upload_s=upload,

@@ -86,12 +86,29 @@ _normalized_query = _load("normalized_query")
 _quantile_estimator_query = _load("quantile_estimator_query")
 _quantile_adaptive_clip_sum_query = _load("quantile_adaptive_clip_sum_query")
 
+def _make_states_picklable(*query_classes: type) -> None:
+    """Give the queries' nested state namedtuples importable qualified names.
+
+    tensorflow-privacy defines its states (e.g. ``GaussianSumQuery._GlobalState``)
+    inside the query classes but names them as if at module level, so pickle
+    cannot find them and a DP run's server state could not be checkpointed.
+    """
+    for cls in query_classes:
+        for name, value in vars(cls).items():
+            if isinstance(value, type) and issubclass(value, tuple) and hasattr(value, "_fields"):
+                value.__qualname__ = f"{cls.__qualname__}.{name}"
+                value.__module__ = cls.__module__
+
+
 DPQuery = _dp_query.DPQuery
 SumAggregationDPQuery = _dp_query.SumAggregationDPQuery
 GaussianSumQuery = _gaussian_query.GaussianSumQuery
 NormalizedQuery = _normalized_query.NormalizedQuery
 QuantileEstimatorQuery = _quantile_estimator_query.QuantileEstimatorQuery
 QuantileAdaptiveClipSumQuery = _quantile_adaptive_clip_sum_query.QuantileAdaptiveClipSumQuery
+
+_make_states_picklable(GaussianSumQuery, NormalizedQuery, QuantileEstimatorQuery,
+                       QuantileAdaptiveClipSumQuery)
 
 __all__ = [
     "DPQuery",

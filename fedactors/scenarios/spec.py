@@ -16,6 +16,7 @@ from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
 from fedactors.privacy.spec import Privacy
+from fedactors.secagg.option import SecureAggregation, check_aggregator
 from fedactors.server.optimizers import FedAvgStep, ServerOptimizer
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
@@ -48,6 +49,8 @@ class Scenario:
     privacy: Optional[Privacy] = None
     #: Optional attackers among the devices (fedactors.devices.byzantine).
     byzantine: Optional[Byzantine] = None
+    #: None: the server reads each update. Else the sum is taken by SecAgg/SecAgg+.
+    secure_aggregation: Optional[SecureAggregation] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -69,6 +72,11 @@ class Scenario:
                 raise ConfigError(name, f"must be a {kind.__name__}, got {getattr(self, name)!r}")
         if self.byzantine is not None and not isinstance(self.byzantine, Byzantine):
             raise ConfigError("byzantine", f"must be a Byzantine or None, got {self.byzantine!r}")
+        if self.secure_aggregation is not None:
+            if not isinstance(self.secure_aggregation, SecureAggregation):
+                raise ConfigError("secure_aggregation", "must be a SecureAggregation or None, "
+                                                        f"got {self.secure_aggregation!r}")
+            check_aggregator(self.aggregator)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
         if self.rounds.cohort_size > self.fleet_size:

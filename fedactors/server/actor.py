@@ -14,14 +14,21 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from fedactors.aggregation.base import Aggregator, PlainContributions, RoundContext
+from fedactors.aggregation.base import (
+    Aggregator,
+    Contributions,
+    PlainContributions,
+    RoundContext,
+)
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import RoundDeadline, TrainRequest, Update
 from fedactors.reporting.events import EventLog
+from fedactors.secagg.option import SecureAggregation
 from fedactors.seeding import SeedTree
 from fedactors.server.optimizers import ServerOptimizer
 from fedactors.server.rounds import Rounds
 from fedactors.server.screening import OUTLIER, Expectation, norm_outliers, screen_contribution
+from fedactors.server.secure_collection import SecureCollection
 
 if TYPE_CHECKING:  # the budget pulls in dp-accounting; only DP runs need it
     from fedactors.privacy.budget import PrivacyBudget
@@ -71,8 +78,9 @@ class ServerActor:
         mailbox: asyncio.Queue,
         network: Any,
         initial_weights: np.ndarray,
-        close_round: Callable[[int], None] = lambda r: None,
+        stop_devices: Callable[[int], None] = lambda r: None,
         privacy: Optional[PrivacyBudget] = None,
+        secure_aggregation: Optional[SecureAggregation] = None,
     ) -> None:
         self.rounds = rounds
         self.fleet = fleet
@@ -83,9 +91,13 @@ class ServerActor:
         self.log = log
         self.mailbox = mailbox
         self.network = network
-        self.close_round = close_round
+        self.stop_devices = stop_devices
         self.privacy = privacy
         dim = initial_weights.shape[0]
+        # Secure aggregation replaces only the collection phase (secure_collection.py).
+        self.secure = None if secure_aggregation is None else SecureCollection(
+            secure_aggregation, aggregator=aggregator, seeds=seeds, log=log, mailbox=mailbox,
+            network=network, cohort_size=rounds.cohort_size)
         self.state = ServerState(
             0, initial_weights, optimizer.init(initial_weights), aggregator.initial_state(dim),
             privacy.initial_state() if privacy is not None else None,
@@ -136,11 +148,21 @@ class ServerActor:
                       deadline=deadline, cohort=cohort)
 
         params = self.aggregator.client_params(self.state.aggregator_state)
-        request = TrainRequest(r, self.state.weights, deadline, params)
-        expect = Expectation.for_round(self.aggregator, params, int(self.state.weights.shape[0]))
+        setup = None if self.secure is None else self.secure.setup(
+            r, cohort, params, self.state.weights.shape[0])
+        request = TrainRequest(r, self.state.weights, deadline, params, setup)
         for d in cohort:
             self.network.to_device(int(d), request)
         self.network.server_timer(self.rounds.deadline, RoundDeadline(r))
+        if self.secure is not None:
+            secure = await self.secure.collect(r, setup, cohort_set)
+            self.stop_devices(r)
+            applied, measurements = self._aggregate_sum(r, secure.contributions, n_select)
+            return self._close_round(r, start, len(online), cohort, secure.contributors,
+                                     secure.closed_by, applied, secure.rejected,
+                                     {**secure.measurements, **measurements})
+
+        expect = Expectation.for_round(self.aggregator, params, int(self.state.weights.shape[0]))
 
         accepted: dict[int, Update] = {}
         rejected: dict[str, int] = {}
@@ -168,7 +190,7 @@ class ServerActor:
 
         # Production servers tell devices still working that the round is over;
         # here that message is free and instant: their work stops now.
-        self.close_round(r)
+        self.stop_devices(r)
         # The norm screen needs the whole cohort, so it runs once the round is closed.
         outliers = norm_outliers({s: u.contribution for s, u in accepted.items()},
                                  expect.unbounded_keys, self.rounds.outlier_factor)
@@ -179,10 +201,17 @@ class ServerActor:
                           key=key, norm_over_median=ratio)
         reported = tuple(sorted(accepted))
         applied, measurements = self._aggregate(r, accepted, n_select)
+        return self._close_round(r, start, len(online), cohort, reported, closed_by, applied,
+                                 rejected, measurements)
+
+    def _close_round(self, r: int, start: float, online: int, cohort: np.ndarray,
+                     reported: tuple[int, ...], closed_by: str, applied: bool,
+                     rejected: dict[str, int], measurements: dict) -> RoundOutcome:
+        loop = asyncio.get_running_loop()
         if self.privacy is not None:
             self.state = replace(self.state, privacy=self.state.privacy.after_round(
-                online=len(online), population=self.fleet.size, selected=n_select,
-                summed=len(accepted), expected=self.rounds.cohort_size))
+                online=online, population=self.fleet.size, selected=len(cohort),
+                summed=len(reported), expected=self.rounds.cohort_size))
             eps = self.privacy.epsilon(self.state.privacy)
             measurements["epsilon"] = eps if np.isfinite(eps) else None  # no noise: JSON null
         metrics = self.evaluate(self.state.weights) if r % self.rounds.eval_every == 0 else {}
@@ -221,6 +250,22 @@ class ServerActor:
             self.state = replace(state, round=r)
             return False, {}
         contributions = PlainContributions([accepted[d].contribution for d in sorted(accepted)])
+        return self._apply(r, contributions, n_select)
+
+    def _aggregate_sum(self, r: int, contributions: Optional[Contributions],
+                       n_select: int) -> tuple[bool, dict]:
+        """Like ``_aggregate``, from the securely computed sum (None: the protocol aborted)."""
+        if contributions is None or contributions.count < self.rounds.min_reports:
+            count = 0 if contributions is None else contributions.count
+            self.log.emit(ACTOR, "round.skipped", round=r, reported=count,
+                          min_reports=self.rounds.min_reports)
+            state = self.state
+            self.state = ServerState(r, state.weights, state.optimizer_state, state.aggregator_state)
+            return False, {}
+        return self._apply(r, contributions, n_select)
+
+    def _apply(self, r: int, contributions: Contributions, n_select: int) -> tuple[bool, dict]:
+        state = self.state
         ctx = RoundContext(r, self.rounds.cohort_size, n_select, self.seeds.generator("server", r))
         result = self.aggregator.aggregate(state.aggregator_state, contributions, ctx)
         weights, opt_state, applied = state.weights, state.optimizer_state, False

@@ -51,3 +51,19 @@ def test_queries_still_have_the_api_dp_mean_relies_on() -> None:
     record = q.preprocess_record(q.derive_sample_params(state), tf.constant([3.0, 4.0]))
     np.testing.assert_allclose(record.sum_state.numpy(), [0.6, 0.8], rtol=1e-6)
     assert float(record.quantile_estimator_state) == -0.5  # 5 > clip: "not below" is -0.5
+
+
+def test_query_states_survive_pickling_for_checkpoints() -> None:
+    import pickle
+
+    from fedactors.privacy.dp_queries import QuantileAdaptiveClipSumQuery
+
+    query = QuantileAdaptiveClipSumQuery(
+        initial_l2_norm_clip=1.0, noise_multiplier=1.0, target_unclipped_quantile=0.5,
+        learning_rate=0.2, clipped_count_stddev=1.0, expected_num_records=10,
+        geometric_update=True,
+    )
+    state = query.initial_global_state()
+    restored = pickle.loads(pickle.dumps(state))
+    assert type(restored) is type(state)
+    assert float(restored.sum_state.l2_norm_clip) == float(state.sum_state.l2_norm_clip)

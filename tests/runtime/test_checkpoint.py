@@ -27,11 +27,22 @@ def _options(out: Path, **kw) -> RunOptions:
     return RunOptions(out_dir=out, scenario_path=LINEAR, **kw)
 
 
-def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
-    scenario = load_scenario(LINEAR)
-    whole = run_scenario(scenario, _options(tmp_path / "whole", rounds=8))
-    run_scenario(scenario, _options(tmp_path / "split", rounds=5))
-    resumed = run_scenario(scenario, _options(tmp_path / "split", rounds=8, resume=True))
+@pytest.mark.parametrize(("name", "total", "first"), [
+    ("linear_regression", 8, 5),
+    ("healthcare", 4, 2),  # DP: the accountant's state is checkpointed too
+    ("smart_home_secure", 3, 1),  # secure aggregation
+])
+def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path: Path, name: str, total: int,
+                                                     first: int) -> None:
+    path = ROOT / "scenarios" / f"{name}.py"
+    scenario = load_scenario(path)
+
+    def options(out: str, **kw) -> RunOptions:
+        return RunOptions(out_dir=tmp_path / out, scenario_path=path, **kw)
+
+    whole = run_scenario(scenario, options("whole", rounds=total))
+    run_scenario(scenario, options("split", rounds=first))
+    resumed = run_scenario(scenario, options("split", rounds=total, resume=True))
     assert resumed.summary["weights_sha256"] == whole.summary["weights_sha256"]
     for name in ("events.jsonl", "metrics.jsonl"):
         a, b = (tmp_path / d / name for d in ("whole", "split"))

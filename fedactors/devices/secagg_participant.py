@@ -1,0 +1,113 @@
+"""The device side of secure aggregation: one protocol run per device per round.
+
+Device actors are virtual (deactivated when their mailbox drains), so a
+device's in-flight protocol state lives here, in the simulated world, like
+the device's own memory between messages. The cryptography is
+:mod:`fedactors.secagg.client`; this module only feeds it messages, sends its
+replies through the simulated network, and decides when a device goes silent.
+
+Dropout: a device that finished training can still vanish before each of its
+four protocol messages, with probability ``SecAggSetup.step_dropout`` per
+step, drawn from its own per-round stream ``("device", round, id,
+"secagg-dropout")`` (one draw per step, always, so the stream never depends on
+the probability). Its secrets come from ``("device", round, id, "secagg")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from fedactors.secagg import client, encoding
+from fedactors.secagg.envelopes import (
+    ADVERTISE,
+    MASKED,
+    SHARE,
+    UNMASK,
+    SecAggSetup,
+    ToDevice,
+    ToServer,
+    protocol_id,
+)
+from fedactors.secagg.messages import Abort, KeyBroadcast, ShareDelivery, UnmaskRequest
+
+
+@dataclass
+class _Run:
+    round: int
+    state: client.ClientState = field(repr=False)
+    x: np.ndarray = field(repr=False)  # the quantized contribution: never leaves unmasked
+    secrets: np.random.Generator = field(repr=False)
+    drops: np.random.Generator = field(repr=False)
+    step_dropout: float
+
+
+class SecAggParticipants:
+    """Every device's protocol state, keyed by device; at most one run per device."""
+
+    def __init__(self, world: Any) -> None:
+        self.world = world  # fedactors.devices.actor.DeviceWorld
+        self._runs: dict[int, _Run] = {}
+
+    def start(self, device: int, round_: int, setup: SecAggSetup,
+              contribution: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+        """After training: quantize the contribution and advertise keys (round 0)."""
+        w = self.world
+        # Stochastic rounding draws from the training stream, after encode's draws.
+        x = encoding.encode(contribution, setup.layout, rng if setup.stochastic_rounding else None)
+        secrets = w.seeds.generator("device", round_, device, "secagg")
+        drops = w.seeds.generator("device", round_, device, "secagg-dropout")
+        state, msg = client.advertise_keys(setup.config, protocol_id(device), secrets)
+        self._runs[device] = _Run(round_, state, x, secrets, drops, setup.step_dropout)
+        self._send(device, ADVERTISE, msg)
+
+    def handle(self, device: int, message: ToDevice) -> None:
+        w, run = self.world, self._runs.get(device)
+        if run is None or run.round != message.round:
+            # The device abandoned that run (dropped, aborted, or a newer round began).
+            w.log.device(device, "secagg.stale", round=message.round, step=message.step)
+            return
+        p = message.payload
+        if message.step == SHARE and isinstance(p, KeyBroadcast):
+            run.state, out = client.share_keys(run.state, p, run.secrets)
+        elif message.step == MASKED and isinstance(p, ShareDelivery):
+            run.state, out = client.masked_input(run.state, p, run.x)
+        elif message.step == UNMASK and isinstance(p, UnmaskRequest):
+            run.state, out = client.unmask(run.state, p)
+        else:
+            out = Abort(f"device {protocol_id(device)}", message.step,
+                        f"unexpected {type(p).__name__} for step {message.step!r}")
+        if isinstance(out, Abort):
+            # Refuse to go on and say nothing: silence reveals no secret.
+            del self._runs[device]
+            w.log.device(device, "secagg.device_abort", round=run.round, step=out.step,
+                         reason=out.reason)
+            return
+        self._send(device, message.step, out)
+        if message.step == UNMASK and device in self._runs:
+            del self._runs[device]
+
+    def active(self, device: int) -> Optional[int]:
+        """The round of the device's protocol run in progress, if any."""
+        run = self._runs.get(device)
+        return None if run is None else run.round
+
+    def goes_silent(self, device: int, round_: int, step: str) -> bool:
+        """Whether the device drops just before sending its ``step`` message."""
+        run = self._runs[device]
+        return bool(run.drops.random() < run.step_dropout)
+
+    def _send(self, device: int, step: str, msg: Any) -> None:
+        w, run = self.world, self._runs[device]
+        if self.goes_silent(device, run.round, step):
+            del self._runs[device]
+            w.tally.record_drop(run.round, device, asyncio.get_running_loop().time())
+            w.log.device(device, "dropped", round=run.round, secagg_step=step)
+            return
+        envelope = ToServer(run.round, device, step, msg)
+        upload = w.network.to_server(device, envelope)
+        w.log.device(device, "secagg.sent", round=run.round, step=step, nbytes=envelope.nbytes,
+                     upload_s=upload)

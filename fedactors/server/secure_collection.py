@@ -1,0 +1,240 @@
+"""The server's collection phase under secure aggregation: SecAgg / SecAgg+ between actors.
+
+The plain server reads each device's ``Update``. With secure aggregation on,
+it instead runs the four protocol steps of :mod:`fedactors.secagg.server`
+with the cohort, every message relayed through its mailbox and the simulated
+network, each step with a deadline in simulated time:
+
+0. advertise keys: a device sends its keys once its training is done; the
+   server takes the first ``cohort_size`` (like the plain path's target) or
+   whoever is in by the round deadline;
+1. share keys, 2. masked input, 3. unmasking: each waits until every device
+   still in the protocol answered or ``step_timeout`` seconds passed.
+
+Its output is only the sum of the survivors' quantized contributions,
+decoded into :class:`SummedContributions`. An abort (fewer than t survivors
+somewhere) yields no contributions: the round is skipped, logged, and the
+global model left as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from fedactors.aggregation.base import Aggregator, SummedContributions
+from fedactors.errors import ConfigError
+from fedactors.messages import RoundDeadline
+from fedactors.reporting.events import EventLog
+from fedactors.secagg import encoding, server
+from fedactors.secagg.envelopes import (
+    ADVERTISE,
+    MASKED,
+    SHARE,
+    STEPS,
+    UNMASK,
+    SecAggSetup,
+    StepDeadline,
+    ToDevice,
+    ToServer,
+    device_of,
+    protocol_id,
+)
+from fedactors.secagg.graph import complete_graph, secagg_plus_graph
+from fedactors.secagg.messages import (
+    Abort,
+    AdvertiseKeys,
+    MaskedInput,
+    SecAggConfig,
+    SecAggResult,
+    ShareKeys,
+    UnmaskResponse,
+)
+from fedactors.secagg.option import SecureAggregation, check_aggregator
+from fedactors.seeding import SeedTree
+
+ACTOR = "server"
+_PAYLOAD = {ADVERTISE: AdvertiseKeys, SHARE: ShareKeys, MASKED: MaskedInput, UNMASK: UnmaskResponse}
+
+
+@dataclass(frozen=True)
+class SecureOutcome:
+    """What the collection phase hands back to the server actor."""
+
+    contributions: Optional[SummedContributions]  # None: aborted or nobody took part
+    contributors: tuple[int, ...]  # fleet rows in the sum (U3)
+    rejected: dict[str, int]
+    closed_by: str  # how the advertise-keys phase ended: target, deadline, nobody-online
+    measurements: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Tally:
+    """Protocol traffic and server compute for one round."""
+
+    up: int = 0
+    down: int = 0
+    seconds: float = 0.0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def timed(self, fn: Callable, *args: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+class SecureCollection:
+    def __init__(self, option: SecureAggregation, *, aggregator: Aggregator, seeds: SeedTree,
+                 log: EventLog, mailbox: asyncio.Queue, network: Any, cohort_size: int) -> None:
+        check_aggregator(aggregator)
+        self.option = option
+        self.aggregator = aggregator
+        self.seeds = seeds
+        self.log = log
+        self.mailbox = mailbox
+        self.network = network
+        self.cohort_size = cohort_size
+
+    # -- before the broadcast ------------------------------------------------------
+
+    def setup(self, r: int, cohort: Iterable[int], params: Any, dim: int) -> Optional[SecAggSetup]:
+        """This round's public parameters: graph over the selected devices, layout, modulus."""
+        rows = sorted(int(d) for d in cohort)
+        if not rows:
+            return None
+        bounds = self.aggregator.contribution_bounds(params, dim)
+        if not bounds:
+            raise ConfigError("aggregator", f"{self.aggregator!r} gave no contribution_bounds "
+                                            f"for round {r} (params {dict(params)!r})")
+        # The contribution's keys and shapes, from encoding a zero delta: the
+        # aggregator's public output format, not anybody's data.
+        probe = self.aggregator.encode(params, np.zeros(dim, np.float32), 1,
+                                       self.seeds.generator("secagg-probe", r))
+        shapes = {k: np.shape(v) for k, v in probe.items()}
+        m_max = min(self.cohort_size, len(rows))  # at most cohort_size devices are admitted
+        layout = encoding.make_layout(shapes, bounds, m_max, self.option.scale_bits)
+        ids = [protocol_id(d) for d in rows]
+        if self.option.uses_sparse_graph(len(rows)):
+            graph = secagg_plus_graph(ids, self.seeds.generator("secagg-graph", r),
+                                      threshold_fraction=self.option.threshold_fraction)
+        else:
+            t = min(len(ids), math.floor(self.option.threshold_fraction * len(ids)) + 1)
+            graph = complete_graph(ids, t)
+        config = SecAggConfig(r, graph, layout.modulus_bits, layout.dim)
+        return SecAggSetup(config, layout, self.option.stochastic_rounding,
+                           self.option.step_dropout)
+
+    # -- after the broadcast -------------------------------------------------------
+
+    async def collect(self, r: int, setup: Optional[SecAggSetup], cohort: set[int]) -> SecureOutcome:
+        tally = _Tally()
+        if setup is None:
+            await self._gather(r, ADVERTISE, set(), 1, tally, round_deadline=True)
+            return SecureOutcome(None, (), tally.rejected, "nobody-online")
+        got, closed_by = await self._gather(r, ADVERTISE, cohort, self.cohort_size, tally,
+                                            round_deadline=True)
+        u1 = len(got)
+        if not got:  # nobody finished training: a skipped round, not a protocol abort
+            return SecureOutcome(None, (), tally.rejected, closed_by)
+        state = server.start(setup.config)
+        steps = [(server.collect_keys, SHARE), (server.collect_shares, MASKED),
+                 (server.collect_masked, UNMASK)]
+        result: Any = None
+        for server_step, next_step in steps:
+            state, replies = tally.timed(server_step, state, [got[d] for d in sorted(got)])
+            if isinstance(replies, Abort):
+                result = replies
+                break
+            for pid, msg in replies.items():
+                env = ToDevice(r, next_step, msg)
+                tally.down += env.nbytes
+                self.network.to_device(device_of(pid), env)
+            expected = {device_of(pid) for pid in replies}
+            timer = self.network.server_timer(self.option.step_timeout, StepDeadline(r, next_step))
+            got, _ = await self._gather(r, next_step, expected, len(expected), tally)
+            timer.cancel()  # closed early or fired: either way it has nothing more to say
+        if result is None:
+            state, result = tally.timed(server.finish, state, [got[d] for d in sorted(got)])
+
+        measurements = {
+            "secagg_bytes_up_per_device": tally.up / u1 if u1 else 0.0,
+            "secagg_bytes_down_per_device": tally.down / u1 if u1 else 0.0,
+            "secagg_server_seconds": tally.seconds,
+            "secagg_survivors": 0,
+            "secagg_aborted": 0,
+            "secagg_modulus_bits": setup.config.modulus_bits,
+            "secagg_max_degree": setup.config.graph.max_degree(),
+        }
+        if isinstance(result, Abort):
+            measurements["secagg_aborted"] = 1
+            self.log.emit(ACTOR, "secagg.aborted", round=r, step=result.step, reason=result.reason,
+                          advertised=u1)
+            return SecureOutcome(None, (), tally.rejected, closed_by, measurements)
+        assert isinstance(result, SecAggResult)
+        t = time.perf_counter()
+        sums = encoding.decode_sum(result.total, setup.layout)
+        tally.seconds += time.perf_counter() - t
+        measurements["secagg_server_seconds"] = tally.seconds
+        contributors = tuple(sorted(device_of(pid) for pid in result.contributors))
+        measurements["secagg_survivors"] = len(contributors)
+        self.log.emit(ACTOR, "secagg.done", round=r, advertised=u1, survivors=len(contributors))
+        return SecureOutcome(SummedContributions(sums, len(contributors)), contributors,
+                             tally.rejected, closed_by, measurements)
+
+    async def _gather(self, r: int, step: str, allowed: set[int], want: int, tally: _Tally,
+                      round_deadline: bool = False) -> tuple[dict[int, Any], str]:
+        """Payloads of ``step`` from ``allowed`` devices, until ``want`` are in or time is up."""
+        got: dict[int, Any] = {}
+        if want <= 0:
+            return got, "target"
+        while True:
+            message = await self.mailbox.get()
+            if isinstance(message, RoundDeadline):
+                if round_deadline and message.round == r:
+                    return got, "deadline"
+                continue  # the round's deadline after the advertise phase closed early
+            if isinstance(message, StepDeadline):
+                if not round_deadline and (message.round, message.step) == (r, step):
+                    return got, "deadline"
+                continue
+            reason = self._screen(message, r, step, allowed, got)
+            if reason:
+                tally.rejected[reason] = tally.rejected.get(reason, 0) + 1
+                self.log.emit(ACTOR, f"update.{reason}", round=r, step=step,
+                              sender=getattr(message, "sender", None),
+                              update_round=getattr(message, "round", None))
+                continue
+            got[message.sender] = message.payload
+            tally.up += message.nbytes
+            self.log.emit(ACTOR, "secagg.received", round=r, step=step, sender=message.sender)
+            if len(got) >= want:
+                return got, "target"
+
+    @staticmethod
+    def _screen(message: Any, r: int, step: str, allowed: set[int], got: dict) -> Optional[str]:
+        """Why a message is not a valid protocol message for ``step`` of round ``r``."""
+        if not isinstance(message, ToServer) or message.step not in STEPS:
+            return "malformed"  # under secure aggregation a plain Update is refused too
+        if message.round < r:
+            return "late"
+        if message.round > r:
+            return "future"
+        if STEPS.index(message.step) < STEPS.index(step):
+            return "late"  # an earlier step of this round (e.g. keys after the target)
+        if message.sender not in allowed:
+            return "foreign"
+        if message.step != step or not isinstance(message.payload, _PAYLOAD[step]):
+            return "malformed"
+        if getattr(message.payload, "sender", None) != protocol_id(message.sender):
+            return "malformed"
+        if message.sender in got:
+            return "duplicate"
+        return None

@@ -1,0 +1,284 @@
+"""Secure aggregation between the actors, at exact simulated instants.
+
+The protocol's own guarantees are tested in tests/secagg; here: the actor
+runtime delivers exactly the survivors' sum, aborts cleanly, never lets an
+unmasked update reach the server, and composes with DP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from fedactors.aggregation.base import Aggregator, SummedContributions
+from fedactors.aggregation.fedavg import WeightedMean
+from fedactors.devices.profile import DeviceClass, NetworkProfile
+from fedactors.errors import ConfigError
+from fedactors.messages import Update
+from fedactors.privacy.dp_mean import DPMean
+from fedactors.scenarios.spec import Scenario
+from fedactors.secagg import encoding
+from fedactors.secagg import server as secagg_server
+from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, UNMASK, ToServer
+from fedactors.secagg.messages import MaskedInput, UnmaskRequest
+from fedactors.secagg.option import SecureAggregation
+from fedactors.server.rounds import Rounds
+from fedactors.simulation import metrics_row
+from tests.server.harness import DIM, device, events
+from tests.server.secure_harness import Recording, build_secure_world, clipped_mean
+
+NEAREST = dict(stochastic_rounding=False)
+
+
+def fleet(n: int) -> list[DeviceClass]:
+    # Device i finishes training at i + 1 s: arrival order is the id order.
+    return [device(f"d{i}", float(i + 1)) for i in range(n)]
+
+
+def drop_pattern(world, pattern: Mapping[tuple[int, int], str]) -> None:
+    """Make device d go silent before its ``step`` message in round r, for (r, d) in pattern."""
+    participants = world.actors.directory.world.secagg
+    participants.goes_silent = lambda d, r, step: pattern.get((r, d)) == step
+
+
+def record_server_mail(world) -> list:
+    seen: list = []
+    mailbox = world.actors.server.mailbox
+    put = mailbox.put_nowait
+
+    def recording_put(message) -> None:
+        seen.append(message)
+        put(message)
+
+    mailbox.put_nowait = recording_put  # every delivery and timer goes through here
+    return seen
+
+
+def expected_sum(world, layout_of_round: encoding.Layout, devices) -> dict[str, np.ndarray]:
+    """The plain sum (mod 2**k, decoded) of the devices' quantized contributions."""
+    agg = world.actors.server.aggregator
+    params = agg.client_params(world.actors.server.state.aggregator_state)
+    total = np.zeros(layout_of_round.dim, np.uint64)
+    for d in devices:
+        # The stand-in trainer's delta for device d is d + 1 everywhere.
+        c = agg.encode(params, np.full(DIM, d + 1.0, np.float32), 100, np.random.default_rng(0))
+        total += encoding.encode(c, layout_of_round, None)
+    total &= np.uint64((1 << layout_of_round.modulus_bits) - 1)
+    return encoding.decode_sum(total, layout_of_round)
+
+
+def capture_layouts(world) -> list:
+    setups: list = []
+    collection = world.actors.server.secure
+    make = collection.setup
+
+    def recording_setup(*args):
+        s = make(*args)
+        setups.append(s)
+        return s
+
+    collection.setup = recording_setup
+    return setups
+
+
+PATTERNS = {
+    "nobody-drops": {},
+    "drop-before-keys": {(1, 2): ADVERTISE},
+    "drop-before-shares": {(1, 5): SHARE, (1, 1): SHARE},
+    "drop-before-masked-input": {(1, 0): MASKED, (1, 7): MASKED},
+    "drop-before-unmasking": {(1, 3): UNMASK, (1, 4): UNMASK},
+    "one-at-every-step": {(1, 0): ADVERTISE, (1, 1): SHARE, (1, 2): MASKED, (1, 3): UNMASK},
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("graph", ["complete", "sparse"])
+@pytest.mark.parametrize("pattern", list(PATTERNS), ids=list(PATTERNS))
+async def test_the_secure_sum_is_exactly_the_plain_sum_of_the_survivors_quantized_updates(
+    graph: str, pattern: str
+) -> None:
+    agg = Recording(clipped_mean(5.0))  # clips devices 2.. (norm (d+1)*sqrt(3) > 5)
+    world = build_secure_world(fleet(10), Rounds(cohort_size=10, deadline=20.0),
+                               SecureAggregation(graph=graph, **NEAREST), agg)
+    drop_pattern(world, PATTERNS[pattern])
+    setups = capture_layouts(world)
+    outcome = await world.actors.server.run_round(1)
+    # Everyone who did not go silent before masked input is in the sum (U3).
+    gone = {d for (r, d), step in PATTERNS[pattern].items() if step != UNMASK}
+    survivors = sorted(set(range(10)) - gone)
+    assert outcome.reported == tuple(survivors) and outcome.applied
+    assert outcome.measurements["secagg_survivors"] == len(survivors)
+    assert outcome.measurements["secagg_aborted"] == 0
+    (contributions,) = agg.seen
+    assert isinstance(contributions, SummedContributions)
+    assert contributions.count == len(survivors)
+    got, want = contributions.sum(), expected_sum(world, setups[0].layout, survivors)
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    degree = setups[0].config.graph.max_degree()
+    assert degree == (9 if graph == "complete" else 8)
+    row = metrics_row(outcome, world.actors.tally, (0, 0))
+    assert row["dropped"] == len(PATTERNS[pattern]) - sum(
+        1 for s in PATTERNS[pattern].values() if s == UNMASK)
+
+
+@pytest.mark.asyncio
+async def test_fewer_than_t_survivors_aborts_cleanly_and_the_next_round_proceeds() -> None:
+    # Complete graph over 6: t = 4. Three go silent before masked input: 3 < 4.
+    world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),
+                               SecureAggregation.complete(step_timeout=5.0, **NEAREST))
+    drop_pattern(world, {(1, 0): MASKED, (1, 2): MASKED, (1, 4): MASKED})
+    server = world.actors.server
+    before = server.state.weights.copy()
+    outcome = await server.run_round(1)
+    assert not outcome.applied and outcome.reported == ()
+    np.testing.assert_array_equal(server.state.weights, before)
+    assert outcome.measurements["secagg_aborted"] == 1
+    (aborted,) = events(world, "secagg.aborted")
+    assert aborted["step"] == "collect_masked" and "threshold 4" in aborted["reason"]
+    # Training ends at 6 s; keys, shares: no waiting; masked input waits the 5 s step timeout.
+    assert outcome.end == pytest.approx(11.0)
+    assert len(events(world, "round.skipped")) == 1
+    nxt = await server.run_round(2)
+    assert nxt.applied and nxt.reported == (0, 1, 2, 3, 4, 5)
+    np.testing.assert_allclose(server.state.weights, np.full(DIM, 3.5), atol=1e-4)
+
+
+@pytest.mark.asyncio
+async def test_no_message_reaching_the_server_holds_an_unmasked_update() -> None:
+    world = build_secure_world(fleet(8), Rounds(cohort_size=8, deadline=20.0),
+                               SecureAggregation.sparse(**NEAREST))
+    drop_pattern(world, {(1, 6): MASKED})  # forces the recovery path (s^SK reconstruction)
+    mail = record_server_mail(world)
+    setups = capture_layouts(world)
+    outcome = await world.actors.server.run_round(1)
+    assert outcome.applied
+    layout = setups[0].layout
+    protocol = [m for m in mail if isinstance(m, ToServer)]
+    assert protocol and not any(isinstance(m, Update) for m in mail)
+    agg = world.actors.server.aggregator
+    params = agg.client_params(agg.initial_state(DIM))
+    masked = [m.payload for m in protocol if isinstance(m.payload, MaskedInput)]
+    assert len(masked) == 7
+    for m in masked:
+        d = m.sender - 1
+        c = agg.encode(params, np.full(DIM, d + 1.0, np.float32), 100, np.random.default_rng(0))
+        x = encoding.encode(c, layout, None)
+        assert not np.array_equal(m.y, x)
+        # Masked values look uniform in Z_{2^k}, nothing like the small quantized inputs.
+        assert np.abs(encoding.decode_sum(m.y, layout)[next(iter(c))]).max() > 5.0
+    for m in protocol:  # the only arrays the server ever receives are masked vectors
+        arrays = [v for v in vars(m.payload).values() if isinstance(v, np.ndarray)]
+        assert all(isinstance(m.payload, MaskedInput) for _ in arrays)
+
+
+@pytest.mark.asyncio
+async def test_a_device_told_a_peer_is_both_alive_and_dropped_aborts_and_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    honest = secagg_server.collect_masked
+
+    def lying(state, msgs):
+        state, replies = honest(state, msgs)
+        r = replies[1]  # to device 0 (protocol id 1): also call its peer 2 dropped
+        replies[1] = UnmaskRequest(r.recipient, r.alive, tuple(sorted(r.dropped + (2,))))
+        return state, replies
+
+    monkeypatch.setattr(secagg_server, "collect_masked", lying)
+    world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),
+                               SecureAggregation.complete(**NEAREST))
+    mail = record_server_mail(world)
+    outcome = await world.actors.server.run_round(1)
+    (abort,) = events(world, "secagg.device_abort")
+    assert abort["actor"] == "device-0" and "both alive and dropped" in abort["reason"]
+    unmask_from = {m.sender for m in mail if isinstance(m, ToServer) and m.step == UNMASK}
+    assert unmask_from == {1, 2, 3, 4, 5}
+    # The other five (>= t = 4) still unmask every survivor: the round completes.
+    assert outcome.applied and outcome.reported == (0, 1, 2, 3, 4, 5)
+
+
+class NeedsEachUpdate(WeightedMean):
+    needs_individual_updates = True
+
+
+@pytest.mark.parametrize("aggregator, words", [
+    (WeightedMean(), "no contribution_bounds"),
+    (NeedsEachUpdate(), "needs_individual_updates"),
+])
+def test_aggregators_secure_aggregation_cannot_run_are_refused(
+    aggregator: Aggregator, words: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        Scenario(name="x", model=lambda: None, loss="mse", data=lambda f, r: None,
+                 fleet=fleet(2), rounds=Rounds(cohort_size=2), aggregator=aggregator,
+                 secure_aggregation=SecureAggregation())
+    assert err.value.field == "aggregator" and words in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(graph="ring"), "secure_aggregation.graph"),
+    (dict(step_dropout=1.5), "secure_aggregation.step_dropout"),
+    (dict(scale_bits=60), "secure_aggregation.scale_bits"),
+    (dict(threshold_fraction=1.0), "secure_aggregation.threshold_fraction"),
+])
+def test_bad_options_name_their_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        SecureAggregation(**kwargs)
+    assert err.value.field == field
+
+
+@pytest.mark.asyncio
+async def test_step_dropout_is_deterministic_and_counted_as_dropped() -> None:
+    async def one_run():
+        world = build_secure_world(fleet(10), Rounds(cohort_size=10, deadline=20.0),
+                                   SecureAggregation.complete(step_dropout=0.1))
+        outcome = await world.actors.server.run_round(1)
+        return outcome, metrics_row(outcome, world.actors.tally, (0, 0)), world
+
+    (a, row_a, world), (b, row_b, _) = await one_run(), await one_run()
+    same = ("reported", "dropped", "secagg_survivors", "secagg_bytes_up_per_device", "duration")
+    assert a.reported == b.reported
+    assert {k: row_a[k] for k in same} == pytest.approx({k: row_b[k] for k in same})
+    silent = {int(e["actor"].split("-")[1]) for e in events(world, "dropped")}
+    assert silent and row_a["dropped"] == len(silent - set(a.reported))
+    np.testing.assert_array_equal(world.actors.server.state.weights.shape, (DIM,))
+
+
+@pytest.mark.asyncio
+async def test_protocol_traffic_takes_simulated_time() -> None:
+    slow = NetworkProfile(rtt=0.2, uplink=1e5, downlink=1e6)
+    classes = [DeviceClass(f"d{i}", count=1, compute=100.0, network=slow, examples=100)
+               for i in range(4)]
+    plain = build_secure_world(classes, Rounds(cohort_size=4, deadline=60.0), None)
+    secure = build_secure_world(classes, Rounds(cohort_size=4, deadline=60.0),
+                                SecureAggregation.complete(**NEAREST))
+    p = await plain.actors.server.run_round(1)
+    s = await secure.actors.server.run_round(1)
+    # Three more round trips (>= 3 x RTT) plus the protocol's bytes over the links.
+    assert s.end - p.end > 3 * 0.2
+    assert s.measurements["secagg_bytes_up_per_device"] > 0
+    assert s.measurements["secagg_bytes_down_per_device"] > 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("distributed_noise", [False, True])
+async def test_dp_mean_under_secure_aggregation_matches_the_plain_run(
+    distributed_noise: bool,
+) -> None:
+    """Clip on the device, sum securely, noise by the server or by the devices' shares."""
+    option = SecureAggregation.complete(scale_bits=20)
+    weights = []
+    for secure in (None, option):
+        dp = DPMean.fixed(2.0, 0.5, expected_count=6, distributed_noise=distributed_noise)
+        world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0), secure, dp)
+        outcome = await world.actors.server.run_round(1)
+        assert outcome.applied
+        weights.append(world.actors.server.state.weights.astype(np.float64))
+    # Same device and server streams, so only quantization differs: at most
+    # m * 2**-f on the sum (stochastic rounding), divided by m = 6 for the mean.
+    layout_bound = encoding.Layout((), 20, 30, 6).error_bound(6, stochastic=True) / 6
+    assert np.abs(weights[0] - weights[1]).max() <= layout_bound + 1e-6
+    assert not np.array_equal(weights[0], np.zeros(DIM))
