@@ -23,6 +23,7 @@ from fedactors.runtime.network import Network
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
 from fedactors.server.actor import RoundOutcome, ServerActor
+from fedactors.server.fedbuff import UpdateOutcome, fedbuff_metrics_row, server_class
 from fedactors.training.executor import Executor, SequentialExecutor
 from fedactors.training.model_runner import Evaluator, ModelRunner
 from fedactors.training.weights import weights_sha256
@@ -139,7 +140,7 @@ def assemble(
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network
-    server = ServerActor(
+    server = server_class(scenario.mode)(
         rounds=scenario.rounds, fleet=fleet, aggregator=scenario.aggregator,
         optimizer=scenario.server_optimizer, evaluate=evaluate, seeds=seeds, log=log,
         mailbox=server_mailbox, network=network, initial_weights=initial_weights,
@@ -203,8 +204,9 @@ def run_scenario(
         def record(outcome: RoundOutcome) -> Optional[str]:
             if failures:
                 raise failures[0]
-            row = metrics_row(outcome, tally, (network.bytes_down - traffic[0],
-                                               network.bytes_up - traffic[1]))
+            to_row = fedbuff_metrics_row if isinstance(outcome, UpdateOutcome) else metrics_row
+            row = to_row(outcome, tally, (network.bytes_down - traffic[0],
+                                          network.bytes_up - traffic[1]))
             traffic[:] = [network.bytes_down, network.bytes_up]
             row["wall_seconds"] = round(time.perf_counter() - wall_start, 3)
             records.append(row)

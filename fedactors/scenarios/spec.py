@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from fedactors.data.federated import FederatedData
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
+from fedactors.server.fedbuff import FedBuff
 from fedactors.server.optimizers import FedAvgStep, ServerOptimizer
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
@@ -41,6 +42,8 @@ class Scenario:
     server_optimizer: ServerOptimizer = field(default_factory=FedAvgStep)
     seed: int = 0
     description: str = ""
+    #: None: synchronous rounds; FedBuff(...): asynchronous buffered aggregation.
+    mode: Optional[FedBuff] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -62,7 +65,9 @@ class Scenario:
                 raise ConfigError(name, f"must be a {kind.__name__}, got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
-        if self.rounds.cohort_size > self.fleet_size:
+        if self.mode is not None:
+            self._check_mode()
+        if self.mode is None and self.rounds.cohort_size > self.fleet_size:
             raise ConfigError(
                 "rounds.cohort_size",
                 f"{self.rounds.cohort_size} is larger than the fleet ({self.fleet_size} devices)",
@@ -71,3 +76,16 @@ class Scenario:
     @property
     def fleet_size(self) -> int:
         return sum(c.count for c in self.fleet)
+
+    def _check_mode(self) -> None:
+        if not isinstance(self.mode, FedBuff):
+            raise ConfigError("mode", f"must be None (synchronous rounds) or FedBuff(...), got {self.mode!r}")
+        # A DP aggregator is calibrated for a cohort of expected_count; in FedBuff
+        # each release is over one buffer of buffer_size updates.
+        expected = getattr(self.aggregator, "expected_count", None)
+        if expected is not None and expected != self.mode.buffer_size:
+            raise ConfigError(
+                "mode.buffer_size",
+                f"{self.mode.buffer_size} differs from the aggregator's expected_count {expected}: "
+                "each buffer is one DP release over buffer_size updates",
+            )
