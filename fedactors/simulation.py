@@ -41,6 +41,8 @@ class RunOptions:
     out_dir: Optional[Path] = None
     device_events: bool = True
     keep_events: bool = False  # keep events in memory (tests)
+    backend: str = "local"  # "local" or "ray": where local training runs (docs/distributed.md)
+    ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
 
 
 @dataclass
@@ -184,12 +186,16 @@ def run_scenario(
     evaluator = Evaluator(_model_spec(scenario), *data.test)
     runner = ModelRunner(_model_spec(scenario), scenario.training)
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
+    if options.backend != "local":
+        executor_factory = _backend_factory(scenario, options, seeds, executor_factory)
     executor = (executor_factory or SequentialExecutor)(runner)
 
     loop = VirtualTimeLoop()
     records: list[dict] = []
     with ExitStack() as stack:
         outputs = _Outputs(options.out_dir, stack)
+        if hasattr(executor, "close"):
+            stack.callback(executor.close)
         log = EventLog(loop.time, outputs.events, keep=options.keep_events,
                        device_events=options.device_events)
         actors = assemble(
@@ -266,3 +272,19 @@ def _model_spec(scenario: Scenario):
     from fedactors.training.spec import ModelSpec
 
     return ModelSpec(scenario.model, scenario.loss, tuple(scenario.metrics))
+
+
+BACKENDS = ("local", "ray")
+
+
+def _backend_factory(scenario: Scenario, options: RunOptions, seeds: SeedTree,
+                     executor_factory: Optional[Callable[[ModelRunner], Executor]]):
+    """The executor factory for a non-local ``options.backend``."""
+    if options.backend not in BACKENDS:
+        raise ConfigError("backend", f"must be one of {BACKENDS}, got {options.backend!r}")
+    if executor_factory is not None:
+        raise ConfigError("backend", f"{options.backend!r} cannot be combined with an executor_factory")
+    from fedactors.training.ray_executor import RayExecutor
+
+    return RayExecutor.factory(_model_spec(scenario), scenario.training, seeds.integer("keras"),
+                               options.ray_workers)
