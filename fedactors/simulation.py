@@ -43,6 +43,7 @@ class RunOptions:
     keep_events: bool = False  # keep events in memory (tests)
     backend: str = "local"  # "local" or "ray": where local training runs (docs/distributed.md)
     ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
+    until: Optional[float] = None  # stop after the first round ending at/after this simulated second
 
 
 @dataclass
@@ -219,6 +220,8 @@ def run_scenario(
             outputs.write_row(row)
             for callback in on_round:
                 callback(row)
+            if options.until is not None and outcome.end >= options.until:
+                return "time-limit"
             return None
 
         log.emit("simulator", "run.start", scenario=scenario.name, seed=seed,
