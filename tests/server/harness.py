@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from fedactors.aggregation.base import Aggregator
 from fedactors.data.federated import FederatedData
 from fedactors.devices.availability import Availability
 from fedactors.devices.fleet import Fleet
@@ -54,7 +55,7 @@ class World:
 
 
 def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0,
-                mode: Optional[FedBuff] = None) -> World:
+                mode: Optional[FedBuff] = None, aggregator: Optional[Aggregator] = None) -> World:
     loop = asyncio.get_running_loop()
     seeds = SeedTree(seed)
     fleet = Fleet.build(classes, seeds.generator("fleet"))
@@ -63,7 +64,8 @@ def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0,
     ]
     data = FederatedData.from_arrays(clients, clients[0])
     scenario = Scenario(name="harness", model=lambda: None, loss="mse", data=lambda f, r: data,
-                        fleet=list(classes), rounds=rounds, mode=mode)
+                        fleet=list(classes), rounds=rounds, mode=mode,
+                        **({} if aggregator is None else {"aggregator": aggregator}))
     log = EventLog(loop.time, keep=True)
     actors = assemble(loop=loop, fleet=fleet, data=data, executor=DeviceIdDelta(),
                       scenario=scenario, evaluate=lambda w: {}, seeds=seeds, log=log,

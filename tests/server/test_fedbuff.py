@@ -177,3 +177,39 @@ def test_fedbuff_options_are_validated() -> None:
         FedBuff(max_staleness=-1)
     with pytest.raises(ConfigError, match="staleness.exponent"):
         Polynomial(-1.0)
+
+
+@pytest.mark.asyncio
+async def test_dp_releases_one_noised_sum_per_buffer_over_k() -> None:
+    from fedactors.privacy.dp_mean import DPMean
+
+    # Deltas are (id + 1) * ones(3), norm (id + 1) * sqrt(3) > 1: every one is clipped to norm 1.
+    k, clip = 2, 1.0
+    world = build_world([device("a", 1.0), device("b", 1.5), device("c", 4.0)],
+                        Rounds(count=3, deadline=100.0),
+                        mode=FedBuff(buffer_size=k, concurrency=3, staleness=Polynomial(0.5)),
+                        aggregator=DPMean.fixed(clip_norm=clip, noise_multiplier=0.0, expected_count=k))
+    server = world.actors.server
+    before = server.state.weights.copy()
+    outcomes = await run(world, 1)
+    (o,) = outcomes
+    unit = np.float32(clip / math.sqrt(3.0))  # each clipped coordinate
+    expected = sum(np.float64(unit) * w for w in o.weights) / k  # the sum over K, not over reports
+    np.testing.assert_allclose(server.state.weights - before, np.full(3, expected), rtol=1e-5)
+    assert o.measurements["noise_stddev_on_mean"] == 0.0
+
+    noisy = build_world([device("a", 1.0), device("b", 1.5)], Rounds(count=4, deadline=100.0),
+                        mode=FedBuff(buffer_size=k, concurrency=2),
+                        aggregator=DPMean.fixed(clip_norm=clip, noise_multiplier=2.0, expected_count=k))
+    outs = await run(noisy, 4)
+    assert [o.measurements["noise_stddev_on_mean"] for o in outs] == [2.0 * clip / k] * 4
+
+
+def test_a_dp_aggregator_must_be_calibrated_for_the_buffer() -> None:
+    from fedactors.privacy.dp_mean import DPMean
+    from fedactors.scenarios.spec import Scenario
+
+    with pytest.raises(ConfigError, match="mode.buffer_size.*expected_count 5"):
+        Scenario(name="x", model=lambda: None, loss="mse", data=lambda f, r: None,
+                 fleet=[device("a", 1.0)], mode=FedBuff(buffer_size=3),
+                 aggregator=DPMean.fixed(clip_norm=1.0, noise_multiplier=1.0, expected_count=5))
