@@ -80,6 +80,12 @@ class Scenario:
     def _check_mode(self) -> None:
         if not isinstance(self.mode, FedBuff):
             raise ConfigError("mode", f"must be None (synchronous rounds) or FedBuff(...), got {self.mode!r}")
+        if self.mode.buffer_size > self.fleet_size:
+            raise ConfigError(
+                "mode.buffer_size",
+                f"{self.mode.buffer_size} is larger than the fleet ({self.fleet_size} devices): "
+                "a buffer holds distinct devices",
+            )
         # A DP aggregator is calibrated for a cohort of expected_count; in FedBuff
         # each release is over one buffer of buffer_size updates.
         expected = getattr(self.aggregator, "expected_count", None)

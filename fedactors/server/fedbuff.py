@@ -138,6 +138,7 @@ class FedBuffServer(ServerActor):
         self.rounds = replace(self.rounds, cohort_size=mode.buffer_size, min_reports=1)
         self.in_flight: dict[int, _Dispatch] = {}
         self._busy: set[int] = set()
+        self._buffered: set[int] = set()  # devices whose update is in the current buffer
         self._finished: set[int] = set()  # tickets whose update was received or refused
         self._next_ticket = 0
         self._refills = 0
@@ -154,7 +155,10 @@ class FedBuffServer(ServerActor):
         now, k = loop.time(), self._refills
         self._refills += 1
         online = self.fleet.online(now, self.seeds.generator("fedbuff-availability", k))
-        idle = online[~np.isin(online, np.fromiter(self._busy, np.int64, len(self._busy)))]
+        # Not a device already waited for, nor one whose update is in the current
+        # buffer: each device contributes at most once per buffer (one DP release).
+        taken = self._busy | self._buffered
+        idle = online[~np.isin(online, np.fromiter(taken, np.int64, len(taken)))]
         n = min(free, len(idle))
         if n:
             chosen = np.sort(self.seeds.generator("fedbuff-selection", k).choice(idle, n, replace=False))
@@ -242,11 +246,13 @@ class FedBuffServer(ServerActor):
                 continue
             self._release(message.round)
             buffer.append((message.round, message, staleness))
+            self._buffered.add(message.sender)
             self.log.emit(ACTOR, "update.received", version=self.state.round, sender=message.sender,
                           ticket=message.round, staleness=staleness, buffered=len(buffer))
             if len(buffer) == self.mode.buffer_size:
                 outcome = self._apply_buffer(buffer, start, rejected, timed_out)
                 buffer, rejected, timed_out, start = [], {}, [], loop.time()
+                self._buffered.clear()
                 self._dispatched = 0
                 self._refill()  # new dispatches start from the new model
                 stop = on_round(outcome)
