@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -118,7 +118,9 @@ class RayExecutor(Executor):
         try:
             payload = cloudpickle.dumps((spec, training, int(keras_seed)))
         except Exception as exc:  # whatever the scenario holds that cannot travel
-            raise ConfigError("backend", f"the scenario's model cannot be sent to Ray workers: {exc}") from None
+            raise ConfigError(
+                "backend", f"the scenario's model cannot be sent to Ray workers: {exc}"
+            ) from None
         _connect(workers)
         n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
         remote = ray.remote(num_cpus=1)(_TrainWorker)
