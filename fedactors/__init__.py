@@ -6,7 +6,7 @@ imported when a run starts, so loading and validating a scenario is quick.
 
 from fedactors.aggregation import Krum, Median, TrimmedMean, WeightedMean
 from fedactors.data.federated import FederatedData
-from fedactors.devices.availability import AlwaysOnline, OnlineShare, Trace
+from fedactors.devices.availability import AlwaysOnline, Diurnal, OnlineShare, Trace
 from fedactors.devices.byzantine import Byzantine, Scaling, SignFlip
 from fedactors.devices.distributions import Constant, LogNormal, Uniform
 from fedactors.devices.fleet import Fleet
@@ -14,6 +14,7 @@ from fedactors.devices.profile import DeviceClass, NetworkProfile
 from fedactors.privacy.spec import Privacy
 from fedactors.scenarios.spec import Scenario
 from fedactors.secagg.option import SecureAggregation
+from fedactors.server.fedbuff import FedBuff
 from fedactors.server.optimizers import FedAdam, FedAvgStep, FedYogi
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
@@ -23,8 +24,10 @@ __all__ = [
     "Byzantine",
     "Constant",
     "DeviceClass",
+    "Diurnal",
     "FedAdam",
     "FedAvgStep",
+    "FedBuff",
     "FedYogi",
     "FederatedData",
     "Krum",

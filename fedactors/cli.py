@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from fedactors.errors import ScenarioError
+from fedactors.errors import ConfigError, ScenarioError
 
 EXIT_BAD_INPUT = 2
 
@@ -51,6 +51,11 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<scenario>-seed<S>)")
     parser.add_argument("--no-device-events", action="store_true",
                         help="log only server events (for fleets of many thousands)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="where local training runs: this process, or Ray workers "
+                        "(a local Ray instance, or the cluster at $RAY_ADDRESS); docs/distributed.md")
+    parser.add_argument("--ray-workers", type=_positive_int,
+                        help="Ray workers for --backend ray (default: every CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     parser.add_argument("--resume", type=Path, metavar="DIR",
                         help="continue the run checkpointed in DIR (same scenario and seed)")
@@ -72,7 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("the scenario file is required (or --resume DIR)")
     try:
         return _run(args)
-    except ScenarioError as exc:
+    except (ScenarioError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -101,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
 
     rounds = rounds or scenario.rounds.count
     options = RunOptions(seed=seed, rounds=rounds, out_dir=out, device_events=device_events,
-                         scenario_path=path, resume=args.resume is not None)
+                         scenario_path=path, resume=args.resume is not None,
+                         backend=args.backend, ray_workers=args.ray_workers)
     from fedactors.reporting.tensorboard import TensorBoardWriter
 
     metric_names = ("loss", *(m for m in scenario.metrics if isinstance(m, str)))

@@ -26,12 +26,12 @@ from fedactors.runtime.network import Network
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
 from fedactors.server.actor import RoundOutcome, ServerActor
+from fedactors.server.fedbuff import UpdateOutcome, fedbuff_metrics_row, server_class
+from fedactors.server.screening import REJECT_REASONS
 from fedactors.training.executor import Executor, SequentialExecutor
 from fedactors.training.model_runner import Evaluator, ModelRunner
 from fedactors.training.weights import weights_sha256
 
-REJECT_REASONS = ("late", "future", "foreign", "duplicate", "malformed", "nonfinite",
-                  "out_of_bounds", "outlier")
 #: Metric keys that depend on the machine, not the simulation; excluded from
 #: reproducibility comparisons.
 WALL_CLOCK_KEYS = ("wall_seconds", "secagg_server_seconds")
@@ -55,6 +55,9 @@ class RunOptions:
         digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
         return checkpoint.Fingerprint(scenario.name, digest, seed,
                                       (("device_events", self.device_events),))
+    backend: str = "local"  # "local" or "ray": where local training runs (docs/distributed.md)
+    ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
+    until: Optional[float] = None  # stop after the first round ending at/after this simulated second
 
 
 @dataclass
@@ -160,7 +163,7 @@ def assemble(
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network
-    server = ServerActor(
+    server = server_class(scenario.mode)(
         rounds=scenario.rounds, fleet=fleet, aggregator=scenario.aggregator,
         optimizer=scenario.server_optimizer, evaluate=evaluate, seeds=seeds, log=log,
         mailbox=server_mailbox, network=network, initial_weights=initial_weights,
@@ -221,15 +224,19 @@ def run_scenario(
     evaluator = Evaluator(_model_spec(scenario), *data.test)
     runner = ModelRunner(_model_spec(scenario), scenario.training)
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
+    if options.backend != "local":
+        executor_factory = _backend_factory(scenario, options, seeds, executor_factory)
     executor = (executor_factory or SequentialExecutor)(runner)
 
     privacy = _privacy_budget(scenario, fleet.size)
     fingerprint = options.fingerprint(scenario, seed)
-    resumed = _checkpoint_to_resume(options, fingerprint)
+    resumed = _checkpoint_to_resume(options, fingerprint, scenario)
     loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
     records: list[dict] = list(resumed.records) if resumed else []
     with ExitStack() as stack:
         outputs = _Outputs(options.out_dir, stack, resumed)
+        if hasattr(executor, "close"):
+            stack.callback(executor.close)
         log = EventLog(loop.time, outputs.events, keep=options.keep_events,
                        device_events=options.device_events)
         actors = assemble(
@@ -248,13 +255,16 @@ def run_scenario(
         def record(outcome: RoundOutcome) -> Optional[str]:
             if failures:
                 raise failures[0]
-            row = metrics_row(outcome, tally, (network.bytes_down - traffic[0],
-                                               network.bytes_up - traffic[1]))
+            to_row = fedbuff_metrics_row if isinstance(outcome, UpdateOutcome) else metrics_row
+            row = to_row(outcome, tally, (network.bytes_down - traffic[0],
+                                          network.bytes_up - traffic[1]))
             traffic[:] = [network.bytes_down, network.bytes_up]
             row["wall_seconds"] = round(time.perf_counter() - wall_start, 3)
             records.append(row)
             outputs.write_row(row)
-            if options.out_dir is not None and options.checkpoint:
+            # FedBuff has no round boundary at which no device is mid-training,
+            # so there is no clean cut to checkpoint (docs/async.md).
+            if options.out_dir is not None and options.checkpoint and scenario.mode is None:
                 events_bytes, metrics_bytes = outputs.sizes()
                 checkpoint.save(options.out_dir, checkpoint.Checkpoint(
                     fingerprint, str(options.scenario_path or ""), outcome.round, loop.time(),
@@ -263,6 +273,8 @@ def run_scenario(
                 ))
             for callback in on_round:
                 callback(row)
+            if options.until is not None and outcome.end >= options.until:
+                return "time-limit"
             return None
 
         if resumed is None:
@@ -316,10 +328,15 @@ def run_scenario(
 
 
 def _checkpoint_to_resume(
-    options: RunOptions, fingerprint: checkpoint.Fingerprint
+    options: RunOptions, fingerprint: checkpoint.Fingerprint, scenario: Scenario
 ) -> Optional[checkpoint.Checkpoint]:
     if not options.resume:
         return None
+    if scenario.mode is not None:
+        raise ScenarioError(
+            "--resume: asynchronous (FedBuff) runs are not checkpointed: devices are always "
+            "mid-training, so no moment is a clean cut of the run; start it again"
+        )
     if options.out_dir is None:
         raise ScenarioError("--resume needs the run directory")
     saved = checkpoint.load(options.out_dir)
@@ -354,3 +371,19 @@ def _model_spec(scenario: Scenario):
     from fedactors.training.spec import ModelSpec
 
     return ModelSpec(scenario.model, scenario.loss, tuple(scenario.metrics))
+
+
+BACKENDS = ("local", "ray")
+
+
+def _backend_factory(scenario: Scenario, options: RunOptions, seeds: SeedTree,
+                     executor_factory: Optional[Callable[[ModelRunner], Executor]]):
+    """The executor factory for a non-local ``options.backend``."""
+    if options.backend not in BACKENDS:
+        raise ConfigError("backend", f"must be one of {BACKENDS}, got {options.backend!r}")
+    if executor_factory is not None:
+        raise ConfigError("backend", f"{options.backend!r} cannot be combined with an executor_factory")
+    from fedactors.training.ray_executor import RayExecutor
+
+    return RayExecutor.factory(_model_spec(scenario), scenario.training, seeds.integer("keras"),
+                               options.ray_workers)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional, Union
 
 import numpy as np
 
+from fedactors.devices.distributions import Distribution, Uniform, as_distribution
 from fedactors.errors import ConfigError
 from fedactors.validation import non_negative, positive, probability
 
@@ -24,6 +26,16 @@ class Availability(abc.ABC):
 
     def validate(self, field: str) -> None:
         """Raise ConfigError naming ``field`` for a bad option."""
+
+    def draw_profile(self, rng: np.random.Generator, count: int) -> Optional[np.ndarray]:
+        """Per-device values drawn once, when the fleet is built (None: the model needs none)."""
+        return None
+
+    def online_profiled(
+        self, t: float, devices: np.ndarray, rng: np.random.Generator, profile: np.ndarray
+    ) -> np.ndarray:
+        """``online`` for models with a per-device profile (aligned with ``devices``)."""
+        return self.online(t, devices, rng)
 
 
 @dataclass(frozen=True)
@@ -71,3 +83,71 @@ class Trace(Availability):
         tt = t % self.period if self.period else t
         up = any(start <= tt < end for start, end in self.windows)
         return np.full(len(devices), up)
+
+
+HOUR = 3600.0
+
+
+def local_hours(t: float, tz_offset_h: np.ndarray) -> np.ndarray:
+    """Each device's local time of day in hours [0, 24), at simulated time ``t`` (t = 0 is
+    midnight UTC)."""
+    return np.mod(t / HOUR + np.asarray(tz_offset_h, np.float64), 24.0)
+
+
+def in_window(hours: np.ndarray, start_h: float, length_h: float) -> np.ndarray:
+    """Whether each local hour lies in the daily window [start, start + length), which may
+    wrap past midnight (22:00 + 8 h ends at 06:00)."""
+    return np.mod(np.asarray(hours, np.float64) - start_h, 24.0) < length_h
+
+
+@dataclass(frozen=True)
+class Diurnal(Availability):
+    """Phones that can train mostly at night, in their own time zone.
+
+    Production FL only trains on phones that are charging, idle and on an
+    unmetered network, which in practice means at night local time (Bonawitz
+    et al. 2019, "Towards federated learning at scale", sec. 2 and fig. 7). Each
+    device gets a time-zone offset (hours added to UTC) drawn once from
+    ``tz_offset`` when the fleet is built; at each selection it is online with
+    probability ``share_in_window`` while its local time is in the daily window
+    ``[window_start_h, window_start_h + window_hours)`` and ``share_outside``
+    otherwise, independently per device and per selection (drawn from the
+    selection's generator, so the server's view is reproducible).
+    """
+
+    window_start_h: float = 22.0
+    window_hours: float = 8.0
+    tz_offset: Union[float, Distribution] = Uniform(-8.0, 3.0)
+    share_in_window: float = 0.5
+    share_outside: float = 0.02
+
+    def validate(self, field: str) -> None:
+        start = non_negative(f"{field}.window_start_h", self.window_start_h)
+        if start >= 24.0:
+            raise ConfigError(f"{field}.window_start_h", f"must be < 24, got {self.window_start_h!r}")
+        length = positive(f"{field}.window_hours", self.window_hours)
+        if length > 24.0:
+            raise ConfigError(f"{field}.window_hours", f"must be <= 24, got {self.window_hours!r}")
+        if not isinstance(self.tz_offset, (int, float, Distribution)) or isinstance(self.tz_offset, bool):
+            raise ConfigError(f"{field}.tz_offset",
+                              f"must be hours or a Distribution of hours, got {self.tz_offset!r}")
+        as_distribution(self.tz_offset).check(f"{field}.tz_offset", -24.0, False)
+        probability(f"{field}.share_in_window", self.share_in_window)
+        probability(f"{field}.share_outside", self.share_outside)
+
+    def draw_profile(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return as_distribution(self.tz_offset).sample(rng, count).astype(np.float64)
+
+    def online_share(self, t: float, tz_offset_h: np.ndarray) -> np.ndarray:
+        """Each device's probability of being online at ``t``."""
+        inside = in_window(local_hours(t, tz_offset_h), self.window_start_h, self.window_hours)
+        return np.where(inside, self.share_in_window, self.share_outside)
+
+    def online_profiled(
+        self, t: float, devices: np.ndarray, rng: np.random.Generator, profile: np.ndarray
+    ) -> np.ndarray:
+        return rng.random(len(devices)) < self.online_share(t, profile)
+
+    def online(self, t: float, devices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Without a fleet profile every device is taken to be on UTC."""
+        return self.online_profiled(t, devices, rng, np.zeros(len(devices)))

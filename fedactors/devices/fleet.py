@@ -26,6 +26,8 @@ class Fleet:
     downlink: np.ndarray = field(repr=False)
     dropout: np.ndarray = field(repr=False)
     examples: np.ndarray = field(repr=False)  # suggested examples per device
+    #: Per class, the availability model's per-device values (e.g. time zones), or None.
+    availability_profiles: tuple = field(default=(), repr=False)
 
     @classmethod
     def build(cls, classes: Sequence[DeviceClass], rng: np.random.Generator) -> Fleet:
@@ -51,6 +53,8 @@ class Fleet:
             examples=column(
                 lambda c: np.maximum(1, np.rint(c.examples.sample(rng, c.count))).astype(np.int64)
             ),
+            # Drawn last, so adding an availability model changes no other column.
+            availability_profiles=tuple(c.availability.draw_profile(rng, c.count) for c in classes),
         )
 
     @property
@@ -70,7 +74,11 @@ class Fleet:
         mask = np.zeros(self.size, bool)
         for i, cls_ in enumerate(self.classes):
             ids = np.flatnonzero(self.class_index == i)
-            mask[ids] = cls_.availability.online(t, ids, rng)
+            profile = self.availability_profiles[i] if self.availability_profiles else None
+            if profile is None:
+                mask[ids] = cls_.availability.online(t, ids, rng)
+            else:
+                mask[ids] = cls_.availability.online_profiled(t, ids, rng, profile)
         return np.flatnonzero(mask)
 
     def download_time(self, device: int, nbytes: int) -> float:

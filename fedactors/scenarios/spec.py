@@ -17,6 +17,7 @@ from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
 from fedactors.privacy.spec import Privacy
 from fedactors.secagg.option import SecureAggregation, check_aggregator
+from fedactors.server.fedbuff import FedBuff
 from fedactors.server.optimizers import FedAvgStep, ServerOptimizer
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
@@ -51,6 +52,8 @@ class Scenario:
     byzantine: Optional[Byzantine] = None
     #: None: the server reads each update. Else the sum is taken by SecAgg/SecAgg+.
     secure_aggregation: Optional[SecureAggregation] = None
+    #: None: synchronous rounds; FedBuff(...): asynchronous buffered aggregation.
+    mode: Optional[FedBuff] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -79,7 +82,9 @@ class Scenario:
             check_aggregator(self.aggregator)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
-        if self.rounds.cohort_size > self.fleet_size:
+        if self.mode is not None:
+            self._check_mode()
+        if self.mode is None and self.rounds.cohort_size > self.fleet_size:
             raise ConfigError(
                 "rounds.cohort_size",
                 f"{self.rounds.cohort_size} is larger than the fleet ({self.fleet_size} devices)",
@@ -89,7 +94,8 @@ class Scenario:
     def _check_privacy(self) -> None:
         agg = self.aggregator
         expected = getattr(agg, "expected_count", None)
-        if expected is not None and expected != self.rounds.cohort_size:
+        # (In FedBuff mode a release is one buffer; that check is the mode's.)
+        if expected is not None and self.mode is None and expected != self.rounds.cohort_size:
             # DPMean divides by, and is accounted for, its own m; the server's
             # round context carries rounds.cohort_size. They must agree.
             raise ConfigError(
@@ -114,3 +120,22 @@ class Scenario:
     @property
     def fleet_size(self) -> int:
         return sum(c.count for c in self.fleet)
+
+    def _check_mode(self) -> None:
+        if not isinstance(self.mode, FedBuff):
+            raise ConfigError("mode", f"must be None (synchronous rounds) or FedBuff(...), got {self.mode!r}")
+        if self.mode.buffer_size > self.fleet_size:
+            raise ConfigError(
+                "mode.buffer_size",
+                f"{self.mode.buffer_size} is larger than the fleet ({self.fleet_size} devices): "
+                "a buffer holds distinct devices",
+            )
+        # A DP aggregator is calibrated for a cohort of expected_count; in FedBuff
+        # each release is over one buffer of buffer_size updates.
+        expected = getattr(self.aggregator, "expected_count", None)
+        if expected is not None and expected != self.mode.buffer_size:
+            raise ConfigError(
+                "mode.buffer_size",
+                f"{self.mode.buffer_size} differs from the aggregator's expected_count {expected}: "
+                "each buffer is one DP release over buffer_size updates",
+            )

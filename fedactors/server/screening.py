@@ -34,6 +34,12 @@ NONFINITE = "nonfinite"  # a NaN or an infinity anywhere
 OUT_OF_BOUNDS = "out_of_bounds"  # beyond a bound the aggregator guarantees
 OUTLIER = "outlier"  # norm far above the cohort median
 
+#: Every reason an update can be refused; each is a ``rejected_<reason>``
+#: count in metrics.jsonl. The first four are about *when* and *from whom* an
+#: update came, the rest about what it holds; ``stale`` is FedBuff's.
+REJECT_REASONS = ("late", "future", "foreign", "duplicate", MALFORMED, NONFINITE,
+                  OUT_OF_BOUNDS, OUTLIER, "stale")
+
 
 @dataclass(frozen=True)
 class Expectation:

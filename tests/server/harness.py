@@ -16,12 +16,14 @@ import numpy as np
 from fedactors.aggregation.base import Aggregator
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.data.federated import FederatedData
+from fedactors.devices.availability import Availability
 from fedactors.devices.byzantine import Byzantine
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile
 from fedactors.reporting.events import EventLog
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
+from fedactors.server.fedbuff import FedBuff
 from fedactors.server.rounds import Rounds
 from fedactors.simulation import Actors, assemble
 from fedactors.training.executor import Executor, TrainResult, TrainTask
@@ -39,10 +41,12 @@ class DeviceIdDelta(Executor):
         ]
 
 
-def device(name: str, seconds: float, examples: int = 100, dropout: float = 0.0) -> DeviceClass:
-    """A device that needs ``seconds`` of simulated compute for one epoch."""
-    return DeviceClass(name, count=1, compute=examples / seconds, network=INSTANT,
-                       dropout=dropout, examples=examples)
+def device(name: str, seconds: float, examples: int = 100, dropout: float = 0.0,
+           count: int = 1, availability: Optional[Availability] = None) -> DeviceClass:
+    """``count`` devices that each need ``seconds`` of simulated compute for one epoch."""
+    extra = {} if availability is None else {"availability": availability}
+    return DeviceClass(name, count=count, compute=examples / seconds, network=INSTANT,
+                       dropout=dropout, examples=examples, **extra)
 
 
 @dataclass
@@ -54,7 +58,8 @@ class World:
 
 def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0,
                 aggregator: Optional[Aggregator] = None,
-                byzantine: Optional[Byzantine] = None) -> World:
+                byzantine: Optional[Byzantine] = None,
+                mode: Optional[FedBuff] = None) -> World:
     loop = asyncio.get_running_loop()
     seeds = SeedTree(seed)
     fleet = Fleet.build(classes, seeds.generator("fleet"))
@@ -63,7 +68,7 @@ def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0,
     ]
     data = FederatedData.from_arrays(clients, clients[0])
     scenario = Scenario(name="harness", model=lambda: None, loss="mse", data=lambda f, r: data,
-                        fleet=list(classes), rounds=rounds,
+                        fleet=list(classes), rounds=rounds, mode=mode,
                         aggregator=aggregator or WeightedMean(), byzantine=byzantine)
     log = EventLog(loop.time, keep=True)
     actors = assemble(loop=loop, fleet=fleet, data=data, executor=DeviceIdDelta(),

@@ -1,0 +1,228 @@
+"""FedBuff semantics at exact simulated instants, with the stand-in trainer.
+
+Every device's delta is (its id + 1) everywhere and every device holds 100
+examples, so each server update can be computed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fedactors.devices.availability import OnlineShare
+from fedactors.errors import ConfigError
+from fedactors.server.fedbuff import FedBuff, FedBuffServer, fedbuff_metrics_row
+from fedactors.server.rounds import Rounds
+from fedactors.server.staleness import Hinge, Polynomial, Unweighted, scale_delta
+from tests.server.harness import build_world, device, events
+
+
+async def run(world, count: int) -> list:
+    outcomes: list = []
+    server = world.actors.server
+    assert isinstance(server, FedBuffServer)
+    await server.run(count, lambda o: outcomes.append(o))
+    return outcomes
+
+
+def received_between_updates(world) -> list[int]:
+    """How many updates were received before each aggregation (since the previous one)."""
+    counts, n = [], 0
+    for e in world.log.records:
+        if e["event"] == "update.received":
+            n += 1
+        elif e["event"] == "buffer.aggregated":
+            counts.append(n)
+            n = 0
+    return counts
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+async def test_buffer_fills_after_exactly_k_arrivals(k: int) -> None:
+    world = build_world([device("a", 1.0), device("b", 2.5), device("c", 4.0), device("d", 7.0)],
+                        Rounds(count=6, deadline=100.0),
+                        mode=FedBuff(buffer_size=k, concurrency=4, staleness=Unweighted()))
+    outcomes = await run(world, 6)
+    assert [o.round for o in outcomes] == [1, 2, 3, 4, 5, 6]
+    assert received_between_updates(world) == [k] * 6
+    received = events(world, "update.received")
+    aggregated = events(world, "buffer.aggregated")
+    for i, agg in enumerate(aggregated):
+        # The update is applied at the very instant its K-th update arrived.
+        assert agg["t"] == received[(i + 1) * k - 1]["t"]
+        assert outcomes[i].end == pytest.approx(agg["t"], abs=1e-6) and len(outcomes[i].reported) == k
+
+
+@pytest.mark.asyncio
+async def test_k_equal_1_is_fedasync_every_arrival_is_a_server_update() -> None:
+    world = build_world([device("a", 1.0), device("b", 3.0)], Rounds(count=5, deadline=100.0),
+                        mode=FedBuff(buffer_size=1, concurrency=2, staleness=Unweighted()))
+    server = world.actors.server
+    outcomes = await run(world, 5)
+    # Arrivals: a at ~1, ~2, b at ~3 (started from version 0, now version 2), a at ~3 ...
+    assert [o.reported for o in outcomes] == [(0,), (0,), (1,), (0,), (0,)]
+    assert [o.staleness for o in outcomes] == [(0,), (0,), (2,), (1,), (0,)]
+    # FedAsync with unit weights and lr 1: the model is the sum of the deltas applied.
+    np.testing.assert_array_equal(server.state.weights, np.full(3, 1 + 1 + 2 + 1 + 1, np.float32))
+    assert [o.end for o in outcomes] == pytest.approx([1.0, 2.0, 3.0, 3.0, 4.0], abs=1e-9)
+
+
+@pytest.mark.asyncio
+async def test_staleness_weight_is_exactly_one_over_sqrt_one_plus_staleness() -> None:
+    # Two fast devices cycle every ~1 s with K = 1; the slow one started at version 0
+    # and comes back at ~10 s, after 18 server updates.
+    world = build_world([device("fast", 1.0, count=2), device("slow", 10.0)],
+                        Rounds(count=19, deadline=100.0),
+                        mode=FedBuff(buffer_size=1, concurrency=3, staleness=Polynomial(0.5)))
+    server = world.actors.server
+    before: list[np.ndarray] = []
+    outcomes: list = []
+
+    def on_update(outcome):
+        outcomes.append(outcome)
+        before.append(server.state.weights.copy())
+
+    await server.run(19, on_update)
+    slow = outcomes[-1]
+    assert slow.reported == (2,) and slow.staleness == (18,)
+    assert slow.weights == ((1.0 + 18) ** -0.5,)
+    assert slow.weights[0] == pytest.approx(1.0 / math.sqrt(19.0), rel=1e-15)
+    # The two fast devices both started from version 0 and arrive together at ~1 s.
+    assert [o.staleness for o in outcomes[:2]] == [(0,), (1,)]
+    # Aggregation is the usual weighted mean of the *scaled* delta: 3 / sqrt(19).
+    expected = before[-2] + np.float32(np.float32(300.0 / math.sqrt(19.0)) / 100.0)
+    np.testing.assert_allclose(before[-1], expected, rtol=1e-6)
+    row = fedbuff_metrics_row(slow, world.actors.tally, (0, 0))
+    assert (row["staleness_mean"], row["staleness_max"]) == (18.0, 18)
+
+
+def test_staleness_functions_numerics() -> None:
+    s = np.array([0, 1, 3, 8])
+    np.testing.assert_array_equal(Polynomial(0.5)(s), [1.0, 2 ** -0.5, 0.5, 1 / 3])
+    np.testing.assert_array_equal(Polynomial(1.0)(s), [1.0, 0.5, 0.25, 1 / 9])
+    np.testing.assert_array_equal(Unweighted()(s), [1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(Hinge(slope=2.0, cutoff=1)(s), [1.0, 1.0, 1 / 5, 1 / 15])
+    # Only the delta is discounted, never the weight (nor DP's below-clip record).
+    c = {"weighted_delta": np.full(3, 2.0, np.float32), "weight": np.array([5.0], np.float32),
+         "below_clip": np.array([0.5], np.float32)}
+    out = scale_delta(c, 0.25, 3)
+    np.testing.assert_array_equal(out["weighted_delta"], np.full(3, 0.5, np.float32))
+    assert out["weight"][0] == 5.0 and out["below_clip"][0] == 0.5
+    assert scale_delta(c, 0.25, 1)["weight"][0] == 5.0  # a 1-parameter model: still a weight
+
+
+@pytest.mark.asyncio
+async def test_concurrency_cap_is_never_exceeded_and_slots_are_refilled() -> None:
+    classes = [device("quick", 1.0, count=6, availability=OnlineShare(0.7)),
+               device("slow", 9.0, count=6, dropout=0.3),
+               device("flaky", 2.0, count=6, dropout=0.5, availability=OnlineShare(0.5))]
+    world = build_world(classes, Rounds(count=30, deadline=5.0),
+                        mode=FedBuff(buffer_size=3, concurrency=4))
+    outcomes = await run(world, 30)
+    server = world.actors.server
+    dispatched = events(world, "device.dispatched")
+    assert server.max_in_flight == 4
+    assert max(e["in_flight"] for e in dispatched) == 4
+    assert all(o.in_flight <= 4 for o in outcomes)
+    # A device is never sent a second request while the server still waits for it.
+    waiting: dict[int, int] = {}
+    for e in world.log.records:
+        if e["event"] == "device.dispatched":
+            assert e["device"] not in waiting.values()
+            waiting[e["ticket"]] = e["device"]
+        elif e["event"] in ("device.timeout", "update.received") or e["event"].startswith("update."):
+            waiting.pop(e.get("ticket"), None)
+    # Slow devices (9 s) always outlive the 5 s timeout; dropped ones too.
+    assert sum(len(o.timed_out) for o in outcomes) > 0
+
+
+@pytest.mark.asyncio
+async def test_a_silent_device_frees_its_slot_exactly_at_its_timeout() -> None:
+    world = build_world([device("gone", 1.0, dropout=1.0), device("ok", 4.0)],
+                        Rounds(count=2, deadline=30.0),
+                        mode=FedBuff(buffer_size=1, concurrency=1, poll_interval=1000.0))
+    outcomes = await run(world, 2)
+    timeouts = events(world, "device.timeout")
+    dispatched = events(world, "device.dispatched")
+    assert dispatched[0]["device"] == 0 or dispatched[0]["device"] == 1
+    first_silent = next(e for e in dispatched if e["device"] == 0)
+    assert timeouts[0]["t"] == first_silent["t"] + 30.0
+    # At the timeout, the freed slot is refilled at the same instant.
+    assert any(e["t"] == timeouts[0]["t"] for e in dispatched[1:])
+    assert all(o.reported == (1,) for o in outcomes)
+
+
+@pytest.mark.asyncio
+async def test_updates_staler_than_max_staleness_are_rejected() -> None:
+    world = build_world([device("fast", 1.0), device("slow", 10.0)], Rounds(count=12, deadline=100.0),
+                        mode=FedBuff(buffer_size=1, concurrency=2, max_staleness=5))
+    outcomes = await run(world, 12)
+    assert all(o.reported == (0,) for o in outcomes)
+    stale = events(world, "update.stale")
+    assert len(stale) == 1 and stale[0]["sender"] == 1
+    assert sum(o.rejected.get("stale", 0) for o in outcomes) == 1
+
+
+def test_fedbuff_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="mode.buffer_size.*0"):
+        FedBuff(buffer_size=0)
+    with pytest.raises(ConfigError, match="mode.concurrency"):
+        FedBuff(concurrency=-3)
+    with pytest.raises(ConfigError, match="mode.staleness.*sqrt"):
+        FedBuff(staleness="sqrt")
+    with pytest.raises(ConfigError, match="mode.max_staleness"):
+        FedBuff(max_staleness=-1)
+    with pytest.raises(ConfigError, match="staleness.exponent"):
+        Polynomial(-1.0)
+
+
+@pytest.mark.asyncio
+async def test_dp_releases_one_noised_sum_per_buffer_over_k() -> None:
+    from fedactors.privacy.dp_mean import DPMean
+
+    # Deltas are (id + 1) * ones(3), norm (id + 1) * sqrt(3) > 1: every one is clipped to norm 1.
+    k, clip = 2, 1.0
+    world = build_world([device("a", 1.0), device("b", 1.5), device("c", 4.0)],
+                        Rounds(count=3, deadline=100.0),
+                        mode=FedBuff(buffer_size=k, concurrency=3, staleness=Polynomial(0.5)),
+                        aggregator=DPMean.fixed(clip_norm=clip, noise_multiplier=0.0, expected_count=k))
+    server = world.actors.server
+    before = server.state.weights.copy()
+    outcomes = await run(world, 1)
+    (o,) = outcomes
+    unit = np.float32(clip / math.sqrt(3.0))  # each clipped coordinate
+    expected = sum(np.float64(unit) * w for w in o.weights) / k  # the sum over K, not over reports
+    np.testing.assert_allclose(server.state.weights - before, np.full(3, expected), rtol=1e-5)
+    assert o.measurements["noise_stddev_on_mean"] == 0.0
+
+    noisy = build_world([device("a", 1.0), device("b", 1.5)], Rounds(count=4, deadline=100.0),
+                        mode=FedBuff(buffer_size=k, concurrency=2),
+                        aggregator=DPMean.fixed(clip_norm=clip, noise_multiplier=2.0, expected_count=k))
+    outs = await run(noisy, 4)
+    assert [o.measurements["noise_stddev_on_mean"] for o in outs] == [2.0 * clip / k] * 4
+
+
+def test_a_dp_aggregator_must_be_calibrated_for_the_buffer() -> None:
+    from fedactors.privacy.dp_mean import DPMean
+    from fedactors.scenarios.spec import Scenario
+
+    with pytest.raises(ConfigError, match="mode.buffer_size: 3 is larger than the fleet"):
+        Scenario(name="x", model=lambda: None, loss="mse", data=lambda f, r: None,
+                 fleet=[device("a", 1.0)], mode=FedBuff(buffer_size=3))
+    with pytest.raises(ConfigError, match="mode.buffer_size.*expected_count 5"):
+        Scenario(name="x", model=lambda: None, loss="mse", data=lambda f, r: None,
+                 fleet=[device("a", 1.0, count=4)], mode=FedBuff(buffer_size=3),
+                 aggregator=DPMean.fixed(clip_norm=1.0, noise_multiplier=1.0, expected_count=5))
+
+
+@pytest.mark.asyncio
+async def test_a_buffer_holds_distinct_devices() -> None:
+    # One very fast device could fill a buffer alone; it is not sent a new request
+    # while its update waits in the buffer, so every buffer has K different senders.
+    world = build_world([device("fast", 0.1), device("mid", 2.0), device("slow", 5.0)],
+                        Rounds(count=6, deadline=100.0), mode=FedBuff(buffer_size=3, concurrency=3))
+    outcomes = await run(world, 6)
+    assert all(sorted(o.reported) == [0, 1, 2] for o in outcomes)
