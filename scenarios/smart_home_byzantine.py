@@ -5,7 +5,7 @@ devices (chosen from the seed) train honestly, then send their delta
 sign-flipped and scaled 10x. Plain FedAvg is pulled backwards by them; the
 coordinate-wise trimmed mean used here drops them coordinate by coordinate.
 ``VARIANTS`` holds the same attack under every shipped stage, for
-``tools/byzantine_figures.py`` and docs/robustness.md.
+``python -m fedactors.experiments.byzantine`` and docs/robustness.md.
 """
 
 from dataclasses import replace

@@ -27,6 +27,23 @@ def _line_in(path: Path, exc: BaseException) -> str:
 
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
+    module = load_module(path)
+    scenario = module.__dict__.get("scenario")
+    if scenario is None:
+        raise ScenarioError(
+            f"{path}: defines no scenario: expected a module-level "
+            "`scenario = fedactors.Scenario(...)`"
+        )
+    if not isinstance(scenario, Scenario):
+        raise ScenarioError(
+            f"{path}: scenario: must be a fedactors.Scenario, got {type(scenario).__name__}"
+        )
+    return scenario
+
+
+def load_module(path: str | Path) -> types.ModuleType:
+    """Run a scenario file and return its namespace, reporting failures as ScenarioError."""
+    path = Path(path)
     if not path.exists():
         raise ScenarioError(f"{path}: scenario file not found")
     if not path.is_file():
@@ -53,14 +70,4 @@ def load_scenario(path: str | Path) -> Scenario:
     finally:
         sys.path.remove(str(path.parent.resolve()))
 
-    scenario = module.__dict__.get("scenario")
-    if scenario is None:
-        raise ScenarioError(
-            f"{path}: defines no scenario: expected a module-level "
-            "`scenario = fedactors.Scenario(...)`"
-        )
-    if not isinstance(scenario, Scenario):
-        raise ScenarioError(
-            f"{path}: scenario: must be a fedactors.Scenario, got {type(scenario).__name__}"
-        )
-    return scenario
+    return module

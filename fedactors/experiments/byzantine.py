@@ -1,6 +1,6 @@
 """Run smart_home_byzantine's variants and print final accuracy per aggregation stage.
 
-    python tools/byzantine_figures.py [--rounds N] [--seeds 0 1 ...]
+    python -m fedactors.experiments.byzantine [--rounds N] [--seeds 0 1 ...]
 
 The figures in docs/robustness.md come from this script.
 """
@@ -8,10 +8,9 @@ The figures in docs/robustness.md come from this script.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
@@ -20,12 +19,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="*", default=None)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from fedactors.scenarios.loader import load_scenario  # noqa: F401 (puts scenarios/ on the path)
+    from fedactors.scenarios.loader import load_module
     from fedactors.simulation import RunOptions, run_scenario
 
-    sys.path.insert(0, str(ROOT / "scenarios"))
-    import smart_home_byzantine
+    smart_home_byzantine = load_module(ROOT / "scenarios" / "smart_home_byzantine.py")
 
     print("| stage | seed | accuracy after 10 / 20 / final rounds | final loss |")
     print("|---|---|---|---|")
