@@ -15,6 +15,7 @@ from typing import Any
 
 from fedactors.reporting.rundir import RunData
 from fedactors.reporting.style import run_colour
+from fedactors.reporting.units import format_duration
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
@@ -42,13 +43,6 @@ class FigureEntry:
     caption: str
 
 
-def _fmt_seconds(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.2f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s"
-
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
@@ -66,7 +60,7 @@ def _summary_table(runs: Sequence[RunData]) -> str:
              ("rounds", [f"{r.summary.get('rounds', len(r.rows))} "
                          f"({escape(str(r.summary.get('stopped', '?')))})" for r in runs]),
              ("devices", [_fmt(r.summary.get("devices", "–")) for r in runs]),
-             ("simulated time", [_fmt_seconds(float(r.summary.get("simulated_seconds",
+             ("simulated time", [format_duration(float(r.summary.get("simulated_seconds",
                                                                   r.rows[-1]["time"])))
                                  for r in runs])]
     for key in ("selected", "reported", "dropped", "late"):

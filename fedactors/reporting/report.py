@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from fedactors.cli import whole_number
 from fedactors.reporting.html import FigureEntry, render_html
 from fedactors.reporting.plots import (
     bytes_figure,
@@ -158,14 +159,7 @@ def _rounds_arg(text: str) -> Optional[int]:
     return _positive(text)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+_positive = whole_number(1)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -13,13 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-
-def _fmt_sim(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.2f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s"
+from fedactors.reporting.units import format_duration
 
 
 class RunDisplay:
@@ -54,7 +48,7 @@ class RunDisplay:
         for key in ("accuracy", "loss"):
             if key in row:
                 self._latest[key] = row[key]
-        status = f"t={_fmt_sim(row['time'])}  reported {row['reported']}/{row['selected']}"
+        status = f"t={format_duration(row['time'])}  reported {row['reported']}/{row['selected']}"
         if "accuracy" in self._latest:
             status += f"  acc {self._latest['accuracy']:.3f}"
         elif "loss" in self._latest:
@@ -73,7 +67,7 @@ class RunDisplay:
         table.add_column("measure")
         table.add_column("value", justify="right")
         table.add_row("rounds", f"{summary['rounds']} ({summary['stopped']})")
-        table.add_row("simulated time", _fmt_sim(summary["simulated_seconds"]))
+        table.add_row("simulated time", format_duration(summary["simulated_seconds"]))
         table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
         for key in ("selected", "reported", "dropped", "late"):
             table.add_row(f"{key} (all rounds)", str(sum(r[key] for r in records)))
