@@ -243,24 +243,18 @@ class ServerActor:
         return screen_contribution(message.contribution, expect)
 
     def _aggregate(self, r: int, accepted: dict[int, Update], n_select: int) -> tuple[bool, dict]:
-        state = self.state
-        if len(accepted) < self.rounds.min_reports:
-            self.log.emit(ACTOR, "round.skipped", round=r, reported=len(accepted),
-                          min_reports=self.rounds.min_reports)
-            self.state = replace(state, round=r)
-            return False, {}
         contributions = PlainContributions([accepted[d].contribution for d in sorted(accepted)])
-        return self._apply(r, contributions, n_select)
+        return self._aggregate_sum(r, contributions, n_select)
 
     def _aggregate_sum(self, r: int, contributions: Optional[Contributions],
                        n_select: int) -> tuple[bool, dict]:
-        """Like ``_aggregate``, from the securely computed sum (None: the protocol aborted)."""
-        if contributions is None or contributions.count < self.rounds.min_reports:
-            count = 0 if contributions is None else contributions.count
+        """Aggregate and apply, or skip the round if too few contributed (None: the secure
+        protocol aborted)."""
+        count = 0 if contributions is None else contributions.count
+        if contributions is None or count < self.rounds.min_reports:
             self.log.emit(ACTOR, "round.skipped", round=r, reported=count,
                           min_reports=self.rounds.min_reports)
-            state = self.state
-            self.state = ServerState(r, state.weights, state.optimizer_state, state.aggregator_state)
+            self.state = replace(self.state, round=r)
             return False, {}
         return self._apply(r, contributions, n_select)
 
