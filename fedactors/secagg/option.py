@@ -28,11 +28,11 @@ GRAPHS = ("auto", "complete", "sparse")
 
 #: Cohorts above this size use the SecAgg+ sparse graph under ``graph="auto"``.
 #: Measured with benchmarks/secagg.py (docs/benchmarks.md, dim 1000): the
-#: complete graph costs ~1.2 s of total compute per round at 100 devices, 3 s
-#: at 150, 8 s at 200 and 23 s at 300 (~n^2.8), while SecAgg+ takes 0.2 s at
-#: 100 and 3 s at 1,000. Up to 100 the complete graph is affordable and keeps
-#: the paper's exact t-of-n guarantee (SecAgg+'s is probabilistic, under the
-#: max_dropout / max_corrupt assumptions); beyond it its cost explodes.
+#: complete graph costs ~1 s of total compute per round at 100 devices, 4 s
+#: at 200 and 12 s at 300 (~n^2.2), while SecAgg+ with calibrated (k, t)
+#: takes ~10 s at 1,000. Below ~100 devices plus_parameters finds no sparse
+#: graph meeting the default targets anyway (k = 88 of 99 at 100), so the
+#: complete graph, with its exact t-of-n guarantee, is used up to there.
 SPARSE_ABOVE = 100
 
 
