@@ -5,12 +5,12 @@ random sparse graph of degree O(log n): a Harary graph (a ring where each node
 links to its k/2 nearest neighbours on each side) over a random relabelling of
 the devices, so the server cannot choose who neighbours whom. Each device's
 secrets are shared among its *closed* neighbourhood (neighbours plus itself)
-with a threshold chosen for that neighbourhood.
+with a threshold chosen for that neighbourhood. The degree and threshold come
+from :mod:`fedactors.secagg.parameters` (stated dropout and corruption rates).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -18,6 +18,13 @@ from types import MappingProxyType
 import numpy as np
 
 from fedactors.errors import ConfigError
+from fedactors.secagg.parameters import (
+    DEFAULT_CORRUPT,
+    DEFAULT_DROPOUT,
+    DEFAULT_FAILURE_LOG2,
+    DEFAULT_SECURITY_LOG2,
+    plus_parameters,
+)
 from fedactors.secagg.shamir import MAX_HOLDER_ID
 
 
@@ -84,16 +91,16 @@ def complete_graph(ids: Iterable[int], threshold: int) -> CommGraph:
     return _build(adj, {u: threshold for u in nodes})
 
 
-def harary_graph(
-    ids: Iterable[int], degree: int, rng: np.random.Generator, threshold_fraction: float = 0.5
-) -> CommGraph:
-    """Harary graph of even ``degree`` over a random ring order; t = floor(f * |N[u]|) + 1."""
+def harary_graph(ids: Iterable[int], degree: int, rng: np.random.Generator,
+                 threshold: int) -> CommGraph:
+    """Harary graph of even ``degree`` over a random ring order; ``threshold``-of-|N[u]| for all.
+
+    A ``degree`` of n - 1 or more gives the complete graph (the ring is too short).
+    """
     nodes = _ids(ids)
     n = len(nodes)
-    if not isinstance(degree, (int, np.integer)) or degree < 2 or degree % 2:
-        raise ConfigError("degree", f"must be an even int >= 2, got {degree!r}")
-    if not 0.0 < threshold_fraction < 1.0:
-        raise ConfigError("threshold_fraction", f"must be in (0, 1), got {threshold_fraction!r}")
+    if not isinstance(degree, (int, np.integer)) or degree < 1 or (degree % 2 and degree < n - 1):
+        raise ConfigError("degree", f"must be an even int >= 2 (or >= n - 1), got {degree!r}")
     ring = [nodes[i] for i in rng.permutation(n)]
     adj: dict[int, set[int]] = {u: set() for u in nodes}
     half = min(degree // 2, (n - 1) // 2)
@@ -104,21 +111,16 @@ def harary_graph(
             adj[v].add(u)
     if degree >= n - 1:  # the ring is too short for a sparse graph: fall back to complete
         adj = {u: set(nodes) - {u} for u in nodes}
-    thresholds = {u: min(len(adj[u]) + 1, int(threshold_fraction * (len(adj[u]) + 1)) + 1)
-                  for u in nodes}
-    return _build(adj, thresholds)
-
-
-def secagg_plus_degree(n: int, degree_factor: float = 3.0) -> int:
-    """Even degree ~ degree_factor * ln(n) (Bell et al.: O(log n) suffices)."""
-    k = 2 * math.ceil(degree_factor * math.log(max(n, 2)) / 2)
-    return max(2, k)  # harary_graph falls back to complete when k >= n - 1
+    # CommGraph checks 1 <= t <= |N[u]| and quotes a bad threshold.
+    return _build(adj, {u: int(threshold) for u in nodes})
 
 
 def secagg_plus_graph(
-    ids: Iterable[int], rng: np.random.Generator, degree_factor: float = 3.0,
-    threshold_fraction: float = 0.5,
+    ids: Iterable[int], rng: np.random.Generator, *, dropout: float = DEFAULT_DROPOUT,
+    corrupt: float = DEFAULT_CORRUPT, failure_log2: float = DEFAULT_FAILURE_LOG2,
+    security_log2: float = DEFAULT_SECURITY_LOG2,
 ) -> CommGraph:
+    """SecAgg+ graph with (k, t) from ``parameters.plus_parameters`` under these assumptions."""
     nodes = _ids(ids)
-    return harary_graph(nodes, secagg_plus_degree(len(nodes), degree_factor), rng,
-                        threshold_fraction)
+    p = plus_parameters(len(nodes), dropout, corrupt, failure_log2, security_log2)
+    return harary_graph(nodes, p.degree, rng, p.threshold)

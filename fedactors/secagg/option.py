@@ -14,17 +14,25 @@ from typing import Any
 import numpy as np
 
 from fedactors.errors import ConfigError
-from fedactors.validation import non_negative_int, positive, probability
+from fedactors.secagg.parameters import (
+    DEFAULT_CORRUPT,
+    DEFAULT_DROPOUT,
+    DEFAULT_FAILURE_LOG2,
+    DEFAULT_SECURITY_LOG2,
+    PlusParameters,
+    plus_parameters,
+)
+from fedactors.validation import finite, non_negative_int, positive, probability
 
 GRAPHS = ("auto", "complete", "sparse")
 
 #: Cohorts above this size use the SecAgg+ sparse graph under ``graph="auto"``.
 #: Measured with benchmarks/secagg.py (docs/benchmarks.md, dim 1000): the
-#: complete graph costs ~1.2 s of total compute per round at 100 devices, 3 s
-#: at 150, 8 s at 200 and 23 s at 300 (~n^2.8), while SecAgg+ takes 0.2 s at
-#: 100 and 3 s at 1,000. Up to 100 the complete graph is affordable and keeps
-#: the paper's exact t-of-n guarantee (SecAgg+'s is probabilistic, and our
-#: degree constant is a simulation default); beyond it its cost explodes.
+#: complete graph costs ~1 s of total compute per round at 100 devices, 4 s
+#: at 200 and 12 s at 300 (~n^2.2), while SecAgg+ with calibrated (k, t)
+#: takes ~10 s at 1,000. Below ~100 devices plus_parameters finds no sparse
+#: graph meeting the default targets anyway (k = 88 of 99 at 100), so the
+#: complete graph, with its exact t-of-n guarantee, is used up to there.
 SPARSE_ABOVE = 100
 
 
@@ -34,8 +42,16 @@ class SecureAggregation:
 
     ``graph``: ``"complete"`` (SecAgg, Bonawitz et al. 2017), ``"sparse"``
     (SecAgg+, Bell et al. 2020) or ``"auto"`` (sparse for more than
-    ``sparse_above`` selected devices). ``threshold_fraction``: each device's
-    secrets are shared t-of-|N[u]| with t = floor(fraction * |N[u]|) + 1.
+    ``sparse_above`` selected devices). ``threshold_fraction``: complete
+    graph only, secrets are shared t-of-n with t = floor(fraction * n) + 1.
+    SecAgg+'s degree k and threshold t come from
+    ``parameters.plus_parameters`` under four assumptions: ``max_dropout``
+    (probability that an admitted device drops out somewhere in the
+    protocol, training failures and ``step_dropout`` included; the server
+    adds the over-selection margin itself), ``max_corrupt`` (probability that
+    a device colludes with the server), ``failure_log2`` (abort probability
+    <= 2**-failure_log2 per round) and ``security_log2`` (share collusion or
+    graph disconnection <= 2**-security_log2).
     ``scale_bits``: fixed-point precision f (values are rounded to multiples
     of 2**-f). ``stochastic_rounding``: unbiased rounding with the device's
     generator (else round-to-nearest). ``step_timeout``: simulated seconds the
@@ -48,6 +64,10 @@ class SecureAggregation:
     graph: str = "auto"
     sparse_above: int = SPARSE_ABOVE
     threshold_fraction: float = 0.5
+    max_dropout: float = DEFAULT_DROPOUT
+    max_corrupt: float = DEFAULT_CORRUPT
+    failure_log2: float = DEFAULT_FAILURE_LOG2
+    security_log2: float = DEFAULT_SECURITY_LOG2
     scale_bits: int = 16
     stochastic_rounding: bool = True
     step_timeout: float = 10.0
@@ -63,6 +83,16 @@ class SecureAggregation:
             if not 0.0 < self.threshold_fraction < 1.0:
                 raise ConfigError("threshold_fraction",
                                   f"must be in (0, 1), got {self.threshold_fraction!r}")
+            for name in ("max_dropout", "max_corrupt"):
+                value = getattr(self, name)
+                # 1.0 would make every device drop (or collude): no graph helps.
+                if not 0.0 <= probability(name, value) < 1.0:
+                    raise ConfigError(name, f"must be in [0, 1), got {value!r}")
+            for name in ("failure_log2", "security_log2"):
+                value = getattr(self, name)
+                # Above ~1000 bits the binomial tails underflow to 0 and every k "passes".
+                if not 0.0 < finite(name, value) <= 1000.0:
+                    raise ConfigError(name, f"must be in (0, 1000], got {value!r}")
             non_negative_int("scale_bits", self.scale_bits)
             if self.scale_bits > 52:
                 raise ConfigError("scale_bits", f"must be <= 52, got {self.scale_bits!r}")
@@ -81,8 +111,20 @@ class SecureAggregation:
 
     @classmethod
     def sparse(cls, **kwargs: Any) -> SecureAggregation:
-        """SecAgg+: a random Harary graph of degree ~3 ln n."""
+        """SecAgg+: a random Harary graph of degree O(log n) from the stated assumptions."""
         return cls(graph="sparse", **kwargs)
+
+    def plus_parameters(self, selected: int, admitted: int) -> PlusParameters:
+        """SecAgg+ (k, t) for a graph over ``selected`` devices of which <= ``admitted`` take part.
+
+        Devices past the cohort target are refused after training, which to
+        the graph is dropout: survival (1 - max_dropout) scales by
+        admitted / selected. The ring order is random, so it is independent
+        of who is cut.
+        """
+        keep = (1.0 - self.max_dropout) * min(1.0, admitted / max(selected, 1))
+        return plus_parameters(selected, 1.0 - keep, self.max_corrupt, self.failure_log2,
+                               self.security_log2)
 
     def uses_sparse_graph(self, selected: int) -> bool:
         if self.graph == "auto":

@@ -46,7 +46,7 @@ from fedactors.secagg.envelopes import (
     device_of,
     protocol_id,
 )
-from fedactors.secagg.graph import complete_graph, secagg_plus_graph
+from fedactors.secagg.graph import complete_graph, harary_graph
 from fedactors.secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -123,8 +123,13 @@ class SecureCollection:
         layout = encoding.make_layout(shapes, bounds, m_max, self.option.scale_bits)
         ids = [protocol_id(d) for d in rows]
         if self.option.uses_sparse_graph(len(rows)):
-            graph = secagg_plus_graph(ids, self.seeds.generator("secagg-graph", r),
-                                      threshold_fraction=self.option.threshold_fraction)
+            plus = self.option.plus_parameters(len(ids), m_max)
+            if not plus.meets_targets:
+                self.log.emit(ACTOR, "secagg.parameters_below_target", round=r, selected=len(ids),
+                              degree=plus.degree, threshold=plus.threshold,
+                              failure_log2=plus.failure_log2, security_log2=plus.security_log2)
+            graph = harary_graph(ids, plus.degree, self.seeds.generator("secagg-graph", r),
+                                 plus.threshold)
         else:
             t = min(len(ids), math.floor(self.option.threshold_fraction * len(ids)) + 1)
             graph = complete_graph(ids, t)

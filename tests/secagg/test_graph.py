@@ -1,20 +1,34 @@
-import math
-
 import numpy as np
 import pytest
 
 from fedactors.errors import ConfigError
-from fedactors.secagg.graph import complete_graph, secagg_plus_graph
+from fedactors.secagg.graph import complete_graph, harary_graph, secagg_plus_graph
+from fedactors.secagg.parameters import plus_parameters
 
 
-def test_secagg_plus_degree_logarithmic_and_symmetric():
+def test_secagg_plus_graph_regular_symmetric_with_chosen_parameters():
     for n in [100, 1000, 5000]:
         g = secagg_plus_graph(range(1, n + 1), np.random.default_rng(n))
-        assert g.max_degree() <= 3 * math.log(n) + 2
+        p = plus_parameters(n)
+        assert g.max_degree() == p.degree < n - 1
         assert min(len(v) for v in g.neighbours.values()) == g.max_degree()
+        assert set(g.thresholds.values()) == {p.threshold}
         for u, nb in g.neighbours.items():
             assert all(u in g.neighbours[v] for v in nb)
-            assert g.thresholds[u] > (len(nb) + 1) / 2
+
+
+def test_secagg_plus_graph_falls_back_to_complete_for_small_cohorts():
+    g = secagg_plus_graph(range(1, 31), np.random.default_rng(0))
+    p = plus_parameters(30)
+    assert p.complete and not p.meets_targets
+    assert g.max_degree() == 29 and set(g.thresholds.values()) == {p.threshold}
+
+
+def test_harary_threshold_validated():
+    with pytest.raises(ConfigError, match="got 12"):
+        harary_graph(range(1, 50), 10, np.random.default_rng(0), 12)
+    with pytest.raises(ConfigError, match="got 3"):
+        harary_graph(range(1, 50), 3, np.random.default_rng(0), 2)
 
 
 def test_deterministic_given_rng():

@@ -15,7 +15,7 @@ def _advertise(cfg, ids):
 
 def test_sparse_neighbourhood_below_threshold_aborts():
     ids = list(range(1, 21))
-    g = harary_graph(ids, 4, np.random.default_rng(0))  # |N[u]| = 5, t = 3
+    g = harary_graph(ids, 4, np.random.default_rng(0), 3)  # |N[u]| = 5, t = 3
     cfg = SecAggConfig(0, g, 16, 8)
     victim = 1
     gone = sorted(g.neighbours[victim])[:3]  # leaves victim with 2 holders < 3
