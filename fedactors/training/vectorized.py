@@ -1,0 +1,227 @@
+"""Train a whole cohort in one TensorFlow computation over stacked weights.
+
+The per-device loop pays TensorFlow's dispatch cost (~ms) for every step of
+every device; a cohort of 10,000 then costs minutes. Here the cohort's weights
+are stacked to ``(C, *shape)`` per variable and every step runs all clients at
+once with the batched layer math of :mod:`fedactors.training.batched`. Each
+client still has its own weights, its own data, its own fresh optimizer state
+and its own batch order (the same :func:`batch_schedule` draw as the
+per-device path): shorter clients are padded and masked, and a client whose
+steps are done is frozen, so its result is what its own loop would give, up to
+float rounding.
+
+Models, losses or optimizers the batched math does not cover fall back, with
+one logged reason, to :class:`SequentialExecutor`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from fedactors.training.batched import (
+    LayerPlan,
+    OptimizerPlan,
+    Unsupported,
+    has_dropout,
+    plan_layers,
+    plan_loss,
+    plan_optimizer,
+)
+from fedactors.training.executor import Executor, SequentialExecutor, TrainResult, TrainTask
+from fedactors.training.model_runner import ModelRunner, batch_schedule
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("auto", "vectorized", "sequential")
+#: Working-memory budget of one vectorized chunk; bigger cohorts run in chunks.
+DEFAULT_MEMORY_BUDGET = 768 * 2**20
+
+
+def make_executor(kind: str, runner: ModelRunner) -> Executor:
+    """The executor named by ``RunOptions.executor`` / ``--executor``.
+
+    ``auto`` and ``vectorized`` both vectorize when they can and fall back
+    otherwise; ``vectorized`` just says so louder (a warning, not info).
+    """
+    if kind == "sequential":
+        return SequentialExecutor(runner)
+    if kind not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
+    return VectorizedExecutor(runner, warn_on_fallback=kind == "vectorized")
+
+
+def cohort_schedule(
+    sizes: Sequence[int], epochs: int, batch_size: int, rngs: Sequence[np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every client's batches as padded gather indices.
+
+    Returns ``idx`` (S, C, B) indices into each client's own examples, ``mask``
+    (S, C, B) 1.0 for a real example, ``active`` (S, C) whether the client
+    still has a step, and ``steps`` (C,). Draws each client's order from its
+    own generator exactly as :func:`batch_schedule` does for the sequential path.
+    """
+    schedules = [batch_schedule(int(n), epochs, batch_size, rng) for n, rng in zip(sizes, rngs)]
+    steps = np.array([len(s[1]) for s in schedules], np.int32)
+    c, s_max = len(schedules), int(steps.max(initial=0))
+    idx = np.zeros((s_max, c, batch_size), np.int32)
+    mask = np.zeros((s_max, c, batch_size), np.float32)
+    offsets = np.arange(batch_size, dtype=np.int32)
+    for j, (order, starts, ends) in enumerate(schedules):
+        positions = starts[:, None] + offsets[None, :]
+        valid = positions < ends[:, None]
+        idx[: len(starts), j] = np.where(valid, order[np.minimum(positions, len(order) - 1)], 0)
+        mask[: len(starts), j] = valid
+    active = np.arange(s_max)[:, None] < steps[None, :]
+    return idx, mask, active, steps
+
+
+def _pad_stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """(C, N_max, ...) with zeros past each client's own examples."""
+    n_max = max(len(a) for a in arrays)
+    if all(len(a) == n_max for a in arrays):
+        return np.stack(arrays)
+    out = np.zeros((len(arrays), n_max, *arrays[0].shape[1:]), arrays[0].dtype)
+    for j, a in enumerate(arrays):
+        out[j, : len(a)] = a
+    return out
+
+
+class VectorizedExecutor(Executor):
+    """Runs every pending task of a batch in one compiled, cohort-wide loop."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        warn_on_fallback: bool = False,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        super().__init__()
+        self.runner = runner
+        self.memory_budget = memory_budget
+        self.fallback_reason: Optional[str] = None
+        try:
+            self.layers: list[LayerPlan] = plan_layers(runner.model)
+            self.loss = plan_loss(runner.loss_fn)
+            self.optimizer: OptimizerPlan = plan_optimizer(runner.training.optimizer())
+        except Unsupported as exc:
+            self.fallback_reason = str(exc)
+            (log.warning if warn_on_fallback else log.info)(
+                "vectorized training unavailable (%s); using the per-device loop", exc
+            )
+            self._sequential = SequentialExecutor(runner)
+            return
+        self.dropout = has_dropout(runner.model)
+        self.layout = runner.layout
+        self._train = tf.function(self._train_graph, reduce_retracing=True)
+
+    @property
+    def vectorized(self) -> bool:
+        return self.fallback_reason is None
+
+    def run_batch(self, tasks: Sequence[TrainTask]) -> list[TrainResult]:
+        if not self.vectorized:
+            return self._sequential.run_batch(tasks)
+        out: list[TrainResult] = []
+        size = self._chunk_size(tasks)
+        for start in range(0, len(tasks), size):
+            out.extend(self._run_chunk(tasks[start : start + size]))
+        return out
+
+    def _chunk_size(self, tasks: Sequence[TrainTask]) -> int:
+        """Clients per computation so that activations, data and weights fit the budget."""
+        if not tasks:
+            return 1
+        training = self.runner.training
+        example = int(np.prod(tasks[0].x.shape[1:])) + 1
+        n_max = max(len(t.x) for t in tasks)
+        activations = sum(p.activation_floats for p in self.layers) + example
+        # Forward values, their gradients and temporaries: ~3 copies per step.
+        per_client = 4 * (3 * training.batch_size * activations + n_max * example
+                          + 6 * self.layout.dim)
+        return max(1, min(len(tasks), self.memory_budget // per_client))
+
+    def _run_chunk(self, tasks: Sequence[TrainTask]) -> list[TrainResult]:
+        training = self.runner.training
+        idx, mask, active, steps = cohort_schedule(
+            [len(t.x) for t in tasks], training.epochs, training.batch_size,
+            [t.rng for t in tasks],
+        )
+        # Tasks of one round share one weights array: send it once, not C times.
+        unique: dict[int, int] = {}
+        rows: list[np.ndarray] = []
+        widx = np.empty(len(tasks), np.int32)
+        for j, t in enumerate(tasks):
+            key = id(t.weights)
+            if key not in unique:
+                unique[key] = len(rows)
+                rows.append(t.weights)
+            widx[j] = unique[key]
+        seed = np.zeros(2, np.int64)
+        if self.dropout:
+            # Drawn after the batch order, and only for models with dropout,
+            # so every other model uses each device's stream exactly as the
+            # per-device path does.
+            keys = [int(t.rng.integers(2**31)) for t in tasks]
+            seed[0] = int(np.bitwise_xor.reduce(np.array(keys, np.int64) * 2654435761 % 2**31))
+        delta, loss = self._train(
+            tf.constant(np.stack(rows)), tf.constant(widx),
+            tf.constant(_pad_stack([t.x for t in tasks])),
+            tf.constant(_pad_stack([t.y for t in tasks])),
+            tf.constant(idx), tf.constant(mask), tf.constant(active), tf.constant(steps),
+            tf.constant(seed),
+        )
+        delta, loss = delta.numpy(), loss.numpy()
+        return [
+            TrainResult(t.device, t.round, delta[j], float(loss[j])) for j, t in enumerate(tasks)
+        ]
+
+    def _forward(self, params: list[tf.Tensor], x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        for plan in self.layers:
+            x = plan.forward([params[i] for i in plan.weight_index], x, seed)
+        return x
+
+    def _train_graph(self, unique, widx, x, y, idx, mask, active, steps, seed):
+        flat = tf.gather(unique, widx)  # (C, dim)
+        c = tf.shape(flat)[0]
+        params = [
+            tf.reshape(piece, tf.concat([[c], shape], 0))
+            for piece, shape in zip(
+                tf.split(flat, list(self.layout.sizes), axis=1),
+                [tf.constant(s, tf.int32, [len(s)]) for s in self.layout.shapes],
+            )
+        ]
+        slots = self.optimizer.init(params)
+        total = tf.zeros([c], tf.float32)
+        for i in tf.range(tf.shape(idx)[0]):
+            xb = tf.gather(x, idx[i], batch_dims=1)  # (C, B, ...)
+            yb = tf.gather(y, idx[i], batch_dims=1)
+            m = mask[i]
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                pred = self._forward(params, xb, seed + tf.stack([tf.constant(0, tf.int64),
+                                                                  tf.cast(i, tf.int64) * 1024]))
+                each = tf.cast(self.loss(yb, pred), tf.float32)
+                # Each client's own batch mean; summing over clients keeps
+                # every client's gradient its own.
+                per_client = tf.reduce_sum(each * m, 1) / tf.maximum(tf.reduce_sum(m, 1), 1.0)
+                objective = tf.reduce_sum(per_client)
+            grads = tape.gradient(objective, params)
+            grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            new_params, new_slots = self.optimizer.step(params, grads, slots, i + 1)
+            # Clients out of steps keep their weights and optimizer state.
+            a = active[i]
+            params = [_keep(a, new, old) for new, old in zip(new_params, params)]
+            slots = [_keep(a, new, old) for new, old in zip(new_slots, slots)]
+            total += tf.where(a, per_client, 0.0)
+        new_flat = tf.concat([tf.reshape(p, [c, -1]) for p in params], 1)
+        return new_flat - flat, total / tf.cast(tf.maximum(steps, 1), tf.float32)
+
+
+def _keep(active: tf.Tensor, new: tf.Tensor, old: tf.Tensor) -> tf.Tensor:
+    shape = tf.concat([tf.shape(active), tf.ones([tf.rank(new) - 1], tf.int32)], 0)
+    return tf.where(tf.reshape(active, shape), new, old)
