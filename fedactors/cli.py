@@ -50,6 +50,8 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<scenario>-seed<S>)")
     parser.add_argument("--no-device-events", action="store_true",
                         help="log only server events (for fleets of many thousands)")
+    parser.add_argument("--executor", choices=("auto", "vectorized", "sequential"), default="auto",
+                        help="local training: whole cohort at once (auto/vectorized) or per device")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     return parser
 
@@ -81,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
 
     rounds = args.rounds or scenario.rounds.count
     options = RunOptions(seed=seed, rounds=rounds, out_dir=out,
-                         device_events=not args.no_device_events)
+                         device_events=not args.no_device_events, executor=args.executor)
     with RunDisplay(scenario.name, rounds, enabled=not args.quiet) as display:
         result = run_scenario(scenario, options, on_round=[display.update])
         display.finish(result.summary, result.records, out)

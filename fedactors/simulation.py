@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,8 +24,9 @@ from fedactors.runtime.network import Network
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
 from fedactors.server.actor import RoundOutcome, ServerActor
-from fedactors.training.executor import Executor, SequentialExecutor
+from fedactors.training.executor import Executor
 from fedactors.training.model_runner import Evaluator, ModelRunner
+from fedactors.training.vectorized import make_executor
 from fedactors.training.weights import weights_sha256
 
 REJECT_REASONS = ("late", "future", "foreign", "duplicate", "malformed")
@@ -40,6 +42,7 @@ class RunOptions:
     out_dir: Optional[Path] = None
     device_events: bool = True
     keep_events: bool = False  # keep events in memory (tests)
+    executor: str = "auto"  # "auto" | "vectorized" | "sequential" (see training.vectorized)
 
 
 @dataclass
@@ -139,7 +142,7 @@ def run_scenario(
     evaluator = Evaluator(_model_spec(scenario), *data.test)
     runner = ModelRunner(_model_spec(scenario), scenario.training)
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
-    executor = (executor_factory or SequentialExecutor)(runner)
+    executor = (executor_factory or partial(make_executor, options.executor))(runner)
 
     loop = VirtualTimeLoop()
     records: list[dict] = []
