@@ -10,11 +10,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from fedactors.data.federated import FederatedData
+from fedactors.data.generated import GeneratedData
 from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
 from fedactors.devices.fleet import Fleet
 from fedactors.errors import ConfigError, ScenarioError
@@ -64,13 +65,17 @@ def configure_tensorflow(seeds: SeedTree) -> None:
     keras.utils.set_random_seed(seeds.integer("keras"))
 
 
-def build_data(scenario: Scenario, fleet: Fleet, seeds: SeedTree) -> FederatedData:
+def build_data(
+    scenario: Scenario, fleet: Fleet, seeds: SeedTree
+) -> Union[FederatedData, GeneratedData]:
     try:
         data = scenario.data(fleet, seeds.generator("data"))
     except ConfigError as exc:
         raise ScenarioError(f"data: {exc}") from None
-    if not isinstance(data, FederatedData):
-        raise ScenarioError(f"data: must return a FederatedData, got {type(data).__name__}")
+    if not isinstance(data, (FederatedData, GeneratedData)):
+        raise ScenarioError(
+            f"data: must return a FederatedData or GeneratedData, got {type(data).__name__}"
+        )
     if data.num_devices != fleet.size:
         raise ScenarioError(
             f"data: returned data for {data.num_devices} devices, but the fleet has {fleet.size}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -83,7 +84,12 @@ def _dense(layer: keras.layers.Dense) -> Forward:
 
 
 def _conv(layer: keras.layers.Layer, rank: int) -> Forward:
-    """Conv1D/Conv2D as im2col + one batched matmul (per-client kernels)."""
+    """Conv1D/Conv2D as one grouped convolution: client c is group c.
+
+    Clients go to the channel axis, (B, H, W, C*cin), and the stacked kernels
+    to the output axis, (kh, kw, cin, C*cout); a grouped conv then applies
+    each client's kernel to that client's channels only.
+    """
     _no_extras(layer, *_WEIGHT_EXTRAS)
     cfg = layer.get_config()
     if cfg.get("data_format", "channels_last") != "channels_last":
@@ -92,11 +98,12 @@ def _conv(layer: keras.layers.Layer, rank: int) -> Forward:
         raise Unsupported(f"layer {layer.name}: groups={cfg['groups']}")
     if cfg["padding"] not in ("valid", "same"):
         raise Unsupported(f"layer {layer.name}: padding {cfg['padding']!r}")
-    kernel_size = tuple(cfg["kernel_size"])
-    strides = tuple(cfg["strides"])
-    dilation = tuple(cfg["dilation_rate"])
+    strides = list(cfg["strides"])
+    dilation = list(cfg["dilation_rate"])
     if rank == 1:
-        kernel_size, strides, dilation = (1,) + kernel_size, (1,) + strides, (1,) + dilation
+        strides, dilation = [1, *strides], [1, *dilation]
+    if max(strides) > 1 and max(dilation) > 1:
+        raise Unsupported(f"layer {layer.name}: strides and dilation together")
     padding = cfg["padding"].upper()
     activation, use_bias = layer.activation, layer.use_bias
 
@@ -105,18 +112,18 @@ def _conv(layer: keras.layers.Layer, rank: int) -> Forward:
         if rank == 1:
             x = tf.expand_dims(x, 2)  # (C, B, 1, L, ch)
             kernel = tf.expand_dims(kernel, 1)
-        shape = tf.shape(x)
+        shape, kshape = tf.shape(x), tf.shape(kernel)
         c, b = shape[0], shape[1]
-        images = tf.reshape(x, tf.concat([[c * b], shape[2:]], 0))
-        patches = tf.image.extract_patches(
-            images, sizes=[1, *kernel_size, 1], strides=[1, *strides, 1],
-            rates=[1, *dilation, 1], padding=padding,
-        )  # (C*B, H', W', kh*kw*cin), row-major over (kh, kw, cin) like the kernel
-        out_hw = tf.shape(patches)[1:3]
-        k = tf.shape(patches)[3]
-        cout = tf.shape(kernel)[-1]
-        y = tf.matmul(tf.reshape(patches, [c, -1, k]), tf.reshape(kernel, [c, k, cout]))
-        y = tf.reshape(y, tf.concat([[c, b], out_hw, [cout]], 0))
+        # (C, B, H, W, cin) -> (B, H, W, C*cin), client-major channels.
+        images = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]),
+                            tf.concat([[b], shape[2:4], [c * shape[4]]], 0))
+        # (C, kh, kw, cin, cout) -> (kh, kw, cin, C*cout), client-major outputs.
+        filters = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]),
+                             tf.concat([kshape[1:4], [c * kshape[4]]], 0))
+        y = tf.nn.conv2d(images, filters, strides=strides, padding=padding, dilations=dilation)
+        out = tf.shape(y)
+        y = tf.reshape(y, tf.concat([out[:3], [c, kshape[4]]], 0))
+        y = tf.transpose(y, [3, 0, 1, 2, 4])  # (C, B, H', W', cout)
         if use_bias:
             y = y + _client_bias(params[1], 5)
         if rank == 1:
@@ -287,15 +294,11 @@ def _layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def _activation_floats(layer: keras.layers.Layer) -> int:
-    """Per-example floats a layer keeps for backprop (im2col patches for convs)."""
+    """Per-example floats of a layer's output (a memory estimate for chunking)."""
     try:
-        out = int(tf.reduce_prod(layer.output.shape[1:]))
+        return int(np.prod(layer.output.shape[1:]))
     except (AttributeError, ValueError, TypeError):
-        out = 0
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
-        k = int(tf.reduce_prod(layer.kernel.shape[:-1]))
-        out = out // max(int(layer.kernel.shape[-1]), 1) * k + out
-    return out
+        return 0
 
 
 def plan_layers(model: keras.Model) -> list[LayerPlan]:

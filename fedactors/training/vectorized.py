@@ -117,7 +117,7 @@ class VectorizedExecutor(Executor):
             return
         self.dropout = has_dropout(runner.model)
         self.layout = runner.layout
-        self._train = tf.function(self._train_graph, reduce_retracing=True)
+        self._train: Optional[tf.types.experimental.PolymorphicFunction] = None
 
     @property
     def vectorized(self) -> bool:
@@ -168,13 +168,14 @@ class VectorizedExecutor(Executor):
             # per-device path does.
             keys = [int(t.rng.integers(2**31)) for t in tasks]
             seed[0] = int(np.bitwise_xor.reduce(np.array(keys, np.int64) * 2654435761 % 2**31))
-        delta, loss = self._train(
-            tf.constant(np.stack(rows)), tf.constant(widx),
-            tf.constant(_pad_stack([t.x for t in tasks])),
-            tf.constant(_pad_stack([t.y for t in tasks])),
-            tf.constant(idx), tf.constant(mask), tf.constant(active), tf.constant(steps),
-            tf.constant(seed),
-        )
+        args = (np.stack(rows), widx, _pad_stack([t.x for t in tasks]),
+                _pad_stack([t.y for t in tasks]), idx, mask, active, steps, seed)
+        if self._train is None:
+            # Every dimension left open: cohort size, data size and step count
+            # change from round to round, and a retrace costs ~1 s.
+            signature = [tf.TensorSpec([None] * a.ndim, a.dtype) for a in args]
+            self._train = tf.function(self._train_graph, input_signature=signature)
+        delta, loss = self._train(*(tf.constant(a) for a in args))
         delta, loss = delta.numpy(), loss.numpy()
         return [
             TrainResult(t.device, t.round, delta[j], float(loss[j])) for j, t in enumerate(tasks)
