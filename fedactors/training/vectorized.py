@@ -65,17 +65,28 @@ def cohort_schedule(
     still has a step, and ``steps`` (C,). Draws each client's order from its
     own generator exactly as :func:`batch_schedule` does for the sequential path.
     """
-    schedules = [batch_schedule(int(n), epochs, batch_size, rng) for n, rng in zip(sizes, rngs)]
-    steps = np.array([len(s[1]) for s in schedules], np.int32)
-    c, s_max = len(schedules), int(steps.max(initial=0))
+    sizes = np.asarray(sizes, np.int64)
+    orders = [batch_schedule(int(n), epochs, batch_size, rng)[0] for n, rng in zip(sizes, rngs)]
+    c = len(sizes)
+    steps = np.zeros(c, np.int32)
+    per_size = {}
+    for n in np.unique(sizes):
+        # Clients of one size share their step boundaries: index them together.
+        _, starts, ends = batch_schedule(int(n), epochs, batch_size, np.random.default_rng(0))
+        per_size[int(n)] = (starts, ends)
+        steps[sizes == n] = len(starts)
+    s_max = int(steps.max(initial=0))
     idx = np.zeros((s_max, c, batch_size), np.int32)
     mask = np.zeros((s_max, c, batch_size), np.float32)
     offsets = np.arange(batch_size, dtype=np.int32)
-    for j, (order, starts, ends) in enumerate(schedules):
-        positions = starts[:, None] + offsets[None, :]
+    for n, (starts, ends) in per_size.items():
+        members = np.flatnonzero(sizes == n)
+        positions = starts[:, None] + offsets[None, :]  # (S_n, B)
         valid = positions < ends[:, None]
-        idx[: len(starts), j] = np.where(valid, order[np.minimum(positions, len(order) - 1)], 0)
-        mask[: len(starts), j] = valid
+        stacked = np.stack([orders[j] for j in members])  # (G, epochs * n)
+        picked = stacked[:, np.minimum(positions, epochs * n - 1)]  # (G, S_n, B)
+        idx[: len(starts), members] = np.where(valid, picked, 0).transpose(1, 0, 2)
+        mask[: len(starts), members] = valid[:, None, :]
     active = np.arange(s_max)[:, None] < steps[None, :]
     return idx, mask, active, steps
 
