@@ -3,10 +3,12 @@
 Run by benchmarks/run.py with benchmarks/.venv-flower/bin/python (Flower
 needs numpy 2, fedactors numpy 1). Prints one JSON line.
 
-Each Flower client trains the reference MLP in NumPy (the same math as the
-Keras model: Dense(32, relu) -> Dense(2) logits, softmax cross-entropy, SGD
-0.1, batch 20, one epoch). NumPy is faster per client than Keras ``fit``, so
-this favours Flower; what is measured is Flower's own cost per client update.
+``python -m benchmarks.flower_bench CLIENTS ROUNDS numpy|keras``: each Flower
+client trains the reference MLP either with Keras ``fit`` (as the seed loop
+does, and as Flower's own TensorFlow examples do) or in NumPy (the same math:
+Dense(32, relu) -> Dense(2) logits, softmax cross-entropy, SGD 0.1, batch
+20, one epoch). NumPy is much faster per client than Keras ``fit``, so the
+NumPy figure is close to Flower's own cost per client update.
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ def train(weights: list[np.ndarray], x: np.ndarray, y: np.ndarray,
     return [w1, b1, w2, b2]
 
 
+_KERAS_MODEL = []  # one model per Ray worker process, reused across clients
+
+
+def train_keras(weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from benchmarks.workloads import keras_model
+
+    if not _KERAS_MODEL:
+        _KERAS_MODEL.append(keras_model("mlp"))
+    model = _KERAS_MODEL[0]
+    model.set_weights(weights)
+    model.compile(optimizer=keras.optimizers.SGD(LR),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, batch_size=BATCH, verbose=0)
+    return model.get_weights()
+
+
 def _tree_rss(root: int) -> int:
     """Resident bytes of ``root`` and every descendant (Ray's raylet and workers)."""
     children: dict[int, list[int]] = {}
@@ -88,7 +109,7 @@ def main() -> None:
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    clients, rounds = int(sys.argv[1]), int(sys.argv[2])
+    clients, rounds, trainer = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     stamps: list[float] = []
     peak = [0]
     done = threading.Event()
@@ -104,6 +125,8 @@ def main() -> None:
         def fit(self, parameters, config):
             rng = np.random.default_rng([int(config.get("round", 0)), self.cid])
             x, y = make_client("mlp", EXAMPLES, np.random.default_rng([7, self.cid]))
+            if trainer == "keras":
+                return train_keras(parameters, x, y), len(x), {}
             return train(parameters, x, y, rng), len(x), {}
 
     def client_fn(context: Context):
@@ -137,7 +160,7 @@ def main() -> None:
     rounds_wall = [b - a for a, b in zip([start] + stamps, stamps)]
     steady = rounds_wall[1:] or rounds_wall
     print(json.dumps({
-        "system": "flower", "version": flwr.__version__, "kind": "mlp", "cohort": clients,
+        "system": f"flower-{trainer}", "version": flwr.__version__, "kind": "mlp", "cohort": clients,
         "rounds": len(stamps), "wall": wall,
         "updates_per_s": clients / float(np.median(steady)) if steady else 0.0,
         "updates_per_s_whole": clients * len(stamps) / wall,

@@ -53,7 +53,7 @@ class GeneratedData:
         sizes.flags.writeable = False
         data = cls(sizes, generate, (_frozen(tx), _frozen(ty)),
                    np.random.SeedSequence(int(rng.integers(2**63))))
-        x, y = data.client(0)
+        x, y = _check_pair("clients[0]", data.generate(0, int(sizes[0]), data._rng(0)))
         if x.shape[1:] != tx.shape[1:] or y.dtype != ty.dtype or y.shape[1:] != ty.shape[1:]:
             raise ConfigError("clients[0]", f"device 0 has x{x.shape[1:]} y {y.dtype}"
                               f"{list(y.shape[1:])}, the test set x{tx.shape[1:]} "
@@ -74,16 +74,27 @@ class GeneratedData:
     def client(self, device: int) -> tuple[np.ndarray, np.ndarray]:
         """Device ``device``'s private ``(x, y)``, the same on every call."""
         d = self._check(device)
-        rng = np.random.Generator(np.random.PCG64(
-            np.random.SeedSequence(self.seed.entropy, spawn_key=(d,))
-        ))
-        x, y = _check_pair(f"clients[{d}]", self.generate(d, int(self.sizes[d]), rng))
-        if len(x) != self.sizes[d]:
-            raise ConfigError(f"clients[{d}]", f"made {len(x)} examples, expected {self.sizes[d]}")
+        rng = self._rng(d)
+        x, y = self.generate(d, int(self.sizes[d]), rng)
+        # Cheap structural checks on every call; the full check (finiteness
+        # too) ran on device 0 in create(), since scanning every array on
+        # every call would cost more than generating it.
+        if (not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray)
+                or x.dtype != self.test[0].dtype or y.dtype != self.test[1].dtype
+                or x.shape[1:] != self.test[0].shape[1:] or len(x) != self.sizes[d]
+                or len(y) != len(x)):
+            raise ConfigError(f"clients[{d}]", "generated arrays do not match the test set's "
+                              f"dtypes and shapes or the device's {self.sizes[d]} examples")
         # Generated fresh, so no copy is needed to keep it private: just freeze it.
         x.flags.writeable = False
         y.flags.writeable = False
         return x, y
+
+    def _rng(self, device: int) -> np.random.Generator:
+        """Device ``device``'s own stream: independent of which devices were asked before."""
+        return np.random.Generator(np.random.PCG64(
+            np.random.SeedSequence(self.seed.entropy, spawn_key=(device,))
+        ))
 
     def _check(self, device: int) -> int:
         if isinstance(device, bool) or not 0 <= int(device) < len(self.sizes):
