@@ -6,11 +6,14 @@ fleet are never selected in a run, and a selected one needs its data only
 while it trains, so :class:`GeneratedData` stores a generator recipe and each
 device's example count, and makes ``client(d)`` when asked. Each device's
 arrays come from its own seed stream, so they are the same on every call, in
-any order, whatever other devices were asked for.
+any order, whatever other devices were asked for. Recently used devices are
+kept up to a memory budget, since a device selected once is often selected
+again (and a fleet that fits the budget is generated only once).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +38,9 @@ class GeneratedData:
     generate: ClientGenerator = field(repr=False)
     test: tuple[np.ndarray, np.ndarray] = field(repr=False)
     seed: np.random.SeedSequence = field(repr=False)
+    cache_bytes: int = 256 * 2**20
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
+    _cached: list = field(default_factory=lambda: [0], repr=False, compare=False)
 
     @classmethod
     def create(
@@ -43,6 +49,7 @@ class GeneratedData:
         generate: ClientGenerator,
         test: tuple[np.ndarray, np.ndarray],
         rng: np.random.Generator,
+        cache_bytes: int = 256 * 2**20,
     ) -> GeneratedData:
         sizes = np.asarray(sizes, np.int64)
         if sizes.ndim != 1 or len(sizes) == 0:
@@ -52,7 +59,7 @@ class GeneratedData:
         tx, ty = _check_pair("test", test)
         sizes.flags.writeable = False
         data = cls(sizes, generate, (_frozen(tx), _frozen(ty)),
-                   np.random.SeedSequence(int(rng.integers(2**63))))
+                   np.random.SeedSequence(int(rng.integers(2**63))), cache_bytes)
         x, y = _check_pair("clients[0]", data.generate(0, int(sizes[0]), data._rng(0)))
         if x.shape[1:] != tx.shape[1:] or y.dtype != ty.dtype or y.shape[1:] != ty.shape[1:]:
             raise ConfigError("clients[0]", f"device 0 has x{x.shape[1:]} y {y.dtype}"
@@ -74,6 +81,10 @@ class GeneratedData:
     def client(self, device: int) -> tuple[np.ndarray, np.ndarray]:
         """Device ``device``'s private ``(x, y)``, the same on every call."""
         d = self._check(device)
+        hit = self._cache.get(d)
+        if hit is not None:
+            self._cache.move_to_end(d)
+            return hit
         rng = self._rng(d)
         x, y = self.generate(d, int(self.sizes[d]), rng)
         # Cheap structural checks on every call; the full check (finiteness
@@ -88,7 +99,18 @@ class GeneratedData:
         # Generated fresh, so no copy is needed to keep it private: just freeze it.
         x.flags.writeable = False
         y.flags.writeable = False
+        self._remember(d, (x, y))
         return x, y
+
+    def _remember(self, device: int, pair: tuple[np.ndarray, np.ndarray]) -> None:
+        size = pair[0].nbytes + pair[1].nbytes
+        if size > self.cache_bytes:
+            return
+        self._cache[device] = pair
+        self._cached[0] += size
+        while self._cached[0] > self.cache_bytes:
+            _, (x, y) = self._cache.popitem(last=False)
+            self._cached[0] -= x.nbytes + y.nbytes
 
     def _rng(self, device: int) -> np.random.Generator:
         """Device ``device``'s own stream: independent of which devices were asked before."""

@@ -54,3 +54,13 @@ def test_runs_through_run_scenario():
 
     result = run_scenario(scenario("mlp", 50, 10, 2), RunOptions(device_events=False))
     assert [r["reported"] for r in result.records] == [10, 10]
+
+
+def test_cache_stays_within_its_budget_and_gives_the_same_arrays():
+    test = _make(0, 10, np.random.default_rng(99))
+    data = GeneratedData.create(np.full(50, 8), _make, test, np.random.default_rng(0),
+                                cache_bytes=10 * 8 * (3 * 4 + 4))
+    first = [data.client(d)[0].copy() for d in range(50)]
+    assert len(data._cache) == 10
+    for d in range(50):
+        np.testing.assert_array_equal(data.client(d)[0], first[d])
