@@ -88,12 +88,14 @@ def run_one(argv: list[str]) -> dict:
     return out
 
 
-def measure(runs: int) -> list[dict]:
+def measure(runs: int, only: str = "") -> list[dict]:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     flower_problem = ensure_flower()
     results = []
     with open(RESULTS, "w") as f:
         for label, argv, n in configs(runs):
+            if only and only not in " ".join(argv[3:]) + " ":
+                continue
             for i in range(n):
                 if label == "flower" and flower_problem:
                     out = {"error": flower_problem, "argv": argv}
@@ -103,6 +105,8 @@ def measure(runs: int) -> list[dict]:
                 print(json.dumps(out), flush=True)
                 f.write(json.dumps(out) + "\n")
                 results.append(out)
+    if only:
+        return results
     profile = subprocess.run(
         [sys.executable, "-m", "benchmarks.measure", "profile", "mlp", "10000", "2", "100000"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3"),
@@ -281,13 +285,15 @@ _PROFILE_NOTES = [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per configuration")
+    parser.add_argument("--only", default="",
+                        help="only configurations whose arguments contain this text (a trial)")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite docs/benchmarks.md from the last results")
     args = parser.parse_args()
     if args.report_only:
         results = [json.loads(ln) for ln in RESULTS.read_text().splitlines() if ln.strip()]
     else:
-        results = measure(args.runs)
+        results = measure(args.runs, args.only)
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(report(results))
     print(f"wrote {DOC.relative_to(ROOT)}")
