@@ -160,7 +160,8 @@ def main() -> None:
     rounds_wall = [b - a for a, b in zip([start] + stamps, stamps)]
     steady = rounds_wall[1:] or rounds_wall
     print(json.dumps({
-        "system": f"flower-{trainer}", "version": flwr.__version__, "kind": "mlp", "cohort": clients,
+        "system": f"flower-{trainer}", "version": flwr.__version__, "kind": "mlp",
+        "cohort": clients,
         "rounds": len(stamps), "wall": wall,
         "updates_per_s": clients / float(np.median(steady)) if steady else 0.0,
         "updates_per_s_whole": clients * len(stamps) / wall,

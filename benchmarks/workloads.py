@@ -59,7 +59,13 @@ def scenario(kind: str, devices: int, cohort: int, rounds: int, seed: int = 0):
     import keras
 
     from fedactors import (
-        AlwaysOnline, Constant, DeviceClass, LocalTraining, NetworkProfile, Rounds, Scenario,
+        AlwaysOnline,
+        Constant,
+        DeviceClass,
+        LocalTraining,
+        NetworkProfile,
+        Rounds,
+        Scenario,
     )
     from fedactors.data.generated import GeneratedData
 
