@@ -475,3 +475,13 @@ def plan_optimizer(optimizer: Any) -> OptimizerPlan:
         return _adam(float(lr), float(cfg["beta_1"]), float(cfg["beta_2"]),
                      float(cfg["epsilon"]))
     raise Unsupported(f"optimizer: {kind.__name__} is not supported")
+
+
+def check_combination(model: keras.Model, optimizer: OptimizerPlan) -> None:
+    """Pairs that are each fine alone but not together."""
+    if optimizer.name != "SGD" and any(
+        type(layer) is keras.layers.Embedding for layer in model.layers
+    ):
+        # Keras applies Adam's moment updates to an Embedding's sparse
+        # (IndexedSlices) gradient row by row; dense math drifts from it.
+        raise Unsupported(f"Embedding with {optimizer.name}: Keras updates it sparsely")

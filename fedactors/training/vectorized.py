@@ -27,6 +27,7 @@ from fedactors.training.batched import (
     LayerPlan,
     OptimizerPlan,
     Unsupported,
+    check_combination,
     has_dropout,
     plan_layers,
     plan_loss,
@@ -119,6 +120,7 @@ class VectorizedExecutor(Executor):
             self.layers: list[LayerPlan] = plan_layers(runner.model)
             self.loss = plan_loss(runner.loss_fn)
             self.optimizer: OptimizerPlan = plan_optimizer(runner.training.optimizer())
+            check_combination(runner.model, self.optimizer)
         except Unsupported as exc:
             self.fallback_reason = str(exc)
             (log.warning if warn_on_fallback else log.info)(

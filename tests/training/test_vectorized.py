@@ -165,3 +165,57 @@ def test_same_seed_same_weights_and_close_to_sequential():
     assert first.summary["weights_sha256"] == second.summary["weights_sha256"]
     sequential = run_scenario(scenario, RunOptions(rounds=2, executor="sequential"))
     np.testing.assert_allclose(first.weights, sequential.weights, rtol=1e-4, atol=1e-5)
+
+
+def _sequence_model() -> keras.Model:
+    inputs = keras.Input((12,))
+    h = keras.layers.Embedding(7, 4)(inputs)
+    h = keras.layers.Conv1D(5, 3, padding="same", activation="relu")(h)
+    h = keras.layers.MaxPooling1D(2)(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    h = keras.layers.Dropout(0.0)(h)
+    return keras.Model(inputs, keras.layers.Dense(3)(h))
+
+
+def test_functional_embedding_conv1d_chain_matches():
+    # Token ids arrive as float32 features, as FederatedData requires.
+    keras.utils.set_random_seed(0)
+    runner = ModelRunner(
+        ModelSpec(_sequence_model, keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        LocalTraining(2, 5, lambda: keras.optimizers.SGD(0.1, momentum=0.9)),
+    )
+    vectorized = VectorizedExecutor(runner)
+    assert vectorized.vectorized, vectorized.fallback_reason
+    rng = np.random.default_rng(3)
+    weights = runner.initial_weights()
+    tasks = [TrainTask(d, 1, weights, rng.integers(0, 7, (n, 12)).astype(np.float32),
+                       _classes(rng, n), np.random.default_rng([0, d]))
+             for d, n in enumerate(SIZES)]
+    got = vectorized.run_batch(tasks)
+    want = SequentialExecutor(runner).run_batch(_fresh(tasks))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.delta, w.delta, rtol=1e-4, atol=2e-6)
+
+
+def test_embedding_with_adam_falls_back():
+    runner = ModelRunner(
+        ModelSpec(_sequence_model, keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        LocalTraining(1, 5, lambda: keras.optimizers.Adam(0.01)),
+    )
+    assert "Embedding with Adam" in VectorizedExecutor(runner).fallback_reason
+
+
+def test_dropout_is_deterministic_per_cohort():
+    def model():
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dropout(0.5), keras.layers.Dense(3)])
+
+    runner = ModelRunner(ModelSpec(model, keras.losses.SparseCategoricalCrossentropy(True)),
+                         LocalTraining(1, 5))
+    executor = VectorizedExecutor(runner)
+    assert executor.vectorized
+    tasks = _tasks(runner, (6,), _classes)
+    first = executor.run_batch(tasks)
+    again = executor.run_batch(_fresh(tasks))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.delta, b.delta)
