@@ -91,8 +91,9 @@ def run_one(argv: list[str]) -> dict:
 def measure(runs: int, only: str = "") -> list[dict]:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     flower_problem = ensure_flower()
-    results = []
+    results = [{"meta": "load", "start": os.getloadavg(), "time": time.time()}]
     with open(RESULTS, "w") as f:
+        f.write(json.dumps(results[0]) + "\n")
         for label, argv, n in configs(runs):
             if only and only not in " ".join(argv[3:]) + " ":
                 continue
@@ -113,7 +114,10 @@ def measure(runs: int, only: str = "") -> list[dict]:
         capture_output=True, text=True, timeout=TIMEOUT,
     )
     (RESULTS.parent / "profile.txt").write_text(profile.stderr)
-    return results
+    end = {"meta": "load", "end": os.getloadavg(), "time": time.time()}
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(end) + "\n")
+    return results + [end]
 
 
 def _median(rows: list[dict], key: str) -> float:
@@ -123,7 +127,7 @@ def _median(rows: list[dict], key: str) -> float:
 def _group(results: list[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        if "error" in r:
+        if "error" in r or "meta" in r:
             continue
         key = (r["label"], r["system"], r["kind"], r["cohort"], r.get("devices", r["cohort"]))
         groups.setdefault(key, []).append(r)
@@ -147,6 +151,11 @@ def _profile_excerpt() -> str:
 def report(results: list[dict]) -> str:
     groups = _group(results)
     errors = [r for r in results if "error" in r]
+    loads = [r.get("start") or r.get("end") for r in results if r.get("meta") == "load"]
+    minutes = ""
+    stamps = [r["time"] for r in results if r.get("meta") == "load"]
+    if len(stamps) == 2:
+        minutes = f" The whole measurement took {(stamps[1] - stamps[0]) / 60:.0f} minutes."
     cpu = platform.processor() or platform.machine()
     try:
         model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
@@ -161,9 +170,11 @@ def report(results: list[dict]) -> str:
         "process; figures are the median over runs (the *runs* column).",
         "",
         f"Machine: {os.cpu_count()} cores ({model}), CPU only, Python "
-        f"{platform.python_version()}, shared with other jobs while measured (another",
-        "process held one core busy for much of the run), so absolute figures are",
-        "pessimistic; ratios between systems measured in the same sitting are fairer.",
+        f"{platform.python_version()}.",
+        "The machine is shared with other engineers' jobs;",
+        "1-minute load average at start and end of the measurement: "
+        + ", ".join(f"{lo[0]:.1f}" for lo in loads if lo) + " (2 = both cores busy)."
+        + minutes,
         "",
         "## Workloads",
         "",
