@@ -11,7 +11,11 @@ steps are done is frozen, so its result is what its own loop would give, up to
 float rounding.
 
 Models, losses or optimizers the batched math does not cover fall back, with
-one logged reason, to :class:`SequentialExecutor`.
+one logged warning giving the reason, to :class:`SequentialExecutor`.
+
+Dropout masks are drawn from a seed derived from the chunk's device streams:
+deterministic for a seed, but not the masks the per-device path would draw
+(those come from Keras' global seed generator, in device order).
 """
 
 from __future__ import annotations
@@ -46,14 +50,15 @@ DEFAULT_MEMORY_BUDGET = 768 * 2**20
 def make_executor(kind: str, runner: ModelRunner) -> Executor:
     """The executor named by ``RunOptions.executor`` / ``--executor``.
 
-    ``auto`` and ``vectorized`` both vectorize when they can and fall back
-    otherwise; ``vectorized`` just says so louder (a warning, not info).
+    ``auto`` and ``vectorized`` both vectorize when they can and fall back,
+    with a warning, when they cannot (``vectorized`` is kept as a name for
+    scripts that want to say what they expect).
     """
     if kind == "sequential":
         return SequentialExecutor(runner)
     if kind not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
-    return VectorizedExecutor(runner, warn_on_fallback=kind == "vectorized")
+    return VectorizedExecutor(runner)
 
 
 def cohort_schedule(
@@ -109,7 +114,6 @@ class VectorizedExecutor(Executor):
     def __init__(
         self,
         runner: ModelRunner,
-        warn_on_fallback: bool = False,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         super().__init__()
@@ -123,9 +127,7 @@ class VectorizedExecutor(Executor):
             check_combination(runner.model, self.optimizer)
         except Unsupported as exc:
             self.fallback_reason = str(exc)
-            (log.warning if warn_on_fallback else log.info)(
-                "vectorized training unavailable (%s); using the per-device loop", exc
-            )
+            log.warning("vectorized training unavailable (%s); using the per-device loop", exc)
             self._sequential = SequentialExecutor(runner)
             return
         self.dropout = has_dropout(runner.model)
