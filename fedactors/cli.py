@@ -50,11 +50,13 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<scenario>-seed<S>)")
     parser.add_argument("--no-device-events", action="store_true",
                         help="log only server events (for fleets of many thousands)")
-    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+    parser.add_argument("--backend", choices=("local", "ray"),
                         help="where local training runs: this process, or Ray workers "
                         "(a local Ray instance, or the cluster at $RAY_ADDRESS); docs/distributed.md")
     parser.add_argument("--ray-workers", type=_positive_int,
                         help="Ray workers for --backend ray (default: every CPU)")
+    parser.add_argument("--executor", choices=("auto", "vectorized", "sequential"),
+                        help="local training: whole cohort at once (auto/vectorized) or per device")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     parser.add_argument("--resume", type=Path, metavar="DIR",
                         help="continue the run checkpointed in DIR (same scenario and seed)")
@@ -95,7 +97,11 @@ def _run(args: argparse.Namespace) -> int:
         saved = checkpoint.load(args.resume)
         path = path or Path(saved.scenario_path)
         seed = saved.fingerprint.seed if seed is None else seed
-        device_events = dict(saved.fingerprint.options).get("device_events", device_events)
+        # A resumed run replays with the options it was started with.
+        started = dict(saved.fingerprint.options)
+        device_events = started.get("device_events", device_events)
+        args.executor = args.executor or started.get("executor")
+        args.backend = args.backend or started.get("backend")
         rounds = rounds or saved.rounds_target
     scenario = load_scenario(path)
     seed = scenario.seed if seed is None else seed
@@ -106,7 +112,8 @@ def _run(args: argparse.Namespace) -> int:
     rounds = rounds or scenario.rounds.count
     options = RunOptions(seed=seed, rounds=rounds, out_dir=out, device_events=device_events,
                          scenario_path=path, resume=args.resume is not None,
-                         backend=args.backend, ray_workers=args.ray_workers)
+                         backend=args.backend or "local", ray_workers=args.ray_workers,
+                         executor=args.executor or "auto")
     from fedactors.reporting.tensorboard import TensorBoardWriter
 
     metric_names = ("loss", *(m for m in scenario.metrics if isinstance(m, str)))

@@ -10,6 +10,7 @@ device 17 in round 3 are the same whatever else the run did.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Union
 
 import numpy as np
@@ -21,12 +22,18 @@ def _part_to_int(part: PathPart) -> int:
     if isinstance(part, (bool,)) or not isinstance(part, (str, int, np.integer)):
         raise TypeError(f"seed path parts are str or int, got {part!r}")
     if isinstance(part, str):
-        # A stable hash (unlike hash()) so names map to the same key every run.
-        return int.from_bytes(hashlib.sha256(part.encode()).digest()[:4], "little")
+        return _name_to_int(part)
     value = int(part)
     if value < 0:
         raise ValueError(f"seed path integers must be >= 0, got {value}")
     return value
+
+
+@lru_cache(maxsize=1024)
+def _name_to_int(name: str) -> int:
+    # A stable hash (unlike hash()) so names map to the same key every run;
+    # cached because a big round derives a stream per device from the same names.
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
 
 
 class SeedTree:

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from fedactors.data.federated import FederatedData
+from fedactors.data.generated import GeneratedData
 from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.secagg_participant import SecAggParticipants
@@ -28,8 +30,9 @@ from fedactors.seeding import SeedTree
 from fedactors.server.actor import RoundOutcome, ServerActor
 from fedactors.server.fedbuff import UpdateOutcome, fedbuff_metrics_row, server_class
 from fedactors.server.screening import REJECT_REASONS
-from fedactors.training.executor import Executor, SequentialExecutor
+from fedactors.training.executor import Executor
 from fedactors.training.model_runner import Evaluator, ModelRunner
+from fedactors.training.vectorized import make_executor
 from fedactors.training.weights import weights_sha256
 
 #: Metric keys that depend on the machine, not the simulation; excluded from
@@ -50,14 +53,18 @@ class RunOptions:
     checkpoint: bool = True
     #: Continue the run checkpointed in out_dir instead of starting afresh.
     resume: bool = False
-
-    def fingerprint(self, scenario: Scenario, seed: int) -> checkpoint.Fingerprint:
-        digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
-        return checkpoint.Fingerprint(scenario.name, digest, seed,
-                                      (("device_events", self.device_events),))
+    executor: str = "auto"  # "auto" | "vectorized" | "sequential" (see training.vectorized)
     backend: str = "local"  # "local" or "ray": where local training runs (docs/distributed.md)
     ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
     until: Optional[float] = None  # stop after the first round ending at/after this simulated second
+
+    def fingerprint(self, scenario: Scenario, seed: int) -> checkpoint.Fingerprint:
+        """What a resumed run must share with the checkpointed one to replay it bit for bit."""
+        digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
+        return checkpoint.Fingerprint(scenario.name, digest, seed, (
+            ("device_events", self.device_events), ("executor", self.executor),
+            ("backend", self.backend),
+        ))
 
 
 @dataclass
@@ -79,13 +86,17 @@ def configure_tensorflow(seeds: SeedTree) -> None:
     keras.utils.set_random_seed(seeds.integer("keras"))
 
 
-def build_data(scenario: Scenario, fleet: Fleet, seeds: SeedTree) -> FederatedData:
+def build_data(
+    scenario: Scenario, fleet: Fleet, seeds: SeedTree
+) -> Union[FederatedData, GeneratedData]:
     try:
         data = scenario.data(fleet, seeds.generator("data"))
     except ConfigError as exc:
         raise ScenarioError(f"data: {exc}") from None
-    if not isinstance(data, FederatedData):
-        raise ScenarioError(f"data: must return a FederatedData, got {type(data).__name__}")
+    if not isinstance(data, (FederatedData, GeneratedData)):
+        raise ScenarioError(
+            f"data: must return a FederatedData or GeneratedData, got {type(data).__name__}"
+        )
     if data.num_devices != fleet.size:
         raise ScenarioError(
             f"data: returned data for {data.num_devices} devices, but the fleet has {fleet.size}"
@@ -226,7 +237,7 @@ def run_scenario(
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
     if options.backend != "local":
         executor_factory = _backend_factory(scenario, options, seeds, executor_factory)
-    executor = (executor_factory or SequentialExecutor)(runner)
+    executor = (executor_factory or partial(make_executor, options.executor))(runner)
 
     privacy = _privacy_budget(scenario, fleet.size)
     fingerprint = options.fingerprint(scenario, seed)

@@ -35,7 +35,7 @@ def test_ray_backend_is_bit_identical_to_local() -> None:
     try:
         for scenario in (sync, asynchronous):
             t0 = time.perf_counter()
-            local = run_scenario(scenario, RunOptions())
+            local = run_scenario(scenario, RunOptions(executor="sequential"))
             t1 = time.perf_counter()
             remote = run_scenario(scenario, RunOptions(backend="ray", ray_workers=2))
             t2 = time.perf_counter()

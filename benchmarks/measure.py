@@ -1,0 +1,102 @@
+"""One benchmark configuration, in its own process; prints one JSON line.
+
+``python -m benchmarks.measure seed|fedactors|scale KIND COHORT ROUNDS [DEVICES]``
+
+Each configuration runs in a fresh process so that its peak RSS
+(``ru_maxrss``) is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def seed_loop(kind: str, cohort: int, rounds: int) -> dict:
+    """The seed-style loop: every client a Keras ``fit``, one after another."""
+    import keras
+
+    from benchmarks.workloads import BATCH, EXAMPLES, LR, keras_model, make_client
+
+    keras.utils.set_random_seed(0)
+    model = keras_model(kind)
+    weights = model.get_weights()
+    data = [make_client(kind, EXAMPLES, np.random.default_rng([7, c])) for c in range(cohort)]
+    stamps, start = [], time.perf_counter()
+    for _ in range(rounds):
+        updates = []
+        for x, y in data:
+            model.set_weights(weights)
+            # A fresh optimizer per client and round, as FedAvg prescribes.
+            model.compile(optimizer=keras.optimizers.SGD(LR),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model.fit(x, y, epochs=1, batch_size=BATCH, verbose=0)
+            updates.append(model.get_weights())
+        weights = [np.mean([u[i] for u in updates], axis=0) for i in range(len(weights))]
+        stamps.append(time.perf_counter())
+    return _rates("seed-loop", kind, cohort, start, stamps)
+
+
+def fedactors_run(kind: str, cohort: int, rounds: int, devices: int) -> dict:
+    """The whole simulation through ``run_scenario`` (vectorized executor)."""
+    from benchmarks.workloads import scenario
+    from fedactors.simulation import RunOptions, run_scenario
+
+    stamps: list[float] = []
+    start = time.perf_counter()
+    result = run_scenario(scenario(kind, devices, cohort, rounds),
+                          RunOptions(device_events=False, executor="vectorized"),
+                          on_round=[lambda _row: stamps.append(time.perf_counter())])
+    out = _rates("fedactors", kind, cohort, start, stamps)
+    out.update(devices=devices, accuracy=result.records[-1].get("accuracy"))
+    return out
+
+
+def _rates(system: str, kind: str, cohort: int, start: float, stamps: list[float]) -> dict:
+    """Steady-state rate (median of rounds after the first) and whole-run rate."""
+    rounds_wall = [b - a for a, b in zip([start] + stamps, stamps)]
+    steady = rounds_wall[1:] or rounds_wall
+    return {
+        "system": system, "kind": kind, "cohort": cohort, "rounds": len(stamps),
+        "wall": stamps[-1] - start,
+        "updates_per_s": cohort / float(np.median(steady)),
+        "updates_per_s_whole": cohort * len(stamps) / (stamps[-1] - start),
+        "round_wall": rounds_wall,
+    }
+
+
+def main(argv: list[str]) -> None:
+    what, kind, cohort, rounds = argv[0], argv[1], int(argv[2]), int(argv[3])
+    if what == "seed":
+        out = seed_loop(kind, cohort, rounds)
+    elif what == "profile":
+        import cProfile
+        import pstats
+
+        import fedactors.simulation  # noqa: F401  (imports are not what we profile)
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        out = fedactors_run(kind, cohort, rounds, int(argv[4]) if len(argv) > 4 else cohort)
+        profiler.disable()
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(25)
+    else:
+        out = fedactors_run(kind, cohort, rounds, int(argv[4]) if len(argv) > 4 else cohort)
+    out["peak_rss"] = _peak_rss()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,243 @@
+"""Train a whole cohort in one TensorFlow computation over stacked weights.
+
+The per-device loop pays TensorFlow's dispatch cost (~ms) for every step of
+every device; a cohort of 10,000 then costs minutes. Here the cohort's weights
+are stacked to ``(C, *shape)`` per variable and every step runs all clients at
+once with the batched layer math of :mod:`fedactors.training.batched`. Each
+client still has its own weights, its own data, its own fresh optimizer state
+and its own batch order (the same :func:`batch_schedule` draw as the
+per-device path): shorter clients are padded and masked, and a client whose
+steps are done is frozen, so its result is what its own loop would give, up to
+float rounding.
+
+Models, losses or optimizers the batched math does not cover fall back, with
+one logged warning giving the reason, to :class:`SequentialExecutor`.
+
+Dropout masks are drawn from a seed derived from the chunk's device streams:
+deterministic for a seed, but not the masks the per-device path would draw
+(those come from Keras' global seed generator, in device order).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from fedactors.training.batched import (
+    LayerPlan,
+    OptimizerPlan,
+    Unsupported,
+    check_combination,
+    has_dropout,
+    plan_layers,
+    plan_loss,
+    plan_optimizer,
+)
+from fedactors.training.executor import Executor, SequentialExecutor, TrainResult, TrainTask
+from fedactors.training.model_runner import ModelRunner, batch_schedule
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("auto", "vectorized", "sequential")
+#: Working-memory budget of one vectorized chunk; bigger cohorts run in chunks.
+DEFAULT_MEMORY_BUDGET = 768 * 2**20
+
+
+def make_executor(kind: str, runner: ModelRunner) -> Executor:
+    """The executor named by ``RunOptions.executor`` / ``--executor``.
+
+    ``auto`` and ``vectorized`` both vectorize when they can and fall back,
+    with a warning, when they cannot (``vectorized`` is kept as a name for
+    scripts that want to say what they expect).
+    """
+    if kind == "sequential":
+        return SequentialExecutor(runner)
+    if kind not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
+    return VectorizedExecutor(runner)
+
+
+def cohort_schedule(
+    sizes: Sequence[int], epochs: int, batch_size: int, rngs: Sequence[np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every client's batches as padded gather indices.
+
+    Returns ``idx`` (S, C, B) indices into each client's own examples, ``mask``
+    (S, C, B) 1.0 for a real example, ``active`` (S, C) whether the client
+    still has a step, and ``steps`` (C,). Draws each client's order from its
+    own generator exactly as :func:`batch_schedule` does for the sequential path.
+    """
+    sizes = np.asarray(sizes, np.int64)
+    orders = [batch_schedule(int(n), epochs, batch_size, rng)[0] for n, rng in zip(sizes, rngs)]
+    c = len(sizes)
+    steps = np.zeros(c, np.int32)
+    per_size = {}
+    for n in np.unique(sizes):
+        # Clients of one size share their step boundaries: index them together.
+        _, starts, ends = batch_schedule(int(n), epochs, batch_size, np.random.default_rng(0))
+        per_size[int(n)] = (starts, ends)
+        steps[sizes == n] = len(starts)
+    s_max = int(steps.max(initial=0))
+    idx = np.zeros((s_max, c, batch_size), np.int32)
+    mask = np.zeros((s_max, c, batch_size), np.float32)
+    offsets = np.arange(batch_size, dtype=np.int32)
+    for n, (starts, ends) in per_size.items():
+        members = np.flatnonzero(sizes == n)
+        positions = starts[:, None] + offsets[None, :]  # (S_n, B)
+        valid = positions < ends[:, None]
+        stacked = np.stack([orders[j] for j in members])  # (G, epochs * n)
+        picked = stacked[:, np.minimum(positions, epochs * n - 1)]  # (G, S_n, B)
+        idx[: len(starts), members] = np.where(valid, picked, 0).transpose(1, 0, 2)
+        mask[: len(starts), members] = valid[:, None, :]
+    active = np.arange(s_max)[:, None] < steps[None, :]
+    return idx, mask, active, steps
+
+
+def _pad_stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """(C, N_max, ...) with zeros past each client's own examples."""
+    n_max = max(len(a) for a in arrays)
+    if all(len(a) == n_max for a in arrays):
+        return np.stack(arrays)
+    out = np.zeros((len(arrays), n_max, *arrays[0].shape[1:]), arrays[0].dtype)
+    for j, a in enumerate(arrays):
+        out[j, : len(a)] = a
+    return out
+
+
+class VectorizedExecutor(Executor):
+    """Runs every pending task of a batch in one compiled, cohort-wide loop."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        super().__init__()
+        self.runner = runner
+        self.memory_budget = memory_budget
+        self.fallback_reason: Optional[str] = None
+        try:
+            self.layers: list[LayerPlan] = plan_layers(runner.model)
+            self.loss = plan_loss(runner.loss_fn)
+            self.optimizer: OptimizerPlan = plan_optimizer(runner.training.optimizer())
+            check_combination(runner.model, self.optimizer)
+        except Unsupported as exc:
+            self.fallback_reason = str(exc)
+            log.warning("vectorized training unavailable (%s); using the per-device loop", exc)
+            self._sequential = SequentialExecutor(runner)
+            return
+        self.dropout = has_dropout(runner.model)
+        self.layout = runner.layout
+        self._train: Optional[tf.types.experimental.PolymorphicFunction] = None
+
+    @property
+    def vectorized(self) -> bool:
+        return self.fallback_reason is None
+
+    def run_batch(self, tasks: Sequence[TrainTask]) -> list[TrainResult]:
+        if not self.vectorized:
+            return self._sequential.run_batch(tasks)
+        out: list[TrainResult] = []
+        size = self._chunk_size(tasks)
+        for start in range(0, len(tasks), size):
+            out.extend(self._run_chunk(tasks[start : start + size]))
+        return out
+
+    def _chunk_size(self, tasks: Sequence[TrainTask]) -> int:
+        """Clients per computation so that activations, data and weights fit the budget."""
+        if not tasks:
+            return 1
+        training = self.runner.training
+        example = int(np.prod(tasks[0].x.shape[1:])) + 1
+        n_max = max(len(t.x) for t in tasks)
+        activations = sum(p.activation_floats for p in self.layers) + example
+        # Forward values, their gradients and temporaries: ~3 copies per step.
+        per_client = 4 * (3 * training.batch_size * activations + n_max * example
+                          + 6 * self.layout.dim)
+        return max(1, min(len(tasks), self.memory_budget // per_client))
+
+    def _run_chunk(self, tasks: Sequence[TrainTask]) -> list[TrainResult]:
+        training = self.runner.training
+        idx, mask, active, steps = cohort_schedule(
+            [len(t.x) for t in tasks], training.epochs, training.batch_size,
+            [t.rng for t in tasks],
+        )
+        # Tasks of one round share one weights array: send it once, not C times.
+        unique: dict[int, int] = {}
+        rows: list[np.ndarray] = []
+        widx = np.empty(len(tasks), np.int32)
+        for j, t in enumerate(tasks):
+            key = id(t.weights)
+            if key not in unique:
+                unique[key] = len(rows)
+                rows.append(t.weights)
+            widx[j] = unique[key]
+        seed = np.zeros(2, np.int64)
+        if self.dropout:
+            # Drawn after the batch order, and only for models with dropout,
+            # so every other model uses each device's stream exactly as the
+            # per-device path does.
+            keys = [int(t.rng.integers(2**31)) for t in tasks]
+            seed[0] = int(np.bitwise_xor.reduce(np.array(keys, np.int64) * 2654435761 % 2**31))
+        args = (np.stack(rows), widx, _pad_stack([t.x for t in tasks]),
+                _pad_stack([t.y for t in tasks]), idx, mask, active, steps, seed)
+        if self._train is None:
+            # Every dimension left open: cohort size, data size and step count
+            # change from round to round, and a retrace costs ~1 s.
+            signature = [tf.TensorSpec([None] * a.ndim, a.dtype) for a in args]
+            self._train = tf.function(self._train_graph, input_signature=signature)
+        delta, loss = self._train(*(tf.constant(a) for a in args))
+        delta, loss = delta.numpy(), loss.numpy()
+        return [
+            TrainResult(t.device, t.round, delta[j], float(loss[j])) for j, t in enumerate(tasks)
+        ]
+
+    def _forward(self, params: list[tf.Tensor], x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        for plan in self.layers:
+            x = plan.forward([params[i] for i in plan.weight_index], x, seed)
+        return x
+
+    def _train_graph(self, unique, widx, x, y, idx, mask, active, steps, seed):
+        flat = tf.gather(unique, widx)  # (C, dim)
+        c = tf.shape(flat)[0]
+        params = [
+            tf.reshape(piece, tf.concat([[c], shape], 0))
+            for piece, shape in zip(
+                tf.split(flat, list(self.layout.sizes), axis=1),
+                [tf.constant(s, tf.int32, [len(s)]) for s in self.layout.shapes],
+            )
+        ]
+        slots = self.optimizer.init(params)
+        total = tf.zeros([c], tf.float32)
+        for i in tf.range(tf.shape(idx)[0]):
+            xb = tf.gather(x, idx[i], batch_dims=1)  # (C, B, ...)
+            yb = tf.gather(y, idx[i], batch_dims=1)
+            m = mask[i]
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                pred = self._forward(params, xb, seed + tf.stack([tf.constant(0, tf.int64),
+                                                                  tf.cast(i, tf.int64) * 1024]))
+                each = tf.cast(self.loss(yb, pred), tf.float32)
+                # Each client's own batch mean; summing over clients keeps
+                # every client's gradient its own.
+                per_client = tf.reduce_sum(each * m, 1) / tf.maximum(tf.reduce_sum(m, 1), 1.0)
+                objective = tf.reduce_sum(per_client)
+            grads = tape.gradient(objective, params)
+            grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            new_params, new_slots = self.optimizer.step(params, grads, slots, i + 1)
+            # Clients out of steps keep their weights and optimizer state.
+            a = active[i]
+            params = [_keep(a, new, old) for new, old in zip(new_params, params)]
+            slots = [_keep(a, new, old) for new, old in zip(new_slots, slots)]
+            total += tf.where(a, per_client, 0.0)
+        new_flat = tf.concat([tf.reshape(p, [c, -1]) for p in params], 1)
+        return new_flat - flat, total / tf.cast(tf.maximum(steps, 1), tf.float32)
+
+
+def _keep(active: tf.Tensor, new: tf.Tensor, old: tf.Tensor) -> tf.Tensor:
+    shape = tf.concat([tf.shape(active), tf.ones([tf.rank(new) - 1], tf.int32)], 0)
+    return tf.where(tf.reshape(active, shape), new, old)
