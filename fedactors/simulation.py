@@ -6,8 +6,8 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ from fedactors.reporting.events import EventLog
 from fedactors.runtime import checkpoint
 from fedactors.runtime.loop import VirtualTimeLoop
 from fedactors.runtime.network import Network
+from fedactors.scenarios.loader import line_in
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
 from fedactors.server.actor import RoundOutcome, ServerActor
@@ -86,13 +87,26 @@ def configure_tensorflow(seeds: SeedTree) -> None:
     keras.utils.set_random_seed(seeds.integer("keras"))
 
 
-def build_data(
-    scenario: Scenario, fleet: Fleet, seeds: SeedTree
-) -> Union[FederatedData, GeneratedData]:
+@contextmanager
+def scenario_code(field: str, path: Optional[Path]) -> Iterator[None]:
+    """Run the scenario's own functions; a failure becomes one line naming the file,
+    the line in it and the field, never a traceback."""
     try:
+        yield
+    except ScenarioError:
+        raise
+    except Exception as exc:  # user code: report it, whatever it is
+        where = line_in(path, exc) if path is not None else "scenario"
+        what = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        prefix = "" if isinstance(exc, ConfigError) and exc.field.startswith(field) else f"{field}: "
+        raise ScenarioError(f"{where}: {prefix}{what}") from None
+
+
+def build_data(
+    scenario: Scenario, fleet: Fleet, seeds: SeedTree, path: Optional[Path] = None
+) -> Union[FederatedData, GeneratedData]:
+    with scenario_code("data", path):
         data = scenario.data(fleet, seeds.generator("data"))
-    except ConfigError as exc:
-        raise ScenarioError(f"data: {exc}") from None
     if not isinstance(data, (FederatedData, GeneratedData)):
         raise ScenarioError(
             f"data: must return a FederatedData or GeneratedData, got {type(data).__name__}"
@@ -229,11 +243,12 @@ def run_scenario(
     configure_tensorflow(seeds)
 
     fleet = Fleet.build(scenario.fleet, seeds.generator("fleet"))
-    data = build_data(scenario, fleet, seeds)
+    data = build_data(scenario, fleet, seeds, options.scenario_path)
     # The server's model is built first, right after seeding, so the initial
     # global weights depend on the seed alone.
-    evaluator = Evaluator(_model_spec(scenario), *data.test)
-    runner = ModelRunner(_model_spec(scenario), scenario.training)
+    with scenario_code("model", options.scenario_path):
+        evaluator = Evaluator(_model_spec(scenario), *data.test)
+        runner = ModelRunner(_model_spec(scenario), scenario.training)
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
     if options.backend != "local":
         executor_factory = _backend_factory(scenario, options, seeds, executor_factory)

@@ -106,3 +106,35 @@ def test_bad_command_line_values_exit_2(capsys) -> None:
         main(["scenarios/linear_regression.py", "--rounds", "0"])
     assert exc.value.code == 2
     assert "--rounds: must be >= 1" in capsys.readouterr().err
+
+
+BROKEN_CODE = """
+import numpy as np
+from fedactors import DeviceClass, FederatedData, Rounds, Scenario
+
+
+def data(fleet, rng):
+    sizes = {{}}
+    return sizes["missing"]
+
+
+def good_data(fleet, rng):
+    xy = (np.zeros((4, 1), np.float32), np.zeros(4, np.float32))
+    return FederatedData.from_arrays([xy] * fleet.size, xy)
+
+
+scenario = Scenario(name="broken", model=lambda: None, loss="mse", data={data},
+                    fleet=[DeviceClass("d", count=2)], rounds=Rounds(count=1, cohort_size=2))
+"""
+
+
+def test_an_exception_in_the_data_function_names_the_file_line_and_field(capsys, tmp_path):
+    path = write(tmp_path, BROKEN_CODE.format(data="data"))
+    code, err = run_main(capsys, str(path), "--out", str(tmp_path / "out"), "--quiet")
+    assert code == 2 and err.strip() == f"error: {path}:8: data: KeyError: 'missing'"
+
+
+def test_a_model_builder_that_returns_no_model_is_one_clear_line(capsys, tmp_path):
+    path = write(tmp_path, BROKEN_CODE.format(data="good_data"))
+    code, err = run_main(capsys, str(path), "--out", str(tmp_path / "out"), "--quiet")
+    assert code == 2 and err.strip() == f"error: {path}: model: must return a keras.Model, got NoneType"

@@ -16,7 +16,7 @@ from fedactors.errors import ConfigError, ScenarioError
 from fedactors.scenarios.spec import Scenario
 
 
-def _line_in(path: Path, exc: BaseException) -> str:
+def line_in(path: Path, exc: BaseException) -> str:
     """``file:line`` of the deepest frame of ``exc`` inside the scenario file."""
     where = str(path)
     for frame in traceback.extract_tb(exc.__traceback__):
@@ -64,9 +64,9 @@ def load_module(path: str | Path) -> types.ModuleType:
     try:
         exec(code, module.__dict__)
     except ConfigError as exc:
-        raise ScenarioError(f"{_line_in(path, exc)}: {exc}") from None
+        raise ScenarioError(f"{line_in(path, exc)}: {exc}") from None
     except Exception as exc:  # the file is user code: any failure is reported, not raised
-        raise ScenarioError(f"{_line_in(path, exc)}: {type(exc).__name__}: {exc}") from None
+        raise ScenarioError(f"{line_in(path, exc)}: {type(exc).__name__}: {exc}") from None
     finally:
         sys.path.remove(str(path.parent.resolve()))
 

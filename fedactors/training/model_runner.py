@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fedactors.errors import ConfigError
 from fedactors.training.spec import LocalTraining, ModelSpec
 from fedactors.training.weights import WeightsLayout
 
@@ -20,11 +21,9 @@ from fedactors.training.weights import WeightsLayout
 def build_model(spec: ModelSpec) -> keras.Model:
     model = spec.build()
     if not isinstance(model, keras.Model):
-        raise TypeError(f"model: the builder must return a keras.Model, got {type(model).__name__}")
+        raise ConfigError("model", f"must return a keras.Model, got {type(model).__name__}")
     if not model.built or not model.weights:
-        raise TypeError(
-            "model: the builder must return a built model (start it with keras.Input(shape))"
-        )
+        raise ConfigError("model", "must return a built model (start it with keras.Input(shape))")
     return model
 
 
