@@ -305,6 +305,7 @@ def run_scenario(
 
         if resumed is None:
             log.emit("simulator", "run.start", scenario=scenario.name, seed=seed,
+                     classes=[[c.name, c.count] for c in fleet.classes],
                      devices=fleet.size, parameters=int(initial.shape[0]))
         try:
             asyncio.set_event_loop(loop)

@@ -38,8 +38,8 @@ KIND_LABELS = {
     "train": "training",
     "upload": "uploading",
     "dropped": "working, then dropped out",
-    "late": "past deadline (cut, late)",
-    "surplus": "past close (target met)",
+    "late": "work cut by the deadline (late)",
+    "surplus": "work cut, target met (surplus)",
 }
 DEFAULT_SAMPLE = 24
 DEFAULT_ROUNDS = 12
@@ -74,6 +74,12 @@ class Timeline:
     arrivals: list[tuple[int, float]] = field(default_factory=list)  # updates in time
     total_rounds: int = 0
     has_device_events: bool = True
+    #: Each device's class name, when the log says (``run.start``'s ``classes``).
+    kinds: dict[int, str] = field(default_factory=dict)
+
+    def label(self, device: int) -> str:
+        kind = self.kinds.get(device)
+        return f"{kind} {device}" if kind else f"device {device}"
 
     def count(self, kind: str) -> int:
         return sum(1 for s in self.segments if s.kind == kind)
@@ -97,6 +103,15 @@ def sample_devices(participants: Iterable[int], k: int = DEFAULT_SAMPLE) -> list
     return [ids[int(i * step + step / 2)] for i in range(k)]
 
 
+def _kinds_of(devices: Iterable[int], classes: list) -> dict[int, str]:
+    """Device ids are assigned class by class, in the order the fleet lists them."""
+    bounds, start = [], 0
+    for name, count in classes:
+        bounds.append((start, start + int(count), str(name)))
+        start += int(count)
+    return {d: name for d in devices for lo, hi, name in bounds if lo <= d < hi}
+
+
 def _device_id(actor: Any) -> Optional[int]:
     if isinstance(actor, str) and actor.startswith("device-"):
         try:
@@ -117,9 +132,12 @@ def build_timeline(
     participants: set[int] = set()
     run_end = 0.0
     has_device_events = False
+    classes: list = []
     for ev in events():
         run_end = max(run_end, float(ev.get("t", 0.0)))
         kind = ev.get("event")
+        if kind == "run.start" and ev.get("actor") == "simulator":
+            classes = ev.get("classes") or []
         if ev.get("actor") == "server" and kind == "round.start":
             starts[ev["round"]] = ev
         elif ev.get("actor") == "server" and kind == "round.end":
@@ -146,6 +164,7 @@ def build_timeline(
             and (d := _device_id(ev.get("actor"))) is not None
         }
     timeline.devices = sample_devices(participants, sample)
+    timeline.kinds = _kinds_of(timeline.devices, classes)
 
     chosen = set(timeline.devices)
     shown_rounds = {w.round for w in windows}
@@ -251,7 +270,7 @@ def timeline_figure(timeline: Timeline, title: str = "") -> Optional[Figure]:
             ax.scatter([t / scale for _, t in timeline.drops],
                        [rows[d] for d, _ in timeline.drops], marker="x", s=16,
                        color="#1A1A1A", linewidths=0.9, zorder=3)
-        ax.set_yticks(range(len(rows)), [f"device {d}" for d in timeline.devices])
+        ax.set_yticks(range(len(rows)), [timeline.label(d) for d in timeline.devices])
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_xlim(timeline.rounds[0].start / scale, timeline.end / scale)
         ax.tick_params(axis="y", labelsize=6.5, length=0)
