@@ -81,6 +81,7 @@ class FedAdam(_Adaptive):
 @dataclass(frozen=True)
 class FedYogi(_Adaptive):
     def _second_moment(self, v: np.ndarray, g2: np.ndarray) -> np.ndarray:
-        # Yogi moves v toward g² additively, so a burst of large deltas raises
-        # v no faster than (1 - beta2) * g² per round.
+        # Yogi moves v toward g² by at most (1 - beta2) * g² per round, so
+        # after a burst of large deltas v decays slowly: the step size stays
+        # small for a while instead of jumping back up as Adam's does.
         return v - (1 - self.beta2) * g2 * np.sign(v - g2)
