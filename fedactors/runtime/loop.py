@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import heapq
 import itertools
 from asyncio import base_events, events
@@ -82,6 +83,23 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
     def at_instant_end(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once, when the current instant has no ready work left."""
         self._instant_end.append(callback)
+
+    def run_forever(self) -> None:
+        # Everything alive when the simulation starts (TensorFlow's graphs,
+        # Keras models, the fleet, the data) lives for the whole run, but the
+        # cyclic garbage collector re-scans it at every full collection: with
+        # 100,000 devices that was ~25% of the wall time of a 10,000-client
+        # round. Freezing moves it out of the collector's view for the run;
+        # objects made during the run are collected as usual. Left alone if
+        # the process has frozen objects of its own (unfreeze would undo it).
+        freeze = gc.isenabled() and gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
+        try:
+            super().run_forever()
+        finally:
+            if freeze:
+                gc.unfreeze()
 
     # -- the scheduler ---------------------------------------------------
     def _run_once(self) -> None:

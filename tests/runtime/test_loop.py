@@ -127,3 +127,15 @@ async def test_a_timer_runs_in_the_context_it_was_scheduled_in() -> None:
     var.set("changed later")
     await asyncio.sleep(2.0)
     assert seen == ["scheduler"]
+
+
+def test_the_heap_is_frozen_only_while_the_loop_runs() -> None:
+    import gc
+
+    async def main() -> int:
+        await asyncio.sleep(1.0)
+        return gc.get_freeze_count()
+
+    assert gc.get_freeze_count() == 0
+    assert run(main()) > 0  # long-lived objects are out of the collector's view
+    assert gc.get_freeze_count() == 0  # and handed back afterwards
