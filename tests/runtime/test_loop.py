@@ -76,3 +76,66 @@ def test_timers_never_fire_in_the_past() -> None:
         return await fired
 
     assert run(main()) == 10.0
+
+
+@pytest.mark.asyncio
+async def test_many_timers_fire_in_time_priority_sequence_order() -> None:
+    # The heap holds (when, priority, sequence, timer) tuples: check the full
+    # rule on a shuffled mix of ties, including timers cancelled before firing.
+    import random
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    shuffle = random.Random(3)
+    fired: list[tuple[float, int, int]] = []
+    expected: list[tuple[float, int, int]] = []
+    for seq in range(300):
+        when = start + shuffle.choice([1.0, 2.0, 2.5])
+        priority = shuffle.choice([DELIVERY, TIMEOUT])
+        key = (when, priority, seq)
+        handle = loop.call_at(when, lambda k=key: fired.append(k), priority=priority)
+        if seq % 7 == 0:
+            handle.cancel()
+        else:
+            expected.append(key)
+    await asyncio.sleep(5.0)
+    assert fired == sorted(expected)
+
+
+@pytest.mark.asyncio
+async def test_timer_handles_behave_like_asyncio_timer_handles() -> None:
+    loop = asyncio.get_running_loop()
+    handle = loop.call_later(2.0, lambda: None)
+    assert isinstance(handle, asyncio.TimerHandle)
+    assert handle.when() == loop.time() + 2.0
+    assert not handle.cancelled()
+    handle.cancel()
+    assert handle.cancelled()
+    assert "when=" in repr(handle)
+    await asyncio.sleep(3.0)  # the cancelled timer is skipped, not run
+
+
+@pytest.mark.asyncio
+async def test_a_timer_runs_in_the_context_it_was_scheduled_in() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    var.set("scheduler")
+    loop.call_later(1.0, lambda: seen.append(var.get()))
+    var.set("changed later")
+    await asyncio.sleep(2.0)
+    assert seen == ["scheduler"]
+
+
+def test_the_heap_is_frozen_only_while_the_loop_runs() -> None:
+    import gc
+
+    async def main() -> int:
+        await asyncio.sleep(1.0)
+        return gc.get_freeze_count()
+
+    assert gc.get_freeze_count() == 0
+    assert run(main()) > 0  # long-lived objects are out of the collector's view
+    assert gc.get_freeze_count() == 0  # and handed back afterwards
