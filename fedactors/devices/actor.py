@@ -9,12 +9,9 @@ data. That is how the runtime holds 100,000 registered devices without
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
-
-import numpy as np
 
 from fedactors.aggregation.base import Aggregator
 from fedactors.data.federated import FederatedData
@@ -22,7 +19,6 @@ from fedactors.devices.byzantine import Attack
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import TrainRequest, Update
 from fedactors.reporting.events import EventLog
-from fedactors.runtime.loop import DELIVERY
 from fedactors.secagg.envelopes import ToDevice
 from fedactors.seeding import SeedTree
 from fedactors.training.executor import Executor, TrainTask
@@ -65,61 +61,27 @@ class DeviceWorld:
 
 
 class DeviceActor:
-    """One device while it has work: a mailbox drained in order, one message at a time.
-
-    The actor is driven by callbacks on the virtual clock rather than by an
-    asyncio Task: training is "start, then one timer for when the simulated
-    compute is over", so a Task (its creation, its step handles, its done
-    callback and the future of ``asyncio.sleep``) bought nothing but cost
-    several event-loop handles per device and round. Mail that arrives while
-    a timer is pending waits in the mailbox, exactly as it waited behind the
-    Task's ``await`` before.
-    """
-
-    __slots__ = ("id", "world", "mailbox", "round", "ticket", "_timer", "_directory")
-
-    def __init__(self, device: int, world: DeviceWorld, directory: DeviceDirectory) -> None:
+    def __init__(self, device: int, world: DeviceWorld) -> None:
         self.id = device
         self.world = world
-        self.mailbox: deque = deque()
+        self.mailbox: asyncio.Queue = asyncio.Queue()
         self.round: Optional[int] = None  # the round being worked on, if any
         self.ticket: Optional[int] = None  # its training submitted to the executor
-        self._timer: Optional[asyncio.TimerHandle] = None  # set while it waits on the clock
-        self._directory = directory
 
-    @property
-    def waiting(self) -> bool:
-        return self._timer is not None
+    async def run(self) -> None:
+        """Drain the mailbox, then let the actor be deactivated."""
+        while not self.mailbox.empty():
+            message = self.mailbox.get_nowait()
+            if isinstance(message, TrainRequest):
+                self.round = message.round
+                await self.train(message)
+                self.round = None
+            elif isinstance(message, ToDevice) and self.world.secagg is not None:
+                self.world.secagg.handle(self.id, message)
+            else:
+                self.world.log.device(self.id, "message.unknown", kind=type(message).__name__)
 
-    def drain(self) -> None:
-        """Handle mail until the actor waits on the clock or the mailbox is empty."""
-        try:
-            while self._timer is None and self.mailbox:
-                message = self.mailbox.popleft()
-                if isinstance(message, TrainRequest):
-                    self.round = message.round
-                    self._start_training(message)
-                    if self._timer is None:  # finished without waiting (not a current path)
-                        self.round = None
-                elif isinstance(message, ToDevice) and self.world.secagg is not None:
-                    self.world.secagg.handle(self.id, message)
-                else:
-                    self.world.log.device(self.id, "message.unknown",
-                                          kind=type(message).__name__)
-        except Exception as exc:  # a bug in a device must stop the run, not vanish
-            self._directory.failed(self, exc)
-            return
-        if self._timer is None:
-            self._directory.deactivate(self)
-
-    def stop(self) -> None:
-        """Abandon the current work and mail (the round is closed or the run is over)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.mailbox.clear()
-
-    def _start_training(self, request: TrainRequest) -> None:
+    async def train(self, request: TrainRequest) -> None:
         w, d, r = self.world, self.id, request.round
         loop = asyncio.get_running_loop()
         rng = w.seeds.generator("device", r, d)
@@ -130,33 +92,14 @@ class DeviceActor:
         if rng.random() < w.fleet.dropout[d]:
             # Silent part-way through its work: no update, no goodbye.
             upload = w.fleet.upload_time(d, request.nbytes)
-            self._timer = loop.call_later(rng.random() * (compute_time + upload), self._resume,
-                                          self._dropped, r, priority=DELIVERY)
+            await asyncio.sleep(rng.random() * (compute_time + upload))
+            w.tally.record_drop(r, d, loop.time())
+            w.log.device(d, "dropped", round=r)
             return
 
         x, y = w.data.client(d)
         self.ticket = w.executor.submit(TrainTask(d, r, request.weights, x, y, rng))
-        self._timer = loop.call_later(compute_time, self._resume, self._trained, request, rng,
-                                      num_examples, priority=DELIVERY)
-
-    def _resume(self, step, *args: Any) -> None:
-        """A timer fired: finish the waiting step, then go on with the mailbox."""
-        self._timer = None
-        try:
-            step(*args)
-        except Exception as exc:
-            self._directory.failed(self, exc)
-            return
-        self.round = None
-        self.drain()
-
-    def _dropped(self, r: int) -> None:
-        w = self.world
-        w.tally.record_drop(r, self.id, asyncio.get_running_loop().time())
-        w.log.device(self.id, "dropped", round=r)
-
-    def _trained(self, request: TrainRequest, rng: np.random.Generator, num_examples: int) -> None:
-        w, d, r = self.world, self.id, request.round
+        await asyncio.sleep(compute_time)
         result = w.executor.collect(self.ticket)
         self.ticket = None
         delta = result.delta
@@ -180,17 +123,19 @@ class DeviceDirectory:
     def __init__(self, world: DeviceWorld, on_failure) -> None:
         self.world = world
         self.active: dict[int, DeviceActor] = {}
+        self._tasks: dict[int, asyncio.Task] = {}
         self._on_failure = on_failure
 
     def deliver(self, device: int, message: Any) -> None:
         actor = self.active.get(device)
         if actor is None:
-            actor = self.active[device] = DeviceActor(device, self.world, self)
-            actor.mailbox.append(message)
-            actor.drain()
+            actor = self.active[device] = DeviceActor(device, self.world)
+            actor.mailbox.put_nowait(message)
+            task = asyncio.get_running_loop().create_task(actor.run(), name=f"device-{device}")
+            task.add_done_callback(lambda t, d=device: self._deactivate(d, t))
+            self._tasks[device] = task
         else:
-            # Busy (waiting on the clock): the mail is handled when it is done.
-            actor.mailbox.append(message)
+            actor.mailbox.put_nowait(message)
 
     def cancel_round(self, round_: int) -> None:
         """Stop every device still working on ``round_``: the server has closed it.
@@ -204,23 +149,29 @@ class DeviceDirectory:
                 continue
             if actor.ticket is not None:
                 self.world.executor.cancel(actor.ticket)
-                actor.ticket = None
             self.world.log.device(device, "cut", round=round_)
             actor.round = None
-            actor.stop()
-            self.deactivate(actor)
+            self._tasks[device].cancel()
 
     async def shutdown(self) -> None:
         """Stop every device still working when the run ends."""
-        for actor in list(self.active.values()):
-            actor.stop()
-            self.deactivate(actor)
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def deactivate(self, actor: DeviceActor) -> None:
-        if self.active.get(actor.id) is actor:
-            del self.active[actor.id]
-
-    def failed(self, actor: DeviceActor, exc: Exception) -> None:
-        actor.stop()
-        self.deactivate(actor)
-        self._on_failure(exc)
+    def _deactivate(self, device: int, task: asyncio.Task) -> None:
+        actor = self.active.pop(device)
+        del self._tasks[device]
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            # A bug in a device must stop the run, not vanish into a log.
+            self._on_failure(task.exception())
+            return
+        if not actor.mailbox.empty():  # mail that came in as the task ended
+            pending = []
+            while not actor.mailbox.empty():
+                pending.append(actor.mailbox.get_nowait())
+            for message in pending:
+                self.deliver(device, message)
