@@ -141,6 +141,7 @@ class FedBuffServer(ServerActor):
         self._buffered: set[int] = set()  # devices whose update is in the current buffer
         self._finished: set[int] = set()  # tickets whose update was received or refused
         self._next_ticket = 0
+        self._expect: Optional[tuple[int, Expectation]] = None  # (model version, expectation)
         self._refills = 0
         self._poll_pending = False
         self.max_in_flight = 0
@@ -202,9 +203,19 @@ class FedBuffServer(ServerActor):
             return "duplicate" if ticket in self._finished else "late"
         if message.sender != job.device:
             return "foreign"
-        params = self.aggregator.client_params(self.state.aggregator_state)
-        expect = Expectation.for_round(self.aggregator, params, int(self.state.weights.shape[0]))
-        return screen_contribution(message.contribution, expect)
+        return screen_contribution(message.contribution, self._expectation())
+
+    def _expectation(self) -> Expectation:
+        """What a well-formed update looks like under the current model version.
+
+        It only changes when the aggregator's state does, at a server update,
+        so it is built once per version rather than once per arriving update.
+        """
+        if self._expect is None or self._expect[0] != self.state.round:
+            params = self.aggregator.client_params(self.state.aggregator_state)
+            dim = int(self.state.weights.shape[0])
+            self._expect = (self.state.round, Expectation.for_round(self.aggregator, params, dim))
+        return self._expect[1]
 
     # -- the main loop -----------------------------------------------------
     async def run(self, count: int, on_round: Callable[[UpdateOutcome], Optional[str]]) -> str:
