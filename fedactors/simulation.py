@@ -306,6 +306,9 @@ def run_scenario(
         if resumed is None:
             log.emit("simulator", "run.start", scenario=scenario.name, seed=seed,
                      classes=[[c.name, c.count] for c in fleet.classes],
+                     executor=type(executor).__name__,
+                     # Why cohorts are not vectorized, if they are not (also a warning).
+                     executor_fallback=getattr(executor, "fallback_reason", None),
                      devices=fleet.size, parameters=int(initial.shape[0]))
         try:
             asyncio.set_event_loop(loop)
