@@ -61,7 +61,9 @@ class FedBuff:
     ``concurrency`` devices training at most at once; ``staleness`` the
     discount applied to each delta; updates staler than ``max_staleness``
     (if given) are rejected; ``poll_interval`` seconds between looks for
-    online devices while slots stay free.
+    online devices while slots stay free; ``max_idle`` simulated seconds with
+    no device training at all end the run (``stopped: "idle"``) instead of
+    polling a fleet that never comes online forever.
     """
 
     buffer_size: int = 10
@@ -69,6 +71,7 @@ class FedBuff:
     staleness: StalenessWeight = Polynomial(0.5)
     max_staleness: Optional[int] = None
     poll_interval: float = 60.0
+    max_idle: float = 7 * 86400.0
 
     def __post_init__(self) -> None:
         positive_int("mode.buffer_size", self.buffer_size)
@@ -81,6 +84,7 @@ class FedBuff:
         if self.max_staleness is not None:
             non_negative_int("mode.max_staleness", self.max_staleness)
         positive("mode.poll_interval", self.poll_interval)
+        positive("mode.max_idle", self.max_idle)
 
 
 @dataclass(frozen=True)
@@ -230,11 +234,22 @@ class FedBuffServer(ServerActor):
         self.log.emit(ACTOR, "fedbuff.start", buffer_size=self.mode.buffer_size,
                       concurrency=self.mode.concurrency, updates=count)
         self._refill()
+        idle_since: Optional[float] = None
         while self.state.round < target:
             message = await self.mailbox.get()
             if isinstance(message, Poll):
                 self._poll_pending = False
                 self._refill()
+                if self.in_flight:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = loop.time()
+                elif loop.time() - idle_since >= self.mode.max_idle:
+                    # Nobody has been online to train for max_idle: the virtual
+                    # clock would otherwise jump from poll to poll forever.
+                    self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason="idle",
+                                  idle_seconds=loop.time() - idle_since)
+                    return "idle"
                 continue
             if isinstance(message, DeviceTimeout):
                 if message.ticket in self.in_flight:

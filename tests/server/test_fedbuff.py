@@ -6,6 +6,7 @@ examples, so each server update can be computed by hand.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
@@ -226,3 +227,20 @@ async def test_a_buffer_holds_distinct_devices() -> None:
                         Rounds(count=6, deadline=100.0), mode=FedBuff(buffer_size=3, concurrency=3))
     outcomes = await run(world, 6)
     assert all(sorted(o.reported) == [0, 1, 2] for o in outcomes)
+
+
+@pytest.mark.asyncio
+async def test_a_fleet_that_never_comes_online_ends_the_run_as_idle() -> None:
+    from fedactors.devices.availability import Trace
+
+    never = Trace([(1e9, 1e9 + 1)])  # online only in a far future the run never reaches
+    world = build_world([device("asleep", 1.0, count=3, availability=never)],
+                        Rounds(count=5, deadline=100.0),
+                        mode=FedBuff(buffer_size=2, concurrency=2, poll_interval=60.0,
+                                     max_idle=3600.0))
+    server = world.actors.server
+    assert await server.run(5, lambda o: None) == "idle"
+    loop = asyncio.get_running_loop()
+    assert loop.time() == pytest.approx(3660.0)  # first empty poll at 60 s, then one hour
+    (stopped,) = events(world, "run.stopped")
+    assert stopped["reason"] == "idle"
