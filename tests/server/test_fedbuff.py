@@ -244,3 +244,23 @@ async def test_a_fleet_that_never_comes_online_ends_the_run_as_idle() -> None:
     assert loop.time() == pytest.approx(3660.0)  # first empty poll at 60 s, then one hour
     (stopped,) = events(world, "run.stopped")
     assert stopped["reason"] == "idle"
+
+
+@pytest.mark.asyncio
+async def test_a_poisoned_update_is_refused_and_the_genuine_one_still_counts() -> None:
+    from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA
+    from fedactors.messages import Update
+    from fedactors.runtime.loop import DELIVERY
+
+    world = build_world([device("a", 1.0), device("b", 2.0)], Rounds(count=1, deadline=100.0),
+                        mode=FedBuff(buffer_size=2, concurrency=2, staleness=Unweighted()))
+    server = world.actors.server
+    loop = asyncio.get_running_loop()
+    # Ticket 0 went to device 0 at t=0; a forged NaN update for it lands first.
+    poison = {WEIGHTED_DELTA: np.full(3, np.nan, np.float32), WEIGHT: np.array([100.0], np.float32)}
+    loop.call_at(0.5, server.mailbox.put_nowait, Update(0, 0, poison), priority=DELIVERY)
+    (outcome,) = await run(world, 1)
+    assert outcome.rejected == {"nonfinite": 1}
+    assert sorted(outcome.reported) == [0, 1]
+    assert np.all(np.isfinite(server.state.weights))
+    np.testing.assert_allclose(server.state.weights, np.full(3, 1.5))  # mean of deltas 1 and 2
