@@ -5,9 +5,9 @@ not promise. (1) When no callback is ready, the clock *jumps* to the next timer
 instead of sleeping, so an hour-long deadline costs no wall time. (2) Timers
 that fall due at the same instant run in a fixed order, ``(time, priority,
 sequence)``, so ties break the same way every run however loaded the machine
-is. (3) A hook runs when an instant is over (nothing left to do before the
-clock moves), which is where cohort training is batched. The loop performs no
-I/O: it is a scheduler for simulated actors, nothing else.
+is. (3) When every actor waits and no timer is set, the loop raises
+``SimulationStalled`` instead of hanging. The loop performs no I/O: it is a
+scheduler for simulated actors, nothing else.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import gc
 import heapq
 import itertools
 from asyncio import base_events, events
-from collections.abc import Callable
 from typing import Any
 
 from fedactors.errors import SimulationStalled
@@ -60,7 +59,6 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
         super().__init__()
         self._now = float(start)
         self._sequence = itertools.count()
-        self._instant_end: list[Callable[[], None]] = []
 
     # -- the clock -------------------------------------------------------
     def time(self) -> float:
@@ -79,10 +77,6 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
 
     def call_later(self, delay, callback, *args, context=None, priority: int = 0):
         return self.call_at(self._now + delay, callback, *args, context=context, priority=priority)
-
-    def at_instant_end(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once, when the current instant has no ready work left."""
-        self._instant_end.append(callback)
 
     def run_forever(self) -> None:
         # Everything alive when the simulation starts (TensorFlow's graphs,
@@ -110,12 +104,6 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
             heapq.heappop(scheduled)[3]._scheduled = False
 
         if not self._ready and not self._stopping:
-            if self._instant_end:
-                hooks, self._instant_end = self._instant_end, []
-                for hook in hooks:
-                    hook()
-                if self._ready or self._instant_end:
-                    return
             if not scheduled:
                 raise SimulationStalled(
                     f"simulation stalled at t={self._now:g}s: every actor waits and no timer is set"

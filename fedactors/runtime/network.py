@@ -8,6 +8,7 @@ server). The server's own link is taken to be unlimited.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -29,32 +30,49 @@ class Network:
         self._deliver = deliver_to_device
         self.bytes_down = 0
         self.bytes_up = 0
-        # Deliveries still on the wire, by round, so a closed round's can be dropped.
-        self._in_flight: dict[int, list[asyncio.TimerHandle]] = {}
+        # Deliveries still on the wire, by round, so a closed round's can be
+        # dropped; a delivery leaves this map when it arrives.
+        self._in_flight: dict[int, dict[int, asyncio.TimerHandle]] = {}
+        self._keys = itertools.count()
 
-    def _track(self, message: Any, handle: asyncio.TimerHandle) -> None:
+    def _send(self, delay: float, message: Any, deliver: Callable[..., None], *args: Any) -> None:
         round_ = getattr(message, "round", None)
-        if round_ is not None:
-            self._in_flight.setdefault(round_, []).append(handle)
+        if round_ is None:
+            self._loop.call_later(delay, deliver, *args, priority=DELIVERY)
+            return
+        key = next(self._keys)
+        self._in_flight.setdefault(round_, {})[key] = self._loop.call_later(
+            delay, self._arrive, round_, key, deliver, *args, priority=DELIVERY
+        )
+
+    def _arrive(self, round_: int, key: int, deliver: Callable[..., None], *args: Any) -> None:
+        on_wire = self._in_flight.get(round_)
+        if on_wire is not None:
+            on_wire.pop(key, None)
+            if not on_wire:
+                del self._in_flight[round_]
+        deliver(*args)
 
     def drop_round(self, round_: int) -> None:
         """Discard every message of ``round_`` still in transit (the round is closed)."""
-        for handle in self._in_flight.pop(round_, ()):
+        for handle in self._in_flight.pop(round_, {}).values():
             handle.cancel()
+
+    @property
+    def messages_in_flight(self) -> int:
+        return sum(len(on_wire) for on_wire in self._in_flight.values())
 
     def to_device(self, device: int, message: Any) -> float:
         """Send ``message`` to ``device``; returns its simulated transfer time."""
         delay = self._fleet.download_time(device, message.nbytes)
         self.bytes_down += message.nbytes
-        self._track(message, self._loop.call_later(delay, self._deliver, device, message,
-                                                   priority=DELIVERY))
+        self._send(delay, message, self._deliver, device, message)
         return delay
 
     def to_server(self, device: int, message: Any) -> float:
         delay = self._fleet.upload_time(device, message.nbytes)
         self.bytes_up += message.nbytes
-        self._track(message, self._loop.call_later(delay, self._server_mailbox.put_nowait, message,
-                                                   priority=DELIVERY))
+        self._send(delay, message, self._server_mailbox.put_nowait, message)
         return delay
 
     def server_timer(self, delay: float, message: Any) -> asyncio.TimerHandle:

@@ -42,26 +42,28 @@ class Executor(abc.ABC):
     """Runs pending train tasks in batches, in submission order."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[int, TrainTask]] = []
+        # Insertion-ordered, so batches run in submission order; a dict so a
+        # cancelled ticket (a whole round's stragglers at once) costs O(1).
+        self._pending: dict[int, TrainTask] = {}
         self._done: dict[int, TrainResult] = {}
         self._next_ticket = 0
 
     def submit(self, task: TrainTask) -> int:
         ticket = self._next_ticket
         self._next_ticket += 1
-        self._pending.append((ticket, task))
+        self._pending[ticket] = task
         return ticket
 
     def collect(self, ticket: int) -> TrainResult:
         if ticket not in self._done:
-            batch, self._pending = self._pending, []
-            for (t, _), result in zip(batch, self.run_batch([task for _, task in batch])):
+            batch, self._pending = self._pending, {}
+            for t, result in zip(batch, self.run_batch(list(batch.values()))):
                 self._done[t] = result
         return self._done.pop(ticket)
 
     def cancel(self, ticket: int) -> None:
         """Forget a task whose device went silent before collecting it."""
-        self._pending = [(t, task) for t, task in self._pending if t != ticket]
+        self._pending.pop(ticket, None)
         self._done.pop(ticket, None)
 
     @abc.abstractmethod

@@ -264,3 +264,15 @@ async def test_a_poisoned_update_is_refused_and_the_genuine_one_still_counts() -
     assert sorted(outcome.reported) == [0, 1]
     assert np.all(np.isfinite(server.state.weights))
     np.testing.assert_allclose(server.state.weights, np.full(3, 1.5))  # mean of deltas 1 and 2
+
+
+@pytest.mark.asyncio
+async def test_delivered_messages_are_not_kept_on_the_wire() -> None:
+    # FedBuff never closes a round, so delivered messages must leave the
+    # network's in-flight map by themselves (else every model version leaks).
+    world = build_world([device("a", 1.0), device("b", 2.5), device("c", 4.0)],
+                        Rounds(count=8, deadline=100.0),
+                        mode=FedBuff(buffer_size=2, concurrency=3))
+    await run(world, 8)
+    server, network = world.actors.server, world.actors.network
+    assert network.messages_in_flight <= len(server.in_flight)

@@ -125,3 +125,11 @@ async def test_over_selection_closes_the_round_when_the_target_is_met() -> None:
     assert outcome.end == pytest.approx(2.0)
     row = metrics_row(outcome, world.actors.tally, (0, 0))
     assert (row["surplus"], row["late"]) == (2, 0)
+
+
+@pytest.mark.asyncio
+async def test_nothing_of_a_closed_round_stays_on_the_wire() -> None:
+    world = build_world([device("fast", 1.0), device("slow", 100.0)],
+                        Rounds(cohort_size=2, deadline=10.0))
+    await world.actors.server.run_round(1)
+    assert world.actors.network.messages_in_flight == 0
