@@ -27,6 +27,7 @@ from fedactors.secagg.messages import (
     ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
+    empty_mapping,
 )
 
 
@@ -43,13 +44,13 @@ class ClientState:
     c_pair: keys.KeyPair
     s_pair: keys.KeyPair
     # U1 within N[u], including this device.
-    peer_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=_empty)
+    peer_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=empty_mapping)
     b_seed: Optional[bytes] = None
     u2: frozenset[int] = frozenset()  # peers whose shares this device holds, incl. self
-    held_b: Mapping[int, shamir.Share] = field(default_factory=_empty)
-    held_s: Mapping[int, shamir.Share] = field(default_factory=_empty)
+    held_b: Mapping[int, shamir.Share] = field(default_factory=empty_mapping)
+    held_s: Mapping[int, shamir.Share] = field(default_factory=empty_mapping)
     # Per-peer bundle keys from round 1, kept so round 2 need not redo the X25519 agreement.
-    aead_keys: Mapping[int, bytes] = field(default_factory=_empty)
+    aead_keys: Mapping[int, bytes] = field(default_factory=empty_mapping)
     abort: Optional[Abort] = field(default=None)
 
     @property

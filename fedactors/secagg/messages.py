@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -13,6 +14,11 @@ from fedactors.secagg.shamir import Share
 
 ID_BYTES = 4
 
+
+
+def empty_mapping() -> Mapping:
+    """A read-only empty mapping: the default of the protocol states' per-peer maps."""
+    return MappingProxyType({})
 
 @dataclass(frozen=True)
 class SecAggConfig:

@@ -23,21 +23,18 @@ from fedactors.secagg.messages import (
     ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
+    empty_mapping,
 )
-
-
-def _empty() -> Mapping:
-    return MappingProxyType({})
 
 
 @dataclass(frozen=True)
 class ServerState:
     config: SecAggConfig
     phase: str  # keys -> shares -> masked -> unmask -> done | aborted
-    public_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=_empty)  # U1
+    public_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=empty_mapping)  # U1
     u2: frozenset[int] = frozenset()
     u3: frozenset[int] = frozenset()
-    masked: Mapping[int, np.ndarray] = field(default_factory=_empty)
+    masked: Mapping[int, np.ndarray] = field(default_factory=empty_mapping)
     abort: Optional[Abort] = None
 
 
