@@ -121,7 +121,7 @@ def build_data(
 def metrics_row(outcome: RoundOutcome, tally: RoundTally, traffic: tuple[int, int]) -> dict:
     """One metrics.jsonl line: the server's view plus the simulator's ground truth."""
     selected, reported = set(outcome.selected), set(outcome.reported)
-    dropped = tally.dropped_by(outcome.round, outcome.end) & (selected - reported)
+    dropped = tally.take(outcome.round, outcome.end) & (selected - reported)
     missing = len(selected) - len(reported) - len(dropped)
     row: dict[str, Any] = {
         "round": outcome.round,

@@ -37,8 +37,10 @@ class RoundTally:
     def record_drop(self, round_: int, device: int, t: float) -> None:
         self.dropped.setdefault(round_, {})[device] = t
 
-    def dropped_by(self, round_: int, t: float) -> set[int]:
-        return {d for d, when in self.dropped.get(round_, {}).items() if when <= t}
+    def take(self, round_: int, t: float) -> set[int]:
+        """Who went silent in ``round_`` by ``t``; the round is over, so its record
+        is forgotten (a long run must not keep every round's drops)."""
+        return {d for d, when in self.dropped.pop(round_, {}).items() if when <= t}
 
 
 @dataclass

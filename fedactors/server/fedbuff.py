@@ -326,7 +326,7 @@ def fedbuff_metrics_row(outcome: UpdateOutcome, tally: Any, traffic: tuple[int, 
     """One metrics.jsonl line per server update, with the synchronous keys where they mean
     something: ``selected`` = devices dispatched since the previous update, ``dropped`` /
     ``late`` = timeouts of devices that had gone silent / were still working."""
-    dropped = sum(1 for ticket in outcome.timed_out if ticket in tally.dropped)
+    dropped = sum(1 for ticket in outcome.timed_out if tally.dropped.pop(ticket, None))
     staleness = np.asarray(outcome.staleness, np.float64)
     row: dict[str, Any] = {
         "round": outcome.round,
