@@ -28,9 +28,10 @@ from fedactors.runtime.network import Network
 from fedactors.scenarios.loader import line_in
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
-from fedactors.server.actor import RoundOutcome, ServerActor
-from fedactors.server.fedbuff import UpdateOutcome, fedbuff_metrics_row, server_class
-from fedactors.server.screening import REJECT_REASONS
+from fedactors.server.actor import ServerActor
+from fedactors.server.fedbuff import FedBuffServer, server_class
+from fedactors.server.outcome import ReleaseOutcome, metrics_row
+from fedactors.server.release import ReleaseStep
 from fedactors.training.executor import Executor
 from fedactors.training.model_runner import Evaluator, ModelRunner
 from fedactors.training.vectorized import make_executor
@@ -118,39 +119,11 @@ def build_data(
     return data
 
 
-def metrics_row(outcome: RoundOutcome, tally: RoundTally, traffic: tuple[int, int]) -> dict:
-    """One metrics.jsonl line: the server's view plus the simulator's ground truth."""
-    selected, reported = set(outcome.selected), set(outcome.reported)
-    dropped = tally.take(outcome.round, outcome.end) & (selected - reported)
-    missing = len(selected) - len(reported) - len(dropped)
-    row: dict[str, Any] = {
-        "round": outcome.round,
-        "time": outcome.end,
-        "duration": outcome.end - outcome.start,
-        "selected": len(selected),
-        "reported": len(reported),
-        "dropped": len(dropped),
-        # Stragglers still working when the deadline cut them off; when the
-        # target was met first, the rest were simply not needed ("surplus").
-        "late": missing if outcome.closed_by == "deadline" else 0,
-        "surplus": missing if outcome.closed_by == "target" else 0,
-        "closed_by": outcome.closed_by,
-        "applied": outcome.applied,
-        "bytes_down": traffic[0],
-        "bytes_up": traffic[1],
-    }
-    for reason in REJECT_REASONS:
-        row[f"rejected_{reason}"] = outcome.rejected.get(reason, 0)
-    row.update(outcome.measurements)
-    row.update(outcome.metrics)
-    return row
-
-
 @dataclass
 class Actors:
     """The simulated world of one run, wired together."""
 
-    server: ServerActor
+    server: Union[ServerActor, FedBuffServer]
     directory: DeviceDirectory
     network: Network
     tally: RoundTally
@@ -188,12 +161,16 @@ def assemble(
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network
+    step = ReleaseStep(
+        scenario.aggregator, scenario.server_optimizer, evaluate, seeds, log,
+        # A FedBuff buffer is always full when released: K reports.
+        min_reports=scenario.rounds.min_reports if scenario.mode is None else 1,
+        eval_every=scenario.rounds.eval_every, privacy=privacy,
+    )
     server = server_class(scenario.mode)(
-        rounds=scenario.rounds, fleet=fleet, aggregator=scenario.aggregator,
-        optimizer=scenario.server_optimizer, evaluate=evaluate, seeds=seeds, log=log,
+        rounds=scenario.rounds, fleet=fleet, step=step, seeds=seeds, log=log,
         mailbox=server_mailbox, network=network, initial_weights=initial_weights,
         stop_devices=lambda r: (network.drop_round(r), directory.cancel_round(r)),
-        privacy=privacy,
         secure_aggregation=scenario.secure_aggregation,
     )
     return Actors(server, directory, network, tally, failures)
@@ -278,12 +255,11 @@ def run_scenario(
             server.state = resumed.server_state
             network.bytes_down, network.bytes_up = traffic
 
-        def record(outcome: RoundOutcome) -> Optional[str]:
+        def record(outcome: ReleaseOutcome) -> Optional[str]:
             if failures:
                 raise failures[0]
-            to_row = fedbuff_metrics_row if isinstance(outcome, UpdateOutcome) else metrics_row
-            row = to_row(outcome, tally, (network.bytes_down - traffic[0],
-                                          network.bytes_up - traffic[1]))
+            row = metrics_row(outcome, tally, (network.bytes_down - traffic[0],
+                                               network.bytes_up - traffic[1]))
             traffic[:] = [network.bytes_down, network.bytes_up]
             row["wall_seconds"] = round(time.perf_counter() - wall_start, 3)
             records.append(row)
@@ -386,8 +362,8 @@ def save_model(scenario: Scenario, evaluator: Evaluator, weights: np.ndarray, pa
 
 
 def _privacy_budget(scenario: Scenario, population: int) -> Any:
-    """The run's PrivacyBudget, or None for a non-private aggregator."""
-    if not hasattr(scenario.aggregator, "dp_event"):
+    """The run's PrivacyBudget, or None for an aggregator that declares no DP release."""
+    if scenario.aggregator.private_release() is None:
         return None  # don't import dp-accounting for non-private runs
     from fedactors.privacy.budget import PrivacyBudget
 

@@ -20,6 +20,7 @@ another, as in ``tff.aggregators`` (see :mod:`fedactors.aggregation.clipping`).
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Optional, TypeVar
@@ -121,6 +122,48 @@ class Aggregate(Generic[S]):
     measurements: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PrivateRelease:
+    """What a differentially private stage declares about every result it releases.
+
+    The accountant, the budget check and the load-time checks read privacy
+    from this declaration only: a stage is private because it says so, never
+    because it happens to have some attribute. Noise multipliers are relative
+    to the add/remove-one sensitivity of one device's contribution.
+
+    * ``noise_multiplier``: the effective Gaussian multiplier of one release,
+      at its nominal noise (several Gaussians on the same cohort, such as
+      adaptive clipping's sum and count, already composed into one).
+    * ``expected_count``: the cohort size the stage divides by and was
+      calibrated for (a synchronous round's ``cohort_size``, a FedBuff buffer).
+    * ``min_survivors``: with distributed noise, each device adds a share
+      sized so that this many shares sum to the nominal noise; a release over
+      fewer contributions is not made. ``None``: the server adds all the noise.
+    """
+
+    noise_multiplier: float
+    expected_count: int
+    min_survivors: Optional[int] = None
+
+    @property
+    def distributed_noise(self) -> bool:
+        return self.min_survivors is not None
+
+    def noise_multiplier_for(self, summed: int) -> Optional[float]:
+        """The multiplier a release over ``summed`` contributions actually had.
+
+        Central noise does not depend on who reported. Distributed noise is the
+        sum of ``summed`` shares of variance ``1 / min_survivors`` each, so the
+        multiplier grows as ``sqrt(summed / min_survivors)``; ``None`` when
+        ``summed`` is below ``min_survivors`` (too little noise: no release).
+        """
+        if self.min_survivors is None:
+            return self.noise_multiplier
+        if summed < self.min_survivors:
+            return None
+        return self.noise_multiplier * math.sqrt(summed / self.min_survivors)
+
+
 class Aggregator(abc.ABC, Generic[S]):
     """One stage of aggregation. Subclass it in one screen; see docs/aggregation.md."""
 
@@ -131,6 +174,14 @@ class Aggregator(abc.ABC, Generic[S]):
     def initial_state(self, dim: int) -> S:
         """The state before round 1, for models with ``dim`` parameters."""
         return None  # type: ignore[return-value]
+
+    def private_release(self) -> Optional[PrivateRelease]:
+        """The DP declaration of every release this stage makes; ``None``: not private.
+
+        A stage that wraps a private one must forward it (see :class:`Wrapper`);
+        :func:`check_privacy_forwarded` refuses a chain that hides it.
+        """
+        return None
 
     def client_params(self, state: S) -> Mapping[str, Any]:
         """Small values broadcast to the devices with each request (e.g. a clip norm)."""
@@ -174,3 +225,56 @@ class Aggregator(abc.ABC, Generic[S]):
         FedAvg of an unclipped delta) return an empty mapping.
         """
         return {}
+
+
+class Wrapper(Aggregator[S]):
+    """A stage that transforms what ``inner`` sees and otherwise is ``inner``.
+
+    By default it forwards state, broadcast parameters, aggregation and the DP
+    declaration to ``inner``; a subclass overrides only the transformation it
+    adds (``tff.aggregators``' factories that wrap one another).
+    """
+
+    def __init__(self, inner: Aggregator[S]) -> None:
+        self.inner = inner
+        self.needs_individual_updates = inner.needs_individual_updates
+
+    def initial_state(self, dim: int) -> S:
+        return self.inner.initial_state(dim)
+
+    def client_params(self, state: S) -> Mapping[str, Any]:
+        return self.inner.client_params(state)
+
+    def aggregate(self, state: S, contributions: Contributions, ctx: RoundContext) -> Aggregate[S]:
+        return self.inner.aggregate(state, contributions, ctx)
+
+    def contribution_bounds(self, params: Mapping[str, Any], dim: int) -> dict[str, float]:
+        return self.inner.contribution_bounds(params, dim)
+
+    def private_release(self) -> Optional[PrivateRelease]:
+        return self.inner.private_release()
+
+
+def stage_chain(aggregator: Aggregator) -> list[Aggregator]:
+    """``aggregator`` and every stage it wraps, outermost first."""
+    chain = [aggregator]
+    while isinstance(chain[-1], Wrapper):
+        chain.append(chain[-1].inner)
+    return chain
+
+
+def check_privacy_forwarded(aggregator: Aggregator) -> Optional[PrivateRelease]:
+    """The chain's DP declaration; a ``ValueError`` if a wrapper hides its inner one.
+
+    A wrapper that answers ``None`` (or something else) while the stage inside
+    it releases a DP result would make the run silently unaccounted.
+    """
+    chain = stage_chain(aggregator)
+    for outer, inner in zip(chain, chain[1:]):
+        declared = inner.private_release()
+        if declared is not None and outer.private_release() != declared:
+            raise ValueError(
+                f"{type(outer).__name__} wraps the differentially private {inner!r} but does not "
+                "forward its private_release(); the run could not be accounted"
+            )
+    return aggregator.private_release()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fedactors.aggregation.base import Aggregate, Aggregator, Contributions, RoundContext
+from fedactors.aggregation.base import Aggregator, Wrapper
 from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA, WeightedMean
 from fedactors.aggregation.robust import DELTA, RobustStage
 from fedactors.errors import ConfigError
@@ -76,24 +76,21 @@ def clip_l2(delta: np.ndarray, clip_norm: float) -> tuple[np.ndarray, float]:
     return out, norm
 
 
-class Clipped(Aggregator[Any]):
-    """Clip each device's delta to L2 norm ``clip_norm``, then hand it to ``inner``."""
+class Clipped(Wrapper[Any]):
+    """Clip each device's delta to L2 norm ``clip_norm``, then hand it to ``inner``.
+
+    Everything else is ``inner``'s, its DP declaration included: clipping
+    before a DP stage only tightens what that stage already bounds.
+    """
 
     def __init__(self, clip_norm: float, inner: Aggregator[Any]) -> None:
         self.clip_norm = positive("clip_norm", clip_norm)
         if not isinstance(inner, Aggregator):
             raise ConfigError("inner", f"must be an Aggregator, got {inner!r}")
-        self.inner = inner
-        self.needs_individual_updates = inner.needs_individual_updates
+        super().__init__(inner)
 
     def __repr__(self) -> str:
         return f"Clipped(clip_norm={self.clip_norm!r}, inner={self.inner!r})"
-
-    def initial_state(self, dim: int) -> Any:
-        return self.inner.initial_state(dim)
-
-    def client_params(self, state: Any) -> Mapping[str, Any]:
-        return self.inner.client_params(state)
 
     def encode(
         self,
@@ -104,9 +101,6 @@ class Clipped(Aggregator[Any]):
     ) -> dict[str, np.ndarray]:
         clipped, _ = clip_l2(delta, self.clip_norm)
         return self.inner.encode(params, clipped, num_examples, rng)
-
-    def aggregate(self, state: Any, contributions: Contributions, ctx: RoundContext) -> Aggregate:
-        return self.inner.aggregate(state, contributions, ctx)
 
     def contribution_bounds(self, params: Mapping[str, Any], dim: int) -> dict[str, float]:
         bounds = dict(self.inner.contribution_bounds(params, dim))

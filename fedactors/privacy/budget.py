@@ -1,47 +1,54 @@
 """The run-time privacy budget: the accountant a run keeps, and what ε it claims.
 
 :class:`PrivacyBudget` is fixed for a run and built from the scenario (see
-:meth:`PrivacyBudget.for_scenario`): the DP aggregator's noise, the fleet size
-``N``, the server's sampling and the scenario's :class:`~fedactors.privacy.spec.Privacy`
+:meth:`PrivacyBudget.for_scenario`): the aggregator's declared
+:class:`~fedactors.aggregation.base.PrivateRelease`, the fleet size ``N``, the
+server's sampling and the scenario's :class:`~fedactors.privacy.spec.Privacy`
 options. :class:`PrivacyState` is what changes: the immutable
 :class:`~fedactors.privacy.accounting.PrivacyLedger` plus an audit of how far
-the simulated selection departed from the sampling the ε assumes. The server
-keeps the state in its ``ServerState`` and replaces it every round, so it can
-be checkpointed as plain data.
+the simulated participation departed from what the ε assumes. The server's
+release step (:mod:`fedactors.server.release`) replaces it at every release,
+so it is checkpointed as plain data.
 
-**What is charged.** Every round the server starts is charged one sampled
-Gaussian, including rounds that end up skipped: the charge does not depend on
-how many devices reported, so the ε after round ``r`` is a function of ``r``
-alone (and charging a round that released nothing only over-states ε).
+**What is charged.** Every release the server attempts is charged once,
+including ones that end up skipped, at the noise multiplier the release
+actually carried (:meth:`PrivateRelease.noise_multiplier_for`: larger than
+nominal when more distributed-noise shares were summed than the minimum; a
+skipped release at the nominal one, which only over-states ε).
 
-**Sample size.** The accountant's sample is the number of devices the server
-*selects*, ``ceil(cohort_size * over_selection)``, not ``cohort_size``: with
-over-selection, the updates summed are a subset of a uniform sample of that
-size, chosen by speed, and the subsampled-Gaussian bound for the larger
-sample covers any data-independent choice of subset. Without over-selection
-the two are equal.
+**Synchronous rounds.** The accountant's sample is the number of devices the
+server *selects*, ``ceil(cohort_size * over_selection)``: fixed-size rounds
+are a uniform sample of that size (replace-one neighbours), Poisson rounds
+include each device with ``q = selected / N`` (add/remove-one) and sum every
+sampled report that arrives by the deadline, never cutting at a target. Where
+the run departs from that (availability, dropouts, a target that cuts the
+slowest of an over-selected cohort) the audit says so in ``violations``.
+
+**FedBuff buffers.** Buffer membership is whoever finished training first
+among the devices online: not a sample of any kind. The *guarantee* is
+therefore the no-amplification bound: each buffer a Gaussian mechanism on
+the device's clipped (and staleness-discounted, so still <= C) update,
+composed over every release a device could have joined. The figure a
+uniform sample of ``buffer_size`` devices would give is reported beside it
+as ``epsilon_if_uniform_sample``, indicative only.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
+from fedactors.aggregation.base import PrivateRelease, check_privacy_forwarded
 from fedactors.errors import ConfigError
-from fedactors.privacy.accounting import PrivacyLedger, effective_noise_multiplier
+from fedactors.privacy.accounting import PrivacyLedger
 from fedactors.privacy.spec import Privacy
+from fedactors.server.release import Participation
 
 #: ``summary.json`` ``stopped`` value when the budget ended the run.
 STOPPED_BY_BUDGET = "privacy-budget"
-
-
-@functools.lru_cache(maxsize=4096)
-def _epsilon(ledger: PrivacyLedger, delta: float) -> float:
-    # Ledgers are frozen and hashable: the stop check for round r+1 and the
-    # report after round r+1 compute the same value once.
-    return ledger.epsilon(delta)
+#: The two kinds of release a run can make.
+ROUNDS, BUFFERS = "rounds", "buffers"
 
 
 def json_epsilon(value: float) -> Optional[float]:
@@ -51,31 +58,20 @@ def json_epsilon(value: float) -> Optional[float]:
 
 @dataclass(frozen=True)
 class PrivacyState:
-    """The ledger so far and an audit of the sampling the ε assumes."""
+    """The ledgers so far and an audit of the participation the ε assumes."""
 
     ledger: PrivacyLedger
+    #: FedBuff: the as-if-uniform-sample ledger (indicative only), else None.
+    indicative: Optional[PrivacyLedger] = None
     #: Rounds whose candidates (devices online at round start) were not the whole fleet.
     rounds_partial_fleet: int = 0
     #: Fewest devices online at the start of any round (``None`` before round 1).
     min_online: Optional[int] = None
-    #: Rounds in which fewer updates were summed than selected devices up to the
-    #: target (deadline cut-offs, dropouts); surplus over the target is not counted.
+    #: Rounds in which fewer updates were summed than devices selected (deadline
+    #: cut-offs, dropouts) and the round was not closed at its target.
     rounds_missing_reports: int = 0
-    #: Rounds whose sum held fewer than ``expected_count`` updates.
-    rounds_below_expected: int = 0
-
-    def after_round(
-        self, *, online: int, population: int, selected: int, summed: int, expected: int
-    ) -> PrivacyState:
-        """The state after one more (charged) round."""
-        return replace(
-            self,
-            ledger=self.ledger.compose(1),
-            rounds_partial_fleet=self.rounds_partial_fleet + (online < population),
-            min_online=online if self.min_online is None else min(self.min_online, online),
-            rounds_missing_reports=self.rounds_missing_reports + (summed < min(selected, expected)),
-            rounds_below_expected=self.rounds_below_expected + (summed < expected),
-        )
+    #: Rounds closed at the target while selected devices were still working.
+    rounds_cut_at_target: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,52 +81,112 @@ class PrivacyBudget:
     initial_ledger: PrivacyLedger
     delta: float
     target_epsilon: Optional[float]
-    expected_count: int
-    distributed_noise: bool = False
+    declared: PrivateRelease
+    releases: str = ROUNDS
+    #: FedBuff: the ledger a uniform sample of ``buffer_size`` devices would have.
+    indicative_ledger: Optional[PrivacyLedger] = None
 
     @classmethod
     def for_scenario(cls, scenario: Any, population: int) -> Optional[PrivacyBudget]:
-        """The scenario's budget, or ``None`` if its aggregator is not differentially private.
+        """The scenario's budget, or ``None`` if its aggregator declares no DP release.
 
-        A DP aggregator (one with ``dp_event()``, i.e. ``DPMean``) without a
-        ``privacy`` option gets ``Privacy()``: ε is always reported for DP runs.
+        A DP aggregator without a ``privacy`` option gets ``Privacy()``: ε is
+        always reported for DP runs. A target below what a single release
+        already costs is refused here: no release could ever be made.
         """
-        aggregator = scenario.aggregator
-        if not hasattr(aggregator, "dp_event"):
+        try:
+            declared = check_privacy_forwarded(scenario.aggregator)
+        except ValueError as exc:
+            raise ConfigError("aggregator", str(exc)) from None
+        if declared is None:
             return None
         options: Privacy = scenario.privacy or Privacy()
         rounds = scenario.rounds
         try:
-            ledger = PrivacyLedger(
-                population=population,
-                cohort_size=min(rounds.selected_size, population),
-                noise_multiplier=effective_noise_multiplier(aggregator.dp_event()),
-                sampling=rounds.sampling,
-                method=options.method,
-            )
+            if scenario.mode is None:
+                releases, indicative = ROUNDS, None
+                ledger = PrivacyLedger(
+                    population=population,
+                    cohort_size=min(rounds.selected_size, population),
+                    noise_multiplier=declared.noise_multiplier,
+                    sampling=rounds.sampling,
+                    method=options.method,
+                )
+            else:
+                releases = BUFFERS
+                k = min(scenario.mode.buffer_size, population)
+                ledger = PrivacyLedger(population=population, cohort_size=k,
+                                       noise_multiplier=declared.noise_multiplier,
+                                       sampling="none", method=options.method)
+                indicative = PrivacyLedger(population=population, cohort_size=k,
+                                           noise_multiplier=declared.noise_multiplier,
+                                           sampling="fixed_size", method="rdp")
         except ConfigError as exc:
             raise exc.within("privacy") from None
-        return cls(
-            ledger,
-            options.delta_for(population),
-            options.target_epsilon,
-            int(aggregator.expected_count),
-            bool(getattr(aggregator, "distributed_noise", False)),
-        )
+        budget = cls(ledger, options.delta_for(population), options.target_epsilon, declared,
+                     releases, indicative)
+        first = budget.next_epsilon(budget.initial_state())
+        if budget.target_epsilon is not None and first > budget.target_epsilon:
+            raise ConfigError(
+                "privacy.target_epsilon",
+                f"{budget.target_epsilon:g} is below the ε of a single release ({first:.4g} at "
+                f"δ={budget.delta:g}{' without amplification' if releases == BUFFERS else ''}): "
+                "no round could run; raise the target or the noise",
+            )
+        return budget
 
     def initial_state(self) -> PrivacyState:
-        return PrivacyState(self.initial_ledger)
+        return PrivacyState(self.initial_ledger, self.indicative_ledger)
+
+    # -- charging -------------------------------------------------------------
+
+    def multiplier_charged(self, summed: int) -> float:
+        """The noise multiplier a release over ``summed`` contributions is charged at."""
+        actual = self.declared.noise_multiplier_for(summed)
+        return self.declared.noise_multiplier if actual is None else actual
+
+    def charge(self, state: PrivacyState, participation: Participation, summed: int) -> PrivacyState:
+        """The state after one more release, and what it did to the assumptions."""
+        z = self.multiplier_charged(summed)
+        new = replace(
+            state,
+            ledger=state.ledger.compose(1, noise_multiplier=z),
+            indicative=None if state.indicative is None
+            else state.indicative.compose(1, noise_multiplier=z),
+        )
+        if self.releases == BUFFERS:
+            return new
+        online, selected = participation.online, participation.selected
+        assert online is not None and selected is not None
+        population = self.initial_ledger.population
+        return replace(
+            new,
+            rounds_partial_fleet=state.rounds_partial_fleet + (online < population),
+            min_online=online if state.min_online is None else min(state.min_online, online),
+            rounds_missing_reports=state.rounds_missing_reports
+            + (summed < selected and not participation.cut_at_target),
+            rounds_cut_at_target=state.rounds_cut_at_target + participation.cut_at_target,
+        )
+
+    # -- what ε is ------------------------------------------------------------
 
     def epsilon(self, state: PrivacyState) -> float:
-        return _epsilon(state.ledger, self.delta)
+        """The tightest bound the accountant has (PLD where it applies): for reports."""
+        return state.ledger.epsilon(self.delta)
+
+    def round_epsilon(self, state: PrivacyState) -> Optional[float]:
+        """The per-release figure for metrics.jsonl: the cheap RDP bound (never below
+        :meth:`epsilon`; equal to it for fixed-size rounds, which only RDP covers)."""
+        return json_epsilon(state.ledger.epsilon_rdp(self.delta))
 
     def next_epsilon(self, state: PrivacyState) -> float:
-        """ε if one more round were run."""
-        return _epsilon(state.ledger.compose(1), self.delta)
+        """ε if one more release were made at the nominal (lowest possible) noise."""
+        return state.ledger.compose(1).epsilon(self.delta)
 
     def would_exceed(self, state: PrivacyState) -> bool:
-        """True if running one more round would take ε above the target."""
-        return self.target_epsilon is not None and self.next_epsilon(state) > self.target_epsilon
+        """True if one more release would take ε above the target."""
+        return self.target_epsilon is not None and state.ledger.would_exceed(
+            self.target_epsilon, self.delta)
 
     # -- what the run claims --------------------------------------------------
 
@@ -140,8 +196,16 @@ class PrivacyBudget:
         return "replace-one" if fixed else "add-or-remove-one"
 
     def assumption(self) -> str:
-        """The sampling assumption the reported ε relies on, in one sentence."""
+        """What the reported ε relies on, in one sentence."""
         led = self.initial_ledger
+        if self.releases == BUFFERS:
+            return (
+                f"user-level ε at δ={self.delta:g} composes one Gaussian mechanism per buffer "
+                f"over every buffer a device could join, with no amplification by sampling "
+                f"(buffer membership is whoever finished first, not a sample; "
+                f"{self.neighboring} neighbours); it assumes each device contributes at most "
+                "one clipped update per buffer, which the server enforces"
+            )
         if led.sampling == "fixed_size":
             sample = (
                 f"a uniformly random set of exactly {led.cohort_size} of all {led.population} "
@@ -175,11 +239,12 @@ class PrivacyBudget:
                 "devices were cut by the deadline or dropped out; ε holds only if who drops "
                 "does not depend on the data"
             )
-        if self.distributed_noise and state.rounds_below_expected:
+        if state.rounds_cut_at_target:
             out.append(
-                f"distributed noise: in {state.rounds_below_expected} of {rounds} rounds fewer "
-                f"than {self.expected_count} devices' noise shares were summed, so those rounds "
-                "carried less noise than accounted and the reported ε is too small"
+                f"arrival order: in {state.rounds_cut_at_target} of {rounds} rounds the server "
+                "summed the first reports to reach its target and cut the selected devices "
+                "still training; which devices are slowest depends on how much data they hold, "
+                "so ε holds only if it does not"
             )
         return out
 
@@ -190,22 +255,33 @@ class PrivacyBudget:
         violations = self.violations(state, rounds)
         block: dict[str, Any] = {
             "epsilon": json_epsilon(self.epsilon(state)),
+            "epsilon_rdp": json_epsilon(state.ledger.epsilon_rdp(self.delta)),
             "delta": self.delta,
             "target_epsilon": self.target_epsilon,
             "rounds_accounted": rounds,
+            "releases": self.releases,
             "accounting": {
                 "population": led.population,
                 "sample_size": led.cohort_size,
-                "expected_count": self.expected_count,
+                "expected_count": self.declared.expected_count,
                 "sampling": led.sampling,
                 "neighboring": self.neighboring,
                 "noise_multiplier": led.noise_multiplier,
+                "noise_multipliers_charged": [[z, n] for z, n in state.ledger.releases],
+                "distributed_noise_min_survivors": self.declared.min_survivors,
                 "method": led.method,
             },
             "assumption": self.assumption(),
             "assumption_held": not violations,
             "violations": violations,
         }
+        if state.indicative is not None:
+            block["epsilon_if_uniform_sample"] = json_epsilon(state.indicative.epsilon(self.delta))
+            block["epsilon_if_uniform_sample_note"] = (
+                "indicative only: what a uniformly random buffer of "
+                f"{led.cohort_size} of {led.population} devices would give; FedBuff does not "
+                "sample buffers, so this is not a guarantee"
+            )
         if stopped == STOPPED_BY_BUDGET:
             block["next_round_epsilon"] = json_epsilon(self.next_epsilon(state))
         return block

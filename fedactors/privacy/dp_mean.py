@@ -40,11 +40,15 @@ normal for the below-clip count. Same seed, same result, bit for bit.
 counts as "below the clip" (its contribution has norm 0).
 
 **Distributed noise** (``distributed_noise=True``, for secure aggregation):
-the server adds nothing; each device adds ``N(0, sigma**2 / m)`` to its clipped
-delta (and ``N(0, sigma_b**2 / m)`` to its below-clip value), so that the sum
-over ``m`` devices carries exactly the ``N(0, sigma**2)`` the accountant
-assumes. If fewer than ``m`` devices report, the sum carries *less* noise than
-accounted for; see docs/privacy.md. Each device's draw is truncated at
+the server adds nothing; each device adds ``N(0, sigma**2 / k)`` to its clipped
+delta (and ``N(0, sigma_b**2 / k)`` to its below-clip value), ``k`` being
+``min_survivors`` (default: ``m``), so that the sum over any ``m' >= k``
+devices carries at least the ``N(0, sigma**2)`` the nominal multiplier
+promises: exactly ``sigma * sqrt(m' / k)``, which is what the accountant
+charges for that release (:meth:`PrivateRelease.noise_multiplier_for`) and
+what ``noise_stddev_on_mean`` reports. A sum of fewer than ``k`` shares
+carries too little noise and is not released: the round makes no update and
+the clip norm does not move. Each device's draw is truncated at
 ``_TAIL`` standard deviations so :meth:`contribution_bounds` is a hard bound
 for fixed-point secure aggregation; the truncation changes the distribution by
 less than 1e-22 in total variation per coordinate.
@@ -64,9 +68,16 @@ import dp_accounting
 import numpy as np
 import tensorflow as tf
 
-from fedactors.aggregation.base import Aggregate, Aggregator, Contributions, RoundContext
+from fedactors.aggregation.base import (
+    Aggregate,
+    Aggregator,
+    Contributions,
+    PrivateRelease,
+    RoundContext,
+)
 from fedactors.aggregation.clipping import clip_l2, zero_if_non_finite
 from fedactors.errors import ConfigError
+from fedactors.privacy.accounting import effective_noise_multiplier
 from fedactors.privacy.dp_queries import GaussianSumQuery, QuantileAdaptiveClipSumQuery
 from fedactors.validation import non_negative, positive, positive_int, probability
 
@@ -144,6 +155,7 @@ class DPMean(Aggregator[DPMeanState]):
         expected_count: int,
         adaptive: Optional[AdaptiveClipping] = None,
         distributed_noise: bool = False,
+        min_survivors: Optional[int] = None,
     ) -> None:
         self.clip_norm = positive("clip_norm", clip_norm)
         self.noise_multiplier = non_negative("noise_multiplier", noise_multiplier)
@@ -152,8 +164,16 @@ class DPMean(Aggregator[DPMeanState]):
             raise ConfigError("adaptive", f"must be AdaptiveClipping or None, got {adaptive!r}")
         if not isinstance(distributed_noise, bool):
             raise ConfigError("distributed_noise", f"must be true or false, got {distributed_noise!r}")
+        if min_survivors is not None and not distributed_noise:
+            raise ConfigError("min_survivors", "only applies with distributed_noise=True")
         self.adaptive = adaptive
         self.distributed_noise = distributed_noise
+        #: Distributed noise: how many shares make the nominal noise (see module docstring).
+        self.min_survivors = (
+            None if not distributed_noise
+            else self.expected_count if min_survivors is None
+            else positive_int("min_survivors", min_survivors)
+        )
         self.query: Any
         if adaptive is None:
             self.clipped_count_stddev = 0.0
@@ -184,9 +204,11 @@ class DPMean(Aggregator[DPMeanState]):
         noise_multiplier: float,
         expected_count: int,
         distributed_noise: bool = False,
+        min_survivors: Optional[int] = None,
     ) -> DPMean:
         """DP-FedAvg with a fixed clip norm ``C`` and noise std ``z * C`` on the sum."""
-        return cls(clip_norm, noise_multiplier, expected_count, None, distributed_noise)
+        return cls(clip_norm, noise_multiplier, expected_count, None, distributed_noise,
+                   min_survivors)
 
     @classmethod
     def adaptive_clipping(
@@ -199,16 +221,19 @@ class DPMean(Aggregator[DPMeanState]):
         clipped_count_stddev: Optional[float] = None,
         geometric: bool = True,
         distributed_noise: bool = False,
+        min_survivors: Optional[int] = None,
     ) -> DPMean:
         """DP-FedAvg whose clip norm tracks ``target_quantile`` of update norms."""
         cfg = AdaptiveClipping(target_quantile, learning_rate, clipped_count_stddev, geometric)
-        return cls(initial_clip_norm, noise_multiplier, expected_count, cfg, distributed_noise)
+        return cls(initial_clip_norm, noise_multiplier, expected_count, cfg, distributed_noise,
+                   min_survivors)
 
     def __repr__(self) -> str:
         return (
             f"DPMean(clip_norm={self.clip_norm!r}, noise_multiplier={self.noise_multiplier!r}, "
             f"expected_count={self.expected_count!r}, adaptive={self.adaptive!r}, "
-            f"distributed_noise={self.distributed_noise!r})"
+            f"distributed_noise={self.distributed_noise!r}"
+            + (f", min_survivors={self.min_survivors!r})" if self.distributed_noise else ")")
         )
 
     # -- privacy accounting ---------------------------------------------------
@@ -227,6 +252,11 @@ class DPMean(Aggregator[DPMeanState]):
             self.clipped_count_stddev / _BELOW_CLIP_SENSITIVITY
         )
         return dp_accounting.ComposedDpEvent([sum_event, count_event])
+
+    def private_release(self) -> PrivateRelease:
+        return PrivateRelease(
+            effective_noise_multiplier(self.dp_event()), self.expected_count, self.min_survivors
+        )
 
     # -- aggregator interface ---------------------------------------------------
 
@@ -251,8 +281,9 @@ class DPMean(Aggregator[DPMeanState]):
         return self.query.derive_sample_params(qs)
 
     def _local_noise(self, rng: np.random.Generator, stddev_on_sum: float, size: int) -> np.ndarray:
-        # The device's share: variance sigma^2/m, so m shares sum to sigma^2.
-        std = stddev_on_sum / math.sqrt(self.expected_count)
+        # The device's share: variance sigma^2/k, so any k shares sum to sigma^2.
+        assert self.min_survivors is not None
+        std = stddev_on_sum / math.sqrt(self.min_survivors)
         return np.clip(rng.standard_normal(size), -_TAIL, _TAIL) * std
 
     def encode(
@@ -287,7 +318,7 @@ class DPMean(Aggregator[DPMeanState]):
 
     def contribution_bounds(self, params: Mapping[str, Any], dim: int) -> dict[str, float]:
         clip = float(params["clip_norm"])
-        tail = _TAIL / math.sqrt(self.expected_count) if self.distributed_noise else 0.0
+        tail = _TAIL / math.sqrt(self.min_survivors) if self.min_survivors is not None else 0.0
         # float32 rounding of (clipped + noise) can add an ulp; 1e-6 relative covers it.
         bounds = {CLIPPED_DELTA: (clip + tail * self.noise_multiplier * clip) * (1 + 1e-6)}
         if self.adaptive is not None:
@@ -324,6 +355,14 @@ class DPMean(Aggregator[DPMeanState]):
                 f"but round {ctx.round} expects {ctx.expected_count}"
             )
         qs = state.query_state
+        # How much of the nominal noise this sum carries (1 for central noise).
+        release = self.private_release()
+        actual = release.noise_multiplier_for(contributions.count)
+        if actual is None:
+            # Too few distributed-noise shares: releasing would under-noise the sum.
+            return Aggregate(None, state, {"clip_norm": state.clip_norm,
+                                           "noise_shares_below_minimum": 1.0})
+        noise_scale = actual / release.noise_multiplier if release.noise_multiplier else 1.0
         summed = contributions.sum() if contributions.count > 0 else {}
         vec = np.asarray(summed.get(CLIPPED_DELTA, np.zeros(state.dim)), np.float64)
         if vec.shape != (state.dim,):
@@ -357,7 +396,7 @@ class DPMean(Aggregator[DPMeanState]):
         new_state = DPMeanState(dim=state.dim, query_state=new_qs)
         measurements = {
             "clip_norm": state.clip_norm,
-            "noise_stddev_on_mean": state.noise_stddev / ctx.expected_count,
+            "noise_stddev_on_mean": state.noise_stddev * noise_scale / ctx.expected_count,
             "next_clip_norm": new_state.clip_norm,
         }
         return Aggregate(mean, new_state, measurements)

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fedactors.aggregation.base import Aggregator
+from fedactors.aggregation.base import Aggregator, check_privacy_forwarded
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.data.federated import FederatedData
 from fedactors.devices.byzantine import Byzantine
@@ -93,21 +93,25 @@ class Scenario:
 
     def _check_privacy(self) -> None:
         agg = self.aggregator
-        expected = getattr(agg, "expected_count", None)
+        try:
+            declared = check_privacy_forwarded(agg)
+        except ValueError as exc:
+            raise ConfigError("aggregator", str(exc)) from None
         # (In FedBuff mode a release is one buffer; that check is the mode's.)
-        if expected is not None and self.mode is None and expected != self.rounds.cohort_size:
+        if declared is not None and self.mode is None and (
+                declared.expected_count != self.rounds.cohort_size):
             # DPMean divides by, and is accounted for, its own m; the server's
             # round context carries rounds.cohort_size. They must agree.
             raise ConfigError(
                 "aggregator.expected_count",
-                f"is {expected!r} but rounds.cohort_size is {self.rounds.cohort_size!r}; "
-                "they must be equal",
+                f"is {declared.expected_count!r} but rounds.cohort_size is "
+                f"{self.rounds.cohort_size!r}; they must be equal",
             )
         if self.privacy is None:
             return
         if not isinstance(self.privacy, Privacy):
             raise ConfigError("privacy", f"must be a Privacy or None, got {self.privacy!r}")
-        if not hasattr(agg, "dp_event"):
+        if declared is None:
             raise ConfigError(
                 "privacy", f"needs a differentially private aggregator (DPMean), got {agg!r}"
             )
@@ -130,12 +134,18 @@ class Scenario:
                 f"{self.mode.buffer_size} is larger than the fleet ({self.fleet_size} devices): "
                 "a buffer holds distinct devices",
             )
+        if self.secure_aggregation is not None:
+            raise ConfigError(
+                "secure_aggregation",
+                "is not implemented for mode=FedBuff(...): buffers are summed in plain, so the "
+                "server would see every update; drop one of secure_aggregation and mode",
+            )
         # A DP aggregator is calibrated for a cohort of expected_count; in FedBuff
         # each release is over one buffer of buffer_size updates.
-        expected = getattr(self.aggregator, "expected_count", None)
-        if expected is not None and expected != self.mode.buffer_size:
+        declared = self.aggregator.private_release()
+        if declared is not None and declared.expected_count != self.mode.buffer_size:
             raise ConfigError(
                 "mode.buffer_size",
-                f"{self.mode.buffer_size} differs from the aggregator's expected_count {expected}: "
-                "each buffer is one DP release over buffer_size updates",
+                f"{self.mode.buffer_size} differs from the aggregator's expected_count "
+                f"{declared.expected_count}: each buffer is one DP release over buffer_size updates",
             )

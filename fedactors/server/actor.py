@@ -1,4 +1,19 @@
-"""The server actor: select, broadcast, collect until target or deadline, aggregate.
+"""The synchronous server driver: select, broadcast, collect until target or deadline.
+
+Each round the server selects a cohort among the devices online, sends it the
+global model, collects contributions (plainly, or through the secure
+aggregation protocol, :mod:`fedactors.server.secure_collection`) until its
+target or the round's deadline, and hands them to the shared release step
+(:mod:`fedactors.server.release`), which aggregates, applies, charges privacy
+and evaluates. The asynchronous driver (:mod:`fedactors.server.fedbuff`)
+composes the same step; neither inherits from the other.
+
+**When a round closes.** Fixed-size rounds close at ``cohort_size`` reports
+or the deadline. Poisson rounds have no target: every sampled device's
+report that arrives by the deadline is summed (the round closes early only
+once every sampled device has reported), so the sample the accountant
+assumes is exactly the sample summed, and a sampled device is never cut for
+being slow.
 
 The server holds the global model, the aggregator's state and its own
 held-out evaluation data. It never holds any device's data: it only learns
@@ -9,127 +24,82 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from fedactors.aggregation.base import (
-    Aggregator,
-    Contributions,
-    PlainContributions,
-    RoundContext,
-)
+from fedactors.aggregation.base import Contributions, PlainContributions
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import RoundDeadline, TrainRequest, Update
 from fedactors.reporting.events import EventLog
 from fedactors.secagg.option import SecureAggregation
 from fedactors.seeding import SeedTree
-from fedactors.server.optimizers import ServerOptimizer
+from fedactors.server.outcome import ReleaseOutcome
+from fedactors.server.release import ACTOR, Participation, ReleaseStep, ServerState
 from fedactors.server.rounds import Rounds
 from fedactors.server.screening import OUTLIER, Expectation, norm_outliers, screen_contribution
 from fedactors.server.secure_collection import SecureCollection
 
-if TYPE_CHECKING:  # the budget pulls in dp-accounting; only DP runs need it
-    from fedactors.privacy.budget import PrivacyBudget
-
-ACTOR = "server"
-
-
-@dataclass(frozen=True)
-class ServerState:
-    """Everything the server carries from one round to the next."""
-
-    round: int
-    weights: np.ndarray = field(repr=False)
-    optimizer_state: Any = field(repr=False)
-    aggregator_state: Any = field(repr=False)
-    #: ``PrivacyState`` (ledger + sampling audit) of a DP run, else None.
-    privacy: Any = None
-
-
-@dataclass(frozen=True)
-class RoundOutcome:
-    """What happened in one round, as the server saw it."""
-
-    round: int
-    start: float
-    end: float
-    selected: tuple[int, ...]
-    reported: tuple[int, ...]
-    closed_by: str  # "target", "deadline" or "nobody-online"
-    applied: bool
-    rejected: dict[str, int]
-    measurements: dict[str, float]
-    metrics: dict[str, float]
+__all__ = ["ACTOR", "ServerActor", "ServerState"]
 
 
 class ServerActor:
+    """The server in synchronous-rounds mode."""
+
     def __init__(
         self,
         *,
         rounds: Rounds,
         fleet: Fleet,
-        aggregator: Aggregator,
-        optimizer: ServerOptimizer,
-        evaluate: Callable[[np.ndarray], dict[str, float]],
+        step: ReleaseStep,
         seeds: SeedTree,
         log: EventLog,
         mailbox: asyncio.Queue,
         network: Any,
         initial_weights: np.ndarray,
         stop_devices: Callable[[int], None] = lambda r: None,
-        privacy: Optional[PrivacyBudget] = None,
         secure_aggregation: Optional[SecureAggregation] = None,
     ) -> None:
         self.rounds = rounds
         self.fleet = fleet
-        self.aggregator = aggregator
-        self.optimizer = optimizer
-        self.evaluate = evaluate
+        self.step = step
+        self.aggregator = step.aggregator
         self.seeds = seeds
         self.log = log
         self.mailbox = mailbox
         self.network = network
         self.stop_devices = stop_devices
-        self.privacy = privacy
-        dim = initial_weights.shape[0]
         # Secure aggregation replaces only the collection phase (secure_collection.py).
         self.secure = None if secure_aggregation is None else SecureCollection(
-            secure_aggregation, aggregator=aggregator, seeds=seeds, log=log, mailbox=mailbox,
+            secure_aggregation, aggregator=step.aggregator, seeds=seeds, log=log, mailbox=mailbox,
             network=network, cohort_size=rounds.cohort_size)
-        self.state = ServerState(
-            0, initial_weights, optimizer.init(initial_weights), aggregator.initial_state(dim),
-            privacy.initial_state() if privacy is not None else None,
-        )
+        self.state: ServerState = step.initial_state(initial_weights)
 
-    async def run(self, count: int, on_round: Callable[[RoundOutcome], Optional[str]]) -> str:
+    async def run(self, count: int, on_round: Callable[[ReleaseOutcome], Optional[str]]) -> str:
         """Run ``count`` rounds; ``on_round`` may return a reason to stop early.
 
-        With a privacy target, a round is only started if composing it keeps
-        ε within the target: the run stops *before* the budget is exceeded.
+        With a privacy target, a round is only started if releasing it keeps ε
+        within the target: the run stops *before* the budget is exceeded.
         """
-        if self.privacy is not None and self.state.round == 0:
-            self.log.emit(ACTOR, "privacy.assumption", assumption=self.privacy.assumption(),
-                          delta=self.privacy.delta, target_epsilon=self.privacy.target_epsilon)
-        for r in range(self.state.round + 1, self.state.round + count + 1):
-            if self.privacy is not None and self.privacy.would_exceed(self.state.privacy):
-                from fedactors.privacy.budget import STOPPED_BY_BUDGET
-
-                self.log.emit(ACTOR, "privacy.budget_exhausted", round=r,
-                              epsilon=self.privacy.epsilon(self.state.privacy),
-                              next_epsilon=self.privacy.next_epsilon(self.state.privacy),
-                              target_epsilon=self.privacy.target_epsilon)
-                self.log.emit(ACTOR, "run.stopped", round=r - 1, reason=STOPPED_BY_BUDGET)
-                return STOPPED_BY_BUDGET
-            outcome = await self.run_round(r)
+        self.step.start(self.state)
+        for _ in range(count):
+            stop = self.step.budget_stop(self.state)
+            if stop:
+                self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=stop)
+                return stop
+            outcome = await self.run_round(self.state.round + 1)
             stop = on_round(outcome)
             if stop:
-                self.log.emit(ACTOR, "run.stopped", round=r, reason=stop)
+                self.log.emit(ACTOR, "run.stopped", round=outcome.round, reason=stop)
                 return stop
         return "completed"
 
-    async def run_round(self, r: int) -> RoundOutcome:
+    def target(self, selected: int) -> int:
+        """Reports that close round early: ``cohort_size``, or for Poisson rounds
+        every sampled device (no cut by arrival order)."""
+        return selected if self.rounds.sampling == "poisson" else self.rounds.cohort_size
+
+    async def run_round(self, r: int) -> ReleaseOutcome:
         loop = asyncio.get_running_loop()
         start = loop.time()
         online = self.fleet.online(start, self.seeds.generator("availability", r))
@@ -142,6 +112,7 @@ class ServerActor:
             n_select = min(self.rounds.selected_size, len(online))
             cohort = np.sort(cohort_rng.choice(online, n_select, replace=False))
         n_select = len(cohort)
+        target = self.target(n_select)
         cohort_set = set(int(d) for d in cohort)
         deadline = start + self.rounds.deadline
         self.log.emit(ACTOR, "round.start", round=r, online=len(online), selected=n_select,
@@ -149,33 +120,54 @@ class ServerActor:
 
         params = self.aggregator.client_params(self.state.aggregator_state)
         setup = None if self.secure is None else self.secure.setup(
-            r, cohort, params, self.state.weights.shape[0])
+            r, cohort, params, self.state.weights.shape[0], admit=target)
         request = TrainRequest(r, self.state.weights, deadline, params, setup)
         for d in cohort:
             self.network.to_device(int(d), request)
         self.network.server_timer(self.rounds.deadline, RoundDeadline(r))
+        contributions: Optional[Contributions]
         if self.secure is not None:
-            secure = await self.secure.collect(r, setup, cohort_set)
+            secure = await self.secure.collect(r, setup, cohort_set, admit=target)
             self.stop_devices(r)
-            applied, measurements = self._aggregate_sum(r, secure.contributions, n_select)
-            return self._close_round(r, start, len(online), cohort, secure.contributors,
-                                     secure.closed_by, applied, secure.rejected,
-                                     {**secure.measurements, **measurements})
+            contributions, reported = secure.contributions, secure.contributors
+            closed_by, rejected, measurements = secure.closed_by, secure.rejected, secure.measurements
+        else:
+            accepted, rejected, closed_by = await self._collect_plain(r, cohort_set, params, target)
+            reported = tuple(sorted(accepted))
+            contributions = PlainContributions([accepted[d].contribution for d in reported])
+            measurements = {}
+        released = self.step.release(
+            self.state, contributions, expected_count=self.rounds.cohort_size, selected=n_select,
+            participation=Participation(
+                online=len(online), selected=n_select,
+                # Closed at a target below the selection: the slowest were cut.
+                cut_at_target=closed_by == "target" and target < n_select),
+        )
+        self.state = released.state
+        outcome = ReleaseOutcome(
+            round=r, start=start, end=loop.time(), selected=tuple(int(d) for d in cohort),
+            reported=reported, closed_by=closed_by, applied=released.applied, rejected=rejected,
+            measurements={**measurements, **released.measurements}, metrics=released.metrics,
+            given_up=tuple((r, d) for d in sorted(cohort_set - set(reported))),
+        )
+        self.log.emit(ACTOR, "round.end", round=r, reported=len(reported), closed_by=closed_by,
+                      applied=released.applied, **released.metrics)
+        return outcome
 
+    async def _collect_plain(self, r: int, cohort: set[int], params: Any,
+                             target: int) -> tuple[dict[int, Update], dict[str, int], str]:
+        """Read updates until ``target`` are in or the deadline; screen them."""
         expect = Expectation.for_round(self.aggregator, params, int(self.state.weights.shape[0]))
-
         accepted: dict[int, Update] = {}
         rejected: dict[str, int] = {}
-        closed_by = "deadline"
-        if not cohort_set:
-            closed_by = "nobody-online"
+        closed_by = "deadline" if cohort else "nobody-online"
         while True:
             message = await self.mailbox.get()
             if isinstance(message, RoundDeadline):
                 if message.round == r:
                     break
                 continue  # a deadline of a round that closed early
-            reason = self._screen(message, r, cohort_set, accepted, expect)
+            reason = self._screen(message, r, cohort, accepted, expect)
             if reason:
                 rejected[reason] = rejected.get(reason, 0) + 1
                 self.log.emit(ACTOR, f"update.{reason}", round=r,
@@ -184,7 +176,7 @@ class ServerActor:
                 continue
             accepted[message.sender] = message
             self.log.emit(ACTOR, "update.received", round=r, sender=message.sender)
-            if len(accepted) >= self.rounds.cohort_size:
+            if len(accepted) >= target:
                 closed_by = "target"
                 break
 
@@ -199,30 +191,7 @@ class ServerActor:
             rejected[OUTLIER] = rejected.get(OUTLIER, 0) + 1
             self.log.emit(ACTOR, f"update.{OUTLIER}", round=r, sender=sender, update_round=r,
                           key=key, norm_over_median=ratio)
-        reported = tuple(sorted(accepted))
-        applied, measurements = self._aggregate(r, accepted, n_select)
-        return self._close_round(r, start, len(online), cohort, reported, closed_by, applied,
-                                 rejected, measurements)
-
-    def _close_round(self, r: int, start: float, online: int, cohort: np.ndarray,
-                     reported: tuple[int, ...], closed_by: str, applied: bool,
-                     rejected: dict[str, int], measurements: dict) -> RoundOutcome:
-        loop = asyncio.get_running_loop()
-        if self.privacy is not None:
-            self.state = replace(self.state, privacy=self.state.privacy.after_round(
-                online=online, population=self.fleet.size, selected=len(cohort),
-                summed=len(reported), expected=self.rounds.cohort_size))
-            eps = self.privacy.epsilon(self.state.privacy)
-            measurements["epsilon"] = eps if np.isfinite(eps) else None  # no noise: JSON null
-        metrics = self.evaluate(self.state.weights) if r % self.rounds.eval_every == 0 else {}
-        outcome = RoundOutcome(
-            round=r, start=start, end=loop.time(), selected=tuple(int(d) for d in cohort),
-            reported=reported, closed_by=closed_by, applied=applied, rejected=rejected,
-            measurements=measurements, metrics=metrics,
-        )
-        self.log.emit(ACTOR, "round.end", round=r, reported=len(reported), closed_by=closed_by,
-                      applied=applied, **metrics)
-        return outcome
+        return accepted, rejected, closed_by
 
     def _screen(self, message: Any, r: int, cohort: set[int], accepted: dict,
                 expect: Expectation) -> Optional[str]:
@@ -241,37 +210,3 @@ class ServerActor:
         if message.sender in accepted:
             return "duplicate"
         return screen_contribution(message.contribution, expect)
-
-    def _aggregate(self, r: int, accepted: dict[int, Update], n_select: int) -> tuple[bool, dict]:
-        contributions = PlainContributions([accepted[d].contribution for d in sorted(accepted)])
-        return self._aggregate_sum(r, contributions, n_select)
-
-    def _aggregate_sum(self, r: int, contributions: Optional[Contributions],
-                       n_select: int) -> tuple[bool, dict]:
-        """Aggregate and apply, or skip the round if too few contributed (None: the secure
-        protocol aborted)."""
-        count = 0 if contributions is None else contributions.count
-        if contributions is None or count < self.rounds.min_reports:
-            self.log.emit(ACTOR, "round.skipped", round=r, reported=count,
-                          min_reports=self.rounds.min_reports)
-            self.state = replace(self.state, round=r)
-            return False, {}
-        return self._apply(r, contributions, n_select)
-
-    def _apply(self, r: int, contributions: Contributions, n_select: int) -> tuple[bool, dict]:
-        state = self.state
-        ctx = RoundContext(r, self.rounds.cohort_size, n_select, self.seeds.generator("server", r))
-        result = self.aggregator.aggregate(state.aggregator_state, contributions, ctx)
-        weights, opt_state, applied = state.weights, state.optimizer_state, False
-        if result.delta is not None:
-            candidate, candidate_state = self.optimizer.apply(
-                state.optimizer_state, state.weights, result.delta
-            )
-            if np.all(np.isfinite(candidate)):
-                weights, opt_state, applied = candidate, candidate_state, True
-            else:
-                # Never let one bad round make the global model non-finite.
-                self.log.emit(ACTOR, "aggregate.nonfinite", round=r)
-        self.state = replace(state, round=r, weights=weights, optimizer_state=opt_state,
-                             aggregator_state=result.state)
-        return applied, dict(result.measurements)

@@ -8,9 +8,11 @@ aggregates them, each delta discounted by its *staleness* (how many server
 updates happened since the device started), and applies the server optimizer.
 K = 1 is FedAsync (Xie et al. 2019).
 
-What is reused from the synchronous server (:class:`ServerActor`): its
-aggregation step (aggregator, server optimizer, the refusal of non-finite
-models), its evaluation and its state. What differs is the main loop:
+What is shared with the synchronous driver is the release step
+(:mod:`fedactors.server.release`: aggregator, server optimizer, the refusal
+of non-finite models, the privacy charge and budget check, evaluation), the
+server state and the update screen; neither driver inherits from the other.
+What differs is how contributions are collected:
 
 * **Dispatch.** Whenever a slot is free (at start, and after each arrival,
   timeout or rejection) the server asks the fleet who is online and picks
@@ -27,7 +29,12 @@ models), its evaluation and its state. What differs is the main loop:
   An update arriving exactly at its timeout counts (deliveries rank first).
 * **Buffer.** The K accepted updates are aggregated in ticket order (so sums
   are taken in the same order every run). ``ctx.expected_count`` is K: a DP
-  aggregator releases one noised sum per buffer.
+  aggregator releases one noised sum per buffer, accounted per buffer with no
+  amplification by sampling (:mod:`fedactors.privacy.budget`); a device is
+  never in one buffer twice, and with a privacy target the run stops before a
+  buffer would be released past it.
+* **No secure aggregation.** Buffers are summed in plain; a scenario asking
+  for both is refused at load (:mod:`fedactors.scenarios.spec`).
 
 Seed paths: ``("fedbuff-availability", k)`` and ``("fedbuff-selection", k)``
 for the k-th refill, ``("server", v)`` for server update v.
@@ -37,20 +44,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
+from fedactors.aggregation.base import PlainContributions
+from fedactors.devices.fleet import Fleet
 from fedactors.errors import ConfigError
 from fedactors.messages import TrainRequest, Update
-from fedactors.server.actor import ACTOR, ServerActor
-from fedactors.server.screening import REJECT_REASONS, Expectation, screen_contribution
+from fedactors.reporting.events import EventLog
+from fedactors.seeding import SeedTree
+from fedactors.server.actor import ServerActor
+from fedactors.server.outcome import ReleaseOutcome
+from fedactors.server.release import ACTOR, Participation, ReleaseStep, ServerState
+from fedactors.server.rounds import Rounds
+from fedactors.server.screening import Expectation, screen_contribution
 from fedactors.server.staleness import Polynomial, StalenessWeight, scale_delta
 from fedactors.validation import non_negative_int, positive, positive_int
-
-#: Reasons an arriving message is not used (the synchronous ones plus "stale").
 
 
 @dataclass(frozen=True)
@@ -110,36 +122,36 @@ class _Dispatch:
     timer: asyncio.TimerHandle = field(repr=False)
 
 
-@dataclass(frozen=True)
-class UpdateOutcome:
-    """One server update (one buffer), as the server saw it."""
-
-    round: int  # the model version this update produced (1, 2, ...)
-    start: float  # when the previous update was applied (or the run started)
-    end: float
-    dispatched: int  # devices sent a request since the previous update
-    reported: tuple[int, ...]  # the buffer's devices, in aggregation (ticket) order
-    staleness: tuple[int, ...]
-    weights: tuple[float, ...]  # staleness weights applied to each delta
-    timed_out: tuple[int, ...]  # tickets whose timeout fired since the previous update
-    in_flight: int  # devices the server waits for right after this update
-    applied: bool
-    rejected: dict[str, int]
-    measurements: dict[str, float]
-    metrics: dict[str, float]
-    closed_by: str = "buffer"
-
-
-class FedBuffServer(ServerActor):
+class FedBuffServer:
     """The server actor in FedBuff mode (see the module docstring)."""
 
-    def __init__(self, *, mode: FedBuff, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        mode: FedBuff,
+        rounds: Rounds,
+        fleet: Fleet,
+        step: ReleaseStep,
+        seeds: SeedTree,
+        log: EventLog,
+        mailbox: asyncio.Queue,
+        network: Any,
+        initial_weights: np.ndarray,
+        stop_devices: Callable[[int], None] = lambda r: None,
+        secure_aggregation: Any = None,
+    ) -> None:
+        if secure_aggregation is not None:  # the scenario check refuses this first
+            raise ConfigError("secure_aggregation", "is not implemented for FedBuff buffers")
         self.mode = mode
-        # The inherited aggregation step takes its expected count from
-        # rounds.cohort_size and skips below rounds.min_reports: a buffer is a
-        # "cohort" of exactly K reports.
-        self.rounds = replace(self.rounds, cohort_size=mode.buffer_size, min_reports=1)
+        self.rounds = rounds  # its deadline is the per-device timeout
+        self.fleet = fleet
+        self.step = step
+        self.aggregator = step.aggregator
+        self.seeds = seeds
+        self.log = log
+        self.mailbox = mailbox
+        self.network = network
+        self.state: ServerState = step.initial_state(initial_weights)
         self.in_flight: dict[int, _Dispatch] = {}
         self._busy: set[int] = set()
         self._buffered: set[int] = set()  # devices whose update is in the current buffer
@@ -149,7 +161,7 @@ class FedBuffServer(ServerActor):
         self._refills = 0
         self._poll_pending = False
         self.max_in_flight = 0
-        self._dispatched = 0
+        self._dispatched: list[int] = []  # devices sent a request since the previous update
 
     # -- dispatch ----------------------------------------------------------
     def _refill(self) -> None:
@@ -183,7 +195,7 @@ class FedBuffServer(ServerActor):
         self.in_flight[ticket] = _Dispatch(device, self.state.round, now, timer)
         self._busy.add(device)
         self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
-        self._dispatched += 1
+        self._dispatched.append(device)
         self.log.emit(ACTOR, "device.dispatched", ticket=ticket, device=device,
                       version=self.state.round, in_flight=len(self.in_flight))
 
@@ -222,15 +234,25 @@ class FedBuffServer(ServerActor):
         return self._expect[1]
 
     # -- the main loop -----------------------------------------------------
-    async def run(self, count: int, on_round: Callable[[UpdateOutcome], Optional[str]]) -> str:
-        """Run until ``count`` more server updates; ``on_round`` may stop early."""
+    async def run(self, count: int, on_round: Callable[[ReleaseOutcome], Optional[str]]) -> str:
+        """Run until ``count`` more server updates; ``on_round`` may stop early.
+
+        With a privacy target the run stops before a buffer whose release
+        would take ε above it: checked before any device is dispatched and
+        again right after every release.
+        """
         loop = asyncio.get_running_loop()
         buffer: list[tuple[int, Update, int]] = []  # (ticket, update, staleness)
         rejected: dict[str, int] = {}
-        timed_out: list[int] = []
-        self._dispatched = 0
+        timed_out: list[tuple[int, int]] = []  # (ticket, device)
+        self._dispatched = []
         start = loop.time()
         target = self.state.round + count
+        self.step.start(self.state)
+        stop = self.step.budget_stop(self.state)
+        if stop:
+            self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=stop)
+            return stop
         self.log.emit(ACTOR, "fedbuff.start", buffer_size=self.mode.buffer_size,
                       concurrency=self.mode.concurrency, updates=count)
         self._refill()
@@ -254,7 +276,7 @@ class FedBuffServer(ServerActor):
             if isinstance(message, DeviceTimeout):
                 if message.ticket in self.in_flight:
                     job = self._release(message.ticket)
-                    timed_out.append(message.ticket)
+                    timed_out.append((message.ticket, job.device))
                     self.log.emit(ACTOR, "device.timeout", ticket=message.ticket, device=job.device)
                     self._refill()
                 continue
@@ -281,72 +303,52 @@ class FedBuffServer(ServerActor):
                 outcome = self._apply_buffer(buffer, start, rejected, timed_out)
                 buffer, rejected, timed_out, start = [], {}, [], loop.time()
                 self._buffered.clear()
-                self._dispatched = 0
-                self._refill()  # new dispatches start from the new model
-                stop = on_round(outcome)
+                self._dispatched = []
+                stop = on_round(outcome) or self.step.budget_stop(self.state)
                 if stop:
                     self.log.emit(ACTOR, "run.stopped", round=outcome.round, reason=stop)
                     return stop
+                self._refill()  # new dispatches start from the new model
             else:
                 self._refill()
         return "completed"
 
     def _apply_buffer(self, buffer: list[tuple[int, Update, int]], start: float,
-                      rejected: dict[str, int], timed_out: list[int]) -> UpdateOutcome:
+                      rejected: dict[str, int],
+                      timed_out: list[tuple[int, int]]) -> ReleaseOutcome:
         buffer = sorted(buffer, key=lambda item: item[0])
         staleness = np.array([s for _, _, s in buffer], np.int64)
         weights = self.mode.staleness(staleness)
+        if self.step.privacy is not None and np.any((weights < 0) | (weights > 1)):
+            # A weight above 1 would scale a clipped update past the sensitivity accounted.
+            raise ConfigError("mode.staleness", f"gave weights outside [0, 1] ({weights!r}), "
+                                                "which a DP release cannot account")
         dim = self.state.weights.shape[0]
-        accepted = {
-            ticket: replace(update, contribution=scale_delta(dict(update.contribution), w, dim))
-            for (ticket, update, _), w in zip(buffer, weights)
-        }
-        version = self.state.round + 1
-        applied, measurements = self._aggregate(version, accepted, len(buffer))
-        metrics = self.evaluate(self.state.weights) if version % self.rounds.eval_every == 0 else {}
-        self.log.emit(ACTOR, "buffer.aggregated", round=version, applied=applied,
-                      staleness=staleness, **metrics)
-        return UpdateOutcome(
+        contributions = PlainContributions([
+            scale_delta(dict(update.contribution), w, dim)
+            for (_, update, _), w in zip(buffer, weights)
+        ])
+        released = self.step.release(self.state, contributions,
+                                     expected_count=self.mode.buffer_size, selected=len(buffer),
+                                     participation=Participation())
+        self.state = released.state
+        version = self.state.round
+        self.log.emit(ACTOR, "buffer.aggregated", round=version, applied=released.applied,
+                      staleness=staleness, **released.metrics)
+        return ReleaseOutcome(
             round=version, start=start, end=asyncio.get_running_loop().time(),
-            dispatched=self._dispatched,
-            reported=tuple(u.sender for _, u, _ in buffer),
+            selected=tuple(self._dispatched),
+            reported=tuple(u.sender for _, u, _ in buffer), closed_by="buffer",
+            applied=released.applied, rejected=dict(rejected),
+            measurements=released.measurements, metrics=released.metrics,
+            given_up=tuple(timed_out),
             staleness=tuple(int(s) for s in staleness),
-            weights=tuple(float(w) for w in weights), timed_out=tuple(timed_out),
-            in_flight=len(self.in_flight), applied=applied, rejected=dict(rejected),
-            measurements=measurements, metrics=metrics,
+            weights=tuple(float(w) for w in weights), in_flight=len(self.in_flight),
         )
 
 
-def server_class(mode: Optional[FedBuff]) -> Callable[..., ServerActor]:
+def server_class(mode: Optional[FedBuff]) -> Callable[..., Union[ServerActor, FedBuffServer]]:
     """The server actor for a scenario's ``mode`` (None: synchronous rounds)."""
     return ServerActor if mode is None else partial(FedBuffServer, mode=mode)
 
 
-def fedbuff_metrics_row(outcome: UpdateOutcome, tally: Any, traffic: tuple[int, int]) -> dict:
-    """One metrics.jsonl line per server update, with the synchronous keys where they mean
-    something: ``selected`` = devices dispatched since the previous update, ``dropped`` /
-    ``late`` = timeouts of devices that had gone silent / were still working."""
-    dropped = sum(1 for ticket in outcome.timed_out if tally.dropped.pop(ticket, None))
-    staleness = np.asarray(outcome.staleness, np.float64)
-    row: dict[str, Any] = {
-        "round": outcome.round,
-        "time": outcome.end,
-        "duration": outcome.end - outcome.start,
-        "selected": outcome.dispatched,
-        "reported": len(outcome.reported),
-        "dropped": dropped,
-        "late": len(outcome.timed_out) - dropped,
-        "surplus": 0,
-        "closed_by": outcome.closed_by,
-        "applied": outcome.applied,
-        "bytes_down": traffic[0],
-        "bytes_up": traffic[1],
-        "in_flight": outcome.in_flight,
-        "staleness_mean": float(staleness.mean()) if staleness.size else 0.0,
-        "staleness_max": int(staleness.max()) if staleness.size else 0,
-    }
-    for reason in REJECT_REASONS:
-        row[f"rejected_{reason}"] = outcome.rejected.get(reason, 0)
-    row.update(outcome.measurements)
-    row.update(outcome.metrics)
-    return row

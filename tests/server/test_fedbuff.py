@@ -14,7 +14,8 @@ import pytest
 
 from fedactors.devices.availability import OnlineShare
 from fedactors.errors import ConfigError
-from fedactors.server.fedbuff import FedBuff, FedBuffServer, fedbuff_metrics_row
+from fedactors.server.fedbuff import FedBuff, FedBuffServer
+from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
 from fedactors.server.staleness import Hinge, Polynomial, Unweighted, scale_delta
 from tests.server.harness import build_world, device, events
@@ -96,7 +97,7 @@ async def test_staleness_weight_is_exactly_one_over_sqrt_one_plus_staleness() ->
     # Aggregation is the usual weighted mean of the *scaled* delta: 3 / sqrt(19).
     expected = before[-2] + np.float32(np.float32(300.0 / math.sqrt(19.0)) / 100.0)
     np.testing.assert_allclose(before[-1], expected, rtol=1e-6)
-    row = fedbuff_metrics_row(slow, world.actors.tally, (0, 0))
+    row = metrics_row(slow, world.actors.tally, (0, 0))
     assert (row["staleness_mean"], row["staleness_max"]) == (18.0, 18)
 
 
@@ -137,7 +138,7 @@ async def test_concurrency_cap_is_never_exceeded_and_slots_are_refilled() -> Non
         elif e["event"] in ("device.timeout", "update.received") or e["event"].startswith("update."):
             waiting.pop(e.get("ticket"), None)
     # Slow devices (9 s) always outlive the 5 s timeout; dropped ones too.
-    assert sum(len(o.timed_out) for o in outcomes) > 0
+    assert sum(len(o.given_up) for o in outcomes) > 0
 
 
 @pytest.mark.asyncio

@@ -13,8 +13,9 @@ from fedactors.aggregation.robust import Median
 from fedactors.devices.byzantine import Byzantine, SignFlip
 from fedactors.messages import Update
 from fedactors.runtime.loop import DELIVERY
+from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
-from fedactors.simulation import REJECT_REASONS, metrics_row
+from fedactors.server.screening import REJECT_REASONS
 from tests.server.harness import build_world, device, events
 
 

@@ -10,8 +10,8 @@ import pytest
 from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA
 from fedactors.messages import Update
 from fedactors.runtime.loop import DELIVERY
+from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
-from fedactors.simulation import metrics_row
 from tests.server.harness import build_world, device, events
 
 

@@ -1,0 +1,76 @@
+"""What one release looked like, whichever driver made it, and its metrics.jsonl row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from fedactors.server.screening import REJECT_REASONS
+
+
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    """One release (a synchronous round or a FedBuff buffer), as the server saw it.
+
+    ``given_up`` lists the ``(key, device)`` pairs the server stopped waiting
+    for: ``(round, device)`` for selected devices that did not report in a
+    round, ``(ticket, device)`` for FedBuff dispatches that timed out. The
+    simulator's ground truth (who really dropped) is keyed the same way.
+    """
+
+    round: int  # the model version this release produced (1, 2, ...)
+    start: float
+    end: float
+    selected: tuple[int, ...]  # devices asked to train for this release
+    reported: tuple[int, ...]  # devices whose contribution was summed
+    closed_by: str  # "target", "deadline", "nobody-online" or "buffer"
+    applied: bool
+    rejected: dict[str, int]
+    measurements: dict[str, Any]
+    metrics: dict[str, float]
+    given_up: tuple[tuple[int, int], ...] = ()
+    # FedBuff only: per-update staleness and its weight, devices still training.
+    staleness: tuple[int, ...] = ()
+    weights: tuple[float, ...] = ()
+    in_flight: Optional[int] = None
+
+
+def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -> dict:
+    """One metrics.jsonl line: the server's view plus the simulator's ground truth.
+
+    ``dropped``: devices the server gave up on that had in fact gone silent;
+    the rest of those given up were still working: ``late`` if the release
+    was closed by a deadline or timeouts, ``surplus`` (simply not needed) if
+    it was closed at its target.
+    """
+    dropped = 0
+    for key in sorted({k for k, _ in outcome.given_up}):
+        silent = tally.take(key, outcome.end)
+        dropped += sum(1 for k, d in outcome.given_up if k == key and d in silent)
+    missing = len(outcome.given_up) - dropped
+    row: dict[str, Any] = {
+        "round": outcome.round,
+        "time": outcome.end,
+        "duration": outcome.end - outcome.start,
+        "selected": len(outcome.selected),
+        "reported": len(outcome.reported),
+        "dropped": dropped,
+        "late": missing if outcome.closed_by != "target" else 0,
+        "surplus": missing if outcome.closed_by == "target" else 0,
+        "closed_by": outcome.closed_by,
+        "applied": outcome.applied,
+        "bytes_down": traffic[0],
+        "bytes_up": traffic[1],
+    }
+    if outcome.in_flight is not None:
+        staleness = np.asarray(outcome.staleness, np.float64)
+        row["in_flight"] = outcome.in_flight
+        row["staleness_mean"] = float(staleness.mean()) if staleness.size else 0.0
+        row["staleness_max"] = int(staleness.max()) if staleness.size else 0
+    for reason in REJECT_REASONS:
+        row[f"rejected_{reason}"] = outcome.rejected.get(reason, 0)
+    row.update(outcome.measurements)
+    row.update(outcome.metrics)
+    return row
