@@ -231,7 +231,7 @@ def run_scenario(
         executor_factory = _backend_factory(scenario, options, seeds, executor_factory)
     executor = (executor_factory or partial(make_executor, options.executor))(runner)
 
-    privacy = _privacy_budget(scenario, fleet.size)
+    privacy = _privacy_budget(scenario, fleet.size, options.scenario_path)
     fingerprint = options.fingerprint(scenario, seed)
     resumed = _checkpoint_to_resume(options, fingerprint, scenario)
     loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
@@ -361,7 +361,7 @@ def save_model(scenario: Scenario, evaluator: Evaluator, weights: np.ndarray, pa
     model.save(path)
 
 
-def _privacy_budget(scenario: Scenario, population: int) -> Any:
+def _privacy_budget(scenario: Scenario, population: int, path: Optional[Path] = None) -> Any:
     """The run's PrivacyBudget, or None for an aggregator that declares no DP release."""
     if scenario.aggregator.private_release() is None:
         return None  # don't import dp-accounting for non-private runs
@@ -370,7 +370,7 @@ def _privacy_budget(scenario: Scenario, population: int) -> Any:
     try:
         return PrivacyBudget.for_scenario(scenario, population)
     except ConfigError as exc:
-        raise ScenarioError(str(exc)) from None
+        raise ScenarioError(f"{path}: {exc}" if path is not None else str(exc)) from None
 
 
 def _model_spec(scenario: Scenario):
