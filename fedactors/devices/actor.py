@@ -111,7 +111,8 @@ class DeviceActor:
         contribution = w.aggregator.encode(request.params, delta, num_examples, rng)
         if request.secagg is not None and w.secagg is not None:
             # Secure aggregation: the contribution leaves only masked (protocol round 2).
-            w.secagg.start(d, r, request.secagg, contribution, rng)
+            # The raw delta too: a non-finite one keeps the device out (encode may zero it).
+            w.secagg.start(d, r, request.secagg, contribution, rng, delta)
             return
         update = Update(r, d, contribution)
         upload = w.network.to_server(d, update)

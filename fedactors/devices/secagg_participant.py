@@ -11,6 +11,12 @@ four protocol messages, with probability ``SecAggSetup.step_dropout`` per
 step, drawn from its own per-round stream ``("device", round, id,
 "secagg-dropout")`` (one draw per step, always, so the stream never depends on
 the probability). Its secrets come from ``("device", round, id, "secagg")``.
+
+Non-finite updates: the server cannot screen what it cannot see, so a device
+whose model delta (before the aggregator's ``encode``, which may silently
+zero it) or contribution holds a NaN or an infinity does not take part at
+all. It logs ``secagg.nonfinite_update`` and is recorded as dropped, like a
+device whose training failed: it is not among the survivors and adds nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +51,16 @@ class _Run:
     step_dropout: float
 
 
+def _nonfinite(delta: Optional[np.ndarray], contribution: dict[str, np.ndarray]) -> Optional[str]:
+    """``"delta"`` or ``"contribution:<key>"`` if that holds a NaN/inf, else None."""
+    if delta is not None and not np.all(np.isfinite(np.asarray(delta, np.float64))):
+        return "delta"
+    for key in sorted(contribution):
+        if not np.all(np.isfinite(np.asarray(contribution[key], np.float64))):
+            return f"contribution:{key}"
+    return None
+
+
 class SecAggParticipants:
     """Every device's protocol state, keyed by device; at most one run per device."""
 
@@ -53,9 +69,20 @@ class SecAggParticipants:
         self._runs: dict[int, _Run] = {}
 
     def start(self, device: int, round_: int, setup: SecAggSetup,
-              contribution: dict[str, np.ndarray], rng: np.random.Generator) -> None:
-        """After training: quantize the contribution and advertise keys (round 0)."""
+              contribution: dict[str, np.ndarray], rng: np.random.Generator,
+              delta: Optional[np.ndarray] = None) -> None:
+        """After training: quantize the contribution and advertise keys (round 0).
+
+        ``delta`` is the raw model delta the contribution was encoded from; if it or the
+        contribution is not finite the device stays out of the protocol (see module doc)."""
         w = self.world
+        bad = _nonfinite(delta, contribution)
+        if bad is not None:
+            self._runs.pop(device, None)  # like a new run, it ends any older one
+            w.tally.record_drop(round_, device, asyncio.get_running_loop().time())
+            # Logged even when device events are off: the server cannot see this one.
+            w.log.emit(f"device-{device}", "secagg.nonfinite_update", round=round_, where=bad)
+            return
         # Stochastic rounding draws from the training stream, after encode's draws.
         x = encoding.encode(contribution, setup.layout, rng if setup.stochastic_rounding else None)
         secrets = w.seeds.generator("device", round_, device, "secagg")

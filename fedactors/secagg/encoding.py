@@ -68,7 +68,9 @@ def make_layout(
 def encode(
     contribution: Mapping[str, np.ndarray], layout: Layout, rng: Optional[np.random.Generator]
 ) -> np.ndarray:
-    """Quantize and concatenate; values beyond a key's bound are clipped to it."""
+    """Quantize and concatenate; values beyond a key's bound are clipped to it.
+
+    Raises ValueError naming the key if a value is NaN or infinite."""
     if set(contribution) != {f.key for f in layout.fields}:
         raise ValueError(f"contribution keys {sorted(contribution)} do not match the layout "
                          f"{[f.key for f in layout.fields]}")
@@ -77,6 +79,9 @@ def encode(
         x = np.asarray(contribution[f.key], dtype=np.float64).reshape(-1)
         if x.size != f.size:
             raise ValueError(f"contribution {f.key!r} has {x.size} values, layout says {f.size}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"contribution {f.key!r} holds NaN or inf values: a non-finite "
+                             "contribution cannot be encoded for secure aggregation")
         parts.append(quantize(x, f.bound, layout.scale_bits, layout.modulus_bits, rng))
     return np.concatenate(parts)
 

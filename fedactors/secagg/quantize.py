@@ -62,7 +62,9 @@ def quantize(
     x: np.ndarray, bound: float, scale_bits: int, modulus_bits: int,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Encode ``x`` as uint64 in [0, 2**modulus_bits); stochastic rounding iff ``rng`` is given."""
+    """Encode ``x`` as uint64 in [0, 2**modulus_bits); stochastic rounding iff ``rng`` is given.
+
+    Raises ValueError if ``x`` holds a NaN or an infinity (it has no fixed-point encoding)."""
     _check(bound, scale_bits)
     if not 2 <= modulus_bits <= MAX_MODULUS_BITS:
         raise ConfigError(
@@ -72,7 +74,14 @@ def quantize(
         raise ConfigError(
             "modulus_bits", f"{modulus_bits} bits cannot hold one value of bound {bound!r}"
         )
-    scaled = np.clip(np.asarray(x, dtype=np.float64), -bound, bound) * 2.0**scale_bits
+    x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        # Clipping keeps NaN and the int cast of NaN is undefined: refuse rather than encode junk.
+        flat = x.reshape(-1)
+        bad = np.flatnonzero(~np.isfinite(flat))
+        raise ValueError(f"cannot quantize non-finite values: {bad.size} NaN/inf entries "
+                         f"(first at flat index {int(bad[0])}: {float(flat[bad[0]])})")
+    scaled = np.clip(x, -bound, bound) * 2.0**scale_bits
     if rng is None:
         q = np.rint(scaled)
     else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -105,6 +105,29 @@ def collect_shares(
     return replace(state, phase="masked", u2=u2), out
 
 
+def masked_input_problem(config: SecAggConfig, m: Any) -> Optional[str]:
+    """Why ``m`` cannot be accepted as a masked input under ``config`` (None if it can).
+
+    A masked input must be a ``MaskedInput`` for this modulus whose ``y`` is a uint64 vector of
+    exactly ``config.dim`` elements, each in [0, 2**modulus_bits): anything else (a float
+    vector, a wrong length, values past the modulus) would break or skew the unmasking sum.
+    """
+    if not isinstance(m, MaskedInput):
+        return f"not a MaskedInput but {type(m).__name__}"
+    if m.modulus_bits != config.modulus_bits:
+        return f"modulus_bits {m.modulus_bits!r}, expected {config.modulus_bits}"
+    y = m.y
+    if not isinstance(y, np.ndarray):
+        return f"y is a {type(y).__name__}, expected a numpy array"
+    if y.dtype != np.uint64:
+        return f"y has dtype {y.dtype}, expected uint64"
+    if y.shape != (config.dim,):
+        return f"y has shape {y.shape}, expected ({config.dim},)"
+    if y.size and int(y.max()) >> config.modulus_bits:
+        return f"y has values >= 2**{config.modulus_bits}"
+    return None
+
+
 def collect_masked(
     state: ServerState, msgs: Sequence[MaskedInput]
 ) -> tuple[ServerState, Union[dict[int, UnmaskRequest], Abort]]:
@@ -112,7 +135,8 @@ def collect_masked(
     if state.phase != "masked":
         return _abort(state, step, f"called in phase {state.phase!r}")
     cfg = state.config
-    ok = [m for m in msgs if m.y.shape == (cfg.dim,) and m.modulus_bits == cfg.modulus_bits]
+    # A malformed masked input is not accepted: its sender counts as dropped at this step.
+    ok = [m for m in msgs if masked_input_problem(cfg, m) is None]
     got = _first_by_sender(ok, state.u2)
     u3 = frozenset(got)
     g = cfg.graph

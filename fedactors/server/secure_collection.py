@@ -105,8 +105,14 @@ class SecureCollection:
 
     # -- before the broadcast ------------------------------------------------------
 
-    def setup(self, r: int, cohort: Iterable[int], params: Any, dim: int) -> Optional[SecAggSetup]:
-        """This round's public parameters: graph over the selected devices, layout, modulus."""
+    def setup(self, r: int, cohort: Iterable[int], params: Any, dim: int,
+              admit: Optional[int] = None) -> Optional[SecAggSetup]:
+        """This round's public parameters: graph over the selected devices, layout, modulus.
+
+        ``admit``: how many devices' keys the server takes before it stops
+        admitting (default ``cohort_size``; a Poisson round admits every
+        sampled device), which sizes the modulus so their sum cannot wrap.
+        """
         rows = sorted(int(d) for d in cohort)
         if not rows:
             return None
@@ -119,7 +125,8 @@ class SecureCollection:
         probe = self.aggregator.encode(params, np.zeros(dim, np.float32), 1,
                                        self.seeds.generator("secagg-probe", r))
         shapes = {k: np.shape(v) for k, v in probe.items()}
-        m_max = min(self.cohort_size, len(rows))  # at most cohort_size devices are admitted
+        admit = self.cohort_size if admit is None else admit
+        m_max = min(admit, len(rows))  # at most this many devices are admitted
         layout = encoding.make_layout(shapes, bounds, m_max, self.option.scale_bits)
         ids = [protocol_id(d) for d in rows]
         if self.option.uses_sparse_graph(len(rows)):
@@ -139,12 +146,16 @@ class SecureCollection:
 
     # -- after the broadcast -------------------------------------------------------
 
-    async def collect(self, r: int, setup: Optional[SecAggSetup], cohort: set[int]) -> SecureOutcome:
+    async def collect(self, r: int, setup: Optional[SecAggSetup], cohort: set[int],
+                      admit: Optional[int] = None) -> SecureOutcome:
+        """Run the protocol with the first ``admit`` (default ``cohort_size``) devices
+        whose keys arrive by the round deadline."""
         tally = _Tally()
         if setup is None:
             await self._gather(r, ADVERTISE, set(), 1, tally, round_deadline=True)
             return SecureOutcome(None, (), tally.rejected, "nobody-online")
-        got, closed_by = await self._gather(r, ADVERTISE, cohort, self.cohort_size, tally,
+        got, closed_by = await self._gather(r, ADVERTISE, cohort,
+                                            self.cohort_size if admit is None else admit, tally,
                                             round_deadline=True)
         u1 = len(got)
         if not got:  # nobody finished training: a skipped round, not a protocol abort
@@ -164,7 +175,8 @@ class SecureCollection:
                 self.network.to_device(device_of(pid), env)
             expected = {device_of(pid) for pid in replies}
             timer = self.network.server_timer(self.option.step_timeout, StepDeadline(r, next_step))
-            got, _ = await self._gather(r, next_step, expected, len(expected), tally)
+            got, _ = await self._gather(r, next_step, expected, len(expected), tally,
+                                        config=setup.config)
             timer.cancel()  # closed early or fired: either way it has nothing more to say
         if result is None:
             state, result = tally.timed(server.finish, state, [got[d] for d in sorted(got)])
@@ -195,7 +207,8 @@ class SecureCollection:
                              tally.rejected, closed_by, measurements)
 
     async def _gather(self, r: int, step: str, allowed: set[int], want: int, tally: _Tally,
-                      round_deadline: bool = False) -> tuple[dict[int, Any], str]:
+                      round_deadline: bool = False, config: Optional[SecAggConfig] = None,
+                      ) -> tuple[dict[int, Any], str]:
         """Payloads of ``step`` from ``allowed`` devices, until ``want`` are in or time is up."""
         got: dict[int, Any] = {}
         if want <= 0:
@@ -210,7 +223,7 @@ class SecureCollection:
                 if not round_deadline and (message.round, message.step) == (r, step):
                     return got, "deadline"
                 continue
-            reason = self._screen(message, r, step, allowed, got)
+            reason = self._screen(message, r, step, allowed, got, config)
             if reason:
                 tally.rejected[reason] = tally.rejected.get(reason, 0) + 1
                 self.log.emit(ACTOR, f"update.{reason}", round=r, step=step,
@@ -224,7 +237,8 @@ class SecureCollection:
                 return got, "target"
 
     @staticmethod
-    def _screen(message: Any, r: int, step: str, allowed: set[int], got: dict) -> Optional[str]:
+    def _screen(message: Any, r: int, step: str, allowed: set[int], got: dict,
+                config: Optional[SecAggConfig] = None) -> Optional[str]:
         """Why a message is not a valid protocol message for ``step`` of round ``r``."""
         if not isinstance(message, ToServer) or message.step not in STEPS:
             return "malformed"  # under secure aggregation a plain Update is refused too
@@ -239,6 +253,10 @@ class SecureCollection:
         if message.step != step or not isinstance(message.payload, _PAYLOAD[step]):
             return "malformed"
         if getattr(message.payload, "sender", None) != protocol_id(message.sender):
+            return "malformed"
+        # A masked vector of the wrong dtype, shape or range (the core refuses it too).
+        if step == MASKED and config is not None and server.masked_input_problem(
+                config, message.payload) is not None:
             return "malformed"
         if message.sender in got:
             return "duplicate"

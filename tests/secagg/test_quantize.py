@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fedactors.errors import ConfigError
+from fedactors.secagg.encoding import encode, make_layout
 from fedactors.secagg.quantize import choose_modulus_bits, dequantize_sum, error_bound, quantize
 
 
@@ -30,3 +31,21 @@ def test_modulus_exactly_sufficient():
 def test_too_many_bits_is_clear_error():
     with pytest.raises(ConfigError, match="62"):
         choose_modulus_bits(1.0, 10**6, 50)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_non_finite_input_is_refused_not_encoded(bad, stochastic):
+    # Clipping keeps NaN and casting NaN to an integer is undefined: refuse it by name.
+    x = np.array([0.5, bad, -0.25])
+    rng = np.random.default_rng(0) if stochastic else None
+    with pytest.raises(ValueError, match="non-finite"):
+        quantize(x, 1.0, 8, 12, rng)
+
+
+def test_encode_names_the_non_finite_key():
+    layout = make_layout({"a": (2,), "b": (3,)}, {"a": 1.0, "b": 1.0}, 4, 8)
+    ok = {"a": np.array([0.5, -0.5]), "b": np.zeros(3)}
+    assert encode(ok, layout, None).dtype == np.uint64
+    with pytest.raises(ValueError, match="'b'.*NaN or inf"):
+        encode({**ok, "b": np.array([0.0, np.nan, 0.0])}, layout, None)

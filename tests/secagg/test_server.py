@@ -1,12 +1,13 @@
 """Server-side guarantees: per-neighbourhood thresholds, strangers ignored, order enforced."""
 
 import numpy as np
+import pytest
 
 from fedactors.secagg import client, server
-from fedactors.secagg.graph import harary_graph
-from fedactors.secagg.messages import Abort, AdvertiseKeys, SecAggConfig
+from fedactors.secagg.graph import complete_graph, harary_graph
+from fedactors.secagg.messages import Abort, AdvertiseKeys, MaskedInput, SecAggConfig, SecAggResult
 
-from .helpers import run_to_unmask
+from .helpers import K, run_to_delivery, run_to_unmask
 
 
 def _advertise(cfg, ids):
@@ -46,3 +47,57 @@ def test_unmask_lists_partition_the_neighbourhood():
     _, _, req, _, _ = run_to_unmask(n=6, t=3, drop_before_masked=(4,))
     for r in req.values():
         assert set(r.alive) == {1, 2, 3, 5, 6} and r.dropped == (4,)
+
+
+# A device's masked input, tampered with: each must be refused at collect_masked, its sender
+# treated as dropped at that step, and the others' sum still come out exactly.
+BAD_MASKED = {
+    "float64": lambda y: y.astype(np.float64),
+    "float32": lambda y: y.astype(np.float32),
+    "int64": lambda y: y.astype(np.int64),
+    "uint32": lambda y: y.astype(np.uint32),
+    "too-short": lambda y: y[:-1],
+    "too-long": lambda y: np.concatenate([y, y[:1]]),
+    "two-d": lambda y: y.reshape(1, -1),
+    "beyond-modulus": lambda y: y | np.uint64(1 << K),
+    "a-list": lambda y: [int(v) for v in y],
+}
+
+
+@pytest.mark.parametrize("tamper", list(BAD_MASKED), ids=list(BAD_MASKED))
+def test_a_malformed_masked_input_is_refused_and_the_rest_sum_exactly(tamper):
+    cfg, states, dl, inputs, srv, _ = run_to_delivery(n=5, t=3)
+    msgs = []
+    for u, m in dl.items():
+        states[u], out = client.masked_input(states[u], m, inputs[u])
+        if u == 2:
+            out = MaskedInput(u, BAD_MASKED[tamper](out.y), out.modulus_bits)
+            assert server.masked_input_problem(cfg, out) is not None
+        else:
+            assert server.masked_input_problem(cfg, out) is None
+        msgs.append(out)
+    srv, req = server.collect_masked(srv, msgs)
+    assert not isinstance(req, Abort)
+    assert srv.u3 == {1, 3, 4, 5} and all(r.dropped == (2,) for r in req.values())
+    responses = []
+    for u, r in req.items():
+        states[u], out = client.unmask(states[u], r)
+        responses.append(out)
+    _, result = server.finish(srv, responses)
+    assert isinstance(result, SecAggResult) and result.contributors == {1, 3, 4, 5}
+    want = sum(inputs[u] for u in (1, 3, 4, 5)) & np.uint64(2**K - 1)
+    np.testing.assert_array_equal(result.total, want)
+    assert result.total.dtype == np.uint64
+
+
+def test_masked_input_problem_names_what_is_wrong():
+    cfg = SecAggConfig(0, complete_graph([1, 2, 3], 2), K, 4)
+    good = np.arange(4, dtype=np.uint64)
+    assert server.masked_input_problem(cfg, MaskedInput(1, good, K)) is None
+    assert "dtype float64" in server.masked_input_problem(
+        cfg, MaskedInput(1, good.astype(np.float64), K))
+    assert "shape (3,)" in server.masked_input_problem(cfg, MaskedInput(1, good[:3], K))
+    assert f"2**{K}" in server.masked_input_problem(
+        cfg, MaskedInput(1, good | np.uint64(1 << K), K))
+    assert "modulus_bits" in server.masked_input_problem(cfg, MaskedInput(1, good, K + 1))
+    assert "MaskedInput" in server.masked_input_problem(cfg, object())

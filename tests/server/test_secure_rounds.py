@@ -19,13 +19,14 @@ from fedactors.errors import ConfigError
 from fedactors.messages import Update
 from fedactors.privacy.dp_mean import DPMean
 from fedactors.scenarios.spec import Scenario
+from fedactors.secagg import client as secagg_client
 from fedactors.secagg import encoding
 from fedactors.secagg import server as secagg_server
 from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, UNMASK, ToServer
 from fedactors.secagg.messages import MaskedInput, UnmaskRequest
 from fedactors.secagg.option import SecureAggregation
+from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
-from fedactors.simulation import metrics_row
 from tests.server.harness import DIM, device, events
 from tests.server.secure_harness import Recording, build_secure_world, clipped_mean
 
@@ -77,8 +78,8 @@ def capture_layouts(world) -> list:
     collection = world.actors.server.secure
     make = collection.setup
 
-    def recording_setup(*args):
-        s = make(*args)
+    def recording_setup(*args, **kwargs):
+        s = make(*args, **kwargs)
         setups.append(s)
         return s
 
@@ -285,3 +286,123 @@ async def test_dp_mean_under_secure_aggregation_matches_the_plain_run(
     layout_bound = encoding.Layout((), 20, 30, 6).error_bound(6, stochastic=True) / 6
     assert np.abs(weights[0] - weights[1]).max() <= layout_bound + 1e-6
     assert not np.array_equal(weights[0], np.zeros(DIM))
+
+
+# -- input checks: malformed masked vectors, non-finite updates ------------------------------
+
+TAMPERED_MASKED = {
+    "float64": lambda y: y.astype(np.float64),
+    "float32": lambda y: y.astype(np.float32),
+    "wrong-shape": lambda y: np.concatenate([y, y[:1]]),
+    "beyond-modulus": lambda y: y | np.uint64(1 << 62),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("tamper", list(TAMPERED_MASKED), ids=list(TAMPERED_MASKED))
+async def test_a_malformed_masked_input_is_rejected_counted_and_the_rest_sum_exactly(
+    tamper: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    honest = secagg_client.masked_input
+
+    def tampering(state, msg, x):
+        state, out = honest(state, msg, x)
+        if isinstance(out, MaskedInput) and out.sender == 4:  # device 3
+            out = MaskedInput(out.sender, TAMPERED_MASKED[tamper](out.y), out.modulus_bits)
+        return state, out
+
+    monkeypatch.setattr(secagg_client, "masked_input", tampering)
+    agg = Recording(clipped_mean())
+    world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),
+                               SecureAggregation.complete(step_timeout=5.0, **NEAREST), agg)
+    setups = capture_layouts(world)
+    outcome = await world.actors.server.run_round(1)
+    others = [0, 1, 2, 4, 5]
+    assert outcome.applied and outcome.reported == tuple(others)
+    assert outcome.measurements["secagg_survivors"] == 5
+    assert outcome.rejected == {"malformed": 1}
+    (refused,) = events(world, "update.malformed")
+    assert refused["step"] == MASKED and refused["sender"] == 3
+    assert metrics_row(outcome, world.actors.tally, (0, 0))["rejected_malformed"] == 1
+    (contributions,) = agg.seen
+    assert contributions.count == 5
+    got, want = contributions.sum(), expected_sum(world, setups[0].layout, others)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+
+
+def nan_for(world, device_: int, bad: float) -> None:
+    """Make the stand-in trainer return a delta holding ``bad`` for ``device_``."""
+    executor = world.actors.directory.world.executor
+    honest = executor.run_batch
+
+    def run_batch(tasks):
+        results = honest(tasks)
+        for r in results:
+            if r.device == device_:
+                r.delta[1] = bad
+        return results
+
+    executor.run_batch = run_batch
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+async def test_a_device_with_a_non_finite_delta_stays_out_of_the_secure_sum(bad: float) -> None:
+    # WeightedMean / Clipped zero a non-finite delta in encode; under SecAgg the server could
+    # not tell those zeros (weight 1) from a real update, so the device must not take part.
+    agg = Recording(clipped_mean())
+    world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),
+                               SecureAggregation.complete(**NEAREST), agg)
+    nan_for(world, 2, bad)
+    setups = capture_layouts(world)
+    outcome = await world.actors.server.run_round(1)
+    others = [0, 1, 3, 4, 5]
+    assert outcome.applied and outcome.reported == tuple(others)
+    assert outcome.measurements["secagg_survivors"] == 5
+    (skipped,) = events(world, "secagg.nonfinite_update")
+    assert skipped["actor"] == "device-2" and skipped["where"] == "delta"
+    assert not [e for e in events(world, "secagg.sent") if e["actor"] == "device-2"]
+    (contributions,) = agg.seen
+    assert contributions.count == 5
+    got, want = contributions.sum(), expected_sum(world, setups[0].layout, others)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    # The mean over the other five (deltas d + 1), not a sixth zero pulling it down.
+    np.testing.assert_allclose(world.actors.server.state.weights,
+                               np.full(DIM, np.mean([d + 1.0 for d in others])), atol=1e-4)
+    assert metrics_row(outcome, world.actors.tally, (0, 0))["dropped"] == 1
+
+
+class PassesNaN(Recording):
+    """An encode that lets a NaN through to the contribution (no zeroing)."""
+
+    def encode(self, params, delta, num_examples, rng):
+        c = self.inner.encode(params, delta, num_examples, rng)
+        if float(delta[0]) == 3.0:  # device 2
+            c = {k: np.full_like(v, np.nan) for k, v in c.items()}
+        return c
+
+
+@pytest.mark.asyncio
+async def test_a_non_finite_contribution_keeps_the_device_out_instead_of_failing_the_run(
+) -> None:
+    agg = PassesNaN(clipped_mean())
+    world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),
+                               SecureAggregation.complete(**NEAREST), agg)
+    outcome = await world.actors.server.run_round(1)
+    assert not world.actors.failures
+    assert outcome.applied and outcome.reported == (0, 1, 3, 4, 5)
+    (skipped,) = events(world, "secagg.nonfinite_update")
+    assert skipped["actor"] == "device-2" and skipped["where"].startswith("contribution:")
+
+
+@pytest.mark.asyncio
+async def test_the_plain_path_still_sends_a_non_finite_delta_encoded_as_zeros() -> None:
+    # Only the secure path changed: without SecAgg the device reports as before.
+    world = build_secure_world(fleet(4), Rounds(cohort_size=4, deadline=20.0), None,
+                               clipped_mean())
+    nan_for(world, 2, np.nan)
+    outcome = await world.actors.server.run_round(1)
+    assert outcome.reported == (0, 1, 2, 3)
+    assert not events(world, "secagg.nonfinite_update")
