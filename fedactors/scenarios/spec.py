@@ -75,6 +75,8 @@ class Scenario:
                 raise ConfigError(name, f"must be a {kind.__name__}, got {getattr(self, name)!r}")
         if self.byzantine is not None and not isinstance(self.byzantine, Byzantine):
             raise ConfigError("byzantine", f"must be a Byzantine or None, got {self.byzantine!r}")
+        if self.mode is not None:
+            self._check_mode()  # first: FedBuff refuses secure aggregation whatever the stage
         if self.secure_aggregation is not None:
             if not isinstance(self.secure_aggregation, SecureAggregation):
                 raise ConfigError("secure_aggregation", "must be a SecureAggregation or None, "
@@ -82,8 +84,6 @@ class Scenario:
             check_aggregator(self.aggregator)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
-        if self.mode is not None:
-            self._check_mode()
         if self.mode is None and self.rounds.cohort_size > self.fleet_size:
             raise ConfigError(
                 "rounds.cohort_size",

@@ -142,14 +142,14 @@ def check_aggregator(aggregator: Any, dim: int = 1) -> None:
         raise ConfigError(
             "aggregator",
             f"{aggregator!r} needs individual updates (needs_individual_updates=True), "
-            "which secure aggregation hides from the server",
+            "which secure_aggregation hides from the server",
         )
     params = aggregator.client_params(aggregator.initial_state(dim))
     bounds = aggregator.contribution_bounds(params, dim)
     if not bounds:
         raise ConfigError(
             "aggregator",
-            f"{aggregator!r} gives no contribution_bounds, so fixed-point secure aggregation "
+            f"{aggregator!r} gives no contribution_bounds, so fixed-point secure_aggregation "
             "cannot choose a range that never wraps; wrap it in Clipped(clip_norm, "
             "WeightedMean(weighted=False)) or use DPMean",
         )
