@@ -168,7 +168,9 @@ def _epsilon_rdp(
 ) -> float:
     # Same sum RdpAccountant forms (count * vector per composed event).
     total = sum(n * release_rdp(sampling, population, cohort_size, z) for z, n in releases)
-    return rdp_epsilon(total, delta)
+    # At tiny q the library's RDP can come out at -1e-16, which compute_epsilon
+    # rejects (RdpAccountant.get_epsilon raises too); RDP is >= 0, so 0 is safe.
+    return rdp_epsilon(np.maximum(total, 0.0), delta)
 
 
 #: PLD value discretization. dp-accounting's default (1e-4) is ~10x slower; the
