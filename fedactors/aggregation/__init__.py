@@ -7,23 +7,29 @@ from fedactors.aggregation.base import (
     Contributions,
     IndividualUpdatesHidden,
     PlainContributions,
+    PrivateRelease,
     RoundContext,
     SummedContributions,
+    Wrapper,
 )
+from fedactors.aggregation.clipping import Clipped
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.aggregation.robust import Krum, Median, TrimmedMean
 
 __all__ = [
     "Aggregate",
     "Aggregator",
+    "Clipped",
     "Contribution",
     "Contributions",
     "IndividualUpdatesHidden",
     "Krum",
     "Median",
     "PlainContributions",
+    "PrivateRelease",
     "RoundContext",
     "SummedContributions",
     "TrimmedMean",
     "WeightedMean",
+    "Wrapper",
 ]
