@@ -20,6 +20,7 @@ from fedactors.devices.availability import Availability
 from fedactors.devices.byzantine import Byzantine
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile
+from fedactors.privacy.spec import Privacy
 from fedactors.reporting.events import EventLog
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
@@ -59,7 +60,7 @@ class World:
 def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0,
                 aggregator: Optional[Aggregator] = None,
                 byzantine: Optional[Byzantine] = None,
-                mode: Optional[FedBuff] = None) -> World:
+                mode: Optional[FedBuff] = None, privacy: Optional[Privacy] = None) -> World:
     loop = asyncio.get_running_loop()
     seeds = SeedTree(seed)
     fleet = Fleet.build(classes, seeds.generator("fleet"))
@@ -69,11 +70,17 @@ def build_world(classes: Sequence[DeviceClass], rounds: Rounds, seed: int = 0,
     data = FederatedData.from_arrays(clients, clients[0])
     scenario = Scenario(name="harness", model=lambda: None, loss="mse", data=lambda f, r: data,
                         fleet=list(classes), rounds=rounds, mode=mode,
-                        aggregator=aggregator or WeightedMean(), byzantine=byzantine)
+                        aggregator=aggregator or WeightedMean(), byzantine=byzantine,
+                        privacy=privacy)
+    budget = None
+    if scenario.aggregator.private_release() is not None:
+        from fedactors.privacy.budget import PrivacyBudget
+
+        budget = PrivacyBudget.for_scenario(scenario, fleet.size)
     log = EventLog(loop.time, keep=True)
     actors = assemble(loop=loop, fleet=fleet, data=data, executor=DeviceIdDelta(),
                       scenario=scenario, evaluate=lambda w: {}, seeds=seeds, log=log,
-                      initial_weights=np.zeros(DIM, np.float32))
+                      initial_weights=np.zeros(DIM, np.float32), privacy=budget)
     return World(actors, log, fleet)
 
 

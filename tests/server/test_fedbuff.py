@@ -277,3 +277,36 @@ async def test_delivered_messages_are_not_kept_on_the_wire() -> None:
     await run(world, 8)
     server, network = world.actors.server, world.actors.network
     assert network.messages_in_flight <= len(server.in_flight)
+
+
+@pytest.mark.asyncio
+async def test_a_private_fedbuff_run_is_charged_per_buffer_without_amplification_and_stops_in_time(
+) -> None:
+    from fedactors import Privacy
+    from fedactors.privacy.accounting import PrivacyLedger
+    from fedactors.privacy.budget import STOPPED_BY_BUDGET
+    from fedactors.privacy.dp_mean import DPMean
+
+    k, z, delta = 2, 3.0, 1e-5
+    # The no-amplification bound after n buffers: n Gaussians of multiplier z, nothing else.
+    plain = PrivacyLedger(6, k, z, "none")
+    target = (plain.compose(3).epsilon(delta) + plain.compose(4).epsilon(delta)) / 2
+    world = build_world([device("a", 1.0, count=3), device("b", 2.5, count=3)],
+                        Rounds(count=10, deadline=100.0),
+                        aggregator=DPMean.fixed(1.0, z, expected_count=k),
+                        mode=FedBuff(buffer_size=k, concurrency=4),
+                        privacy=Privacy(target_epsilon=target, delta=delta))
+    server = world.actors.server
+    outcomes: list = []
+    assert await server.run(10, outcomes.append) == STOPPED_BY_BUDGET
+    assert [o.round for o in outcomes] == [1, 2, 3]
+    eps = [o.measurements["epsilon"] for o in outcomes]
+    assert eps == pytest.approx([plain.compose(n).epsilon_rdp(delta) for n in (1, 2, 3)], rel=1e-9)
+    budget = server.step.privacy
+    assert budget.epsilon(server.state.privacy) == pytest.approx(plain.compose(3).epsilon(delta))
+    assert budget.epsilon(server.state.privacy) <= target < budget.next_epsilon(server.state.privacy)
+    # Each buffer holds distinct devices: one clipped contribution per device per release.
+    assert all(len(set(o.reported)) == k for o in outcomes)
+    # Nothing was dispatched after the stop.
+    last = max(e["t"] for e in events(world, "buffer.aggregated"))
+    assert all(e["t"] <= last for e in events(world, "device.dispatched"))

@@ -133,3 +133,17 @@ async def test_nothing_of_a_closed_round_stays_on_the_wire() -> None:
                         Rounds(cohort_size=2, deadline=10.0))
     await world.actors.server.run_round(1)
     assert world.actors.network.messages_in_flight == 0
+
+
+@pytest.mark.asyncio
+async def test_a_poisson_round_sums_every_sampled_report_however_many_and_however_slow() -> None:
+    # q = min(1, 6 / 6) = 1: all six devices are sampled, three times cohort_size.
+    classes = [device(f"d{i}", float(i + 1)) for i in range(6)]
+    world = build_world(classes, Rounds(cohort_size=2, over_selection=3.0, deadline=50.0,
+                                        sampling="poisson"))
+    outcome = await world.actors.server.run_round(1)
+    assert outcome.selected == tuple(range(6))
+    # No cut at cohort_size: the slowest (6 s) is summed too, and the round ends with it.
+    assert outcome.reported == tuple(range(6))
+    assert outcome.closed_by == "target" and outcome.end == pytest.approx(6.0)
+    np.testing.assert_allclose(world.actors.server.state.weights, np.full(3, 3.5), rtol=1e-6)

@@ -1,0 +1,115 @@
+"""The release step both server drivers share, alone: no event loop, no actors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fedactors import DeviceClass, Privacy, Rounds, Scenario
+from fedactors.aggregation.base import Aggregate, Aggregator, PlainContributions, SummedContributions
+from fedactors.aggregation.fedavg import WeightedMean
+from fedactors.privacy.budget import STOPPED_BY_BUDGET, PrivacyBudget
+from fedactors.privacy.dp_mean import DPMean
+from fedactors.reporting.events import EventLog
+from fedactors.seeding import SeedTree
+from fedactors.server.optimizers import FedAvgStep
+from fedactors.server.release import Participation, ReleaseStep
+
+DIM, N, M = 3, 20, 4
+
+
+class NaNDelta(Aggregator[None]):
+    """A stage whose aggregate is not finite, whatever it is given."""
+
+    def encode(self, params, delta, num_examples, rng):
+        return {"x": np.asarray(delta, np.float32)}
+
+    def aggregate(self, state, contributions, ctx):
+        return Aggregate(np.full(DIM, np.nan, np.float32), state)
+
+
+def scenario(aggregator: Aggregator, **privacy) -> Scenario:
+    return Scenario(name="release", model=lambda: None, loss="mse", data=lambda f, r: None,
+                    fleet=[DeviceClass("d", count=N)], rounds=Rounds(cohort_size=M),
+                    aggregator=aggregator, privacy=Privacy(**privacy) if privacy else None)
+
+
+def step_for(aggregator: Aggregator, min_reports: int = 1, **privacy) -> ReleaseStep:
+    budget = PrivacyBudget.for_scenario(scenario(aggregator, **privacy), N)
+    return ReleaseStep(aggregator, FedAvgStep(), lambda w: {"loss": float(w.sum())},
+                       SeedTree(0), EventLog(lambda: 0.0, keep=True), min_reports=min_reports,
+                       eval_every=2, privacy=budget)
+
+
+def rows(n: int, value: float = 1.0) -> PlainContributions:
+    enc = WeightedMean(weighted=False).encode({}, np.full(DIM, value, np.float32), 1, None)
+    return PlainContributions([enc] * n)
+
+
+def test_a_non_finite_aggregate_is_never_adopted_and_the_release_still_counts() -> None:
+    step = step_for(NaNDelta())
+    state = step.initial_state(np.ones(DIM, np.float32))
+    out = step.release(state, PlainContributions([{"x": np.ones(DIM, np.float32)}]),
+                       expected_count=1, selected=1, participation=Participation())
+    assert not out.applied and out.state.round == 1
+    np.testing.assert_array_equal(out.state.weights, np.ones(DIM, np.float32))
+    assert [e["event"] for e in step.log.records] == ["aggregate.nonfinite"]
+
+
+def test_evaluation_follows_the_cadence_and_sees_the_new_weights() -> None:
+    step = step_for(WeightedMean(weighted=False))
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    first = step.release(state, rows(2), expected_count=2, selected=2, participation=Participation())
+    second = step.release(first.state, rows(2), expected_count=2, selected=2,
+                          participation=Participation())
+    assert first.metrics == {} and second.metrics == {"loss": pytest.approx(2.0 * DIM)}
+
+
+def test_too_few_reports_skip_the_release_but_a_dp_run_is_still_charged() -> None:
+    dp = DPMean.fixed(1.0, 1.0, M)
+    step = step_for(dp, min_reports=3)
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    out = step.release(state, rows(2), expected_count=M, selected=M,
+                       participation=Participation(online=N, selected=M))
+    assert not out.applied and out.state.round == 1
+    assert out.state.privacy.ledger.rounds == 1 and out.measurements["epsilon"] > 0
+    assert out.measurements["noise_multiplier"] == 1.0
+
+
+def test_distributed_noise_is_charged_at_the_noise_the_release_really_had() -> None:
+    dp = DPMean.fixed(1.0, 1.0, M, distributed_noise=True, min_survivors=2)
+    step = step_for(dp)
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    summed = SummedContributions(rows(4).sum(), 4)
+    out = step.release(state, summed, expected_count=M, selected=M,
+                       participation=Participation(online=N, selected=M))
+    # Four shares of variance 1/2 each: twice the nominal variance.
+    assert out.state.privacy.ledger.releases == ((math.sqrt(2.0), 1),)
+    assert out.measurements["noise_multiplier"] == pytest.approx(math.sqrt(2.0))
+    assert out.measurements["noise_stddev_on_mean"] == pytest.approx(math.sqrt(2.0) / M)
+    # One share short of the minimum: nothing is released, and the charge is nominal.
+    short = step.release(out.state, SummedContributions(rows(1).sum(), 1), expected_count=M,
+                         selected=M, participation=Participation(online=N, selected=M))
+    assert not short.applied and short.measurements["noise_shares_below_minimum"] == 1.0
+    np.testing.assert_array_equal(short.state.weights, out.state.weights)
+    assert short.state.privacy.ledger.releases == ((1.0, 1), (math.sqrt(2.0), 1))
+
+
+def test_the_budget_check_refuses_the_release_that_would_pass_the_target() -> None:
+    dp = DPMean.fixed(1.0, 1.0, M)
+    probe = step_for(dp, delta=1e-5)
+    ledger = probe.initial_state(np.zeros(DIM)).privacy.ledger
+    target = (ledger.compose(2).epsilon(1e-5) + ledger.compose(3).epsilon(1e-5)) / 2
+    step = step_for(dp, target_epsilon=target, delta=1e-5)
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    stops = []
+    for _ in range(4):
+        stops.append(step.budget_stop(state))
+        if stops[-1]:
+            break
+        state = step.release(state, rows(M), expected_count=M, selected=M,
+                             participation=Participation(online=N, selected=M)).state
+    assert stops == [None, None, STOPPED_BY_BUDGET]
+    assert step.privacy.epsilon(state.privacy) <= target < step.privacy.next_epsilon(state.privacy)
