@@ -37,18 +37,20 @@ Sampling assumptions (pick the one the server actually implements):
 on the same epsilon at the same delta, so their minimum is one too.
 
 **What is cheap and what is exact.** :meth:`PrivacyLedger.epsilon_rdp` is the
-RDP bound: the RDP vector of each distinct per-release event (at
-dp-accounting's default orders) is computed once per process and cached
-(:func:`release_rdp`, keyed by the event's parameters), the ledger's vector is
-``sum(count * vector)`` and dp-accounting's own ``compute_epsilon`` turns it
-into epsilon. That is exactly what ``RdpAccountant`` computes (it, too, adds
-``count * vector``), at ~0.3 ms per call instead of 0.2-0.5 s.
-:meth:`PrivacyLedger.epsilon` is the exact best bound per ``method``; where
-PLD applies it costs a PLD computation (0.05-2 s, more with more releases),
-cached per (event parameters, histogram, delta). For ``"fixed_size"`` and
-``method="rdp"`` the two are the same number.
-:meth:`PrivacyLedger.would_exceed` only pays for PLD when the RDP bound alone
-cannot answer.
+RDP bound, cheap enough for every round: the RDP vector of each distinct
+per-release event (at dp-accounting's default orders) is computed once per
+process and cached (:func:`release_rdp`, keyed by the event's parameters;
+0.2-0.6 s the first time), the ledger's vector is ``sum(count * vector)``,
+which is what ``RdpAccountant`` forms too, and dp-accounting's own
+``compute_epsilon`` turns it into epsilon (~0.2-0.3 ms; figures in
+docs/benchmarks.md). :meth:`PrivacyLedger.epsilon` is the best bound per
+``method``, as before: where PLD applies it costs a PLD computation (each
+distinct Poisson event composed with its count; 0.1-3 s at 1,000 releases,
+more with more releases and larger epsilon), cached per (event parameters,
+histogram, delta). For ``"fixed_size"`` or ``method="rdp"`` the two are the
+same number. :meth:`PrivacyLedger.would_exceed` pays for PLD only when the RDP
+bound alone cannot answer. No releases is epsilon 0; a release with a zero
+multiplier is epsilon ``inf``.
 
 Adaptive clipping releases two Gaussians on the same cohort; for a Gaussian
 mechanism they compose exactly into one Gaussian with
