@@ -115,7 +115,8 @@ class Scenario:
             raise ConfigError(
                 "privacy", f"needs a differentially private aggregator (DPMean), got {agg!r}"
             )
-        if self.privacy.method == "pld" and self.rounds.sampling != "poisson":
+        # (FedBuff buffers are accounted without sampling, which PLD covers.)
+        if self.privacy.method == "pld" and self.mode is None and self.rounds.sampling != "poisson":
             raise ConfigError(
                 "privacy.method",
                 f"'pld' needs rounds.sampling='poisson', got {self.rounds.sampling!r}",
