@@ -137,6 +137,8 @@ class FedBuffServer:
         mailbox: asyncio.Queue,
         network: Any,
         initial_weights: np.ndarray,
+        # Same signature as the synchronous driver; FedBuff never closes a round
+        # on its devices, and secure aggregation is refused at load.
         stop_devices: Callable[[int], None] = lambda r: None,
         secure_aggregation: Any = None,
     ) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from fedactors.aggregation.base import Aggregator, Contributions, PrivateRelease, RoundContext
+from fedactors.aggregation.base import Aggregator, Contributions, RoundContext
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
 from fedactors.server.optimizers import ServerOptimizer
@@ -83,10 +83,6 @@ class ReleaseStep:
     min_reports: int = 1
     eval_every: int = 1
     privacy: Optional[PrivacyBudget] = None
-
-    @property
-    def declared(self) -> Optional[PrivateRelease]:
-        return self.aggregator.private_release()
 
     def initial_state(self, weights: np.ndarray) -> ServerState:
         return ServerState(
