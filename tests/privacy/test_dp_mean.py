@@ -171,3 +171,18 @@ def test_expected_count_mismatch_is_refused() -> None:
     dp = DPMean.fixed(1.0, 1.0, 3)
     with pytest.raises(ValueError, match="expected_count=3"):
         dp.aggregate(dp.initial_state(2), PlainContributions([]), ctx(4))
+
+
+def test_distributed_noise_shares_are_sized_for_min_survivors() -> None:
+    z, c, m, k, dim = 1.5, 0.8, 10, 4, 50_000
+    dp = DPMean.fixed(c, z, m, distributed_noise=True, min_survivors=k)
+    params = dp.client_params(dp.initial_state(dim))
+    share = dp.encode(params, np.zeros(dim, np.float32), 1, np.random.default_rng(3))[CLIPPED_DELTA]
+    # Any k shares sum to the nominal N(0, (zC)^2): one share has variance (zC)^2 / k.
+    n = share.size
+    lo, hi = stats.chi2.ppf([0.0005, 0.9995], n - 1) / (n - 1)
+    ratio = np.var(share.astype(np.float64), ddof=1) / ((z * c) ** 2 / k)
+    assert lo < ratio < hi, (ratio, lo, hi)
+    assert dp.private_release().min_survivors == k
+    with pytest.raises(ConfigError, match="min_survivors"):
+        DPMean.fixed(c, z, m, min_survivors=k)  # only meaningful with distributed noise
