@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -65,8 +67,24 @@ class RunOptions:
         digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
         return checkpoint.Fingerprint(scenario.name, digest, seed, (
             ("device_events", self.device_events), ("executor", self.executor),
-            ("backend", self.backend),
+            ("backend", self.backend), ("settings", settings_sha256(scenario)),
         ))
+
+
+def settings_sha256(scenario: Scenario) -> str:
+    """A digest of the scenario as built: its fleet, rounds, aggregator chain, mode,
+    secure aggregation and privacy options.
+
+    The scenario file's own hash misses what it imports (a shared module of
+    constants, a base scenario); a resumed run whose noise or sampling changed
+    that way would carry the old aggregator state while being accounted at the
+    new settings. Memory addresses in default reprs are dropped, so an object
+    without a repr of its own is compared by its type.
+    """
+    text = repr((scenario.fleet, scenario.rounds, scenario.aggregator, scenario.mode,
+                 scenario.secure_aggregation, scenario.privacy, scenario.server_optimizer,
+                 scenario.byzantine))
+    return hashlib.sha256(re.sub(r" at 0x[0-9a-f]+", "", text).encode()).hexdigest()[:16]
 
 
 @dataclass

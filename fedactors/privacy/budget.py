@@ -118,9 +118,11 @@ class PrivacyBudget:
                 ledger = PrivacyLedger(population=population, cohort_size=k,
                                        noise_multiplier=declared.noise_multiplier,
                                        sampling="none", method=options.method)
+                # Poisson at rate K/N: the same add/remove-one relation as the
+                # guarantee, so the two figures can be compared.
                 indicative = PrivacyLedger(population=population, cohort_size=k,
                                            noise_multiplier=declared.noise_multiplier,
-                                           sampling="fixed_size", method="rdp")
+                                           sampling="poisson", method="rdp")
         except ConfigError as exc:
             raise exc.within("privacy") from None
         budget = cls(ledger, options.delta_for(population), options.target_epsilon, declared,
@@ -176,8 +178,16 @@ class PrivacyBudget:
 
     def round_epsilon(self, state: PrivacyState) -> Optional[float]:
         """The per-release figure for metrics.jsonl: the cheap RDP bound (never below
-        :meth:`epsilon`; equal to it for fixed-size rounds, which only RDP covers)."""
-        return json_epsilon(state.ledger.epsilon_rdp(self.delta))
+        :meth:`epsilon`; equal to it for fixed-size rounds, which only RDP covers).
+
+        Where that bound is above the target, the tighter one the budget check
+        enforced is computed instead, so no row shows more than the target the
+        run kept (this happens only in the last releases before the stop).
+        """
+        eps = state.ledger.epsilon_rdp(self.delta)
+        if self.target_epsilon is not None and eps > self.target_epsilon:
+            eps = state.ledger.epsilon(self.delta)
+        return json_epsilon(eps)
 
     def next_epsilon(self, state: PrivacyState) -> float:
         """ε if one more release were made at the nominal (lowest possible) noise."""
@@ -242,9 +252,9 @@ class PrivacyBudget:
         if state.rounds_cut_at_target:
             out.append(
                 f"arrival order: in {state.rounds_cut_at_target} of {rounds} rounds the server "
-                "summed the first reports to reach its target and cut the selected devices "
-                "still training; which devices are slowest depends on how much data they hold, "
-                "so ε holds only if it does not"
+                "summed the first reports to reach its target and did not wait for the other "
+                "selected devices (still training, or dropped out); which devices are slowest "
+                "depends on how much data they hold, so ε holds only if it does not"
             )
         return out
 
@@ -255,7 +265,6 @@ class PrivacyBudget:
         violations = self.violations(state, rounds)
         block: dict[str, Any] = {
             "epsilon": json_epsilon(self.epsilon(state)),
-            "epsilon_rdp": json_epsilon(state.ledger.epsilon_rdp(self.delta)),
             "delta": self.delta,
             "target_epsilon": self.target_epsilon,
             "rounds_accounted": rounds,
@@ -278,9 +287,9 @@ class PrivacyBudget:
         if state.indicative is not None:
             block["epsilon_if_uniform_sample"] = json_epsilon(state.indicative.epsilon(self.delta))
             block["epsilon_if_uniform_sample_note"] = (
-                "indicative only: what a uniformly random buffer of "
-                f"{led.cohort_size} of {led.population} devices would give; FedBuff does not "
-                "sample buffers, so this is not a guarantee"
+                "indicative only: what buffers Poisson-sampled at rate "
+                f"{led.cohort_size}/{led.population} would give (add-or-remove-one, as the "
+                "guarantee); FedBuff does not sample buffers, so this is not a guarantee"
             )
         if stopped == STOPPED_BY_BUDGET:
             block["next_round_epsilon"] = json_epsilon(self.next_epsilon(state))

@@ -174,6 +174,10 @@ class DPMean(Aggregator[DPMeanState]):
             else self.expected_count if min_survivors is None
             else positive_int("min_survivors", min_survivors)
         )
+        if self.min_survivors is not None and self.min_survivors > self.expected_count:
+            # A fixed-size round sums at most expected_count: nothing could ever be released.
+            raise ConfigError("min_survivors", f"{min_survivors!r} is more than expected_count "
+                                               f"{self.expected_count}: no release could be made")
         self.query: Any
         if adaptive is None:
             self.clipped_count_stddev = 0.0

@@ -49,6 +49,8 @@ class Privacy:
 
     def __post_init__(self) -> None:
         if self.target_epsilon is not None:
+            if isinstance(self.target_epsilon, bool):
+                raise ConfigError("target_epsilon", f"must be a number > 0, got {self.target_epsilon!r}")
             positive("target_epsilon", self.target_epsilon)
         if self.delta is not None:
             d = probability("delta", self.delta)

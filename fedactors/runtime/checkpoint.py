@@ -45,8 +45,13 @@ class Fingerprint:
                     f"{other.scenario_sha256[:12]}; now: {self.scenario}, {self.scenario_sha256[:12]})")
         if self.seed != other.seed:
             return f"the seed differs (checkpoint: {other.seed}, now: {self.seed})"
+        mine, theirs = dict(self.options), dict(other.options)
+        if mine.get("settings") != theirs.get("settings"):
+            # The file is the same but what it builds is not (an imported module changed).
+            return ("the scenario's settings differ from the checkpointed run's (fleet, rounds, "
+                    "aggregator, mode, secure aggregation or privacy; a module it imports changed?)")
         if self.options != other.options:
-            return f"the run options differ (checkpoint: {dict(other.options)}, now: {dict(self.options)})"
+            return f"the run options differ (checkpoint: {theirs}, now: {mine})"
         return ""
 
 

@@ -82,6 +82,12 @@ class Scenario:
                 raise ConfigError("secure_aggregation", "must be a SecureAggregation or None, "
                                                         f"got {self.secure_aggregation!r}")
             check_aggregator(self.aggregator)
+            if self.rounds.cohort_size < 2:
+                raise ConfigError(
+                    "rounds.cohort_size",
+                    f"is {self.rounds.cohort_size} with secure_aggregation on: the sum of one "
+                    "device's update is that update; secure aggregation needs at least 2",
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
         if self.mode is None and self.rounds.cohort_size > self.fleet_size:
@@ -113,7 +119,8 @@ class Scenario:
             raise ConfigError("privacy", f"must be a Privacy or None, got {self.privacy!r}")
         if declared is None:
             raise ConfigError(
-                "privacy", f"needs a differentially private aggregator (DPMean), got {agg!r}"
+                "privacy", f"needs an aggregator that declares a DP release (private_release(), "
+                f"e.g. DPMean; a stage wrapping one must subclass Wrapper), got {agg!r}"
             )
         # (FedBuff buffers are accounted without sampling, which PLD covers.)
         if self.privacy.method == "pld" and self.mode is None and self.rounds.sampling != "poisson":
@@ -144,6 +151,17 @@ class Scenario:
         # A DP aggregator is calibrated for a cohort of expected_count; in FedBuff
         # each release is over one buffer of buffer_size updates.
         declared = self.aggregator.private_release()
+        if declared is not None:
+            # A staleness weight above 1 scales a clipped update past the sensitivity
+            # the DP release is accounted at; probe the staleness values a run can see.
+            weights = np.asarray(self.mode.staleness(np.arange(0, 100_001)), np.float64)
+            if not np.all((weights >= 0.0) & (weights <= 1.0)):
+                raise ConfigError(
+                    "mode.staleness",
+                    f"{self.mode.staleness!r} gives weights outside [0, 1] (e.g. "
+                    f"{weights[(weights < 0) | (weights > 1)][0]:g}), which a DP aggregator cannot "
+                    "account: its sensitivity is the clip norm",
+                )
         if declared is not None and declared.expected_count != self.mode.buffer_size:
             raise ConfigError(
                 "mode.buffer_size",

@@ -26,6 +26,9 @@ from fedactors.secagg.messages import (
     empty_mapping,
 )
 
+#: The fewest inputs whose sum the server may unmask: a sum of one is that input.
+MIN_INPUTS = 2
+
 
 @dataclass(frozen=True)
 class ServerState:
@@ -143,6 +146,9 @@ def collect_masked(
     dropped = state.u2 - u3
     relevant = set(u3) | {v for v in dropped if g.neighbours[v] & u3}
     why = _short(state, u3, relevant) if u3 else "no device sent a masked input"
+    if not why and len(u3) < MIN_INPUTS:
+        # Unmasking a "sum" of one input would hand the server that device's update.
+        why = f"only {len(u3)} masked input; a sum needs at least {MIN_INPUTS} to hide any one"
     if why:
         return _abort(state, step, why)
     out = {

@@ -66,6 +66,26 @@ def test_resuming_with_another_seed_or_scenario_is_refused(tmp_path: Path) -> No
                      RunOptions(out_dir=tmp_path, scenario_path=other, rounds=3, resume=True))
 
 
+def test_resuming_after_an_imported_module_changed_the_settings_is_refused(tmp_path: Path) -> None:
+    # The scenario file is byte for byte the same, but what it builds is not (as when a
+    # module of constants it imports was edited): a resumed run would add the old noise
+    # while being accounted at the new one.
+    import dataclasses
+
+    from fedactors.privacy.dp_mean import DPMean
+
+    healthcare = ROOT / "scenarios/healthcare.py"
+    scenario = load_scenario(healthcare)
+    run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=healthcare, rounds=1))
+    noisier = dataclasses.replace(scenario, aggregator=DPMean.fixed(1.0, 5.0, 20))
+    with pytest.raises(ScenarioError, match="cannot resume: the scenario's settings differ"):
+        run_scenario(noisier, RunOptions(out_dir=tmp_path, scenario_path=healthcare, rounds=2,
+                                         resume=True))
+    resumed = run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=healthcare,
+                                                rounds=2, resume=True))
+    assert len(resumed.records) == 2
+
+
 def _checkpoint(tmp_path: Path) -> checkpoint.Checkpoint:
     fp = checkpoint.Fingerprint("s", "ab" * 32, 1, (("device_events", True),))
     return checkpoint.Checkpoint(fp, "s.py", 3, 12.5, {"weights": np.arange(4.0)}, ({"round": 1},),

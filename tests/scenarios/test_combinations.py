@@ -106,6 +106,10 @@ def _model() -> keras.Model:
 
 
 def build(mode: str, aggregator: str, secure: str, **changes) -> Scenario:
+    fields = dict(
+        rounds=Rounds(count=2, cohort_size=COHORT, deadline=60.0), mode=MODES[mode],
+    )
+    fields.update(changes)
     return Scenario(
         name=f"combo-{mode}-{aggregator}-{secure}",
         model=_model,
@@ -114,12 +118,10 @@ def build(mode: str, aggregator: str, secure: str, **changes) -> Scenario:
         # Two speeds, so FedBuff buffers mix staleness and rounds have stragglers to wait for.
         fleet=[DeviceClass("fast", count=DEVICES // 2, compute=40.0, examples=20),
                DeviceClass("slow", count=DEVICES // 2, compute=10.0, examples=20)],
-        rounds=Rounds(count=2, cohort_size=COHORT, deadline=60.0),
         training=LocalTraining(batch_size=10, optimizer=lambda: keras.optimizers.SGD(0.1)),
         aggregator=AGGREGATORS[aggregator](),
         secure_aggregation=SECURE[secure],
-        mode=MODES[mode],
-        **changes,
+        **fields,
     )
 
 
@@ -254,3 +256,24 @@ def test_docs_table_states_the_same_rules() -> None:
                 assert row in text, f"docs/combinations.md has no row {row!r}"
                 line = next(line for line in text.splitlines() if line.startswith(row))
                 assert ("refused" in line) == (refusal is not None), line
+
+
+def test_settings_no_run_could_honour_are_refused_at_load() -> None:
+    from fedactors.server.staleness import StalenessWeight
+
+    class Boost(StalenessWeight):
+        """Up-weights stale updates: past the clip norm a DP release is accounted at."""
+
+        def __call__(self, staleness):
+            return np.where(np.asarray(staleness) > 0, 2.0, 1.0)
+
+    with pytest.raises(ConfigError, match="mode.staleness"):
+        dataclasses.replace(build("fedbuff", "dp-fixed", "plain"),
+                            mode=FedBuff(buffer_size=COHORT, staleness=Boost()))
+    # Without DP nothing is accounted, so any weighting is the user's choice.
+    dataclasses.replace(build("fedbuff", "weighted-mean", "plain"),
+                        mode=FedBuff(buffer_size=COHORT, staleness=Boost()))
+    with pytest.raises(ConfigError, match="rounds.cohort_size.*secure_aggregation"):
+        build("sync", "clipped-mean", "secagg", rounds=Rounds(count=2, cohort_size=1))
+    with pytest.raises(ConfigError, match="min_survivors"):
+        DPMean.fixed(1.0, Z, COHORT, distributed_noise=True, min_survivors=COHORT + 1)

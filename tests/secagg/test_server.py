@@ -101,3 +101,16 @@ def test_masked_input_problem_names_what_is_wrong():
         cfg, MaskedInput(1, good | np.uint64(1 << K), K))
     assert "modulus_bits" in server.masked_input_problem(cfg, MaskedInput(1, good, K + 1))
     assert "MaskedInput" in server.masked_input_problem(cfg, object())
+
+
+def test_a_sum_of_a_single_masked_input_is_never_unmasked() -> None:
+    from fedactors.secagg.messages import Abort
+
+    from tests.secagg.helpers import run_to_unmask
+
+    # Two devices, threshold 1: every neighbourhood could still be recovered, but
+    # unmasking one survivor's "sum" would give the server its input.
+    _, _, req, _, _ = run_to_unmask(n=2, t=1, drop_before_masked=(2,))
+    assert isinstance(req, Abort) and "at least 2" in req.reason
+    _, _, req, _, _ = run_to_unmask(n=2, t=1)
+    assert not isinstance(req, Abort)
