@@ -96,7 +96,8 @@ def save(directory: Path, checkpoint: Checkpoint) -> None:
 def load(directory: Path) -> Checkpoint:
     path = Path(directory) / FILENAME
     if not path.is_file():
-        raise ScenarioError(f"{path}: no checkpoint to resume from")
+        raise ScenarioError(f"{path}: no checkpoint to resume from (none is written for FedBuff "
+                            "runs, or with checkpointing off)")
     blob = path.read_bytes()
     digest, payload = blob[len(MAGIC): len(MAGIC) + 32], blob[len(MAGIC) + 32:]
     if not blob.startswith(MAGIC) or hashlib.sha256(payload).digest() != digest:

@@ -105,7 +105,6 @@ def test_masked_input_problem_names_what_is_wrong():
 
 def test_a_sum_of_a_single_masked_input_is_never_unmasked() -> None:
     from fedactors.secagg.messages import Abort
-
     from tests.secagg.helpers import run_to_unmask
 
     # Two devices, threshold 1: every neighbourhood could still be recovered, but
