@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
@@ -62,7 +63,49 @@ def run_parser() -> argparse.ArgumentParser:
                         help="continue the run checkpointed in DIR (same scenario and seed)")
     parser.add_argument("--no-report", action="store_true",
                         help="skip the figures and HTML page written to DIR/report at the end")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own start-up output (hidden by default)")
     return parser
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras with their C++ start-up banner held back.
+
+    TF 2.21 writes its oneDNN/CUDA lines to file descriptor 2 from C++, which
+    ``TF_CPP_MIN_LOG_LEVEL`` no longer silences, burying the program's own
+    output. The import runs with fd 2 pointed at a temporary file; what it
+    wrote is shown only if the import fails.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow as tf
+
+            tf.constant(0.0)  # device discovery prints the rest of the banner
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def check_writable(out: Path) -> None:
+    """Refuse, before any training, a run directory that cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise ScenarioError(f"{out}: the run directory is a file, not a directory")
+    probe = out / ".fedactors-write-probe"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise ScenarioError(f"{out}: cannot write the run directory ({exc.strerror or exc})") from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -76,6 +119,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.scenario is None and args.resume is None:
         parser.error("the scenario file is required (or --resume DIR)")
+    if not args.verbose:
+        import_tensorflow_quietly()
     try:
         return _run(args)
     except (ScenarioError, ConfigError) as exc:
@@ -110,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     from fedactors.simulation import RunOptions, run_scenario
 
     rounds = rounds or scenario.rounds.count
+    check_writable(out)
     options = RunOptions(seed=seed, rounds=rounds, out_dir=out, device_events=device_events,
                          scenario_path=path, resume=args.resume is not None,
                          backend=args.backend or "local", ray_workers=args.ray_workers,
@@ -121,6 +167,9 @@ def _run(args: argparse.Namespace) -> int:
             TensorBoardWriter(out / "tensorboard", metric_names) as tensorboard:
         result = run_scenario(scenario, options, on_round=[display.update, tensorboard])
         display.finish(result.summary, result.records, out)
+    # Weakened guarantees and fallbacks: always shown, --quiet or not.
+    for line in result.summary["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     if not args.no_report:
         from fedactors.reporting.report import write_report
 

@@ -24,6 +24,7 @@ from fedactors.devices.fleet import Fleet
 from fedactors.devices.secagg_participant import SecAggParticipants
 from fedactors.errors import ConfigError, ScenarioError
 from fedactors.reporting.events import EventLog
+from fedactors.reporting.warnings import run_warnings
 from fedactors.runtime import checkpoint
 from fedactors.runtime.loop import VirtualTimeLoop
 from fedactors.runtime.network import Network
@@ -345,6 +346,8 @@ def run_scenario(
     }
     if privacy_summary is not None:
         summary["privacy"] = privacy_summary
+    summary["warnings"] = run_warnings(records, privacy_summary,
+                                       getattr(executor, "fallback_reason", None))
     if options.out_dir is not None:
         save_model(scenario, evaluator, weights, options.out_dir / "model.keras")
         (options.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

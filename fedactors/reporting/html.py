@@ -50,6 +50,12 @@ def _fmt(value: Any) -> str:
     return escape(str(value))
 
 
+def _simulated_seconds(run: RunData) -> float:
+    if "simulated_seconds" in run.summary:
+        return float(run.summary["simulated_seconds"])
+    return float(run.rows[-1]["time"]) if run.rows else 0.0
+
+
 def _summary_table(runs: Sequence[RunData]) -> str:
     head = "".join(
         f'<th><span class="swatch" style="background:{run_colour(i)}"></span>'
@@ -60,9 +66,7 @@ def _summary_table(runs: Sequence[RunData]) -> str:
              ("rounds", [f"{r.summary.get('rounds', len(r.rows))} "
                          f"({escape(str(r.summary.get('stopped', '?')))})" for r in runs]),
              ("devices", [_fmt(r.summary.get("devices", "–")) for r in runs]),
-             ("simulated time", [format_duration(float(r.summary.get("simulated_seconds",
-                                                                  r.rows[-1]["time"])))
-                                 for r in runs])]
+             ("simulated time", [format_duration(_simulated_seconds(r)) for r in runs])]
     for key in ("selected", "reported", "dropped", "late"):
         lines.append((f"{key} (all rounds)",
                       [str(sum(int(row.get(key, 0) or 0) for row in r.rows)) for r in runs]))

@@ -61,15 +61,18 @@ def write_report(
     runs = load_runs(paths)
     out = out or default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
+    drawn = [r for r in runs if r.rows]  # a run that finished no round has nothing to plot
     sections = [
-        ("Learning", _learning(runs, out)),
-        ("Participation", _participation(runs, out)),
-        ("Fleet timeline", _timelines(runs, out, timeline_devices, timeline_rounds)),
-        ("Privacy", _privacy(runs, out)),
-        ("Traffic", _traffic(runs, out)),
-        ("Other measurements", _extras(runs, out)),
-    ]
-    notes = []
+        ("Learning", _learning(drawn, out)),
+        ("Participation", _participation(drawn, out)),
+        ("Fleet timeline", _timelines(drawn, out, timeline_devices, timeline_rounds)),
+        ("Privacy", _privacy(drawn, out)),
+        ("Traffic", _traffic(drawn, out)),
+        ("Other measurements", _extras(drawn, out)),
+    ] if drawn else []
+    notes = [f"{r.label}: no round finished (stopped: {r.summary.get('stopped', '?')}), so there "
+             "is nothing to draw." for r in runs if not r.rows]
+    notes += [f"{r.label}: warning: {w}" for r in runs for w in r.summary.get("warnings", [])]
     if len(runs) > 1:
         notes.append("Each run keeps its colour in every figure.")
     page = out / "report.html"

@@ -67,9 +67,9 @@ def load_run(path: Path) -> RunData:
         raise RunDirError(f"{path / 'summary.json'}: not valid JSON ({exc.msg})") from None
     if not isinstance(summary, dict):
         raise RunDirError(f"{path / 'summary.json'}: expected a JSON object")
+    # A run may end before its first round (a budget, an idle fleet): no rows,
+    # but still a run the report describes.
     rows = list(iter_jsonl(path / "metrics.jsonl"))
-    if not rows:
-        raise RunDirError(f"{path / 'metrics.jsonl'}: holds no rounds")
     for number, row in enumerate(rows, 1):
         for key in ("round", "time"):
             if not isinstance(row.get(key), (int, float)):

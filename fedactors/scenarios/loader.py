@@ -7,6 +7,9 @@ field instead of a traceback.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
 import sys
 import traceback
 import types
@@ -23,6 +26,27 @@ def line_in(path: Path, exc: BaseException) -> str:
         if Path(frame.filename).resolve() == path.resolve():
             where = f"{path}:{frame.lineno}"
     return where
+
+
+_UNEXPECTED = re.compile(r"(\w+)(?:\.__init__)?\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def did_you_mean(exc: BaseException) -> str:
+    """`` (did you mean 'dropout'?)`` for a mistyped keyword of a fedactors class, else ""."""
+    match = _UNEXPECTED.search(str(exc)) if isinstance(exc, TypeError) else None
+    if match is None:
+        return ""
+    owner, word = match.groups()
+    candidates: set[str] = set()
+    for name, module in list(sys.modules.items()):
+        found = vars(module).get(owner) if name.startswith("fedactors") else None
+        if callable(found):
+            try:
+                candidates.update(inspect.signature(found).parameters)
+            except (TypeError, ValueError):  # a builtin without a signature
+                continue
+    best = difflib.get_close_matches(word, sorted(candidates), n=1)
+    return f" (did you mean {best[0]!r}?)" if best else ""
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -66,7 +90,9 @@ def load_module(path: str | Path) -> types.ModuleType:
     except ConfigError as exc:
         raise ScenarioError(f"{line_in(path, exc)}: {exc}") from None
     except Exception as exc:  # the file is user code: any failure is reported, not raised
-        raise ScenarioError(f"{line_in(path, exc)}: {type(exc).__name__}: {exc}") from None
+        raise ScenarioError(
+            f"{line_in(path, exc)}: {type(exc).__name__}: {exc}{did_you_mean(exc)}"
+        ) from None
     finally:
         sys.path.remove(str(path.parent.resolve()))
 

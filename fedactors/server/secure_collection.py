@@ -102,6 +102,8 @@ class SecureCollection:
         self.mailbox = mailbox
         self.network = network
         self.cohort_size = cohort_size
+        #: Rounds whose SecAgg+ graph missed the stated targets: round -> (failure, security) log2.
+        self._below_target: dict[int, tuple[float, float]] = {}
 
     # -- before the broadcast ------------------------------------------------------
 
@@ -132,6 +134,7 @@ class SecureCollection:
         if self.option.uses_sparse_graph(len(rows)):
             plus = self.option.plus_parameters(len(ids), m_max)
             if not plus.meets_targets:
+                self._below_target[r] = (plus.failure_log2, plus.security_log2)
                 self.log.emit(ACTOR, "secagg.parameters_below_target", round=r, selected=len(ids),
                               degree=plus.degree, threshold=plus.threshold,
                               failure_log2=plus.failure_log2, security_log2=plus.security_log2)
@@ -151,6 +154,7 @@ class SecureCollection:
         """Run the protocol with the first ``admit`` (default ``cohort_size``) devices
         whose keys arrive by the round deadline."""
         tally = _Tally()
+        below = self._below_target.pop(r, None)
         if setup is None:
             await self._gather(r, ADVERTISE, set(), 1, tally, round_deadline=True)
             return SecureOutcome(None, (), tally.rejected, "nobody-online")
@@ -189,7 +193,11 @@ class SecureCollection:
             "secagg_aborted": 0,
             "secagg_modulus_bits": setup.config.modulus_bits,
             "secagg_max_degree": setup.config.graph.max_degree(),
+            # 1 when this round's SecAgg+ graph missed the stated failure/security targets.
+            "secagg_below_target": int(below is not None),
         }
+        if below is not None:
+            measurements["secagg_failure_log2"], measurements["secagg_security_log2"] = below
         if isinstance(result, Abort):
             measurements["secagg_aborted"] = 1
             self.log.emit(ACTOR, "secagg.aborted", round=r, step=result.step, reason=result.reason,

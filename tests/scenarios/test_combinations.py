@@ -178,6 +178,11 @@ def test_every_combination_is_refused_or_honest(
         if mode == "fedbuff":  # buffers are no sample: the guarantee has no amplification
             assert summary["privacy"]["accounting"]["sampling"] == "none"
 
+    # A 4-device SecAgg+ graph cannot meet the default targets: that is said, not hidden.
+    below = any(r.get("secagg_below_target") for r in rows)
+    assert below == any(w.startswith("secure aggregation:") for w in summary["warnings"])
+    if secure == "secagg+":
+        assert below
     if secure != "plain":
         assert server_mail and not any(isinstance(m, Update) for m in server_mail)
         assert all("secagg_survivors" in r and "secagg_modulus_bits" in r for r in rows)

@@ -1,0 +1,37 @@
+"""What a run must tell its user it weakened or fell back on, one line each.
+
+Collected from what the run wrote (its metrics rows and privacy block), so the
+same lines go to the terminal at the end of the run (under ``--quiet`` too),
+into ``summary.json`` ``warnings`` and into the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+
+def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping[str, Any]],
+                 executor_fallback: Optional[str]) -> list[str]:
+    """Every weakened guarantee and fallback of a finished run, in plain words."""
+    out: list[str] = []
+    if executor_fallback:
+        out.append(f"executor: cohorts were trained one device at a time ({executor_fallback})")
+    below = [r for r in records if r.get("secagg_below_target")]
+    if below:
+        failure = min(r["secagg_failure_log2"] for r in below)
+        security = min(r["secagg_security_log2"] for r in below)
+        out.append(
+            f"secure aggregation: in {len(below)} of {len(records)} rounds the SecAgg+ graph "
+            f"missed the stated targets (abort probability up to 2^-{failure:.1f}, collusion or "
+            f"disconnection up to 2^-{security:.1f}); the cohort was too small for them"
+        )
+    short = sum(1 for r in records if r.get("noise_shares_below_minimum"))
+    if short:
+        out.append(
+            f"privacy: in {short} of {len(records)} rounds fewer distributed-noise shares than "
+            "min_survivors arrived, so nothing was released (the rounds were still charged)"
+        )
+    if privacy is not None:
+        out += [f"privacy: {v}" for v in privacy.get("violations", ())]
+    return out

@@ -1,0 +1,28 @@
+"""Weakened guarantees and fallbacks become one plain line each."""
+
+from __future__ import annotations
+
+from fedactors.reporting.warnings import run_warnings
+
+
+def test_each_weakened_guarantee_and_fallback_is_one_line() -> None:
+    rows = [
+        {"round": 1, "secagg_below_target": 1, "secagg_failure_log2": 11.4,
+         "secagg_security_log2": 20.4},
+        {"round": 2, "secagg_below_target": 1, "secagg_failure_log2": 9.0,
+         "secagg_security_log2": 30.0, "noise_shares_below_minimum": 1.0},
+        {"round": 3, "secagg_below_target": 0},
+    ]
+    privacy = {"violations": ["availability: not a uniform sample"]}
+    lines = run_warnings(rows, privacy, "BatchNormalization is not vectorized")
+    assert len(lines) == 4 and all("\n" not in line for line in lines)
+    executor, secagg, shares, violation = lines
+    assert executor.startswith("executor:") and "BatchNormalization" in executor
+    # The worst round is quoted: the smallest exponents are the weakest bounds.
+    assert "in 2 of 3 rounds" in secagg and "2^-9.0" in secagg and "2^-20.4" in secagg
+    assert shares.startswith("privacy:") and "in 1 of 3 rounds" in shares
+    assert violation == "privacy: availability: not a uniform sample"
+
+
+def test_a_run_that_kept_every_guarantee_has_no_warnings() -> None:
+    assert run_warnings([{"round": 1, "secagg_below_target": 0}], {"violations": []}, None) == []
