@@ -26,3 +26,24 @@ class ScenarioError(Exception):
 
 class SimulationStalled(RuntimeError):
     """Every actor waits and no timer is pending: the simulation can never advance."""
+
+
+#: Lines of TensorFlow's error text that locate the failure rather than state it.
+_LOCATING = ("File ", "[[", "Detected at node", "Graph execution error", "Traceback")
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, however long a trace TensorFlow put in the message.
+
+    TensorFlow's graph errors carry the Python stack that built the op and the
+    node names; what the user needs is the statement itself (``indices[0] = 99
+    is not in [0, 7)``), which is the last line that does not locate.
+    """
+    import re
+
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(exc))
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text, flags=re.S)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    stated = [line for line in lines if not line.startswith(_LOCATING)]
+    message = stated[-1] if stated else (lines[0] if lines else "")
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

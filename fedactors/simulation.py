@@ -19,10 +19,10 @@ import numpy as np
 
 from fedactors.data.federated import FederatedData
 from fedactors.data.generated import GeneratedData
-from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
+from fedactors.devices.actor import DeviceDirectory, DeviceFailed, DeviceWorld, RoundTally
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.secagg_participant import SecAggParticipants
-from fedactors.errors import ConfigError, ScenarioError
+from fedactors.errors import ConfigError, ScenarioError, one_line
 from fedactors.reporting.events import EventLog
 from fedactors.reporting.warnings import run_warnings
 from fedactors.runtime import checkpoint
@@ -138,6 +138,43 @@ def build_data(
     return data
 
 
+def _failure(exc: BaseException, path: Optional[Path]) -> BaseException:
+    """A device's failure as the one line a user reads (other failures unchanged)."""
+    if isinstance(exc, DeviceFailed):
+        return ScenarioError(f"{path or 'scenario'}: {exc}")
+    return exc
+
+
+def dry_run(scenario: Scenario, evaluator: Evaluator, data: Union[FederatedData, GeneratedData],
+            path: Optional[Path]) -> None:
+    """Before round 1: one device's data and the test set through the model, loss and metrics.
+
+    A model whose output does not fit the labels (too few classes, a missing
+    pooling layer) would otherwise fail on every device and only surface at
+    the deadline; here it is one line naming the shapes, the label range and
+    the loss.
+    """
+    first = next((d for d in range(data.num_devices) if data.num_examples(d) > 0), None)
+    samples = [("the test set", *data.test)]
+    if first is not None:
+        samples.insert(0, (f"device {first}'s data", *data.client(first)))
+    for what, x, y in samples:
+        if len(x) == 0:
+            continue
+        try:
+            evaluator.dry_run(x, y)
+        except Exception as exc:  # TensorFlow's errors: report them, in one line
+            labels = np.asarray(y[:8])
+            span = (f", range {labels.min():g}..{labels.max():g}"
+                    if labels.size and np.issubdtype(labels.dtype, np.number) else "")
+            where = str(path) if path is not None else "scenario"
+            raise ScenarioError(
+                f"{where}: model: output shape {evaluator.output_shape()} does not fit the labels "
+                f"of {what} (shape {labels.shape[1:] or '()'} per example{span}) under loss "
+                f"{evaluator.loss_fn.name!r}: {one_line(exc)[:300]}"
+            ) from None
+
+
 @dataclass
 class Actors:
     """The simulated world of one run, wired together."""
@@ -246,6 +283,7 @@ def run_scenario(
         evaluator = Evaluator(_model_spec(scenario), *data.test)
         runner = ModelRunner(_model_spec(scenario), scenario.training)
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
+    dry_run(scenario, evaluator, data, options.scenario_path)
     if options.backend != "local":
         executor_factory = _backend_factory(scenario, options, seeds, executor_factory)
     executor = (executor_factory or partial(make_executor, options.executor))(runner)
@@ -276,7 +314,7 @@ def run_scenario(
 
         def record(outcome: ReleaseOutcome) -> Optional[str]:
             if failures:
-                raise failures[0]
+                raise _failure(failures[0], options.scenario_path)
             row = metrics_row(outcome, tally, (network.bytes_down - traffic[0],
                                                network.bytes_up - traffic[1]))
             traffic[:] = [network.bytes_down, network.bytes_up]
@@ -308,14 +346,27 @@ def run_scenario(
         try:
             asyncio.set_event_loop(loop)
             remaining = rounds - (resumed.round if resumed else 0)
-            stopped = (loop.run_until_complete(server.run(remaining, record))
-                       if remaining > 0 else "completed")
+            stopped = "completed"
+            if remaining > 0:
+                main = loop.create_task(server.run(remaining, record))
+
+                def fail(exc: BaseException) -> None:
+                    # Stop at once, not at the round's deadline: nothing after this is valid.
+                    failures.append(exc)
+                    main.cancel()
+
+                directory.on_failure = fail
+                try:
+                    stopped = loop.run_until_complete(main)
+                except asyncio.CancelledError:
+                    if not failures:
+                        raise
             loop.run_until_complete(directory.shutdown())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
         if failures:
-            raise failures[0]
+            raise _failure(failures[0], options.scenario_path)
         weights = server.state.weights
         final = next((r for r in reversed(records) if "loss" in r), None)
         final_metrics = (

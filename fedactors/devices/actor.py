@@ -17,11 +17,12 @@ from fedactors.aggregation.base import Aggregator
 from fedactors.data.federated import FederatedData
 from fedactors.devices.byzantine import Attack
 from fedactors.devices.fleet import Fleet
+from fedactors.errors import one_line
 from fedactors.messages import TrainRequest, Update
 from fedactors.reporting.events import EventLog
 from fedactors.secagg.envelopes import ToDevice
 from fedactors.seeding import SeedTree
-from fedactors.training.executor import Executor, TrainTask
+from fedactors.training.executor import Executor, TrainingFailed, TrainTask
 
 
 @dataclass
@@ -60,6 +61,17 @@ class DeviceWorld:
     attacks: Mapping[int, Attack] = field(default_factory=dict)
     #: Device-side secure aggregation state (``SecAggParticipants``), if it is on.
     secagg: Optional[Any] = None
+
+
+class DeviceFailed(Exception):
+    """A device's work raised: the run stops at once, naming the device."""
+
+    def __init__(self, device: Optional[int], kind: str, round_: Optional[int],
+                 cause: BaseException) -> None:
+        who = f"device {device} ({kind})" if device is not None else "a cohort"
+        super().__init__(f"{who} failed in round {round_}: {one_line(cause)}")
+        self.device = device
+        self.cause = cause
 
 
 class DeviceActor:
@@ -127,7 +139,8 @@ class DeviceDirectory:
         self.world = world
         self.active: dict[int, DeviceActor] = {}
         self._tasks: dict[int, asyncio.Task] = {}
-        self._on_failure = on_failure
+        #: Called with a DeviceFailed; the run replaces it to stop at once.
+        self.on_failure = on_failure
 
     def deliver(self, device: int, message: Any) -> None:
         actor = self.active.get(device)
@@ -168,9 +181,16 @@ class DeviceDirectory:
         del self._tasks[device]
         if task.cancelled():
             return
-        if task.exception() is not None:
-            # A bug in a device must stop the run, not vanish into a log.
-            self._on_failure(task.exception())
+        exc = task.exception()
+        if exc is not None:
+            # A bug in a device (or its model, or its data) must stop the run at
+            # once, naming the device whose own work raises.
+            if isinstance(exc, TrainingFailed):
+                culprit, cause, round_ = exc.device, exc.cause, exc.round
+            else:
+                culprit, cause, round_ = device, exc, actor.round
+            kind = self.world.fleet.kind(culprit) if culprit is not None else "?"
+            self.on_failure(DeviceFailed(culprit, kind, round_, cause))
             return
         if not actor.mailbox.empty():  # mail that came in as the task ended
             pending = []

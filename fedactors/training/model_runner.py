@@ -168,6 +168,23 @@ class Evaluator:
             input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype))],
         )
 
+    def dry_run(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Put a few rows of ``(x, y)`` through the model, the loss and every metric.
+
+        Raises whatever TensorFlow raises when the model's output does not fit
+        the labels; run before round 1 so a mismatch is a load error, not a
+        failure of every device at its deadline. Leaves no state behind.
+        """
+        pred = self._predict(tf.constant(x[:8]))
+        float(self.loss_fn(y[:8], pred).numpy())
+        for m in self._metrics:
+            m.update_state(y[:8], pred)
+            m.result()
+            m.reset_state()
+
+    def output_shape(self) -> tuple:
+        return tuple(self.model.outputs[0].shape) if self.model.outputs else ()
+
     def evaluate(self, flat: np.ndarray) -> dict[str, float]:
         self.model.set_weights(self.layout.unflatten(flat))
         for m in self._metrics:

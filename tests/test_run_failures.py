@@ -1,0 +1,81 @@
+"""Failures after load: a model that does not fit the labels is refused before round 1;
+a device whose training raises stops the run at once, named, with what was written intact."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from fedactors import DeviceClass, FederatedData, LocalTraining, Rounds, Scenario
+from fedactors.errors import ScenarioError
+from fedactors.simulation import RunOptions, run_scenario
+
+BAD = 5
+
+
+def _data(bad_device=None):
+    def build(fleet, rng):
+        clients = []
+        for d in range(fleet.size):
+            x = rng.normal(size=(20, 3)).astype(np.float32)
+            y = (x[:, 0] > 0).astype(np.int32)
+            if d == bad_device:
+                y = np.full_like(y, 9)  # a class the model does not have
+            clients.append((x, y))
+        xt = rng.normal(size=(40, 3)).astype(np.float32)
+        return FederatedData.from_arrays(clients, (xt, (xt[:, 0] > 0).astype(np.int32)))
+    return build
+
+
+def _scenario(**changes) -> Scenario:
+    base = Scenario(
+        name="failures", model=lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), data=_data(),
+        fleet=[DeviceClass("phone", count=4, compute=10.0), DeviceClass("hub", count=4, compute=10.0)],
+        rounds=Rounds(count=6, cohort_size=3, deadline=100.0),
+        training=LocalTraining(batch_size=10, optimizer=lambda: keras.optimizers.SGD(0.1)),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_a_model_whose_output_does_not_fit_the_labels_is_refused_before_round_one(
+        tmp_path: Path) -> None:
+    scenario = _scenario(model=lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=Path("s.py")))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("s.py: model: output shape (None, 1)")
+    assert "range 0..1" in message and "sparse_categorical_crossentropy" in message
+    assert not (tmp_path / "metrics.jsonl").exists()  # no round was simulated
+
+
+@pytest.mark.parametrize("executor", ["vectorized", "sequential"])
+def test_a_failing_device_stops_the_run_at_once_and_is_named(tmp_path: Path, executor: str) -> None:
+    scenario = _scenario(data=_data(bad_device=BAD))
+    path, out = tmp_path / "s.py", tmp_path / "run"
+    path.write_text("# stands for the scenario file\n")
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(scenario, RunOptions(out_dir=out, executor=executor, scenario_path=path))
+    message = str(caught.value)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    # The first round that selected the bad device is the one that failed.
+    starts = {e["round"]: e for e in events if e["event"] == "round.start"}
+    failed = min(r for r, e in starts.items() if BAD in e["cohort"])
+    assert message == (f"{path}: device {BAD} (hub) failed in round {failed}: "
+                       "InvalidArgumentError: " + message.split("InvalidArgumentError: ")[1])
+    assert "\n" not in message and "is not in [0, 2)" in message
+    # At once: nothing happens after the failing device's training, not even the deadline.
+    assert [r["round"] for r in rows] == list(range(1, failed))
+    assert max(e["t"] for e in events) < starts[failed]["deadline"]
+    assert not any(e["event"] == "round.end" and e["round"] == failed for e in events)
+    # The checkpoint of the last finished round is intact and resumable.
+    if failed > 1:
+        from fedactors.runtime import checkpoint
+
+        assert checkpoint.load(out).round == failed - 1
