@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA
-from fedactors.messages import Update
+from fedactors.messages import RoundDeadline, Update
 from fedactors.runtime.loop import DELIVERY
 from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
@@ -147,3 +147,73 @@ async def test_a_poisson_round_sums_every_sampled_report_however_many_and_howeve
     assert outcome.reported == tuple(range(6))
     assert outcome.closed_by == "target" and outcome.end == pytest.approx(6.0)
     np.testing.assert_allclose(world.actors.server.state.weights, np.full(3, 3.5), rtol=1e-6)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("scheduled", ["before-the-deadline-timer", "after-the-deadline-timer"])
+async def test_a_delivery_at_the_deadline_instant_counts_whichever_timer_was_set_first(
+        scheduled: str) -> None:
+    """Deliveries outrank the deadline at the same instant by *priority*, not by which
+    timer happened to be created first (the loop breaks remaining ties by sequence)."""
+    world = build_world([device("a", 1.0), device("b", 500.0)], Rounds(cohort_size=2, deadline=10.0))
+    server = world.actors.server
+    loop = asyncio.get_running_loop()
+    forged = Update(1, 1, contribution(2.0))
+    order: list[tuple[str, int]] = []  # (timer, sequence) as they are put on the heap
+
+    def deadline_sequence() -> int:
+        # The round's own timer at t = 10 (whatever its priority): the RoundDeadline.
+        [seq] = [s for when, _, s, h in loop._scheduled
+                 if when == 10.0 and isinstance(h._args[0], RoundDeadline)]
+        return seq
+
+    def forge() -> None:
+        # From inside the round (t = 5): the round's deadline timer is already set.
+        order.append(("deadline", deadline_sequence()))
+        handle = loop.call_at(10.0, server.mailbox.put_nowait, forged, priority=DELIVERY)
+        order.append(("delivery", next(s for _, _, s, h in loop._scheduled if h is handle)))
+
+    if scheduled == "before-the-deadline-timer":
+        handle = loop.call_at(10.0, server.mailbox.put_nowait, forged, priority=DELIVERY)
+        order.append(("delivery", next(s for _, _, s, h in loop._scheduled if h is handle)))
+        loop.call_at(5.0, lambda: order.append(("deadline", deadline_sequence())))
+    else:
+        loop.call_at(5.0, forge)
+    outcome = await server.run_round(1)
+    # The precondition the case is named for: which of the two timers is older.
+    first = min(order, key=lambda item: item[1])[0]
+    assert first == ("delivery" if scheduled.startswith("before") else "deadline")
+    assert outcome.reported == (0, 1) and outcome.rejected == {}
+    assert outcome.end == 10.0 and outcome.closed_by == "target"
+    np.testing.assert_allclose(server.state.weights, np.full(3, 1.5))  # mean of 1 and 2
+    assert [e["t"] for e in events(world, "update.received") if e["sender"] == 1] == [10.0]
+
+
+@pytest.mark.asyncio
+async def test_a_device_silent_exactly_at_the_round_end_counts_as_dropped_not_late() -> None:
+    world = build_world([device("a", 1.0), device("b", 500.0), device("c", 500.0)],
+                        Rounds(cohort_size=3, deadline=10.0))
+    server, tally = world.actors.server, world.actors.tally
+    loop = asyncio.get_running_loop()
+    # Ground truth the server cannot see: device 1 goes silent at t = 10, the very
+    # instant the round closes; device 2 is still working then (merely late).
+    loop.call_at(10.0, lambda: tally.record_drop(1, 1, loop.time()), priority=DELIVERY)
+    outcome = await server.run_round(1)
+    assert outcome.end == 10.0 and outcome.closed_by == "deadline"
+    assert outcome.given_up == ((1, 1), (1, 2))
+    row = metrics_row(outcome, tally, (0, 0))
+    assert (row["reported"], row["dropped"], row["late"], row["surplus"]) == (1, 1, 1, 0)
+
+
+def test_round_tally_counts_drops_up_to_and_including_the_end_instant() -> None:
+    from fedactors.devices.actor import RoundTally
+
+    end = 10.0
+    tally = RoundTally.empty()
+    tally.record_drop(1, 0, 3.0)
+    tally.record_drop(1, 1, end)  # silent at the very instant the round ends
+    tally.record_drop(1, 2, float(np.nextafter(end, np.inf)))  # one tick after: not yet
+    tally.record_drop(2, 0, 1.0)  # another round's record is kept for that round
+    assert tally.take(1, end) == {0, 1}
+    assert tally.take(1, end) == set()  # a round's record is taken once
+    assert tally.take(2, end) == {0}
