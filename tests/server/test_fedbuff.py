@@ -149,11 +149,14 @@ async def test_a_silent_device_frees_its_slot_exactly_at_its_timeout() -> None:
     outcomes = await run(world, 2)
     timeouts = events(world, "device.timeout")
     dispatched = events(world, "device.dispatched")
-    assert dispatched[0]["device"] == 0 or dispatched[0]["device"] == 1
-    first_silent = next(e for e in dispatched if e["device"] == 0)
-    assert timeouts[0]["t"] == first_silent["t"] + 30.0
-    # At the timeout, the freed slot is refilled at the same instant.
-    assert any(e["t"] == timeouts[0]["t"] for e in dispatched[1:])
+    # With seed 0 the one slot goes first to the silent device: ticket 0, at t = 0, from
+    # version 0 (so the timeout path is what this test exercises, from the first dispatch).
+    assert dispatched[0] == {"t": 0.0, "actor": "server", "event": "device.dispatched",
+                             "ticket": 0, "device": 0, "version": 0, "in_flight": 1}
+    # It is given up exactly 30 s later, and nothing else timed out before it.
+    assert (timeouts[0]["t"], timeouts[0]["ticket"], timeouts[0]["device"]) == (30.0, 0, 0)
+    # At the timeout, the freed slot is refilled at the same instant with the next ticket.
+    assert (dispatched[1]["t"], dispatched[1]["ticket"], dispatched[1]["in_flight"]) == (30.0, 1, 1)
     assert all(o.reported == (1,) for o in outcomes)
 
 
@@ -310,3 +313,41 @@ async def test_a_private_fedbuff_run_is_charged_per_buffer_without_amplification
     # Nothing was dispatched after the stop.
     last = max(e["t"] for e in events(world, "buffer.aggregated"))
     assert all(e["t"] <= last for e in events(world, "device.dispatched"))
+
+
+@pytest.mark.asyncio
+async def test_each_staleness_weight_discounts_its_own_devices_delta() -> None:
+    # Unequal deltas (device d sends d + 1), unequal example counts and unequal speeds,
+    # so one buffer mixes updates of different staleness from different devices.
+    examples = {0: 10, 1: 30, 2: 60}
+    world = build_world([device("fast", 1.0, examples=10), device("mid", 2.5, examples=30),
+                         device("slow", 7.0, examples=60)],
+                        Rounds(count=6, deadline=100.0),
+                        mode=FedBuff(buffer_size=2, concurrency=3, staleness=Polynomial(0.5)))
+    server = world.actors.server
+    models = [server.state.weights.copy()]
+    outcomes: list = []
+
+    def on_update(outcome) -> None:
+        outcomes.append(outcome)
+        models.append(server.state.weights.copy())
+
+    await server.run(6, on_update)
+    dispatched = {e["ticket"]: e for e in events(world, "device.dispatched")}
+    received = events(world, "update.received")
+    mixed = 0
+    for i, o in enumerate(outcomes):
+        # This buffer's updates, from the log alone: who sent them and from which version.
+        tickets = [e["ticket"] for e in received[2 * i: 2 * i + 2]]
+        senders = [dispatched[t]["device"] for t in tickets]
+        staleness = [o.round - 1 - dispatched[t]["version"] for t in tickets]
+        weights = [(1.0 + s) ** -0.5 for s in staleness]
+        # FedBuff's weighted FedAvg: sum_i w_i n_i delta_i / sum_i n_i.
+        update = sum(w * examples[d] * (d + 1.0) for w, d in zip(weights, senders))
+        update /= sum(examples[d] for d in senders)
+        np.testing.assert_allclose(models[i + 1] - models[i], np.full(3, update), rtol=1e-5,
+                                   err_msg=f"buffer {o.round}: senders {senders}, "
+                                           f"staleness {staleness}")
+        assert sorted(zip(o.reported, o.staleness)) == sorted(zip(senders, staleness))
+        mixed += len(set(staleness)) > 1
+    assert mixed >= 2  # the case that matters happened: different weights in one buffer
