@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from fedactors.errors import ConfigError, ScenarioError
 
@@ -164,8 +165,9 @@ def _run(args: argparse.Namespace) -> int:
 
     metric_names = ("loss", *(m for m in scenario.metrics if isinstance(m, str)))
     with RunDisplay(scenario.name, rounds, enabled=not args.quiet) as display, \
-            TensorBoardWriter(out / "tensorboard", metric_names) as tensorboard:
-        result = run_scenario(scenario, options, on_round=[display.update, tensorboard])
+            TensorBoardWriter(out / "tensorboard", metric_names) as tensorboard, \
+            StopOnSignal() as interrupt:
+        result = run_scenario(scenario, options, on_round=[display.update, tensorboard, interrupt])
         display.finish(result.summary, result.records, out)
     # Weakened guarantees and fallbacks: always shown, --quiet or not.
     for line in result.summary["warnings"]:
@@ -176,4 +178,41 @@ def _run(args: argparse.Namespace) -> int:
         page = write_report([out], out / "report")
         if not args.quiet:
             print(f"report: {page}")
+    if interrupt.signal is not None:
+        print(f"interrupted: stopped after round {result.summary['rounds']}; "
+              f"continue with: python -m fedactors --resume {out}", file=sys.stderr)
+        return 128 + interrupt.signal
     return 0
+
+
+class StopOnSignal:
+    """Ctrl-C (SIGINT) or SIGTERM: finish the round in progress, then stop.
+
+    The first signal only asks: the run stops at the next round boundary,
+    after that round's checkpoint, and writes its summary (``stopped:
+    "interrupted"``) and report; the exit status is 128 + the signal (130 for
+    Ctrl-C, 143 for SIGTERM). A second signal exits at once: every file the run
+    trusts is written atomically or cut back to the checkpoint on ``--resume``.
+    """
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            os._exit(128 + signum)  # the second one: now
+        self.signal = signum
+        print("\nstopping after this round (again to stop now)", file=sys.stderr)
+
+    def __call__(self, row: dict) -> Optional[str]:
+        return "interrupted" if self.signal is not None else None

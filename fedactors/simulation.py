@@ -266,7 +266,7 @@ class _Outputs:
 def run_scenario(
     scenario: Scenario,
     options: RunOptions = RunOptions(),
-    on_round: Sequence[Callable[[dict], None]] = (),
+    on_round: Sequence[Callable[[dict], Optional[str]]] = (),
     executor_factory: Optional[Callable[[ModelRunner], Executor]] = None,
 ) -> RunResult:
     wall_start = time.perf_counter()
@@ -330,8 +330,13 @@ def run_scenario(
                     server.state, tuple(records), (network.bytes_down, network.bytes_up),
                     events_bytes, metrics_bytes, rounds,
                 ))
+            # A callback may ask the run to stop here, at a round boundary (the CLI's
+            # Ctrl-C handling): the checkpoint above already holds this round.
+            stop = None
             for callback in on_round:
-                callback(row)
+                stop = callback(row) or stop
+            if stop:
+                return stop
             if options.until is not None and outcome.end >= options.until:
                 return "time-limit"
             return None

@@ -60,3 +60,44 @@ def test_a_run_that_finishes_no_round_writes_a_valid_summary_and_report(tmp_path
     assert (out / "metrics.jsonl").read_text() == ""
     page = (out / "report" / "report.html").read_text()
     assert "no round finished (stopped: idle)" in page
+
+
+def _rows(path: Path) -> int:
+    try:
+        return len((path / "metrics.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(2, 130), (15, 143)])
+def test_an_interrupted_run_stops_at_a_round_boundary_and_resumes_exactly(
+        tmp_path: Path, signum: int, status: int) -> None:
+    import signal
+    import time
+
+    smart_home = ROOT / "scenarios/smart_home.py"
+    args = ["--rounds", "12", "--quiet", "--no-report", "--no-device-events"]
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "fedactors", str(smart_home), *args,
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _rows(out) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == status, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted" and 2 <= summary["rounds"] < 12
+    assert _rows(out) == summary["rounds"]
+    assert "--resume" in stderr and "Traceback" not in stderr
+    if signum != 2:
+        return  # resuming is the same whichever signal stopped the run
+    whole = _cli(str(smart_home), *args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    resumed = _cli("--resume", str(out), "--quiet", "--no-report")
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads((out / "summary.json").read_text())
+    expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert final["weights_sha256"] == expected["weights_sha256"] and final["rounds"] == 12
