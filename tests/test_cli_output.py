@@ -73,7 +73,6 @@ def _rows(path: Path) -> int:
 @pytest.mark.parametrize("signum, status", [(2, 130), (15, 143)])
 def test_an_interrupted_run_stops_at_a_round_boundary_and_resumes_exactly(
         tmp_path: Path, signum: int, status: int) -> None:
-    import signal
     import time
 
     smart_home = ROOT / "scenarios/smart_home.py"
