@@ -211,3 +211,47 @@ def test_every_reject_reason_has_a_metrics_key() -> None:
 
     assert {MALFORMED, NONFINITE, OUT_OF_BOUNDS, OUTLIER} <= set(REJECT_REASONS)
     assert {"late", "future", "foreign", "duplicate"} <= set(REJECT_REASONS)
+
+
+def _huge(weight: float = 1.0) -> dict[str, np.ndarray]:
+    """Finite and well-formed, so it passes every per-update screen: a weighted delta of
+    3e38 (float32's largest is 3.4e38) and the given example weight."""
+    return {WEIGHTED_DELTA: np.full(3, 3e38, np.float32),
+            WEIGHT: np.array([weight], np.float32)}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", ["second-release-overflows", "optimizer-step-overflows",
+                                  "mean-overflows"])
+async def test_a_release_whose_new_model_would_not_be_finite_is_refused(case: str) -> None:
+    # The outlier screen is off and every update is finite: only the release's own guard
+    # stands between these updates and a global model of infinities.
+    import dataclasses
+
+    from fedactors.server.optimizers import FedAvgStep
+
+    world = build_world([device("a", 500.0), device("b", 500.0)],
+                        Rounds(cohort_size=2, deadline=10.0, outlier_factor=None))
+    server = world.actors.server
+    rounds = 1
+    if case == "second-release-overflows":
+        # Round 1 moves the model to 3e38 (finite); round 2's step 3e38 + 3e38 overflows.
+        rounds = 2
+    elif case == "optimizer-step-overflows":
+        server.step = dataclasses.replace(server.step, optimizer=FedAvgStep(learning_rate=2.0))
+    weight = 0.5 if case == "mean-overflows" else 1.0  # (6e38 / 1.0): the mean itself is inf
+    for r in range(1, rounds + 1):
+        for sender in (0, 1):
+            forge(server, 2.0 * r - 1.0 + 0.1 * sender, Update(r, sender, _huge(weight)))
+        before = server.state.weights.copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            outcome = await server.run_round(r)
+        assert outcome.reported == (0, 1) and outcome.rejected == {}
+    assert r == rounds and np.all(np.isfinite(before))
+    assert not outcome.applied
+    np.testing.assert_array_equal(server.state.weights, before)
+    assert np.all(np.isfinite(server.state.weights))
+    assert server.state.round == rounds  # the release happened; the model did not change
+    assert [e["round"] for e in events(world, "aggregate.nonfinite")] == [rounds]
+    if case == "second-release-overflows":
+        np.testing.assert_array_equal(before, np.full(3, 3e38, np.float32))
