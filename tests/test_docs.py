@@ -43,3 +43,15 @@ def test_the_scenario_example_in_scenarios_md_builds() -> None:
     data = scenario.data(fleet, seeds.generator("data"))
     assert data.num_devices == fleet.size
     assert scenario.model().output_shape == (None, 3)
+
+
+def test_ci_runs_exactly_the_test_command_readme_gives() -> None:
+    root = DOCS.parent
+    command = [line for line in (root / ".ci/run").read_text().splitlines()
+               if line and not line.startswith(("#", "set ", "cd "))]
+    assert len(command) == 1
+    readme = (root / "README.md").read_text()
+    assert command[0] in readme.splitlines()
+    # The two README commands set up the same interpreter the same way.
+    setup = command[0].split(" && .venv/bin/pip")[0]
+    assert readme.count(setup) == 2
