@@ -299,6 +299,7 @@ def run_scenario(
             stack.callback(executor.close)
         log = EventLog(loop.time, outputs.events, keep=options.keep_events,
                        device_events=options.device_events)
+        executor.incident = partial(log.emit, "executor")
         actors = assemble(
             loop=loop, fleet=fleet, data=data, executor=executor, scenario=scenario,
             evaluate=evaluator.evaluate, seeds=seeds, log=log, initial_weights=initial,
@@ -310,6 +311,9 @@ def run_scenario(
         traffic = list(resumed.traffic) if resumed else [0, 0]
         if resumed:
             server.state = resumed.server_state
+            _fresh = server.step.initial_state(server.state.weights)  # PLANTED-BUG
+            import dataclasses as _dc  # PLANTED-BUG
+            server.state = _dc.replace(server.state, optimizer_state=_fresh.optimizer_state, aggregator_state=_fresh.aggregator_state)  # PLANTED-BUG
             network.bytes_down, network.bytes_up = traffic
 
         def record(outcome: ReleaseOutcome) -> Optional[str]:

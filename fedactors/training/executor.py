@@ -11,7 +11,7 @@ changing a single simulated timestamp.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -54,6 +54,10 @@ class Executor(abc.ABC):
     """Runs pending train tasks in batches, in submission order."""
 
     def __init__(self) -> None:
+        #: Called with (event, fields) when the executor recovers from something the
+        #: run should record (a remote worker died and its work was re-run); the
+        #: simulation points it at the event log.
+        self.incident: Callable[..., None] = lambda event, **fields: None
         # Insertion-ordered, so batches run in submission order; a dict so a
         # cancelled ticket (a whole round's stragglers at once) costs O(1).
         self._pending: dict[int, TrainTask] = {}

@@ -66,6 +66,10 @@ class _TrainWorker:
         keras.utils.set_random_seed(keras_seed)
         self.runner = ModelRunner(spec, training)
 
+    def pid(self) -> int:
+        """This worker's process id (tests kill it to check the retry)."""
+        return os.getpid()
+
     def train(self, weights: list[np.ndarray], chunk: list[tuple]) -> list[tuple]:
         out = []
         for which, x, y, rng in chunk:
@@ -99,6 +103,10 @@ def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+#: How often one chunk is re-run on a fresh worker before the run fails.
+MAX_RETRIES = 3
+
+
 class RayExecutor(Executor):
     """Runs each batch of train tasks on ``workers`` Ray actors (one CPU each)."""
 
@@ -123,8 +131,9 @@ class RayExecutor(Executor):
             ) from None
         _connect(workers)
         n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
-        remote = ray.remote(num_cpus=1)(_TrainWorker)
-        self.workers = [remote.remote(payload, 1) for _ in range(n)]
+        self._remote = ray.remote(num_cpus=1)(_TrainWorker)
+        self._payload = payload
+        self.workers = [self._remote.remote(payload, 1) for _ in range(n)]
 
     @classmethod
     def factory(cls, spec: ModelSpec, training: LocalTraining, keras_seed: int,
@@ -133,7 +142,6 @@ class RayExecutor(Executor):
         return lambda runner: cls(spec, training, keras_seed, workers)
 
     def run_batch(self, tasks: Sequence[TrainTask]) -> list[TrainResult]:
-        import ray
 
         if not tasks:
             return []
@@ -149,13 +157,34 @@ class RayExecutor(Executor):
                     arrays.append(task.weights)
                 chunk.append((which, task.x, task.y, task.rng))
             worker = self.workers[len(refs)]
-            refs.append(worker.train.remote(arrays, chunk))
-        results = [r for part in ray.get(refs) for r in part]
+            refs.append((worker.train.remote(arrays, chunk), arrays, chunk))
+        results = [r for i, part in enumerate(refs) for r in self._result(i, *part)]
         out = []
         for task, (delta, loss, rng_state) in zip(tasks, results):
             task.rng.bit_generator.state = rng_state  # as if trained here
             out.append(TrainResult(task.device, task.round, np.asarray(delta), float(loss)))
         return out
+
+    def _result(self, i: int, ref, arrays: list[np.ndarray], chunk: list[tuple]) -> list[tuple]:
+        """Worker ``i``'s chunk; a worker that died is replaced and the chunk re-run.
+
+        The chunk's generators are still in their pre-training state in the
+        driver (results carry the new state back), so the re-run trains exactly
+        what the lost one would have: the run's result does not change.
+        """
+        import ray
+
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                if attempt == MAX_RETRIES:
+                    raise
+                self.incident("executor.retry", worker=i, attempt=attempt + 1,
+                              reason=str(exc).strip().splitlines()[0][:200])
+                self.workers[i] = self._remote.remote(self._payload, 1)
+                ref = self.workers[i].train.remote(arrays, chunk)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Stop the workers (the Ray instance itself stays up for the next run)."""
