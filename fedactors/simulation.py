@@ -311,9 +311,6 @@ def run_scenario(
         traffic = list(resumed.traffic) if resumed else [0, 0]
         if resumed:
             server.state = resumed.server_state
-            _fresh = server.step.initial_state(server.state.weights)  # PLANTED-BUG
-            import dataclasses as _dc  # PLANTED-BUG
-            server.state = _dc.replace(server.state, optimizer_state=_fresh.optimizer_state, aggregator_state=_fresh.aggregator_state)  # PLANTED-BUG
             network.bytes_down, network.bytes_up = traffic
 
         def record(outcome: ReleaseOutcome) -> Optional[str]:
