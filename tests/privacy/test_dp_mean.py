@@ -186,3 +186,59 @@ def test_distributed_noise_shares_are_sized_for_min_survivors() -> None:
     assert dp.private_release().min_survivors == k
     with pytest.raises(ConfigError, match="min_survivors"):
         DPMean.fixed(c, z, m, min_survivors=k)  # only meaningful with distributed noise
+
+
+def _variance_ratio_interval(n: int) -> tuple[float, float]:
+    """Two-sided 99.9% interval of s^2 / sigma^2 for n normal samples ((n-1) s^2/sigma^2 ~ chi2)."""
+    lo, hi = stats.chi2.ppf([0.0005, 0.9995], n - 1) / (n - 1)
+    return float(lo), float(hi)
+
+
+def test_central_clipped_count_noise_has_variance_clipped_count_stddev_squared() -> None:
+    # The server adds N(0, sigma_b^2) to the summed below-clip record. It is observable in the
+    # next clip norm: with an arithmetic update of rate 1 and target 0.5,
+    #   next = C - (noised_sum / m + 0.5 - 0.5) = C - noised_sum / m,
+    # and a true sum of 0 (half the cohort below C, half above) leaves only the noise.
+    m, sigma_b, n = 10, 1.0, 500
+    dp = DPMean.adaptive_clipping(1.0, 0.0, m, target_quantile=0.5, learning_rate=1.0,
+                                  clipped_count_stddev=sigma_b, geometric=False)
+    state = dp.initial_state(1)
+    summed = SummedContributions({CLIPPED_DELTA: np.zeros(1), BELOW_CLIP: np.array([0.0])}, m)
+    clip = state.clip_norm
+    noise = np.array([m * (clip - dp.aggregate(state, summed, ctx(m, seed)).state.clip_norm)
+                      for seed in range(n)])
+    # The estimate is clamped to [0, 1] before the update: no draw came near it.
+    assert np.max(np.abs(noise)) < m / 2
+    lo, hi = _variance_ratio_interval(n)  # about +-22% on the variance at n = 500
+    ratio = np.var(noise, ddof=1) / sigma_b**2
+    assert lo < ratio < hi, (ratio, lo, hi)
+    assert abs(noise.mean()) < 4 * sigma_b / np.sqrt(n)
+
+
+def test_distributed_clipped_count_noise_share_has_variance_sigma_b_squared_over_min_survivors(
+) -> None:
+    # Each device adds its share to its below-clip record (+0.5: a zero delta is below C);
+    # any min_survivors shares then sum to the nominal N(0, sigma_b^2).
+    m, k, sigma_b, n = 10, 4, 2.0, 500
+    dp = DPMean.adaptive_clipping(1.0, 1.0, m, clipped_count_stddev=sigma_b,
+                                  distributed_noise=True, min_survivors=k)
+    params = dp.client_params(dp.initial_state(1))
+    rng = np.random.default_rng(17)
+    shares = np.array([dp.encode(params, np.zeros(1, np.float32), 1, rng)[BELOW_CLIP][0]
+                       for _ in range(n)], np.float64) - 0.5
+    lo, hi = _variance_ratio_interval(n)
+    ratio = np.var(shares, ddof=1) / (sigma_b**2 / k)
+    assert lo < ratio < hi, (ratio, lo, hi)
+    assert abs(shares.mean()) < 4 * sigma_b / np.sqrt(k * n)
+
+
+def test_distributed_noise_server_adds_no_clipped_count_noise() -> None:
+    # The shares already carry the count noise; the server's rng must not move the clip.
+    m = 4
+    dp = DPMean.adaptive_clipping(1.0, 1.0, m, learning_rate=1.0, clipped_count_stddev=1.0,
+                                  geometric=False, distributed_noise=True)
+    state = dp.initial_state(2)
+    summed = SummedContributions({CLIPPED_DELTA: np.zeros(2), BELOW_CLIP: np.array([1.0])}, m)
+    clips = {dp.aggregate(state, summed, ctx(m, seed)).state.clip_norm for seed in range(5)}
+    # Below-fraction 1.0 / 4 + 0.5 = 0.75, target 0.5: next clip 1 - 0.25, whatever the seed.
+    assert len(clips) == 1 and clips.pop() == pytest.approx(0.75, abs=1e-6)
