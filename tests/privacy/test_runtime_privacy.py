@@ -145,3 +145,47 @@ def test_healthcare_reports_epsilon() -> None:
     assert 0 < p["epsilon"] < 5.0 and p["assumption_held"]
     assert p["accounting"]["population"] == 40
     assert 0.5 < result.summary["final"]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("sampling", ["fixed_size", "poisson"])
+def test_epsilon_with_over_selection_accounts_the_selected_sample(sampling: str,
+                                                                  tmp_path: Path) -> None:
+    # The server selects ceil(6 * 1.5) = 9 devices a round, more than the 6 it sums
+    # (fixed size) or expects (Poisson): the accountant's sample is what was selected.
+    over, rounds = 1.5, 2
+    selected = 9
+    assert Rounds(cohort_size=M, over_selection=over).selected_size == selected
+    scenario = dataclasses.replace(
+        _scenario(sampling),
+        rounds=Rounds(count=rounds, cohort_size=M, over_selection=over, sampling=sampling))
+    run_scenario(scenario, RunOptions(out_dir=tmp_path, device_events=False, checkpoint=False))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    summary = json.loads((tmp_path / "summary.json").read_text())["privacy"]
+    assert [r["round"] for r in rows] == list(range(1, rounds + 1))
+    delta = summary["delta"]
+    assert delta == 1e-5
+
+    # Independently of fedactors: one round's event, and an RDP accountant for it.
+    if sampling == "fixed_size":
+        # `selected` of N without replacement; replace-one doubles the sensitivity.
+        acc = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+        event: dp_accounting.DpEvent = dp_accounting.SampledWithoutReplacementDpEvent(
+            N, selected, dp_accounting.GaussianDpEvent(Z / 2))
+    else:
+        acc = rdp.RdpAccountant()  # add/remove-one
+        event = dp_accounting.PoissonSampledDpEvent(selected / N, dp_accounting.GaussianDpEvent(Z))
+    # (One accountant, for the last round only: each costs up to a second to build.)
+    acc.compose(event, rounds)
+    eps_rdp = acc.get_epsilon(delta)
+    # Each round's row carries the RDP bound ...
+    assert rows[-1]["epsilon"] == pytest.approx(eps_rdp, rel=1e-9)
+    assert 0 < rows[0]["epsilon"] < rows[-1]["epsilon"]
+    # ... and summary.json the tightest: RDP only for sampling without replacement (PLD
+    # cannot analyse it), min(RDP, PLD) for Poisson.
+    expected = eps_rdp
+    if sampling == "poisson":
+        pld_acc = pld.PLDAccountant(value_discretization_interval=1e-3)
+        pld_acc.compose(event, rounds)
+        expected = min(expected, pld_acc.get_epsilon(delta))
+    assert summary["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert summary["accounting"]["sample_size"] == selected
