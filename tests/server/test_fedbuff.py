@@ -351,3 +351,36 @@ async def test_each_staleness_weight_discounts_its_own_devices_delta() -> None:
         assert sorted(zip(o.reported, o.staleness)) == sorted(zip(senders, staleness))
         mixed += len(set(staleness)) > 1
     assert mixed >= 2  # the case that matters happened: different weights in one buffer
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("scheduled", ["before-the-timeout-timer", "after-the-timeout-timer"])
+async def test_an_update_arriving_exactly_at_its_timeout_counts_whichever_timer_is_older(
+        scheduled: str) -> None:
+    from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA
+    from fedactors.messages import Update
+    from fedactors.runtime.loop import DELIVERY
+
+    # One device, far slower than its 30 s timeout: ticket 0 is dispatched at t = 0 and
+    # times out at t = 30, the instant its (forged) update lands.
+    world = build_world([device("slow", 500.0)], Rounds(count=1, deadline=30.0),
+                        mode=FedBuff(buffer_size=1, concurrency=1, staleness=Unweighted(),
+                                     poll_interval=1000.0))
+    server = world.actors.server
+    loop = asyncio.get_running_loop()
+    update = Update(0, 0, {WEIGHTED_DELTA: np.full(3, 700.0, np.float32),
+                           WEIGHT: np.array([100.0], np.float32)})
+
+    def deliver() -> None:
+        loop.call_at(30.0, server.mailbox.put_nowait, update, priority=DELIVERY)
+
+    if scheduled == "before-the-timeout-timer":
+        deliver()  # before the run starts, so before ticket 0's timer exists
+    else:
+        loop.call_at(5.0, deliver)  # from inside the run: ticket 0's timer is already set
+    # Were the update refused as late, the device would be re-dispatched forever: bound it.
+    (outcome,) = await asyncio.wait_for(run(world, 1), timeout=1000.0)
+    assert outcome.reported == (0,) and outcome.rejected == {} and outcome.given_up == ()
+    assert outcome.end == 30.0
+    np.testing.assert_array_equal(server.state.weights, np.full(3, 7.0, np.float32))
+    assert events(world, "device.timeout") == [] and events(world, "update.late") == []
