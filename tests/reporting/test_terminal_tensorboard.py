@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from fedactors.reporting.terminal import RunDisplay
@@ -43,13 +44,18 @@ def test_tensorboard_scalars(tmp_path: Path) -> None:
                 "wall_seconds": 1.0, "epsilon": 0.3})
     files = list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert len(files) == 1
-    tags = {}
+    tags, steps = {}, set()
     for record in tf.data.TFRecordDataset(str(files[0])):
         event = tf.compat.v1.Event.FromString(record.numpy())
         for value in event.summary.value:
             assert value.metadata.plugin_data.plugin_name == "scalars"
             tags[value.tag] = float(tf.make_ndarray(value.tensor))
-    assert tags["eval/accuracy"] == 0.75
-    assert tags["participation/reported"] == 10
-    assert tags["traffic/bytes_up"] == 10 and tags["privacy/epsilon"] == tags["privacy/epsilon"]
+            steps.add(event.step)
+    assert steps == {1}  # step = the row's round
+    assert tags["eval/accuracy"] == 0.75 and tags["eval/loss"] == 0.5
+    assert tags["participation/reported"] == 10 and tags["participation/selected"] == 13
+    assert tags["time/time"] == 90.0
+    # Written as float32: 0.3 comes back as the nearest float32, not as 0.3.
+    assert tags["traffic/bytes_up"] == 10 and tags["privacy/epsilon"] == pytest.approx(0.3, rel=1e-6)
     assert "round/wall_seconds" not in tags and not any("applied" in t for t in tags)
+    assert not any("closed_by" in t for t in tags)  # not a number
