@@ -1,4 +1,24 @@
-"""Shared test set-up: quiet TensorFlow, and async tests on the virtual clock."""
+"""Shared test set-up: quiet TensorFlow, Hypothesis profiles, and async tests on the virtual clock.
+
+Hypothesis profiles (docs/testing.md):
+
+* ``dev`` (the default): random examples, remembered in ``.hypothesis/`` so a
+  failure found once is replayed first next time.
+* ``ci`` (loaded when the environment variable ``CI`` is set): derandomized,
+  so every run of the same code tries the same examples, and a failure prints
+  the ``@reproduce_failure`` blob to replay it anywhere.
+* ``thorough`` (``HYPOTHESIS_PROFILE=thorough``): 1,000 examples for tests that
+  do not pin ``max_examples``, and ten times the pinned number
+  (``HYPOTHESIS_SCALE`` to change the factor) for those that do.
+
+``HYPOTHESIS_PROFILE=NAME`` picks any of them explicitly (and wins over
+``CI``); so does pytest's ``--hypothesis-profile NAME``.
+
+The profile is loaded here, before any test module is imported, because a
+``@settings(max_examples=...)`` decorator takes every setting it does not name
+from the profile loaded when it runs: that is how tests that pin their own
+``max_examples`` are still derandomized under ``ci``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +26,53 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
 from fedactors.runtime.loop import VirtualTimeLoop  # noqa: E402
+
+# Each profile starts from Hypothesis's own defaults, not from whatever profile is loaded
+# now (Hypothesis itself loads its built-in "ci" profile when it sees CI set).
+_BASE = settings.get_profile("default")
+settings.register_profile("dev", _BASE, deadline=None, print_blob=True)
+settings.register_profile(
+    "ci", _BASE, derandomize=True, deadline=None, print_blob=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough", _BASE, max_examples=1000, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+#: Which profile this run uses, and why (shown in pytest's header).
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
+THOROUGH_SCALE = int(os.environ.get("HYPOTHESIS_SCALE", "10"))
+
+
+def pytest_report_header(config) -> str:
+    source = ("HYPOTHESIS_PROFILE" if os.environ.get("HYPOTHESIS_PROFILE")
+              else "CI is set" if os.environ.get("CI") else "default")
+    return f"fedactors hypothesis profile: {PROFILE} ({source})"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if settings.get_current_profile_name() != "thorough":
+        return
+    profile = settings.get_profile("thorough")
+    for item in items:
+        test = getattr(item, "obj", None)
+        # Hypothesis keeps a test's effective settings on the wrapped function. A test
+        # without its own @settings has the profile itself (1,000 examples); one that
+        # pins max_examples gets THOROUGH_SCALE times that (once per function:
+        # parametrized items share it).
+        current = getattr(test, "_hypothesis_internal_use_settings", None)
+        if current is None or current is profile or getattr(test, "_fedactors_scaled", False):
+            continue
+        test._hypothesis_internal_use_settings = settings(
+            current, max_examples=current.max_examples * THOROUGH_SCALE)
+        test._fedactors_scaled = True
 
 
 def pytest_asyncio_loop_factories(config, item):
     """Every pytest-asyncio test runs on a fresh virtual-time loop."""
     return {"virtual_time": VirtualTimeLoop}
+

@@ -61,3 +61,68 @@ def test_runs_match_across_processes_thread_counts_and_machine_load(tmp_path: Pa
     assert loaded == plain
     events = [(tmp_path / d / "events.jsonl").read_bytes() for d in ("plain", "loaded")]
     assert events[0] == events[1]
+
+
+# -- Hypothesis: reproducible under CI (tests/conftest.py, docs/testing.md) ---------------
+
+_PROBE = """
+import json
+import tests.conftest
+from hypothesis import given, settings, strategies as st
+
+@settings(max_examples=7)  # pins its own count, as many tests here do
+@given(st.integers())
+def pinned(x):
+    pass
+
+@given(st.integers())
+def unpinned(x):
+    pass
+
+print(json.dumps({name: {"profile": settings.get_current_profile_name(),
+                         "derandomize": s.derandomize, "print_blob": s.print_blob,
+                         "deadline": s.deadline, "max_examples": s.max_examples}
+                  for name, s in (("pinned", pinned._hypothesis_internal_use_settings),
+                                  ("unpinned", unpinned._hypothesis_internal_use_settings))}))
+"""
+
+
+def _probe_profile(**env: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if k not in ("CI", "HYPOTHESIS_PROFILE")}
+    out = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env={**base, **env},
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_under_ci_every_hypothesis_test_is_derandomized_even_with_its_own_settings() -> None:
+    ci = _probe_profile(CI="true")
+    for name in ("pinned", "unpinned"):
+        assert ci[name]["profile"] == "ci"
+        assert ci[name]["derandomize"] and ci[name]["print_blob"], ci
+        assert ci[name]["deadline"] is None, ci
+    assert ci["pinned"]["max_examples"] == 7  # the test's own count is kept
+    dev = _probe_profile()
+    assert dev["pinned"]["profile"] == "dev" and not dev["pinned"]["derandomize"]
+    # HYPOTHESIS_PROFILE wins over CI.
+    assert _probe_profile(CI="true", HYPOTHESIS_PROFILE="thorough")["unpinned"] == {
+        "profile": "thorough", "derandomize": False, "print_blob": True, "deadline": None,
+        "max_examples": 1000}
+
+
+def test_every_hypothesis_test_collected_follows_the_loaded_profile(
+        request: pytest.FixtureRequest) -> None:
+    # A test that built its settings from an explicit parent, or pinned derandomize or
+    # a deadline, would not be reproducible under CI (or would flake on a loaded machine).
+    from hypothesis import settings
+
+    profile = settings.default
+    checked = 0
+    for item in request.session.items:
+        own = getattr(getattr(item, "obj", None), "_hypothesis_internal_use_settings", None)
+        if own is None:
+            continue
+        checked += 1
+        assert (own.derandomize, own.print_blob, own.deadline) == (
+            profile.derandomize, profile.print_blob, profile.deadline), item.nodeid
+    if checked == 0:
+        pytest.skip("no Hypothesis test collected in this session")
