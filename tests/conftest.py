@@ -42,16 +42,27 @@ settings.register_profile(
     "thorough", _BASE, max_examples=1000, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def load_hypothesis_profile(environ) -> tuple[str, str]:
+    """Load the profile ``environ`` asks for; return its name and why it was chosen."""
+    if environ.get("HYPOTHESIS_PROFILE"):
+        name, why = environ["HYPOTHESIS_PROFILE"], "HYPOTHESIS_PROFILE"
+    elif environ.get("CI"):
+        name, why = "ci", "CI is set"
+    else:
+        name, why = "dev", "default"
+    settings.load_profile(name)
+    return name, why
+
+
 #: Which profile this run uses, and why (shown in pytest's header).
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
-settings.load_profile(PROFILE)
+PROFILE, PROFILE_REASON = load_hypothesis_profile(os.environ)
 THOROUGH_SCALE = int(os.environ.get("HYPOTHESIS_SCALE", "10"))
 
 
 def pytest_report_header(config) -> str:
-    source = ("HYPOTHESIS_PROFILE" if os.environ.get("HYPOTHESIS_PROFILE")
-              else "CI is set" if os.environ.get("CI") else "default")
-    return f"fedactors hypothesis profile: {PROFILE} ({source})"
+    return f"fedactors hypothesis profile: {PROFILE} ({PROFILE_REASON})"
 
 
 def pytest_collection_modifyitems(config, items) -> None:

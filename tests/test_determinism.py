@@ -65,46 +65,44 @@ def test_runs_match_across_processes_thread_counts_and_machine_load(tmp_path: Pa
 
 # -- Hypothesis: reproducible under CI (tests/conftest.py, docs/testing.md) ---------------
 
-_PROBE = """
-import json
-import tests.conftest
-from hypothesis import given, settings, strategies as st
+def _settings_under(environ: dict[str, str]) -> dict[str, dict]:
+    """What a test with pinned settings and one without get, had ``environ`` started the run."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
-@settings(max_examples=7)  # pins its own count, as many tests here do
-@given(st.integers())
-def pinned(x):
-    pass
+    from tests.conftest import load_hypothesis_profile
 
-@given(st.integers())
-def unpinned(x):
-    pass
+    before = settings.get_current_profile_name()
+    try:
+        name, _ = load_hypothesis_profile(environ)
 
-print(json.dumps({name: {"profile": settings.get_current_profile_name(),
-                         "derandomize": s.derandomize, "print_blob": s.print_blob,
-                         "deadline": s.deadline, "max_examples": s.max_examples}
-                  for name, s in (("pinned", pinned._hypothesis_internal_use_settings),
-                                  ("unpinned", unpinned._hypothesis_internal_use_settings))}))
-"""
+        @settings(max_examples=7)  # pins its own count, as many tests here do
+        @given(st.integers())
+        def pinned(x: int) -> None: ...
 
+        @given(st.integers())
+        def unpinned(x: int) -> None: ...
 
-def _probe_profile(**env: str) -> dict:
-    base = {k: v for k, v in os.environ.items() if k not in ("CI", "HYPOTHESIS_PROFILE")}
-    out = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env={**base, **env},
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.splitlines()[-1])
+        return {key: {"profile": name, "derandomize": s.derandomize,
+                      "print_blob": s.print_blob, "deadline": s.deadline,
+                      "max_examples": s.max_examples}
+                for key, s in (("pinned", pinned._hypothesis_internal_use_settings),
+                               ("unpinned", unpinned._hypothesis_internal_use_settings))}
+    finally:
+        settings.load_profile(before)
 
 
 def test_under_ci_every_hypothesis_test_is_derandomized_even_with_its_own_settings() -> None:
-    ci = _probe_profile(CI="true")
+    ci = _settings_under({"CI": "true"})
     for name in ("pinned", "unpinned"):
         assert ci[name]["profile"] == "ci"
         assert ci[name]["derandomize"] and ci[name]["print_blob"], ci
         assert ci[name]["deadline"] is None, ci
     assert ci["pinned"]["max_examples"] == 7  # the test's own count is kept
-    dev = _probe_profile()
+    dev = _settings_under({})
     assert dev["pinned"]["profile"] == "dev" and not dev["pinned"]["derandomize"]
-    # HYPOTHESIS_PROFILE wins over CI.
-    assert _probe_profile(CI="true", HYPOTHESIS_PROFILE="thorough")["unpinned"] == {
+    # HYPOTHESIS_PROFILE wins over CI, and no profile inherits from another.
+    assert _settings_under({"CI": "true", "HYPOTHESIS_PROFILE": "thorough"})["unpinned"] == {
         "profile": "thorough", "derandomize": False, "print_blob": True, "deadline": None,
         "max_examples": 1000}
 
