@@ -23,9 +23,11 @@ from the profile loaded when it runs: that is how tests that pin their own
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 from fedactors.runtime.loop import VirtualTimeLoop  # noqa: E402
@@ -87,3 +89,19 @@ def pytest_asyncio_loop_factories(config, item):
     """Every pytest-asyncio test runs on a fresh virtual-time loop."""
     return {"virtual_time": VirtualTimeLoop}
 
+
+
+# -- runs shared by several tests --------------------------------------------------------
+#
+# A run is shared only where the tests read it and never change what it wrote; a test that
+# needs its own run (a second run to compare with, other options) still makes it.
+
+
+@pytest.fixture(scope="session")
+def smart_home_two_rounds():
+    """scenarios/smart_home.py, 2 rounds, default executor, events kept in memory."""
+    from fedactors.scenarios.loader import load_scenario
+    from fedactors.simulation import RunOptions, run_scenario
+
+    scenario = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "smart_home.py")
+    return run_scenario(scenario, RunOptions(rounds=2, keep_events=True))

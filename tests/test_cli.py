@@ -92,7 +92,9 @@ def test_an_exception_in_the_file_is_one_line_not_a_traceback(capsys, tmp_path) 
     assert code == 2 and err.strip() == f"error: {path}:3: RuntimeError: boom"
 
 
+@pytest.mark.slow  # the process imports TensorFlow first (cli.import_tensorflow_quietly): ~5-9 s
 def test_the_real_process_exits_2_without_a_traceback(tmp_path) -> None:
+    # The messages themselves are checked in-process above; this is the real entry point.
     path = write(tmp_path, scenario_with(dropout=-0.1))
     proc = subprocess.run([sys.executable, "-m", "fedactors", str(path)], cwd=ROOT,
                           capture_output=True, text=True)

@@ -31,7 +31,9 @@ def _options(out: Path, **kw) -> RunOptions:
 @pytest.mark.parametrize(("name", "total", "first"), [
     ("linear_regression", 8, 5),
     ("healthcare", 4, 2),  # DP: the accountant's state is checkpointed too
-    ("smart_home_secure", 3, 1),  # secure aggregation
+    # Secure aggregation, 280 devices: slow. The fast secure resume check is
+    # test_stateful_runs_resume_in_process_to_the_same_end[secagg_plus] below.
+    pytest.param("smart_home_secure", 3, 1, marks=pytest.mark.slow),
 ])
 def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path: Path, name: str, total: int,
                                                      first: int) -> None:

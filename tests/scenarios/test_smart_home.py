@@ -3,11 +3,22 @@ drop out, and the model learns well above chance."""
 
 from __future__ import annotations
 
+import pytest
+
 from fedactors.data.smart_home import ACTIVITIES
 from fedactors.scenarios.loader import load_scenario
 from fedactors.simulation import RunOptions, run_scenario
 
 
+def test_smart_home_cuts_stragglers_and_sees_dropouts_from_the_first_rounds(
+        smart_home_two_rounds) -> None:
+    # Fast: the session's shared 2-round run (tests/conftest.py).
+    rows = smart_home_two_rounds.records
+    assert all(r["late"] > 0 and r["dropped"] > 0 for r in rows)
+    assert all(r["closed_by"] == "deadline" and r["reported"] < r["selected"] for r in rows)
+
+
+@pytest.mark.slow
 def test_smart_home_cuts_stragglers_sees_dropouts_and_learns() -> None:
     result = run_scenario(load_scenario("scenarios/smart_home.py"),
                           RunOptions(rounds=15, device_events=False))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fedactors.experiments.sync_vs_async import fedbuff_variant, time_to_target
 from fedactors.scenarios.loader import load_scenario
 from fedactors.simulation import RunOptions, run_scenario
@@ -9,6 +11,19 @@ from fedactors.simulation import RunOptions, run_scenario
 SCENARIO = "scenarios/smartphone.py"
 
 
+def test_the_scenario_and_its_fedbuff_variant_build() -> None:
+    # Fast: what the slow end-to-end run below starts from.
+    scenario = load_scenario(SCENARIO)
+    assert scenario.fleet_size >= 2000 and scenario.mode is None
+    variant = fedbuff_variant(scenario, 5, None, 4)  # re-validated by Scenario itself
+    assert variant.mode.buffer_size == 5
+    assert variant.mode.concurrency == scenario.rounds.selected_size
+    assert variant.rounds.count == 4 and variant.name == f"{scenario.name}-fedbuff"
+    assert (variant.fleet, variant.data, variant.model) == (scenario.fleet, scenario.data,
+                                                             scenario.model)
+
+
+@pytest.mark.slow
 def test_both_modes_run_and_fedbuff_rows_carry_staleness() -> None:
     scenario = load_scenario(SCENARIO)
     assert scenario.fleet_size >= 2000
