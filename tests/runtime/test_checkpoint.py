@@ -11,6 +11,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -139,6 +140,7 @@ def _kill_at_a_random_moment_then_resume(tmp_path: Path, scenario: str, rounds: 
     # victim down, which moves the moment of the kill, not what the test checks.
     reference = _cli(scenario, "--rounds", str(rounds), "--out", str(tmp_path / "ref"))
     rng = np.random.default_rng(seed)
+    victim: Optional[subprocess.Popen] = None
     try:
         for attempt in range(3):
             out = tmp_path / f"killed{attempt}"
@@ -159,7 +161,7 @@ def _kill_at_a_random_moment_then_resume(tmp_path: Path, scenario: str, rounds: 
         assert reference.wait(timeout=300) == 0, reference.stderr.read()
     finally:
         for process in (reference, victim):
-            if process.poll() is None:
+            if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
 
