@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedactors.aggregation.base import RoundContext, SummedContributions
 from fedactors.errors import ConfigError
 from fedactors.privacy.dp_mean import _TAIL, BELOW_CLIP, CLIPPED_DELTA, AdaptiveClipping, DPMean
 
@@ -92,3 +93,36 @@ def test_a_bad_adaptive_option_is_reported_under_its_own_field(kwargs, field) ->
     with pytest.raises(ConfigError) as err:
         DPMean.adaptive_clipping(1.0, 1.0, 10, **kwargs)
     assert err.value.field == field
+
+
+def test_encoded_contributions_are_float32() -> None:
+    dp = DPMean.adaptive_clipping(1.0, 1.0, 10, distributed_noise=True, min_survivors=4)
+    params = dp.client_params(dp.initial_state(3))
+    row = dp.encode(params, np.array([0.3, -2.0, 1.0], np.float32), 1, np.random.default_rng(0))
+    assert row[CLIPPED_DELTA].dtype == np.float32 and row[BELOW_CLIP].dtype == np.float32
+
+
+def test_a_device_clips_at_the_broadcast_clip_norm_not_the_initial_one() -> None:
+    # Adaptive clipping: after the clip has grown, a delta between the initial and the
+    # current clip norm is sent unclipped.
+    dp = DPMean.adaptive_clipping(1.0, 1.0, 10)
+    params = dict(dp.client_params(dp.initial_state(3)))
+    params["clip_norm"] = np.float32(4.0)
+    delta = np.array([0.0, 3.0, 0.0], np.float32)
+    row = dp.encode(params, delta, 1, np.random.default_rng(0))
+    np.testing.assert_allclose(row[CLIPPED_DELTA], delta, rtol=1e-6)
+    params["clip_norm"] = np.float32(2.0)
+    row = dp.encode(params, delta, 1, np.random.default_rng(0))
+    assert np.linalg.norm(row[CLIPPED_DELTA]) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_too_few_noise_shares_release_nothing_and_keep_the_state() -> None:
+    m, k = 10, 4
+    dp = DPMean.adaptive_clipping(1.0, 1.0, m, distributed_noise=True, min_survivors=k)
+    state = dp.initial_state(2)
+    summed = SummedContributions({CLIPPED_DELTA: np.zeros(2), BELOW_CLIP: np.zeros(1)}, k - 1)
+    out = dp.aggregate(state, summed, RoundContext(round=1, expected_count=m, selected=m,
+                                                   rng=np.random.default_rng(0)))
+    assert out.delta is None
+    assert out.state == state
+    assert out.measurements == {"clip_norm": state.clip_norm, "noise_shares_below_minimum": 1.0}
