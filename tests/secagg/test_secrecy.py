@@ -19,9 +19,9 @@ import pytest
 
 from fedactors.secagg import client, keys, prg, server, shamir
 from fedactors.secagg.graph import complete_graph, harary_graph
-from fedactors.secagg.messages import MaskedInput, SecAggConfig, SecAggResult
+from fedactors.secagg.messages import MaskedInput, SecAggResult
 
-from .helpers import DIM, K, random_inputs
+from .helpers import DIM, K, run_to_delivery
 
 MOD = np.uint64((1 << K) - 1)
 
@@ -38,23 +38,9 @@ def graphs():
 
 def run_masked(graph, seed=0):
     """Rounds 0-2, honest and without drops: (config, device states, masked y, inputs, server)."""
-    ids = sorted(graph.ids)
-    cfg = SecAggConfig(7, graph, K, DIM)
-    rng = np.random.default_rng(seed)
-    inputs = random_inputs(ids, rng)
-    rngs = {u: np.random.default_rng([seed, u]) for u in ids}
-    states, msgs = {}, []
-    for u in ids:
-        states[u], m = client.advertise_keys(cfg, u, rngs[u])
-        msgs.append(m)
-    srv, bc = server.collect_keys(server.start(cfg), msgs)
-    msgs = []
-    for u in ids:
-        states[u], m = client.share_keys(states[u], bc[u], rngs[u])
-        msgs.append(m)
-    srv, dl = server.collect_shares(srv, msgs)
+    cfg, states, dl, inputs, srv, _ = run_to_delivery(seed=seed, graph=graph, round_id=7)
     masked = {}
-    for u in ids:
+    for u in sorted(graph.ids):
         states[u], m = client.masked_input(states[u], dl[u], inputs[u])
         assert isinstance(m, MaskedInput)
         masked[u] = m.y
