@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import os
@@ -25,9 +26,10 @@ from fedactors.devices.secagg_participant import SecAggParticipants
 from fedactors.errors import ConfigError, ScenarioError, one_line
 from fedactors.reporting.events import EventLog
 from fedactors.reporting.warnings import run_warnings
-from fedactors.runtime import checkpoint
+from fedactors.runtime import checkpoint, snapshot
 from fedactors.runtime.loop import VirtualTimeLoop
 from fedactors.runtime.network import Network
+from fedactors.runtime.snapshot import WorldSnapshot
 from fedactors.scenarios.loader import line_in
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SeedTree
@@ -309,9 +311,30 @@ def run_scenario(
             actors.server, actors.directory, actors.network, actors.tally, actors.failures
         )
         traffic = list(resumed.traffic) if resumed else [0, 0]
+        timed = {"network": network, "server": server, "devices": directory}
         if resumed:
             server.state = resumed.server_state
             network.bytes_down, network.bytes_up = traffic
+            if resumed.world is not None:  # FedBuff: the world as it was mid-run
+                restore_world(resumed.world, loop, actors, timed)
+
+        checkpoint_due = [False]  # a FedBuff checkpoint waits for the end of the instant
+
+        def save_checkpoint(world: Optional[WorldSnapshot] = None) -> None:
+            events_bytes, metrics_bytes = outputs.sizes()
+            checkpoint.save(options.out_dir, checkpoint.Checkpoint(
+                fingerprint, str(options.scenario_path or ""), server.state.round, loop.time(),
+                server.state, tuple(records), (traffic[0], traffic[1]),
+                events_bytes, metrics_bytes, rounds, world,
+            ))
+
+        def save_world() -> None:
+            if not checkpoint_due[0]:
+                return  # the run ended before this instant did
+            checkpoint_due[0] = False
+            save_checkpoint(WorldSnapshot(
+                server.snapshot(), directory.snapshot(), snapshot.pending_timers(loop, timed),
+                copy.deepcopy(tally.dropped), (network.bytes_down, network.bytes_up)))
 
         def record(outcome: ReleaseOutcome) -> Optional[str]:
             if failures:
@@ -322,15 +345,14 @@ def run_scenario(
             row["wall_seconds"] = round(time.perf_counter() - wall_start, 3)
             records.append(row)
             outputs.write_row(row)
-            # FedBuff has no round boundary at which no device is mid-training,
-            # so there is no clean cut to checkpoint (docs/async.md).
-            if options.out_dir is not None and options.checkpoint and scenario.mode is None:
-                events_bytes, metrics_bytes = outputs.sizes()
-                checkpoint.save(options.out_dir, checkpoint.Checkpoint(
-                    fingerprint, str(options.scenario_path or ""), outcome.round, loop.time(),
-                    server.state, tuple(records), (network.bytes_down, network.bytes_up),
-                    events_bytes, metrics_bytes, rounds,
-                ))
+            if options.out_dir is not None and options.checkpoint:
+                if scenario.mode is None:
+                    save_checkpoint()  # a round's end: no device is at work
+                elif not checkpoint_due[0]:
+                    # FedBuff: devices are always at work; the checkpoint is taken at
+                    # the end of this instant, when every actor waits (runtime/snapshot.py).
+                    checkpoint_due[0] = True
+                    loop.call_when_idle(save_world)
             # A callback may ask the run to stop here, at a round boundary (the CLI's
             # Ctrl-C handling): the checkpoint above already holds this round.
             stop = None
@@ -367,6 +389,7 @@ def run_scenario(
                 except asyncio.CancelledError:
                     if not failures:
                         raise
+                checkpoint_due[0] = False  # the server is done: no instant left to save
             loop.run_until_complete(directory.shutdown())
         finally:
             asyncio.set_event_loop(None)
@@ -411,16 +434,23 @@ def run_scenario(
     return RunResult(scenario, seed, records, weights, summary, log.records)
 
 
+def restore_world(world: WorldSnapshot, loop: VirtualTimeLoop, actors: Actors,
+                  timed: dict[str, snapshot.SetsTimers]) -> None:
+    """Put a FedBuff checkpoint's world back: server, devices at work, tally, traffic,
+    then every pending timer in its order, then the devices' tasks."""
+    actors.server.restore(world.server)
+    actors.network.bytes_down, actors.network.bytes_up = world.traffic
+    actors.tally.dropped = copy.deepcopy(world.dropped)
+    actors.directory.restore(loop, world.devices)
+    snapshot.restore_timers(world.timers, timed)
+    actors.directory.start_restored()
+
+
 def _checkpoint_to_resume(
     options: RunOptions, fingerprint: checkpoint.Fingerprint, scenario: Scenario
 ) -> Optional[checkpoint.Checkpoint]:
     if not options.resume:
         return None
-    if scenario.mode is not None:
-        raise ScenarioError(
-            "--resume: asynchronous (FedBuff) runs are not checkpointed: devices are always "
-            "mid-training, so no moment is a clean cut of the run; start it again"
-        )
     if options.out_dir is None:
         raise ScenarioError("--resume needs the run directory")
     saved = checkpoint.load(options.out_dir)

@@ -9,9 +9,11 @@ data. That is how the runtime holds 100,000 registered devices without
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
+
+import numpy as np
 
 from fedactors.aggregation.base import Aggregator
 from fedactors.data.federated import FederatedData
@@ -22,7 +24,7 @@ from fedactors.messages import TrainRequest, Update
 from fedactors.reporting.events import EventLog
 from fedactors.secagg.envelopes import ToDevice
 from fedactors.seeding import SeedTree
-from fedactors.training.executor import Executor, TrainingFailed, TrainTask
+from fedactors.training.executor import Executor, TrainingFailed, TrainResult, TrainTask
 
 
 @dataclass
@@ -63,6 +65,43 @@ class DeviceWorld:
     secagg: Optional[Any] = None
 
 
+@dataclass(frozen=True)
+class Dropping:
+    """A device going silent part-way through its work for ``round``."""
+
+    round: int
+
+
+@dataclass(frozen=True)
+class Training:
+    """A device training for ``request``; ``rng`` draws its batches, then its encoding."""
+
+    request: TrainRequest
+    rng: np.random.Generator = field(repr=False)
+    num_examples: int
+
+    @property
+    def round(self) -> int:
+        return self.request.round
+
+
+@dataclass(frozen=True)
+class DeviceSnapshot:
+    """One device mid-work, at a checkpoint (see :meth:`DeviceDirectory.snapshot`).
+
+    For training: the executor's ``result`` if it already ran (batches run
+    ahead of the simulated clock), else the ticket it was ``submitted`` under,
+    so that pending tasks are resubmitted in their order and batch the same.
+    ``mail``: requests that came while it worked, read after it.
+    """
+
+    device: int
+    work: Union[Dropping, Training]
+    result: Optional[TrainResult]
+    submitted: Optional[int]
+    mail: tuple[Any, ...]
+
+
 class DeviceFailed(Exception):
     """A device's work raised: the run stops at once, naming the device."""
 
@@ -81,6 +120,8 @@ class DeviceActor:
         self.mailbox: asyncio.Queue = asyncio.Queue()
         self.round: Optional[int] = None  # the round being worked on, if any
         self.ticket: Optional[int] = None  # its training submitted to the executor
+        self.work: Optional[Union[Dropping, Training]] = None  # what it waits to finish
+        self.wake: Optional[asyncio.TimerHandle] = None  # when it will have finished
 
     async def run(self) -> None:
         """Drain the mailbox, then let the actor be deactivated."""
@@ -97,7 +138,6 @@ class DeviceActor:
 
     async def train(self, request: TrainRequest) -> None:
         w, d, r = self.world, self.id, request.round
-        loop = asyncio.get_running_loop()
         rng = w.seeds.generator("device", r, d)
         num_examples = w.data.num_examples(d)
         compute_time = w.epochs * num_examples / float(w.fleet.compute[d])
@@ -106,21 +146,34 @@ class DeviceActor:
         if rng.random() < w.fleet.dropout[d]:
             # Silent part-way through its work: no update, no goodbye.
             upload = w.fleet.upload_time(d, request.nbytes)
-            await asyncio.sleep(rng.random() * (compute_time + upload))
-            w.tally.record_drop(r, d, loop.time())
-            w.log.device(d, "dropped", round=r)
+            self.work = Dropping(r)
+            await self._sleep(rng.random() * (compute_time + upload))
+            self._go_silent(r)
             return
 
         x, y = w.data.client(d)
+        self.work = Training(request, rng, num_examples)
         self.ticket = w.executor.submit(TrainTask(d, r, request.weights, x, y, rng))
-        await asyncio.sleep(compute_time)
+        await self._sleep(compute_time)
+        self._finish(self.work)
+
+    def _go_silent(self, r: int) -> None:
+        self.work = None
+        self.world.tally.record_drop(r, self.id, asyncio.get_running_loop().time())
+        self.world.log.device(self.id, "dropped", round=r)
+
+    def _finish(self, work: Training) -> None:
+        """Collect the trained delta, encode it and send it (or hand it to SecAgg)."""
+        w, d, request, rng = self.world, self.id, work.request, work.rng
+        r = request.round
+        self.work = None
         result = w.executor.collect(self.ticket)
         self.ticket = None
         delta = result.delta
         attack = w.attacks.get(d)
         if attack is not None:  # tamper before encode, as a compromised stock client would
             delta = attack.apply(delta)
-        contribution = w.aggregator.encode(request.params, delta, num_examples, rng)
+        contribution = w.aggregator.encode(request.params, delta, work.num_examples, rng)
         if request.secagg is not None and w.secagg is not None:
             # Secure aggregation: the contribution leaves only masked (protocol round 2).
             # The raw delta too: a non-finite one keeps the device out (encode may zero it).
@@ -130,6 +183,56 @@ class DeviceActor:
         upload = w.network.to_server(d, update)
         w.log.device(d, "update.sent", round=r, nbytes=update.nbytes, upload_s=upload,
                      train_loss=result.loss)
+
+    # -- waiting, and resuming a wait from a checkpoint ------------------------
+    async def _sleep(self, delay: float) -> None:
+        """``asyncio.sleep(delay)``, with the timer kept where a checkpoint can see it."""
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        await self._until(woken, loop.call_later(delay, _wake, woken))
+
+    async def _until(self, woken: asyncio.Future, timer: asyncio.TimerHandle) -> None:
+        self.wake = timer
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self.wake = None
+
+    async def resume(self, woken: asyncio.Future, timer: asyncio.TimerHandle) -> None:
+        """Carry on with ``self.work`` from a checkpoint: wait out the rest of it,
+        finish it as :meth:`train` would have, then read any mail that came."""
+        work = self.work
+        assert work is not None
+        self.round = work.round
+        await self._until(woken, timer)
+        if isinstance(work, Dropping):
+            self._go_silent(work.round)
+        else:
+            self._finish(work)
+        self.round = None
+        await self.run()
+
+    def snapshot(self) -> DeviceSnapshot:
+        """What this actor is doing, for a checkpoint taken while it waits."""
+        if self.work is None or self.wake is None:
+            raise RuntimeError(f"device {self.id} is not waiting: no clean cut to checkpoint")
+        mail = [self.mailbox.get_nowait() for _ in range(self.mailbox.qsize())]
+        for message in mail:
+            self.mailbox.put_nowait(message)
+        result = submitted = None
+        if isinstance(self.work, Training):
+            result = self.world.executor.result_if_done(self.ticket)
+            submitted = None if result is not None else self.ticket
+        return DeviceSnapshot(self.id, self.work, result, submitted, tuple(mail))
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():  # cancelled if the device was stopped meanwhile
+        future.set_result(None)
 
 
 class DeviceDirectory:
@@ -168,6 +271,57 @@ class DeviceDirectory:
             self.world.log.device(device, "cut", round=round_)
             actor.round = None
             self._tasks[device].cancel()
+
+    # -- checkpoints (FedBuff: devices are always mid-work) ---------------------
+    def snapshot(self) -> tuple[DeviceSnapshot, ...]:
+        """Every active device's work, taken at the end of an instant (all wait)."""
+        return tuple(self.active[d].snapshot() for d in sorted(self.active))
+
+    def pending_timers(self) -> list[tuple[asyncio.TimerHandle, Any]]:
+        """Each waiting device's wake-up timer, named by its device."""
+        return [(actor.wake, device) for device, actor in self.active.items()
+                if actor.wake is not None]
+
+    def restore(self, loop: asyncio.AbstractEventLoop, snapshots: Sequence[DeviceSnapshot]) -> None:
+        """Re-create the devices of a checkpoint, their work and their mail.
+
+        Training not yet run is resubmitted in its original order, so the
+        executor batches exactly what the uninterrupted run batched; their
+        wake-up timers come next, from :meth:`restore_timer`, in the order of
+        every pending timer of the checkpoint.
+        """
+        executor = self.world.executor
+        self._loop = loop
+        self._woken: dict[int, asyncio.Future] = {}
+        for snap in sorted(snapshots, key=lambda s: (s.submitted is None, s.submitted or 0)):
+            actor = self.active[snap.device] = DeviceActor(snap.device, self.world)
+            actor.work = snap.work
+            if isinstance(snap.work, Training):
+                if snap.result is not None:
+                    actor.ticket = executor.put_result(snap.result)
+                else:
+                    x, y = self.world.data.client(snap.device)
+                    actor.ticket = executor.submit(TrainTask(
+                        snap.device, snap.work.round, snap.work.request.weights, x, y,
+                        snap.work.rng))
+            for message in snap.mail:
+                actor.mailbox.put_nowait(message)
+            self._woken[snap.device] = loop.create_future()
+
+    def restore_timer(self, device: int, when: float, priority: int) -> None:
+        """Set a restored device's wake-up timer (see :meth:`restore`)."""
+        self.active[device].wake = self._loop.call_at(when, _wake, self._woken[device],
+                                                      priority=priority)
+
+    def start_restored(self) -> None:
+        """Start the restored devices' tasks, once all their timers are set."""
+        for device in sorted(self._woken):
+            actor = self.active[device]
+            task = self._loop.create_task(actor.resume(self._woken[device], actor.wake),
+                                    name=f"device-{device}")
+            task.add_done_callback(lambda t, d=device: self._deactivate(d, t))
+            self._tasks[device] = task
+        self._woken = {}
 
     async def shutdown(self) -> None:
         """Stop every device still working when the run ends."""

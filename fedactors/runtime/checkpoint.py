@@ -1,5 +1,8 @@
 """Crash-safe checkpoints: the whole server-side state after every round.
 
+(FedBuff has no round boundary: its checkpoint adds the simulated world at
+the end of an update's instant, :mod:`fedactors.runtime.snapshot`.)
+
 A round boundary is a clean cut of the simulated world: closing a round stops
 every device still working on it and drops its messages in transit, and every
 random stream is derived from the seed by path, not drawn from a running
@@ -68,6 +71,9 @@ class Checkpoint:
     metrics_bytes: int
     #: The round count the run was started for, so ``--resume`` alone finishes it.
     rounds_target: int
+    #: FedBuff only: devices at work, messages on the wire, every pending timer
+    #: (:class:`fedactors.runtime.snapshot.WorldSnapshot`); None after a round's end.
+    world: Any = None
 
 
 def file_sha256(path: Path) -> str:
@@ -96,8 +102,8 @@ def save(directory: Path, checkpoint: Checkpoint) -> None:
 def load(directory: Path) -> Checkpoint:
     path = Path(directory) / FILENAME
     if not path.is_file():
-        raise ScenarioError(f"{path}: no checkpoint to resume from (none is written for FedBuff "
-                            "runs, or with checkpointing off)")
+        raise ScenarioError(f"{path}: no checkpoint to resume from (none is written with "
+                            "checkpointing off, nor before the first round or server update)")
     blob = path.read_bytes()
     digest, payload = blob[len(MAGIC): len(MAGIC) + 32], blob[len(MAGIC) + 32:]
     if not blob.startswith(MAGIC) or hashlib.sha256(payload).digest() != digest:

@@ -18,6 +18,7 @@ import gc
 import heapq
 import itertools
 from asyncio import base_events, events
+from collections.abc import Callable
 from typing import Any
 
 from fedactors.errors import SimulationStalled
@@ -37,7 +38,9 @@ class _Timer(events.TimerHandle):
     sequence is unique the comparison never reaches the timer itself.
     """
 
-    __slots__ = ()
+    # Kept on the handle so a checkpoint can re-create pending timers in the order
+    # they would have run (fedactors.runtime.snapshot).
+    __slots__ = ("priority", "sequence")
 
     def __init__(self, when: float, callback, args, loop, context) -> None:  # noqa: D107
         # Every slot Handle/TimerHandle define, set directly (no super().__init__).
@@ -59,6 +62,7 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
         super().__init__()
         self._now = float(start)
         self._sequence = itertools.count()
+        self._when_idle: list[Callable[[], None]] = []
 
     # -- the clock -------------------------------------------------------
     def time(self) -> float:
@@ -71,12 +75,27 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
         # Never schedule into the past: a timer "now" fires at the current instant.
         when = max(float(when), self._now)
         timer = _Timer(when, callback, args, self, context)
-        heapq.heappush(self._scheduled, (when, priority, next(self._sequence), timer))
+        timer.priority, timer.sequence = priority, next(self._sequence)
+        heapq.heappush(self._scheduled, (when, priority, timer.sequence, timer))
         timer._scheduled = True
         return timer
 
     def call_later(self, delay, callback, *args, context=None, priority: int = 0):
         return self.call_at(self._now + delay, callback, *args, context=context, priority=priority)
+
+    def call_when_idle(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, at the end of the current instant.
+
+        That is the first moment nothing is ready to run and no timer is due
+        before the clock moves on: every actor is waiting, so the simulated
+        world is fully described by its state and its pending timers (what a
+        FedBuff checkpoint saves). ``callback`` must not schedule anything.
+        """
+        self._when_idle.append(callback)
+
+    def pending_timers(self) -> list[events.TimerHandle]:
+        """Every timer not yet run nor cancelled, in the order they will run."""
+        return [entry[3] for entry in sorted(self._scheduled) if not entry[3]._cancelled]
 
     def run_forever(self) -> None:
         # Everything alive when the simulation starts (TensorFlow's graphs,
@@ -104,6 +123,10 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
             heapq.heappop(scheduled)[3]._scheduled = False
 
         if not self._ready and not self._stopping:
+            if self._when_idle and (not scheduled or scheduled[0][0] > self._now):
+                callbacks, self._when_idle = self._when_idle, []
+                for callback in callbacks:
+                    callback()
             if not scheduled:
                 raise SimulationStalled(
                     f"simulation stalled at t={self._now:g}s: every actor waits and no timer is set"

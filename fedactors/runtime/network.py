@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 from fedactors.devices.fleet import Fleet
 from fedactors.runtime.loop import DELIVERY, TIMEOUT, VirtualTimeLoop
@@ -31,19 +31,26 @@ class Network:
         self.bytes_down = 0
         self.bytes_up = 0
         # Deliveries still on the wire, by round, so a closed round's can be
-        # dropped; a delivery leaves this map when it arrives.
-        self._in_flight: dict[int, dict[int, asyncio.TimerHandle]] = {}
+        # dropped; a delivery leaves this map when it arrives. Each is
+        # (timer, device or None for the server, message), for checkpoints.
+        self._in_flight: dict[int, dict[int, tuple[asyncio.TimerHandle, Optional[int], Any]]] = {}
         self._keys = itertools.count()
 
-    def _send(self, delay: float, message: Any, deliver: Callable[..., None], *args: Any) -> None:
+    def _send(self, delay: float, message: Any, device: Optional[int]) -> None:
+        """Deliver ``message`` after ``delay``: to ``device``, or to the server if None."""
+        self._send_at(self._loop.time() + delay, message, device)
+
+    def _send_at(self, when: float, message: Any, device: Optional[int]) -> None:
+        deliver, args = ((self._server_mailbox.put_nowait, (message,)) if device is None
+                         else (self._deliver, (device, message)))
         round_ = getattr(message, "round", None)
         if round_ is None:
-            self._loop.call_later(delay, deliver, *args, priority=DELIVERY)
+            self._loop.call_at(when, deliver, *args, priority=DELIVERY)
             return
         key = next(self._keys)
-        self._in_flight.setdefault(round_, {})[key] = self._loop.call_later(
-            delay, self._arrive, round_, key, deliver, *args, priority=DELIVERY
-        )
+        handle = self._loop.call_at(when, self._arrive, round_, key, deliver, *args,
+                                    priority=DELIVERY)
+        self._in_flight.setdefault(round_, {})[key] = (handle, device, message)
 
     def _arrive(self, round_: int, key: int, deliver: Callable[..., None], *args: Any) -> None:
         on_wire = self._in_flight.get(round_)
@@ -55,8 +62,23 @@ class Network:
 
     def drop_round(self, round_: int) -> None:
         """Discard every message of ``round_`` still in transit (the round is closed)."""
-        for handle in self._in_flight.pop(round_, {}).values():
+        for handle, _, _ in self._in_flight.pop(round_, {}).values():
             handle.cancel()
+
+    # -- checkpoints -------------------------------------------------------
+    def pending_timers(self) -> list[tuple[asyncio.TimerHandle, Any]]:
+        """Every message on the wire, as ``(device or None for the server, message)``."""
+        return [(handle, (device, message)) for on_wire in self._in_flight.values()
+                for handle, device, message in on_wire.values()]
+
+    def restore_timer(self, what: tuple[Optional[int], Any], when: float, priority: int) -> None:
+        """Put a checkpointed message back on the wire, arriving at ``when``."""
+        device, message = what
+        self._send_at(when, message, device)
+
+    def server_timer_at(self, when: float, message: Any) -> asyncio.TimerHandle:
+        """A checkpointed :meth:`server_timer`, due at ``when``."""
+        return self._loop.call_at(when, self._server_mailbox.put_nowait, message, priority=TIMEOUT)
 
     @property
     def messages_in_flight(self) -> int:
@@ -66,13 +88,13 @@ class Network:
         """Send ``message`` to ``device``; returns its simulated transfer time."""
         delay = self._fleet.download_time(device, message.nbytes)
         self.bytes_down += message.nbytes
-        self._send(delay, message, self._deliver, device, message)
+        self._send(delay, message, device)
         return delay
 
     def to_server(self, device: int, message: Any) -> float:
         delay = self._fleet.upload_time(device, message.nbytes)
         self.bytes_up += message.nbytes
-        self._send(delay, message, self._server_mailbox.put_nowait, message)
+        self._send(delay, message, None)
         return delay
 
     def server_timer(self, delay: float, message: Any) -> asyncio.TimerHandle:

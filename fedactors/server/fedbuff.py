@@ -119,7 +119,37 @@ class _Dispatch:
     device: int
     version: int
     start: float
-    timer: asyncio.TimerHandle = field(repr=False)
+    timer: Optional[asyncio.TimerHandle] = field(default=None, repr=False)
+
+
+@dataclass
+class _Gathering:
+    """What the server has gathered since its last update: the next buffer in the making."""
+
+    start: float
+    updates: list[tuple[int, Update, int]] = field(default_factory=list)  # (ticket, update, staleness)
+    rejected: dict[str, int] = field(default_factory=dict)
+    timed_out: list[tuple[int, int]] = field(default_factory=list)  # (ticket, device)
+    dispatched: list[int] = field(default_factory=list)  # devices asked since the last update
+
+
+@dataclass(frozen=True)
+class FedBuffSnapshot:
+    """The FedBuff server between two events, for a checkpoint. Its timers (device
+    timeouts, the next poll) are saved with every other pending timer of the run
+    (:mod:`fedactors.runtime.snapshot`) and come back through ``restore_timer``."""
+
+    state: ServerState
+    gathering: _Gathering
+    in_flight: tuple[tuple[int, int, int, float], ...]  # (ticket, device, version, start)
+    buffered: frozenset[int]
+    finished: frozenset[int]
+    given_up: frozenset[int]
+    next_ticket: int
+    refills: int
+    poll_pending: bool
+    idle_since: Optional[float]
+    max_in_flight: int
 
 
 class FedBuffServer:
@@ -158,12 +188,15 @@ class FedBuffServer:
         self._busy: set[int] = set()
         self._buffered: set[int] = set()  # devices whose update is in the current buffer
         self._finished: set[int] = set()  # tickets whose update was received or refused
+        self._given_up: set[int] = set()  # ... of which those that timed out (then "late")
         self._next_ticket = 0
         self._expect: Optional[tuple[int, Expectation]] = None  # (model version, expectation)
         self._refills = 0
         self._poll_pending = False
+        self._poll_timer: Optional[asyncio.TimerHandle] = None
+        self._idle_since: Optional[float] = None
         self.max_in_flight = 0
-        self._dispatched: list[int] = []  # devices sent a request since the previous update
+        self._gathering: Optional[_Gathering] = None  # None until the run starts
 
     # -- dispatch ----------------------------------------------------------
     def _refill(self) -> None:
@@ -186,7 +219,7 @@ class FedBuffServer:
                 self._dispatch(int(d), now, params)
         if len(self.in_flight) < self.mode.concurrency and not self._poll_pending:
             self._poll_pending = True
-            self.network.server_timer(self.mode.poll_interval, Poll())
+            self._poll_timer = self.network.server_timer(self.mode.poll_interval, Poll())
 
     def _dispatch(self, device: int, now: float, params: Any) -> None:
         ticket = self._next_ticket
@@ -197,13 +230,15 @@ class FedBuffServer:
         self.in_flight[ticket] = _Dispatch(device, self.state.round, now, timer)
         self._busy.add(device)
         self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
-        self._dispatched.append(device)
+        assert self._gathering is not None
+        self._gathering.dispatched.append(device)
         self.log.emit(ACTOR, "device.dispatched", ticket=ticket, device=device,
                       version=self.state.round, in_flight=len(self.in_flight))
 
     def _release(self, ticket: int) -> _Dispatch:
         job = self.in_flight.pop(ticket)
-        job.timer.cancel()
+        if job.timer is not None:
+            job.timer.cancel()
         self._busy.discard(job.device)
         self._finished.add(ticket)
         return job
@@ -218,7 +253,9 @@ class FedBuffServer:
             return "future"
         job = self.in_flight.get(ticket)
         if job is None:
-            return "duplicate" if ticket in self._finished else "late"
+            # After its timeout the server no longer waits for it; any other ticket
+            # it stopped waiting for was already answered (or refused) once.
+            return "late" if ticket in self._given_up else "duplicate"
         if message.sender != job.device:
             return "foreign"
         return screen_contribution(message.contribution, self._expectation())
@@ -241,44 +278,44 @@ class FedBuffServer:
 
         With a privacy target the run stops before a buffer whose release
         would take ε above it: checked before any device is dispatched and
-        again right after every release.
+        again right after every release. A server restored from a checkpoint
+        carries on where it was cut.
         """
         loop = asyncio.get_running_loop()
-        buffer: list[tuple[int, Update, int]] = []  # (ticket, update, staleness)
-        rejected: dict[str, int] = {}
-        timed_out: list[tuple[int, int]] = []  # (ticket, device)
-        self._dispatched = []
-        start = loop.time()
         target = self.state.round + count
         self.step.start(self.state)
-        stop = self.step.budget_stop(self.state)
-        if stop:
-            self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=stop)
-            return stop
-        self.log.emit(ACTOR, "fedbuff.start", buffer_size=self.mode.buffer_size,
-                      concurrency=self.mode.concurrency, updates=count)
-        self._refill()
-        idle_since: Optional[float] = None
+        if self._gathering is None:  # a new run, not one restored mid-way
+            stop = self.step.budget_stop(self.state)
+            if stop:
+                self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=stop)
+                return stop
+            self.log.emit(ACTOR, "fedbuff.start", buffer_size=self.mode.buffer_size,
+                          concurrency=self.mode.concurrency, updates=count)
+            self._gathering = _Gathering(loop.time())
+            self._refill()
         while self.state.round < target:
             message = await self.mailbox.get()
+            gathering = self._gathering
             if isinstance(message, Poll):
                 self._poll_pending = False
+                self._poll_timer = None
                 self._refill()
                 if self.in_flight:
-                    idle_since = None
-                elif idle_since is None:
-                    idle_since = loop.time()
-                elif loop.time() - idle_since >= self.mode.max_idle:
+                    self._idle_since = None
+                elif self._idle_since is None:
+                    self._idle_since = loop.time()
+                elif loop.time() - self._idle_since >= self.mode.max_idle:
                     # Nobody has been online to train for max_idle: the virtual
                     # clock would otherwise jump from poll to poll forever.
                     self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason="idle",
-                                  idle_seconds=loop.time() - idle_since)
+                                  idle_seconds=loop.time() - self._idle_since)
                     return "idle"
                 continue
             if isinstance(message, DeviceTimeout):
                 if message.ticket in self.in_flight:
                     job = self._release(message.ticket)
-                    timed_out.append((message.ticket, job.device))
+                    self._given_up.add(message.ticket)
+                    gathering.timed_out.append((message.ticket, job.device))
                     self.log.emit(ACTOR, "device.timeout", ticket=message.ticket, device=job.device)
                     self._refill()
                 continue
@@ -290,22 +327,22 @@ class FedBuffServer:
                     reason = "stale"
                     self._release(message.round)
             if reason:
-                rejected[reason] = rejected.get(reason, 0) + 1
+                gathering.rejected[reason] = gathering.rejected.get(reason, 0) + 1
                 self.log.emit(ACTOR, f"update.{reason}", version=self.state.round,
                               sender=getattr(message, "sender", None),
                               ticket=getattr(message, "round", None))
                 self._refill()
                 continue
             self._release(message.round)
-            buffer.append((message.round, message, staleness))
+            gathering.updates.append((message.round, message, staleness))
             self._buffered.add(message.sender)
             self.log.emit(ACTOR, "update.received", version=self.state.round, sender=message.sender,
-                          ticket=message.round, staleness=staleness, buffered=len(buffer))
-            if len(buffer) == self.mode.buffer_size:
-                outcome = self._apply_buffer(buffer, start, rejected, timed_out)
-                buffer, rejected, timed_out, start = [], {}, [], loop.time()
+                          ticket=message.round, staleness=staleness,
+                          buffered=len(gathering.updates))
+            if len(gathering.updates) == self.mode.buffer_size:
+                outcome = self._apply_buffer(gathering)
+                self._gathering = _Gathering(loop.time())
                 self._buffered.clear()
-                self._dispatched = []
                 stop = on_round(outcome) or self.step.budget_stop(self.state)
                 if stop:
                     self.log.emit(ACTOR, "run.stopped", round=outcome.round, reason=stop)
@@ -315,10 +352,8 @@ class FedBuffServer:
                 self._refill()
         return "completed"
 
-    def _apply_buffer(self, buffer: list[tuple[int, Update, int]], start: float,
-                      rejected: dict[str, int],
-                      timed_out: list[tuple[int, int]]) -> ReleaseOutcome:
-        buffer = sorted(buffer, key=lambda item: item[0])
+    def _apply_buffer(self, gathering: _Gathering) -> ReleaseOutcome:
+        buffer = sorted(gathering.updates, key=lambda item: item[0])
         staleness = np.array([s for _, _, s in buffer], np.int64)
         weights = self.mode.staleness(staleness)
         if self.step.privacy is not None and np.any((weights < 0) | (weights > 1)):
@@ -338,15 +373,62 @@ class FedBuffServer:
         self.log.emit(ACTOR, "buffer.aggregated", round=version, applied=released.applied,
                       staleness=staleness, **released.metrics)
         return ReleaseOutcome(
-            round=version, start=start, end=asyncio.get_running_loop().time(),
-            selected=tuple(self._dispatched),
+            round=version, start=gathering.start, end=asyncio.get_running_loop().time(),
+            selected=tuple(gathering.dispatched),
             reported=tuple(u.sender for _, u, _ in buffer), closed_by="buffer",
-            applied=released.applied, rejected=dict(rejected),
+            applied=released.applied, rejected=dict(gathering.rejected),
             measurements=released.measurements, metrics=released.metrics,
-            given_up=tuple(timed_out),
+            given_up=tuple(gathering.timed_out),
             staleness=tuple(int(s) for s in staleness),
             weights=tuple(float(w) for w in weights), in_flight=len(self.in_flight),
         )
+
+    # -- checkpoints -------------------------------------------------------
+    def snapshot(self) -> FedBuffSnapshot:
+        """The server's whole state; taken between events (the mailbox is empty)."""
+        if self._gathering is None or not self.mailbox.empty():
+            raise RuntimeError("the FedBuff server is mid-event: no clean cut to checkpoint")
+        g = self._gathering
+        return FedBuffSnapshot(
+            state=self.state,
+            gathering=_Gathering(g.start, list(g.updates), dict(g.rejected), list(g.timed_out),
+                                 list(g.dispatched)),
+            in_flight=tuple((t, j.device, j.version, j.start) for t, j in self.in_flight.items()),
+            buffered=frozenset(self._buffered), finished=frozenset(self._finished),
+            given_up=frozenset(self._given_up), next_ticket=self._next_ticket,
+            refills=self._refills, poll_pending=self._poll_pending, idle_since=self._idle_since,
+            max_in_flight=self.max_in_flight,
+        )
+
+    def restore(self, snap: FedBuffSnapshot) -> None:
+        """Become the server of ``snap``; its timers follow through ``restore_timer``."""
+        self.state = snap.state
+        g = snap.gathering
+        self._gathering = _Gathering(g.start, list(g.updates), dict(g.rejected),
+                                     list(g.timed_out), list(g.dispatched))
+        self.in_flight = {t: _Dispatch(d, v, start) for t, d, v, start in snap.in_flight}
+        self._busy = {job.device for job in self.in_flight.values()}
+        self._buffered, self._finished = set(snap.buffered), set(snap.finished)
+        self._given_up = set(snap.given_up)
+        self._next_ticket, self._refills = snap.next_ticket, snap.refills
+        self._poll_pending, self._idle_since = snap.poll_pending, snap.idle_since
+        self.max_in_flight = snap.max_in_flight
+
+    def pending_timers(self) -> list[tuple[asyncio.TimerHandle, Any]]:
+        timers: list[tuple[asyncio.TimerHandle, Any]] = [
+            (job.timer, ("timeout", ticket)) for ticket, job in self.in_flight.items()
+            if job.timer is not None]
+        if self._poll_timer is not None:
+            timers.append((self._poll_timer, ("poll", None)))
+        return timers
+
+    def restore_timer(self, what: tuple[str, Optional[int]], when: float, priority: int) -> None:
+        kind, ticket = what
+        if kind == "timeout":
+            assert ticket is not None
+            self.in_flight[ticket].timer = self.network.server_timer_at(when, DeviceTimeout(ticket))
+        else:
+            self._poll_timer = self.network.server_timer_at(when, Poll())
 
 
 def server_class(mode: Optional[FedBuff]) -> Callable[..., Union[ServerActor, FedBuffServer]]:

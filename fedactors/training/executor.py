@@ -98,6 +98,17 @@ class Executor(abc.ABC):
         round_ = tasks[0].round if tasks else -1
         return TrainingFailed(tasks[0].device if tasks else None, round_, exc)
 
+    def result_if_done(self, ticket: int) -> Optional[TrainResult]:
+        """The result of ``ticket`` if its batch already ran (None: still pending)."""
+        return self._done.get(ticket)
+
+    def put_result(self, result: TrainResult) -> int:
+        """Hold a result computed before a checkpoint; the ticket to collect it by."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._done[ticket] = result
+        return ticket
+
     def cancel(self, ticket: int) -> None:
         """Forget a task whose device went silent before collecting it."""
         self._pending.pop(ticket, None)

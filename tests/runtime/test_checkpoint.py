@@ -307,3 +307,113 @@ def test_sigkill_then_resume_of_secagg_plus_on_a_sparse_graph(tmp_path: Path) ->
     assert not any(row["secagg_below_target"] for row in rows)
     assert any(row["secagg_survivors"] < row["selected"] for row in rows)
     assert not any(row["secagg_aborted"] for row in rows)
+
+
+# -- FedBuff: no clean cut, so the whole world between two instants ----------------------
+#
+# Devices are always mid-work in FedBuff. Its checkpoint is taken at the end of the
+# instant of each server update: devices training (their result computed ahead of the
+# clock, or still pending in the executor) or going silent, requests that came while
+# they worked, messages on the wire both ways, every per-device timeout and the next
+# poll, the server's half-made buffer, the drop tally. The scenario below makes all of
+# these happen: spread-out round trips and compute, dropouts, devices offline at times,
+# slow devices that always time out, stale updates refused.
+
+FEDBUFF = _TOY + '''
+from fedactors import (DeviceClass, FedAdam, FedBuff, LocalTraining, NetworkProfile, OnlineShare,
+                       Privacy, Rounds, Scenario, Uniform)
+from fedactors.privacy.dp_mean import DPMean
+
+scenario = Scenario(
+    name="resume_fedbuff",
+    model=model,
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    data=data,
+    fleet=[DeviceClass("phone", count=12, compute=Uniform(2.0, 40.0), examples=20, dropout=0.1,
+                       network=NetworkProfile(rtt=Uniform(0.1, 6.0)),
+                       availability=OnlineShare(0.7)),
+           DeviceClass("slow", count=6, compute=1.0, examples=20, dropout=0.2)],
+    rounds=Rounds(count=30, deadline=15.0),
+    training=LocalTraining(batch_size=10, optimizer=lambda: keras.optimizers.SGD(0.1)),
+    aggregator=DPMean.adaptive_clipping(initial_clip_norm=0.1, noise_multiplier=0.5,
+                                        expected_count=3, learning_rate=0.3),
+    server_optimizer=FedAdam(learning_rate=0.05),
+    mode=FedBuff(buffer_size=3, concurrency=8, poll_interval=5.0, max_staleness=1),
+    privacy=Privacy(delta=1e-5),
+    seed=3,
+)
+'''
+
+
+def _world_cases(world) -> set[str]:
+    """Which kinds of mid-run state a FedBuff checkpoint holds."""
+    cases = set()
+    for device in world.devices:
+        kind = type(device.work).__name__.lower()
+        if kind == "training":
+            kind += "-done" if device.result is not None else "-pending"
+        cases.add(kind)
+        if device.mail:
+            cases.add("mail")
+    for timer in world.timers:
+        if timer.owner == "network":
+            cases.add("to-server" if timer.what[0] is None else "to-device")
+        elif timer.owner == "server":
+            cases.add(timer.what[0])  # "timeout" or "poll"
+    if world.dropped:
+        cases.add("drops-tallied")
+    return cases
+
+
+def test_a_fedbuff_run_stopped_mid_way_resumes_to_the_same_end(tmp_path: Path) -> None:
+    # The fast sibling of the two tests below.
+    path = _write(tmp_path, "fedbuff", FEDBUFF)
+    scenario = load_scenario(path)
+    options = partial(RunOptions, scenario_path=path, rounds=16)
+    whole = run_scenario(scenario, options(out_dir=tmp_path / "whole"))
+    run_scenario(scenario, options(out_dir=tmp_path / "split"),
+                 on_round=[lambda row: "interrupted" if row["round"] == 9 else None])
+    resumed = run_scenario(scenario, options(out_dir=tmp_path / "split", resume=True))
+    assert resumed.summary["weights_sha256"] == whole.summary["weights_sha256"]
+    assert _rows(tmp_path / "split" / "metrics.jsonl") == _rows(tmp_path / "whole" / "metrics.jsonl")
+    assert ((tmp_path / "split" / "events.jsonl").read_bytes()
+            == (tmp_path / "whole" / "events.jsonl").read_bytes())
+
+
+@pytest.mark.slow
+def test_a_fedbuff_run_stopped_anywhere_resumes_to_the_same_end(tmp_path: Path) -> None:
+    path = _write(tmp_path, "fedbuff", FEDBUFF)
+    scenario = load_scenario(path)
+    options = partial(RunOptions, scenario_path=path, rounds=30)
+    whole = run_scenario(scenario, options(out_dir=tmp_path / "whole"))
+    assert whole.summary["stopped"] == "completed"
+    reference = whole.summary["weights_sha256"]
+    cases: set[str] = set()
+    wanted = {"training-done", "training-pending", "dropping", "mail", "to-device", "timeout",
+              "drops-tallied"}
+    for tried, stop_at in enumerate((5, 13, 25, 9, 17, 21, 28)):
+        if tried >= 3 and cases >= wanted:
+            break
+        out = tmp_path / f"stopped{stop_at}"
+        stopped = run_scenario(scenario, options(out_dir=out), on_round=[
+            lambda row, at=stop_at: "interrupted" if row["round"] == at else None])
+        assert stopped.summary["stopped"] == "interrupted"
+        saved = checkpoint.load(out)
+        # Taken at the end of the instant of the last update whose instant ended.
+        assert 1 <= saved.round < stop_at and saved.world is not None
+        cases |= _world_cases(saved.world)
+        resumed = run_scenario(scenario, options(out_dir=out, resume=True))
+        assert resumed.summary["weights_sha256"] == reference
+        assert _rows(out / "metrics.jsonl") == _rows(tmp_path / "whole" / "metrics.jsonl")
+        assert (out / "events.jsonl").read_bytes() == (tmp_path / "whole" / "events.jsonl").read_bytes()
+    # The checkpoints restored really held every kind of mid-run state.
+    assert cases >= wanted, cases
+    rows = _rows(tmp_path / "whole" / "metrics.jsonl")
+    assert sum(row["rejected_stale"] for row in rows) and sum(row["rejected_late"] for row in rows)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_of_a_fedbuff_run(tmp_path: Path) -> None:
+    path = _write(tmp_path, "fedbuff", FEDBUFF.replace("Rounds(count=30", "Rounds(count=80"))
+    out = _kill_at_a_random_moment_then_resume(tmp_path, str(path), 80, (2, 60), 20261201)
+    assert checkpoint.load(out).world is not None

@@ -158,3 +158,43 @@ def test_the_heap_is_frozen_only_while_the_loop_runs() -> None:
     assert gc.get_freeze_count() == 0
     assert run(main()) > 0  # long-lived objects are out of the collector's view
     assert gc.get_freeze_count() == 0  # and handed back afterwards
+
+
+def test_call_when_idle_runs_once_at_the_end_of_the_instant() -> None:
+    # "End of the instant": after everything at t=5 (including what it schedules for
+    # t=5 itself, with a timer or call_soon), before the clock moves to t=7.
+    seen: list[tuple[str, float]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def at_five() -> None:
+            seen.append(("timer", loop.time()))
+            loop.call_when_idle(lambda: seen.append(("idle", loop.time())))
+            loop.call_soon(lambda: seen.append(("soon", loop.time())))
+            loop.call_later(0.0, lambda: seen.append(("zero-delay", loop.time())),
+                            priority=TIMEOUT)
+
+        loop.call_later(5.0, at_five)
+        loop.call_later(7.0, lambda: seen.append(("later", loop.time())))
+        await asyncio.sleep(10.0)
+
+    run(main())
+    assert seen == [("timer", 5.0), ("soon", 5.0), ("zero-delay", 5.0), ("idle", 5.0),
+                    ("later", 7.0)]
+
+
+def test_pending_timers_come_in_the_order_they_will_run() -> None:
+    loop = VirtualTimeLoop()
+    try:
+        late = loop.call_at(2.0, print)
+        tie_timeout = loop.call_at(1.0, print, priority=TIMEOUT)
+        tie_delivery = loop.call_at(1.0, print, priority=DELIVERY)
+        first_scheduled_tie = loop.call_at(1.0, print, priority=DELIVERY)  # noqa: F841
+        cancelled = loop.call_at(0.5, print)
+        cancelled.cancel()
+        order = loop.pending_timers()
+        assert order == [tie_delivery, first_scheduled_tie, tie_timeout, late]
+        assert [t.priority for t in order] == [DELIVERY, DELIVERY, TIMEOUT, 0]
+    finally:
+        loop.close()

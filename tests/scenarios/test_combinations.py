@@ -8,8 +8,9 @@ training and every guarantee its outputs state is true:
   declares a DP release (and never otherwise);
 * under secure aggregation no plaintext ``Update`` is ever sent to the
   server, and the ``secagg_*`` metrics are there;
-* a synchronous run resumed after round 1 ends with the same weights as an
-  uninterrupted one (FedBuff runs are not checkpointed: docs/async.md).
+* a run resumed part-way ends with the same weights as an uninterrupted one
+  (synchronous: after round 1; FedBuff: from its checkpoint at the end of the
+  first update's instant, after a stop at the second).
 
 The table in docs/combinations.md states the same rules; a test below reads
 it so the two cannot drift.
@@ -46,6 +47,7 @@ from fedactors.errors import ConfigError
 from fedactors.messages import Update
 from fedactors.privacy.budget import PrivacyBudget
 from fedactors.privacy.dp_mean import DPMean
+from fedactors.runtime import checkpoint
 from fedactors.runtime.network import Network
 from fedactors.simulation import RunOptions, run_scenario
 
@@ -190,14 +192,18 @@ def test_every_combination_is_refused_or_honest(
     else:
         assert any(isinstance(m, Update) for m in server_mail)
 
+    # Resume part-way: the same final weights as the uninterrupted run.
+    cut = tmp_path / "cut"
     if mode == "sync":
-        # Resume after round 1: the same final weights as the uninterrupted run.
-        cut = tmp_path / "cut"
         run_scenario(scenario, RunOptions(out_dir=cut, executor=executor, rounds=1))
-        resumed = run_scenario(scenario, RunOptions(out_dir=cut, executor=executor, rounds=2,
-                                                    resume=True))
-        assert resumed.summary["weights_sha256"] == summary["weights_sha256"]
-        assert (cut / "metrics.jsonl").read_text().count("\n") == 2
+    else:  # stopped at update 2, it resumes from its checkpoint after update 1
+        run_scenario(scenario, RunOptions(out_dir=cut, executor=executor, rounds=2),
+                     on_round=[lambda row: "interrupted" if row["round"] == 2 else None])
+        assert checkpoint.load(cut).round == 1
+    resumed = run_scenario(scenario, RunOptions(out_dir=cut, executor=executor, rounds=2,
+                                                resume=True))
+    assert resumed.summary["weights_sha256"] == summary["weights_sha256"]
+    assert (cut / "metrics.jsonl").read_text().count("\n") == 2
 
 
 def _budget_between_first_and_second_release(scenario: Scenario) -> float:

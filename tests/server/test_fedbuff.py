@@ -161,6 +161,37 @@ async def test_a_silent_device_frees_its_slot_exactly_at_its_timeout() -> None:
 
 
 @pytest.mark.asyncio
+async def test_an_update_after_its_timeout_is_late_and_a_second_copy_a_duplicate() -> None:
+    from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA
+    from fedactors.messages import Update
+    from fedactors.runtime.loop import DELIVERY
+
+    # The slow device (ticket 0, dispatched at t = 0) times out at t = 10 and its update
+    # lands at t = 40; the fast one reports every ~1 s. A hostile copy of ticket 1's
+    # update (answered at ~1 s) comes at t = 41.
+    world = build_world([device("slow", 40.0), device("fast", 1.0)],
+                        Rounds(count=60, deadline=10.0),
+                        mode=FedBuff(buffer_size=1, concurrency=2, staleness=Unweighted(),
+                                     poll_interval=1000.0))
+    server = world.actors.server
+    loop = asyncio.get_running_loop()
+    copy = Update(1, 1, {WEIGHTED_DELTA: np.full(3, 200.0, np.float32),
+                         WEIGHT: np.array([100.0], np.float32)})
+    loop.call_at(41.0, server.mailbox.put_nowait, copy, priority=DELIVERY)
+    outcomes = await run(world, 45)
+    dispatched = events(world, "device.dispatched")
+    assert (dispatched[0]["ticket"], dispatched[0]["device"]) == (0, 0)
+    assert dispatched[1]["device"] == 1
+    assert [e["ticket"] for e in events(world, "device.timeout")][:1] == [0]
+    late = events(world, "update.late")
+    assert [(e["ticket"], e["sender"]) for e in late][:1] == [(0, 0)] and late[0]["t"] >= 40.0
+    duplicate = events(world, "update.duplicate")
+    assert [(e["t"], e["ticket"], e["sender"]) for e in duplicate] == [(41.0, 1, 1)]
+    assert sum(o.rejected.get("late", 0) for o in outcomes) == len(late)
+    assert sum(o.rejected.get("duplicate", 0) for o in outcomes) == 1
+
+
+@pytest.mark.asyncio
 async def test_updates_staler_than_max_staleness_are_rejected() -> None:
     world = build_world([device("fast", 1.0), device("slow", 10.0)], Rounds(count=12, deadline=100.0),
                         mode=FedBuff(buffer_size=1, concurrency=2, max_staleness=5))
