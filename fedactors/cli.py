@@ -15,25 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from fedactors.errors import ConfigError, ScenarioError
-
-EXIT_BAD_INPUT = 2
-
-
-def whole_number(minimum: int):
-    """An argparse type: a whole number >= ``minimum``, quoting a bad value."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
-        return value
-
-    return parse
-
+from fedactors.errors import EXIT_BAD_INPUT, ConfigError, ScenarioError
+from fedactors.validation import whole_number
 
 _positive_int = whole_number(1)
 _seed = whole_number(0)

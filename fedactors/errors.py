@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: The exit status of every command (run, report, experiments) for bad input.
+EXIT_BAD_INPUT = 2
+
 
 class ConfigError(ValueError):
     """An invalid option in a scenario or a named constructor.

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 from fedactors.errors import ConfigError
+
+
+def whole_number(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, quoting a bad value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
 def finite(field: str, value: float) -> float:

@@ -129,14 +129,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="FedBuff's concurrency (default: the synchronous selection size)")
     parser.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
-    from fedactors.errors import ConfigError, ScenarioError
+    from fedactors.errors import EXIT_BAD_INPUT, ConfigError, ScenarioError
 
     try:
         compare(args.scenario, args.out, args.hours, args.target, args.buffer_size,
                 args.concurrency, args.seed)
     except (ScenarioError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     return 0
 
 

@@ -42,8 +42,8 @@ from typing import Any, Optional
 from fedactors.aggregation.base import PrivateRelease, check_privacy_forwarded
 from fedactors.errors import ConfigError
 from fedactors.privacy.accounting import PrivacyLedger
+from fedactors.privacy.participation import Participation
 from fedactors.privacy.spec import Privacy
-from fedactors.server.release import Participation
 
 #: ``summary.json`` ``stopped`` value when the budget ended the run.
 STOPPED_BY_BUDGET = "privacy-budget"

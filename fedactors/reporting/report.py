@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from fedactors.cli import whole_number
+from fedactors.errors import EXIT_BAD_INPUT
 from fedactors.reporting.html import FigureEntry, render_html
 from fedactors.reporting.plots import (
     bytes_figure,
@@ -33,8 +33,7 @@ from fedactors.reporting.timeline import (
     timeline_figure,
     timeline_from_file,
 )
-
-EXIT_BAD_INPUT = 2
+from fedactors.validation import whole_number
 
 
 def _slug(text: str) -> str:

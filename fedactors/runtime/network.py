@@ -10,17 +10,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
-from fedactors.devices.fleet import Fleet
 from fedactors.runtime.loop import DELIVERY, TIMEOUT, VirtualTimeLoop
+
+
+class Links(Protocol):
+    """Each device's transfer times (``fedactors.devices.fleet.Fleet`` is one)."""
+
+    def download_time(self, device: int, nbytes: int) -> float: ...
+
+    def upload_time(self, device: int, nbytes: int) -> float: ...
 
 
 class Network:
     def __init__(
         self,
         loop: VirtualTimeLoop,
-        fleet: Fleet,
+        fleet: Links,
         server_mailbox: asyncio.Queue,
         deliver_to_device: Callable[[int, Any], None],
     ) -> None:

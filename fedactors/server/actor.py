@@ -31,11 +31,12 @@ import numpy as np
 from fedactors.aggregation.base import Contributions, PlainContributions
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import RoundDeadline, TrainRequest, Update
+from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.secagg.option import SecureAggregation
 from fedactors.seeding import SeedTree
 from fedactors.server.outcome import ReleaseOutcome
-from fedactors.server.release import ACTOR, Participation, ReleaseStep, ServerState
+from fedactors.server.release import ACTOR, ReleaseStep, ServerState
 from fedactors.server.rounds import Rounds
 from fedactors.server.screening import OUTLIER, Expectation, norm_outliers, screen_contribution
 from fedactors.server.secure_collection import SecureCollection

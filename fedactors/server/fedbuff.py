@@ -54,11 +54,12 @@ from fedactors.aggregation.base import PlainContributions
 from fedactors.devices.fleet import Fleet
 from fedactors.errors import ConfigError
 from fedactors.messages import TrainRequest, Update
+from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
 from fedactors.server.actor import ServerActor
 from fedactors.server.outcome import ReleaseOutcome
-from fedactors.server.release import ACTOR, Participation, ReleaseStep, ServerState
+from fedactors.server.release import ACTOR, ReleaseStep, ServerState
 from fedactors.server.rounds import Rounds
 from fedactors.server.screening import Expectation, screen_contribution
 from fedactors.server.staleness import Polynomial, StalenessWeight, scale_delta

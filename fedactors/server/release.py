@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from fedactors.aggregation.base import Aggregator, Contributions, RoundContext
+from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
 from fedactors.server.optimizers import ServerOptimizer
@@ -49,16 +50,6 @@ class ServerState:
     aggregator_state: Any = field(repr=False)
     #: ``PrivacyState`` (ledger + sampling audit) of a DP run, else None.
     privacy: Any = None
-
-
-@dataclass(frozen=True)
-class Participation:
-    """Who took part in one release, as far as the privacy audit needs it."""
-
-    online: Optional[int] = None  # devices online at selection (rounds only)
-    selected: Optional[int] = None  # devices selected (rounds only)
-    #: The round closed at a target below the selection: the slowest were cut.
-    cut_at_target: bool = False
 
 
 @dataclass(frozen=True)

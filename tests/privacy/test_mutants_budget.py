@@ -15,8 +15,8 @@ from fedactors.errors import ConfigError
 from fedactors.privacy.accounting import PrivacyLedger
 from fedactors.privacy.budget import BUFFERS, ROUNDS, STOPPED_BY_BUDGET, PrivacyBudget
 from fedactors.privacy.dp_mean import DPMean
+from fedactors.privacy.participation import Participation
 from fedactors.privacy.spec import Privacy
-from fedactors.server.release import Participation
 
 N, M, Z, DELTA = 1_000, 50, 1.5, 1e-5
 

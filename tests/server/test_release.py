@@ -12,10 +12,11 @@ from fedactors.aggregation.base import Aggregate, Aggregator, PlainContributions
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.privacy.budget import STOPPED_BY_BUDGET, PrivacyBudget
 from fedactors.privacy.dp_mean import DPMean
+from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
 from fedactors.server.optimizers import FedAvgStep
-from fedactors.server.release import Participation, ReleaseStep
+from fedactors.server.release import ReleaseStep
 
 DIM, N, M = 3, 20, 4
 

@@ -1,6 +1,6 @@
 """Privacy experiments: accuracy against ε over a grid of DP-FedAvg settings.
 
-``python -m fedactors.privacy.experiments SCENARIO --noise 0,0.5,1 --clip 0.5,1
+``python -m fedactors.experiments.privacy_sweep SCENARIO --noise 0,0.5,1 --clip 0.5,1
 --cohort 20,40 --seeds 0,1,2 --rounds N --out DIR``
 
 For every (noise multiplier z, clip norm C, cohort size m) and seed, the
@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fedactors.errors import ConfigError, ScenarioError
+from fedactors.errors import EXIT_BAD_INPUT, ConfigError, ScenarioError
 
 CSV_FIELDS = (
     "kind", "aggregator", "noise", "clip", "cohort", "seed", "seeds", "rounds", "stopped",
@@ -245,7 +245,7 @@ def _ints(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m fedactors.privacy.experiments",
+        prog="python -m fedactors.experiments.privacy_sweep",
         description="Run a scenario over a grid of DP-FedAvg settings and seeds; "
         "write results.csv, results.md and accuracy_vs_epsilon.png.",
     )
@@ -283,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     except (ConfigError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(runs + aggregates, args.out / "results.csv")
     table = markdown(aggregates)
