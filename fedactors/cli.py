@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fedactors.errors import EXIT_BAD_INPUT, ConfigError, ScenarioError
+from fedactors.training.choice import BACKENDS, EXECUTORS
 from fedactors.validation import whole_number
 
 _positive_int = whole_number(1)
@@ -35,12 +36,12 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<scenario>-seed<S>)")
     parser.add_argument("--no-device-events", action="store_true",
                         help="log only server events (for fleets of many thousands)")
-    parser.add_argument("--backend", choices=("local", "ray"),
+    parser.add_argument("--backend", choices=BACKENDS,
                         help="where local training runs: this process, or Ray workers "
                         "(a local Ray instance, or the cluster at $RAY_ADDRESS); docs/distributed.md")
     parser.add_argument("--ray-workers", type=_positive_int,
                         help="Ray workers for --backend ray (default: every CPU)")
-    parser.add_argument("--executor", choices=("auto", "vectorized", "sequential"),
+    parser.add_argument("--executor", choices=EXECUTORS,
                         help="local training: whole cohort at once (auto/vectorized) or per device")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     parser.add_argument("--resume", type=Path, metavar="DIR",

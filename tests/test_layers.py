@@ -36,12 +36,20 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+_ALL = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in PACKAGE.rglob("*.py")}
+
+
 def _imports(path: Path) -> set[str]:
     """Every fedactors module ``path`` imports, at the top or inside a function."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            # ``from package import module`` depends on the module; ``from module import
+            # name`` on the module (a package's own __init__ is then a dependency too).
+            modules = [f"{node.module}.{a.name}" for a in node.names
+                       if f"{node.module}.{a.name}" in _ALL]
+            names = modules if len(modules) == len(node.names) else [node.module, *modules]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         else:

@@ -53,6 +53,10 @@ class TrainingFailed(Exception):
 class Executor(abc.ABC):
     """Runs pending train tasks in batches, in submission order."""
 
+    #: Why this executor does not do what was asked of it (a vectorized executor
+    #: training one device at a time), or None; reported as a run warning.
+    fallback_reason: Optional[str] = None
+
     def __init__(self) -> None:
         #: Called with (event, fields) when the executor recovers from something the
         #: run should record (a remote worker died and its work was re-run); the
@@ -113,6 +117,9 @@ class Executor(abc.ABC):
         """Forget a task whose device went silent before collecting it."""
         self._pending.pop(ticket, None)
         self._done.pop(ticket, None)
+
+    def close(self) -> None:
+        """Release what the executor holds outside this process (Ray workers)."""
 
     @abc.abstractmethod
     def run_batch(self, tasks: Sequence[TrainTask]) -> list[TrainResult]:

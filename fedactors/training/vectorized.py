@@ -42,23 +42,8 @@ from fedactors.training.model_runner import ModelRunner, batch_schedule
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("auto", "vectorized", "sequential")
 #: Working-memory budget of one vectorized chunk; bigger cohorts run in chunks.
 DEFAULT_MEMORY_BUDGET = 768 * 2**20
-
-
-def make_executor(kind: str, runner: ModelRunner) -> Executor:
-    """The executor named by ``RunOptions.executor`` / ``--executor``.
-
-    ``auto`` and ``vectorized`` both vectorize when they can and fall back,
-    with a warning, when they cannot (``vectorized`` is kept as a name for
-    scripts that want to say what they expect).
-    """
-    if kind == "sequential":
-        return SequentialExecutor(runner)
-    if kind not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
-    return VectorizedExecutor(runner)
 
 
 def cohort_schedule(

@@ -10,10 +10,11 @@ import keras
 import numpy as np
 import pytest
 
+from fedactors.training.choice import executor_for
 from fedactors.training.executor import SequentialExecutor, TrainTask
 from fedactors.training.model_runner import ModelRunner, batch_schedule
 from fedactors.training.spec import LocalTraining, ModelSpec
-from fedactors.training.vectorized import VectorizedExecutor, cohort_schedule, make_executor
+from fedactors.training.vectorized import VectorizedExecutor, cohort_schedule
 
 SIZES = [7, 23, 3, 12, 1]  # unequal on purpose: padding, short batches, frozen clients
 
@@ -133,7 +134,7 @@ def test_unsupported_layer_falls_back_once_with_a_reason(caplog):
     runner = ModelRunner(ModelSpec(model, keras.losses.SparseCategoricalCrossentropy(True)),
                          LocalTraining(1, 5))
     with caplog.at_level(logging.INFO, logger="fedactors.training.vectorized"):
-        executor = make_executor("vectorized", runner)
+        executor = executor_for("vectorized", "local", runner)
     assert not executor.vectorized
     assert "_Scale" in executor.fallback_reason
     assert len([r for r in caplog.records if "per-device loop" in r.message]) == 1
@@ -152,7 +153,7 @@ def test_unsupported_optimizer_falls_back():
 
 def test_sequential_kind_is_the_per_device_loop():
     runner = ModelRunner(ModelSpec(_mlp, "mse"), LocalTraining(1, 5))
-    assert isinstance(make_executor("sequential", runner), SequentialExecutor)
+    assert isinstance(executor_for("sequential", "local", runner), SequentialExecutor)
 
 
 def test_vectorized_run_is_close_to_sequential(smart_home_two_rounds):

@@ -1,0 +1,194 @@
+"""Assemble a scenario into a world: seeded TensorFlow, data, model, actors on a clock.
+
+The server gets the fleet's profiles and its own evaluation; only the devices
+get the data. A FedBuff checkpoint's world is put back here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from fedactors.data.federated import FederatedData
+from fedactors.data.generated import GeneratedData
+from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
+from fedactors.devices.fleet import Fleet
+from fedactors.devices.secagg_participant import SecAggParticipants
+from fedactors.errors import ConfigError, ScenarioError, one_line
+from fedactors.reporting.events import EventLog
+from fedactors.runtime import snapshot
+from fedactors.runtime.loop import VirtualTimeLoop
+from fedactors.runtime.network import Network
+from fedactors.runtime.snapshot import WorldSnapshot
+from fedactors.scenarios.loader import line_in
+from fedactors.scenarios.spec import Scenario
+from fedactors.seeding import SeedTree
+from fedactors.server.actor import ServerActor
+from fedactors.server.fedbuff import FedBuffServer, server_class
+from fedactors.server.release import ReleaseStep
+from fedactors.training.executor import Executor
+from fedactors.training.model_runner import Evaluator
+
+
+def configure_tensorflow(seeds: SeedTree) -> None:
+    """Deterministic kernels and seeded Keras initializers and dropout."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seeds.integer("keras"))
+
+
+@contextmanager
+def scenario_code(field: str, path: Optional[Path]) -> Iterator[None]:
+    """Run the scenario's own functions; a failure becomes one line naming the file,
+    the line in it and the field, never a traceback."""
+    try:
+        yield
+    except ScenarioError:
+        raise
+    except Exception as exc:  # user code: report it, whatever it is
+        where = line_in(path, exc) if path is not None else "scenario"
+        what = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        prefix = "" if isinstance(exc, ConfigError) and exc.field.startswith(field) else f"{field}: "
+        raise ScenarioError(f"{where}: {prefix}{what}") from None
+
+
+def build_data(
+    scenario: Scenario, fleet: Fleet, seeds: SeedTree, path: Optional[Path] = None
+) -> Union[FederatedData, GeneratedData]:
+    with scenario_code("data", path):
+        data = scenario.data(fleet, seeds.generator("data"))
+    if not isinstance(data, (FederatedData, GeneratedData)):
+        raise ScenarioError(
+            f"data: must return a FederatedData or GeneratedData, got {type(data).__name__}"
+        )
+    if data.num_devices != fleet.size:
+        raise ScenarioError(
+            f"data: returned data for {data.num_devices} devices, but the fleet has {fleet.size}"
+        )
+    return data
+
+
+def dry_run(scenario: Scenario, evaluator: Evaluator, data: Union[FederatedData, GeneratedData],
+            path: Optional[Path]) -> None:
+    """Before round 1: one device's data and the test set through the model, loss and metrics.
+
+    A model whose output does not fit the labels (too few classes, a missing
+    pooling layer) would otherwise fail on every device and only surface at
+    the deadline; here it is one line naming the shapes, the label range and
+    the loss.
+    """
+    first = next((d for d in range(data.num_devices) if data.num_examples(d) > 0), None)
+    samples = [("the test set", *data.test)]
+    if first is not None:
+        samples.insert(0, (f"device {first}'s data", *data.client(first)))
+    for what, x, y in samples:
+        if len(x) == 0:
+            continue
+        try:
+            evaluator.dry_run(x, y)
+        except Exception as exc:  # TensorFlow's errors: report them, in one line
+            labels = np.asarray(y[:8])
+            span = (f", range {labels.min():g}..{labels.max():g}"
+                    if labels.size and np.issubdtype(labels.dtype, np.number) else "")
+            where = str(path) if path is not None else "scenario"
+            raise ScenarioError(
+                f"{where}: model: output shape {evaluator.output_shape()} does not fit the labels "
+                f"of {what} (shape {labels.shape[1:] or '()'} per example{span}) under loss "
+                f"{evaluator.loss_fn.name!r}: {one_line(exc)[:300]}"
+            ) from None
+
+
+@dataclass
+class Actors:
+    """The simulated world of one run, wired together."""
+
+    server: Union[ServerActor, FedBuffServer]
+    directory: DeviceDirectory
+    network: Network
+    tally: RoundTally
+    failures: list[BaseException]
+
+
+def assemble(
+    *,
+    loop: VirtualTimeLoop,
+    fleet: Fleet,
+    data: FederatedData,
+    executor: Executor,
+    scenario: Scenario,
+    evaluate: Callable[[np.ndarray], dict[str, float]],
+    seeds: SeedTree,
+    log: EventLog,
+    initial_weights: np.ndarray,
+    privacy: Any = None,
+) -> Actors:
+    """Wire the server, the device directory and the network on ``loop``.
+
+    The server gets the fleet's profiles (to know who is online) and its own
+    evaluation function; only the devices get ``data``.
+    """
+    server_mailbox: asyncio.Queue = asyncio.Queue()
+    tally = RoundTally.empty()
+    failures: list[BaseException] = []
+    attackers = (() if scenario.byzantine is None
+                 else scenario.byzantine.choose(fleet.size, seeds.generator("byzantine")))
+    world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
+                        scenario.training.epochs,
+                        {int(d): scenario.byzantine.attack for d in attackers})
+    if scenario.secure_aggregation is not None:
+        world.secagg = SecAggParticipants(world)
+    directory = DeviceDirectory(world, failures.append)
+    network = Network(loop, fleet, server_mailbox, directory.deliver)
+    world.network = network
+    step = ReleaseStep(
+        scenario.aggregator, scenario.server_optimizer, evaluate, seeds, log,
+        # A FedBuff buffer is always full when released: K reports.
+        min_reports=scenario.rounds.min_reports if scenario.mode is None else 1,
+        eval_every=scenario.rounds.eval_every, privacy=privacy,
+    )
+    server = server_class(scenario.mode)(
+        rounds=scenario.rounds, fleet=fleet, step=step, seeds=seeds, log=log,
+        mailbox=server_mailbox, network=network, initial_weights=initial_weights,
+        stop_devices=lambda r: (network.drop_round(r), directory.cancel_round(r)),
+        secure_aggregation=scenario.secure_aggregation,
+    )
+    return Actors(server, directory, network, tally, failures)
+
+
+def restore_world(world: WorldSnapshot, loop: VirtualTimeLoop, actors: Actors,
+                  timed: dict[str, snapshot.SetsTimers]) -> None:
+    """Put a FedBuff checkpoint's world back: server, devices at work, tally, traffic,
+    then every pending timer in its order, then the devices' tasks."""
+    actors.server.restore(world.server)
+    actors.network.bytes_down, actors.network.bytes_up = world.traffic
+    actors.tally.dropped = copy.deepcopy(world.dropped)
+    actors.directory.restore(loop, world.devices)
+    snapshot.restore_timers(world.timers, timed)
+    actors.directory.start_restored()
+
+
+def privacy_budget(scenario: Scenario, population: int, path: Optional[Path] = None) -> Any:
+    """The run's PrivacyBudget, or None for an aggregator that declares no DP release."""
+    if scenario.aggregator.private_release() is None:
+        return None  # don't import dp-accounting for non-private runs
+    from fedactors.privacy.budget import PrivacyBudget
+
+    try:
+        return PrivacyBudget.for_scenario(scenario, population)
+    except ConfigError as exc:
+        raise ScenarioError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+def model_spec(scenario: Scenario):
+    from fedactors.training.spec import ModelSpec
+
+    return ModelSpec(scenario.model, scenario.loss, tuple(scenario.metrics))

@@ -1,0 +1,71 @@
+"""What a run is asked to do (RunOptions) and what it returns (RunResult)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from fedactors.runtime import checkpoint
+from fedactors.scenarios.spec import Scenario
+
+#: Metric keys that depend on the machine, not the simulation; excluded from
+#: reproducibility comparisons.
+WALL_CLOCK_KEYS = ("wall_seconds", "secagg_server_seconds")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    seed: Optional[int] = None  # None: the scenario's own seed
+    rounds: Optional[int] = None  # None: the scenario's round count
+    out_dir: Optional[Path] = None
+    device_events: bool = True
+    keep_events: bool = False  # keep events in memory (tests)
+    #: The scenario's file, for the checkpoint's fingerprint and for resuming.
+    scenario_path: Optional[Path] = None
+    #: Write out_dir/checkpoint.pkl after every round.
+    checkpoint: bool = True
+    #: Continue the run checkpointed in out_dir instead of starting afresh.
+    resume: bool = False
+    executor: str = "auto"  # "auto" | "vectorized" | "sequential" (see training.vectorized)
+    backend: str = "local"  # "local" or "ray": where local training runs (docs/distributed.md)
+    ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
+    until: Optional[float] = None  # stop after the first round ending at/after this simulated second
+
+    def fingerprint(self, scenario: Scenario, seed: int) -> checkpoint.Fingerprint:
+        """What a resumed run must share with the checkpointed one to replay it bit for bit."""
+        digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
+        return checkpoint.Fingerprint(scenario.name, digest, seed, (
+            ("device_events", self.device_events), ("executor", self.executor),
+            ("backend", self.backend), ("settings", settings_sha256(scenario)),
+        ))
+
+
+def settings_sha256(scenario: Scenario) -> str:
+    """A digest of the scenario as built: its fleet, rounds, aggregator chain, mode,
+    secure aggregation and privacy options.
+
+    The scenario file's own hash misses what it imports (a shared module of
+    constants, a base scenario); a resumed run whose noise or sampling changed
+    that way would carry the old aggregator state while being accounted at the
+    new settings. Memory addresses in default reprs are dropped, so an object
+    without a repr of its own is compared by its type.
+    """
+    text = repr((scenario.fleet, scenario.rounds, scenario.aggregator, scenario.mode,
+                 scenario.secure_aggregation, scenario.privacy, scenario.server_optimizer,
+                 scenario.byzantine))
+    return hashlib.sha256(re.sub(r" at 0x[0-9a-f]+", "", text).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    seed: int
+    records: list[dict[str, Any]]
+    weights: np.ndarray = field(repr=False)
+    summary: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list, repr=False)

@@ -1,0 +1,171 @@
+"""Each release's metrics row, passed down a chain of small steps.
+
+Like structlog's processors: a step gets the release and the row built so
+far, does one thing, and may return a reason to stop the run (the first
+reason ends the chain). :func:`run_scenario` chains them as
+failures → row → wall clock → keep → write → checkpoint → callbacks → time limit.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from fedactors.devices.actor import DeviceFailed
+from fedactors.errors import ScenarioError
+from fedactors.runtime import checkpoint, snapshot
+from fedactors.runtime.snapshot import WorldSnapshot
+from fedactors.server.outcome import ReleaseOutcome, metrics_row
+
+#: One link of the chain: (release, row so far) -> a reason to stop, or None.
+Step = Callable[[ReleaseOutcome, dict], Optional[str]]
+
+
+class Recorder:
+    """Runs every step on each release's row, in order; the server's ``on_round``."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = tuple(steps)
+
+    def __call__(self, outcome: ReleaseOutcome) -> Optional[str]:
+        row: dict[str, Any] = {}
+        for step in self.steps:
+            stop = step(outcome, row)
+            if stop:
+                return stop
+        return None
+
+
+def failure_line(exc: BaseException, path: Optional[Path]) -> BaseException:
+    """A device's failure as the one line a user reads (other failures unchanged)."""
+    if isinstance(exc, DeviceFailed):
+        return ScenarioError(f"{path or 'scenario'}: {exc}")
+    return exc
+
+
+def stop_on_failure(failures: list[BaseException], path: Optional[Path]) -> Step:
+    """Nothing after a device's failure is valid: no row for it."""
+
+    def step(outcome: ReleaseOutcome, row: dict) -> None:
+        if failures:
+            raise failure_line(failures[0], path)
+
+    return step
+
+
+class Traffic:
+    """The network's byte counters at the previous row, so each row gets its own."""
+
+    def __init__(self, network: Any, baseline: tuple[int, int] = (0, 0)) -> None:
+        self.network = network
+        self.baseline = tuple(baseline)
+
+    def take(self) -> tuple[int, int]:
+        """Bytes down and up since the previous call."""
+        now = (self.network.bytes_down, self.network.bytes_up)
+        since = (now[0] - self.baseline[0], now[1] - self.baseline[1])
+        self.baseline = now
+        return since
+
+
+def ground_truth_row(tally: Any, traffic: Traffic) -> Step:
+    """The server's view plus the simulator's ground truth and this row's traffic."""
+
+    def step(outcome: ReleaseOutcome, row: dict) -> None:
+        row.update(metrics_row(outcome, tally, traffic.take()))
+
+    return step
+
+
+def wall_clock(start: float) -> Step:
+    def step(outcome: ReleaseOutcome, row: dict) -> None:
+        row["wall_seconds"] = round(time.perf_counter() - start, 3)
+
+    return step
+
+
+def keep(records: list[dict]) -> Step:
+    def step(outcome: ReleaseOutcome, row: dict) -> None:
+        records.append(row)
+
+    return step
+
+
+def write(directory: Any) -> Step:
+    def step(outcome: ReleaseOutcome, row: dict) -> None:
+        directory.write_row(row)
+
+    return step
+
+
+class Checkpointer:
+    """Saves ``checkpoint.pkl`` after every release.
+
+    A synchronous round's end is a clean cut: no device is at work, so the
+    server's state is saved at once. FedBuff's devices are always at work: its
+    checkpoint is the whole world, taken at the end of this instant, when every
+    actor waits (:mod:`fedactors.runtime.snapshot`).
+    """
+
+    def __init__(self, *, directory: Any, fingerprint: checkpoint.Fingerprint,
+                 scenario_path: Optional[Path], rounds: int, loop: Any, actors: Any,
+                 records: list[dict], traffic: Traffic, timed: dict, whole_world: bool) -> None:
+        self.directory, self.fingerprint, self.scenario_path = directory, fingerprint, scenario_path
+        self.rounds, self.loop, self.actors = rounds, loop, actors
+        self.records, self.traffic, self.timed = records, traffic, timed
+        self.whole_world = whole_world
+        self._due = False  # a FedBuff checkpoint waits for the end of the instant
+
+    def __call__(self, outcome: ReleaseOutcome, row: dict) -> None:
+        if not self.whole_world:
+            self._save()
+        elif not self._due:
+            self._due = True
+            self.loop.call_when_idle(self._save_world)
+
+    def close(self) -> None:
+        """The server is done: no instant is left to save."""
+        self._due = False
+
+    def _save(self, world: Optional[WorldSnapshot] = None) -> None:
+        events_bytes, metrics_bytes = self.directory.sizes()
+        server = self.actors.server
+        checkpoint.save(self.directory.dir, checkpoint.Checkpoint(
+            self.fingerprint, str(self.scenario_path or ""), server.state.round, self.loop.time(),
+            server.state, tuple(self.records), self.traffic.baseline,
+            events_bytes, metrics_bytes, self.rounds, world,
+        ))
+
+    def _save_world(self) -> None:
+        if not self._due:
+            return  # the run ended before this instant did
+        self._due = False
+        a = self.actors
+        self._save(WorldSnapshot(
+            a.server.snapshot(), a.directory.snapshot(), snapshot.pending_timers(self.loop, self.timed),
+            copy.deepcopy(a.tally.dropped), (a.network.bytes_down, a.network.bytes_up)))
+
+
+def callbacks(on_round: Sequence[Callable[[dict], Optional[str]]]) -> Step:
+    """The caller's callbacks, each given the row; any may ask the run to stop (the
+    CLI's Ctrl-C handling does), and every one is called regardless."""
+
+    def step(outcome: ReleaseOutcome, row: dict) -> Optional[str]:
+        stop = None
+        for callback in on_round:
+            stop = callback(row) or stop
+        return stop
+
+    return step
+
+
+def time_limit(until: Optional[float]) -> Step:
+    """``--until``: stop after the first release ending at or after ``until``."""
+
+    def step(outcome: ReleaseOutcome, row: dict) -> Optional[str]:
+        return "time-limit" if until is not None and outcome.end >= until else None
+
+    return step

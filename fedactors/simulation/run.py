@@ -1,0 +1,207 @@
+"""Run a scenario: assemble its world, drive the server on the clock, record, summarise."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from functools import partial
+from typing import Optional
+
+from fedactors.devices.fleet import Fleet
+from fedactors.errors import ScenarioError
+from fedactors.reporting.events import EventLog
+from fedactors.reporting.warnings import run_warnings
+from fedactors.runtime import checkpoint
+from fedactors.runtime.loop import VirtualTimeLoop
+from fedactors.scenarios.spec import Scenario
+from fedactors.seeding import SeedTree
+from fedactors.simulation import recorder
+from fedactors.simulation.assembly import (
+    assemble,
+    build_data,
+    configure_tensorflow,
+    dry_run,
+    model_spec,
+    privacy_budget,
+    restore_world,
+    scenario_code,
+)
+from fedactors.simulation.options import RunOptions, RunResult
+from fedactors.simulation.outputs import RunDirectory, save_model
+from fedactors.training.choice import executor_for
+from fedactors.training.executor import Executor
+from fedactors.training.model_runner import Evaluator, ModelRunner
+from fedactors.training.weights import weights_sha256
+
+_DEFAULTS = RunOptions()
+
+
+def run_scenario(
+    scenario: Scenario,
+    options: RunOptions = _DEFAULTS,
+    on_round: Sequence[Callable[[dict], Optional[str]]] = (),
+    executor_factory: Optional[Callable[[ModelRunner], Executor]] = None,
+) -> RunResult:
+    """Run ``scenario`` as ``options`` say; ``on_round`` callbacks get each metrics row and
+    may return a reason to stop; ``executor_factory`` replaces the chosen executor (tests)."""
+    wall_start = time.perf_counter()
+    seed = scenario.seed if options.seed is None else options.seed
+    rounds = scenario.rounds.count if options.rounds is None else options.rounds
+    seeds = SeedTree(seed)
+    configure_tensorflow(seeds)
+
+    fleet = Fleet.build(scenario.fleet, seeds.generator("fleet"))
+    data = build_data(scenario, fleet, seeds, options.scenario_path)
+    # The server's model is built first, right after seeding, so the initial
+    # global weights depend on the seed alone.
+    with scenario_code("model", options.scenario_path):
+        evaluator = Evaluator(model_spec(scenario), *data.test)
+        runner = ModelRunner(model_spec(scenario), scenario.training)
+    initial = evaluator.layout.flatten(evaluator.model.get_weights())
+    dry_run(scenario, evaluator, data, options.scenario_path)
+    executor = _executor(scenario, options, seeds, runner, executor_factory)
+
+    privacy = privacy_budget(scenario, fleet.size, options.scenario_path)
+    fingerprint = options.fingerprint(scenario, seed)
+    resumed = _checkpoint_to_resume(options, fingerprint)
+    loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
+    records: list[dict] = list(resumed.records) if resumed else []
+    with ExitStack() as stack:
+        directory = RunDirectory(options.out_dir, stack, resumed)
+        stack.callback(executor.close)
+        log = EventLog(loop.time, directory.events, keep=options.keep_events,
+                       device_events=options.device_events)
+        executor.incident = partial(log.emit, "executor")
+        actors = assemble(
+            loop=loop, fleet=fleet, data=data, executor=executor, scenario=scenario,
+            evaluate=evaluator.evaluate, seeds=seeds, log=log, initial_weights=initial,
+            privacy=privacy,
+        )
+        traffic = recorder.Traffic(actors.network, resumed.traffic if resumed else (0, 0))
+        timed = {"network": actors.network, "server": actors.server, "devices": actors.directory}
+        if resumed:
+            actors.server.state = resumed.server_state
+            actors.network.bytes_down, actors.network.bytes_up = resumed.traffic
+            if resumed.world is not None:  # FedBuff: the world as it was mid-run
+                restore_world(resumed.world, loop, actors, timed)
+
+        checkpointer = None
+        if options.out_dir is not None and options.checkpoint:
+            checkpointer = recorder.Checkpointer(
+                directory=directory, fingerprint=fingerprint, scenario_path=options.scenario_path,
+                rounds=rounds, loop=loop, actors=actors, records=records, traffic=traffic,
+                timed=timed, whole_world=scenario.mode is not None)
+        record = recorder.Recorder([
+            recorder.stop_on_failure(actors.failures, options.scenario_path),
+            recorder.ground_truth_row(actors.tally, traffic),
+            recorder.wall_clock(wall_start),
+            recorder.keep(records),
+            recorder.write(directory),
+            *([checkpointer] if checkpointer is not None else []),
+            # A callback may stop the run here, at a round's end: its checkpoint is saved.
+            recorder.callbacks(on_round),
+            recorder.time_limit(options.until),
+        ])
+
+        if resumed is None:
+            log.emit("simulator", "run.start", scenario=scenario.name, seed=seed,
+                     classes=[[c.name, c.count] for c in fleet.classes],
+                     executor=type(executor).__name__,
+                     # Why cohorts are not vectorized, if they are not (also a warning).
+                     executor_fallback=executor.fallback_reason,
+                     devices=fleet.size, parameters=int(initial.shape[0]))
+        stopped = _drive(loop, actors, rounds - (resumed.round if resumed else 0), record)
+        if checkpointer is not None:
+            checkpointer.close()
+        if actors.failures:
+            raise recorder.failure_line(actors.failures[0], options.scenario_path)
+        weights = actors.server.state.weights
+        final = next((r for r in reversed(records) if "loss" in r), None)
+        final_metrics = (
+            {k: final[k] for k in final if k in evaluator.metric_names or k == "loss"}
+            if final and final["round"] == records[-1]["round"]
+            else evaluator.evaluate(weights)
+        )
+        privacy_summary = (
+            privacy.summary(actors.server.state.privacy, stopped) if privacy is not None else None
+        )
+        if privacy_summary is not None:
+            log.emit("simulator", "privacy.summary", epsilon=privacy_summary["epsilon"],
+                     assumption_held=privacy_summary["assumption_held"],
+                     violations=privacy_summary["violations"])
+        log.emit("simulator", "run.end", rounds=len(records), reason=stopped)
+
+    summary = {
+        "scenario": scenario.name,
+        "seed": seed,
+        "rounds": len(records),
+        "stopped": stopped,
+        "final": final_metrics,
+        "simulated_seconds": loop.time(),
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "devices": fleet.size,
+        "parameters": int(weights.shape[0]),
+        "weights_sha256": weights_sha256(weights),
+    }
+    if privacy_summary is not None:
+        summary["privacy"] = privacy_summary
+    summary["warnings"] = run_warnings(records, privacy_summary, executor.fallback_reason)
+    if options.out_dir is not None:
+        save_model(scenario, evaluator, weights, options.out_dir / "model.keras")
+        (options.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return RunResult(scenario, seed, records, weights, summary, log.records)
+
+
+def _drive(loop: VirtualTimeLoop, actors, remaining: int, record: recorder.Recorder) -> str:
+    """Run the server for ``remaining`` releases on ``loop``; why it stopped."""
+    try:
+        asyncio.set_event_loop(loop)
+        stopped = "completed"
+        if remaining > 0:
+            main = loop.create_task(actors.server.run(remaining, record))
+
+            def fail(exc: BaseException) -> None:
+                # Stop at once, not at the round's deadline: nothing after this is valid.
+                actors.failures.append(exc)
+                main.cancel()
+
+            actors.directory.on_failure = fail
+            try:
+                stopped = loop.run_until_complete(main)
+            except asyncio.CancelledError:
+                if not actors.failures:
+                    raise
+        loop.run_until_complete(actors.directory.shutdown())
+        return stopped
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _executor(scenario: Scenario, options: RunOptions, seeds: SeedTree, runner: ModelRunner,
+              factory: Optional[Callable[[ModelRunner], Executor]]) -> Executor:
+    if factory is None:
+        return executor_for(options.executor, options.backend, runner, spec=model_spec(scenario),
+                            keras_seed=seeds.integer("keras"), ray_workers=options.ray_workers)
+    if options.backend != "local":
+        from fedactors.errors import ConfigError
+
+        raise ConfigError("backend", f"{options.backend!r} cannot be combined with an executor_factory")
+    return factory(runner)
+
+
+def _checkpoint_to_resume(
+    options: RunOptions, fingerprint: checkpoint.Fingerprint
+) -> Optional[checkpoint.Checkpoint]:
+    if not options.resume:
+        return None
+    if options.out_dir is None:
+        raise ScenarioError("--resume needs the run directory")
+    saved = checkpoint.load(options.out_dir)
+    problem = fingerprint.mismatch(saved.fingerprint)
+    if problem:
+        raise ScenarioError(f"{options.out_dir}: cannot resume: {problem}")
+    return saved
