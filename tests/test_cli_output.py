@@ -26,6 +26,7 @@ def test_a_quiet_run_prints_nothing_of_tensorflow(tmp_path: Path) -> None:
     assert proc.stdout == "" and proc.stderr == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ["file", "under-a-file"])
 def test_an_unwritable_run_directory_is_refused_before_any_training(tmp_path: Path,
                                                                     make: str) -> None:

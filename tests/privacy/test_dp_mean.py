@@ -124,6 +124,7 @@ def test_zero_reports_still_release_noise() -> None:
     assert out.delta is not None and np.all(out.delta != 0)
 
 
+@pytest.mark.slow
 def test_adaptive_clip_converges_to_the_target_quantile() -> None:
     # Update norms ~ lognormal(0, 0.5): median exactly 1. Start 10x too low;
     # geometric rate 0.2 moves the clip by at most e^0.1 per round at this

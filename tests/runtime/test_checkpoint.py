@@ -31,7 +31,7 @@ def _options(out: Path, **kw) -> RunOptions:
 
 @pytest.mark.parametrize(("name", "total", "first"), [
     ("linear_regression", 8, 5),
-    ("healthcare", 4, 2),  # DP: the accountant's state is checkpointed too
+    pytest.param("healthcare", 4, 2, marks=pytest.mark.slow),  # DP: the accountant's state too
     # Secure aggregation, 280 devices: slow. The fast secure resume check is
     # test_stateful_runs_resume_in_process_to_the_same_end[secagg_plus] below.
     pytest.param("smart_home_secure", 3, 1, marks=pytest.mark.slow),
@@ -269,6 +269,7 @@ def _write(tmp_path: Path, name: str, source: str) -> Path:
 @pytest.mark.parametrize(("name", "source"), [("adaptive_fedadam", ADAPTIVE_FEDADAM),
                                               ("secagg_plus", SECAGG_PLUS)],
                          ids=["adaptive_fedadam", "secagg_plus"])
+@pytest.mark.slow
 def test_stateful_runs_resume_in_process_to_the_same_end(tmp_path: Path, name: str,
                                                         source: str) -> None:
     # The fast sibling of the SIGKILL tests below: a clean stop after round 2 of 4.
@@ -365,6 +366,7 @@ def _world_cases(world) -> set[str]:
     return cases
 
 
+@pytest.mark.slow
 def test_a_fedbuff_run_stopped_mid_way_resumes_to_the_same_end(tmp_path: Path) -> None:
     # The fast sibling of the two tests below.
     path = _write(tmp_path, "fedbuff", FEDBUFF)

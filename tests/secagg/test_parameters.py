@@ -100,6 +100,7 @@ def _run(n: int, drop: float, degree: int, threshold: int, seed: int = 0):
     return inputs, drop_at, run_protocol(inputs, graph, 32, rng, drop_at).result
 
 
+@pytest.mark.slow
 def test_protocol_exact_at_30_percent_dropout_on_1000_devices():
     p = plus_parameters(1000)
     inputs, drop_at, result = _run(1000, 0.3, p.degree, p.threshold)
@@ -111,6 +112,7 @@ def test_protocol_exact_at_30_percent_dropout_on_1000_devices():
     assert (result.total == want & np.uint64(2**32 - 1)).all()
 
 
+@pytest.mark.slow
 def test_regression_old_default_aborted_where_new_one_completes():
     # The former default: degree 2*ceil(3 ln n / 2) = 22, majority threshold 12 of 23.
     _, _, old = _run(1000, 0.3, 22, 12)
