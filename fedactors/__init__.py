@@ -1,10 +1,14 @@
 """fedactors: federated learning simulated with asyncio actors on a virtual clock.
 
 The names a scenario file needs are importable from here; TensorFlow is only
-imported when a run starts, so loading and validating a scenario is quick.
+imported when a run starts, so loading and validating a scenario is quick
+(``DPMean``, which needs it, is imported when first used).
 """
 
-from fedactors.aggregation import Krum, Median, TrimmedMean, WeightedMean
+import importlib
+from typing import Any
+
+from fedactors.aggregation import Clipped, Krum, Median, TrimmedMean, WeightedMean
 from fedactors.data.federated import FederatedData
 from fedactors.devices.availability import AlwaysOnline, Diurnal, OnlineShare, Trace
 from fedactors.devices.byzantine import Byzantine, Scaling, SignFlip
@@ -19,10 +23,22 @@ from fedactors.server.optimizers import FedAdam, FedAvgStep, FedYogi
 from fedactors.server.rounds import Rounds
 from fedactors.training.spec import LocalTraining
 
+#: Names imported on first use (they pull in TensorFlow).
+_LAZY = {"DPMean": "fedactors.privacy.dp_mean"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fedactors' has no attribute {name!r}")
+
+
 __all__ = [
     "AlwaysOnline",
     "Byzantine",
+    "Clipped",
     "Constant",
+    "DPMean",
     "DeviceClass",
     "Diurnal",
     "FedAdam",

@@ -31,7 +31,7 @@ class RunOptions:
     checkpoint: bool = True
     #: Continue the run checkpointed in out_dir instead of starting afresh.
     resume: bool = False
-    executor: str = "auto"  # "auto" | "vectorized" | "sequential" (see training.vectorized)
+    executor: str = "auto"  # "auto" | "vectorized" | "sequential" (see training.choice)
     backend: str = "local"  # "local" or "ray": where local training runs (docs/distributed.md)
     ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
     until: Optional[float] = None  # stop after the first round ending at/after this simulated second

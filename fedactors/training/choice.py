@@ -10,6 +10,7 @@ as a name for scripts that want to say what they expect).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Optional
 
 from fedactors.errors import ConfigError
@@ -18,6 +19,8 @@ if TYPE_CHECKING:  # the CLI reads the names below before TensorFlow is imported
     from fedactors.training.executor import Executor
     from fedactors.training.model_runner import ModelRunner
     from fedactors.training.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 EXECUTORS = ("auto", "vectorized", "sequential")
 BACKENDS = ("local", "ray")
@@ -37,10 +40,17 @@ def executor_for(executor: str, backend: str, runner: ModelRunner, *,
         from fedactors.training.ray_executor import RayExecutor
 
         return RayExecutor(spec, runner.training, keras_seed, ray_workers)
-    if executor == "sequential":
-        from fedactors.training.executor import SequentialExecutor
+    from fedactors.training.executor import SequentialExecutor
 
+    if executor == "sequential":
         return SequentialExecutor(runner)
+    from fedactors.training.batched import Unsupported
     from fedactors.training.vectorized import VectorizedExecutor
 
-    return VectorizedExecutor(runner)
+    try:
+        return VectorizedExecutor(runner)
+    except Unsupported as exc:
+        log.warning("vectorized training unavailable (%s); using the per-device loop", exc)
+        fallback = SequentialExecutor(runner)
+        fallback.fallback_reason = str(exc)
+        return fallback

@@ -61,13 +61,19 @@ def batch_schedule(
     Each epoch is a fresh permutation; its last batch may be short, as in Keras.
     """
     order = np.concatenate([rng.permutation(num_examples) for _ in range(epochs)]).astype(np.int32)
+    return (order, *batch_bounds(num_examples, epochs, batch_size))
+
+
+def batch_bounds(num_examples: int, epochs: int,
+                 batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each step's [start, end) in the concatenated epochs' order (no randomness)."""
     starts = np.concatenate(
         [np.arange(0, num_examples, batch_size) + e * num_examples for e in range(epochs)]
     ).astype(np.int32)
     ends = np.minimum(starts + batch_size, (starts // num_examples + 1) * num_examples).astype(
         np.int32
     )
-    return order, starts, ends
+    return starts, ends
 
 
 class ModelRunner:

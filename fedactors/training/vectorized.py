@@ -10,8 +10,10 @@ per-device path): shorter clients are padded and masked, and a client whose
 steps are done is frozen, so its result is what its own loop would give, up to
 float rounding.
 
-Models, losses or optimizers the batched math does not cover fall back, with
-one logged warning giving the reason, to :class:`SequentialExecutor`.
+Models, losses or optimizers the batched math does not cover cannot build a
+``VectorizedExecutor`` (``Unsupported``); :func:`fedactors.training.choice.executor_for`
+then uses the per-device ``SequentialExecutor``, with one logged warning and its
+``fallback_reason``.
 
 Dropout masks are drawn from a seed derived from the chunk's device streams:
 deterministic for a seed, but not the masks the per-device path would draw
@@ -20,7 +22,6 @@ deterministic for a seed, but not the masks the per-device path would draw
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Optional
 
@@ -30,20 +31,23 @@ import tensorflow as tf
 from fedactors.training.batched import (
     LayerPlan,
     OptimizerPlan,
-    Unsupported,
     check_combination,
     has_dropout,
     plan_layers,
     plan_loss,
     plan_optimizer,
 )
-from fedactors.training.executor import Executor, SequentialExecutor, TrainResult, TrainTask
-from fedactors.training.model_runner import ModelRunner, batch_schedule
-
-log = logging.getLogger(__name__)
+from fedactors.training.executor import Executor, TrainResult, TrainTask
+from fedactors.training.model_runner import ModelRunner, batch_bounds, batch_schedule
 
 #: Working-memory budget of one vectorized chunk; bigger cohorts run in chunks.
 DEFAULT_MEMORY_BUDGET = 768 * 2**20
+#: Knuth's multiplicative-hash constant (about 2**32 / golden ratio): spreads the
+#: devices' dropout keys over 31 bits before they are XORed into one cohort seed.
+DROPOUT_KEY_MIX = 2654435761
+#: Offset between two training steps' dropout seeds; each Dropout layer adds its
+#: own index (below this), so no two (step, layer) pairs share a seed.
+STEP_SEED_STRIDE = 1024
 
 
 def cohort_schedule(
@@ -63,7 +67,7 @@ def cohort_schedule(
     per_size = {}
     for n in np.unique(sizes):
         # Clients of one size share their step boundaries: index them together.
-        _, starts, ends = batch_schedule(int(n), epochs, batch_size, np.random.default_rng(0))
+        starts, ends = batch_bounds(int(n), epochs, batch_size)
         per_size[int(n)] = (starts, ends)
         steps[sizes == n] = len(starts)
     s_max = int(steps.max(initial=0))
@@ -101,31 +105,21 @@ class VectorizedExecutor(Executor):
         runner: ModelRunner,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
+        """Plans the cohort-wide math; raises ``Unsupported`` (with the reason) if the
+        model, loss or optimizer cannot be reproduced exactly, so an executor is either
+        fully built or not built (``training.choice`` then uses the per-device loop)."""
         super().__init__()
         self.runner = runner
         self.memory_budget = memory_budget
-        self.fallback_reason: Optional[str] = None
-        try:
-            self.layers: list[LayerPlan] = plan_layers(runner.model)
-            self.loss = plan_loss(runner.loss_fn)
-            self.optimizer: OptimizerPlan = plan_optimizer(runner.training.optimizer())
-            check_combination(runner.model, self.optimizer)
-        except Unsupported as exc:
-            self.fallback_reason = str(exc)
-            log.warning("vectorized training unavailable (%s); using the per-device loop", exc)
-            self._sequential = SequentialExecutor(runner)
-            return
+        self.layers: list[LayerPlan] = plan_layers(runner.model)
+        self.loss = plan_loss(runner.loss_fn)
+        self.optimizer: OptimizerPlan = plan_optimizer(runner.training.optimizer())
+        check_combination(runner.model, self.optimizer)
         self.dropout = has_dropout(runner.model)
         self.layout = runner.layout
         self._train: Optional[tf.types.experimental.PolymorphicFunction] = None
 
-    @property
-    def vectorized(self) -> bool:
-        return self.fallback_reason is None
-
     def run_batch(self, tasks: Sequence[TrainTask]) -> list[TrainResult]:
-        if not self.vectorized:
-            return self._sequential.run_batch(tasks)
         out: list[TrainResult] = []
         size = self._chunk_size(tasks)
         for start in range(0, len(tasks), size):
@@ -167,7 +161,7 @@ class VectorizedExecutor(Executor):
             # so every other model uses each device's stream exactly as the
             # per-device path does.
             keys = [int(t.rng.integers(2**31)) for t in tasks]
-            seed[0] = int(np.bitwise_xor.reduce(np.array(keys, np.int64) * 2654435761 % 2**31))
+            seed[0] = int(np.bitwise_xor.reduce(np.array(keys, np.int64) * DROPOUT_KEY_MIX % 2**31))
         args = (np.stack(rows), widx, _pad_stack([t.x for t in tasks]),
                 _pad_stack([t.y for t in tasks]), idx, mask, active, steps, seed)
         if self._train is None:
@@ -205,7 +199,7 @@ class VectorizedExecutor(Executor):
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 pred = self._forward(params, xb, seed + tf.stack([tf.constant(0, tf.int64),
-                                                                  tf.cast(i, tf.int64) * 1024]))
+                                                                  tf.cast(i, tf.int64) * STEP_SEED_STRIDE]))
                 each = tf.cast(self.loss(yb, pred), tf.float32)
                 # Each client's own batch mean; summing over clients keeps
                 # every client's gradient its own.

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from fedactors.training.batched import Unsupported
 from fedactors.training.choice import executor_for
 from fedactors.training.executor import SequentialExecutor, TrainTask
 from fedactors.training.model_runner import ModelRunner, batch_schedule
@@ -72,7 +73,7 @@ def _assert_same(model, loss, optimizer, shape, labels=_classes, epochs=2, batch
     keras.utils.set_random_seed(0)
     runner = ModelRunner(ModelSpec(model, loss), LocalTraining(epochs, batch, optimizer))
     vectorized = VectorizedExecutor(runner)
-    assert vectorized.vectorized, vectorized.fallback_reason
+    assert vectorized.fallback_reason is None
     tasks = _tasks(runner, shape, labels)
     got = vectorized.run_batch(tasks)
     want = SequentialExecutor(runner).run_batch(_fresh(tasks))
@@ -133,9 +134,9 @@ def test_unsupported_layer_falls_back_once_with_a_reason(caplog):
 
     runner = ModelRunner(ModelSpec(model, keras.losses.SparseCategoricalCrossentropy(True)),
                          LocalTraining(1, 5))
-    with caplog.at_level(logging.INFO, logger="fedactors.training.vectorized"):
+    with caplog.at_level(logging.INFO, logger="fedactors.training.choice"):
         executor = executor_for("vectorized", "local", runner)
-    assert not executor.vectorized
+    assert isinstance(executor, SequentialExecutor)  # fully the per-device loop, not half-built
     assert "_Scale" in executor.fallback_reason
     assert len([r for r in caplog.records if "per-device loop" in r.message]) == 1
     tasks = _tasks(runner, (6,), _classes)
@@ -148,7 +149,9 @@ def test_unsupported_layer_falls_back_once_with_a_reason(caplog):
 def test_unsupported_optimizer_falls_back():
     runner = ModelRunner(ModelSpec(_mlp, keras.losses.SparseCategoricalCrossentropy(True)),
                          LocalTraining(1, 5, lambda: keras.optimizers.RMSprop(0.01)))
-    assert "RMSprop" in VectorizedExecutor(runner).fallback_reason
+    with pytest.raises(Unsupported, match="RMSprop"):
+        VectorizedExecutor(runner)
+    assert "RMSprop" in executor_for("auto", "local", runner).fallback_reason
 
 
 def test_sequential_kind_is_the_per_device_loop():
@@ -187,7 +190,7 @@ def test_functional_embedding_conv1d_chain_matches():
         LocalTraining(2, 5, lambda: keras.optimizers.SGD(0.1, momentum=0.9)),
     )
     vectorized = VectorizedExecutor(runner)
-    assert vectorized.vectorized, vectorized.fallback_reason
+    assert vectorized.fallback_reason is None
     rng = np.random.default_rng(3)
     weights = runner.initial_weights()
     tasks = [TrainTask(d, 1, weights, rng.integers(0, 7, (n, 12)).astype(np.float32),
@@ -204,7 +207,7 @@ def test_embedding_with_adam_falls_back():
         ModelSpec(_sequence_model, keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
         LocalTraining(1, 5, lambda: keras.optimizers.Adam(0.01)),
     )
-    assert "Embedding with Adam" in VectorizedExecutor(runner).fallback_reason
+    assert "Embedding with Adam" in executor_for("auto", "local", runner).fallback_reason
 
 
 def test_dropout_is_deterministic_per_cohort():
@@ -215,7 +218,7 @@ def test_dropout_is_deterministic_per_cohort():
     runner = ModelRunner(ModelSpec(model, keras.losses.SparseCategoricalCrossentropy(True)),
                          LocalTraining(1, 5))
     executor = VectorizedExecutor(runner)
-    assert executor.vectorized
+    assert isinstance(executor, VectorizedExecutor) and executor.fallback_reason is None
     tasks = _tasks(runner, (6,), _classes)
     first = executor.run_batch(tasks)
     again = executor.run_batch(_fresh(tasks))

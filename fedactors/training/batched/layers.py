@@ -1,30 +1,21 @@
-"""Layer, loss and optimizer math over a whole cohort's stacked weights.
+"""Keras layers over a whole cohort's stacked weights: one forward function per layer.
 
-Every tensor here has a leading *client* axis: weights are ``(C, *shape)``,
-activations ``(C, B, *features)``. Each client's slice is computed exactly as
-its own Keras layer would compute it, so a cohort trains in one TensorFlow
-computation instead of C small ones. The plans are read from the scenario's
-own Keras objects (layer configs, loss, optimizer hyperparameters); anything
-this module cannot reproduce faithfully raises :class:`Unsupported` with the
-reason, and the caller falls back to the per-device loop.
+Weights are ``(C, *shape)`` and activations ``(C, B, *features)``; each client's
+slice is computed exactly as its own Keras layer would compute it. A model is
+planned layer by layer from its own configs; anything not reproduced
+faithfully raises :class:`Unsupported` with the reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-
-class Unsupported(Exception):
-    """The model, loss or optimizer has something the batched math does not cover."""
-
-
-# --------------------------------------------------------------------- layers
+from fedactors.training.batched.unsupported import Unsupported
 
 #: forward(params, x, step_seed) -> y; params are the layer's stacked weights
 #: in ``layer.weights`` order, x is (C, B, *features).
@@ -272,9 +263,8 @@ def _layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
     """The model's layers in call order, if the model is a single chain."""
     if isinstance(model, keras.Sequential):
         return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    from keras.src.models.functional import Functional
-
-    if not isinstance(model, Functional):
+    # A functional model is a keras.Function (a graph of layers); a subclassed one is not.
+    if not isinstance(model, keras.Function):
         # A subclassed model's call() is arbitrary Python.
         raise Unsupported(f"model: subclassed model {type(model).__name__}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -323,165 +313,3 @@ def plan_layers(model: keras.Model) -> list[LayerPlan]:
 
 def has_dropout(model: keras.Model) -> bool:
     return any(type(layer) is keras.layers.Dropout for layer in model.layers)
-
-
-# ----------------------------------------------------------------------- loss
-
-#: per_example(y, pred) -> (C, B)
-PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
-
-
-def _match_rank(y: tf.Tensor, pred: tf.Tensor) -> tf.Tensor:
-    """(C, B) labels against (C, B, 1) predictions, as Keras squeezes/expands."""
-    if len(y.shape) == len(pred.shape) - 1 and pred.shape[-1] == 1:
-        return tf.expand_dims(y, -1)
-    return y
-
-
-def _sparse_ce(from_logits: bool) -> PerExampleLoss:
-    eps = keras.config.epsilon()
-
-    def loss(y, pred):
-        if len(y.shape) == len(pred.shape) and y.shape[-1] == 1:
-            y = tf.squeeze(y, -1)
-        logits = pred if from_logits else tf.math.log(tf.clip_by_value(pred, eps, 1 - eps))
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(y, tf.int64), logits=logits
-        )
-
-    return loss
-
-
-def _mse(y, pred):
-    y = tf.cast(_match_rank(y, pred), pred.dtype)
-    return tf.reduce_mean(tf.square(y - pred), axis=-1)
-
-
-def _binary_ce(from_logits: bool, smoothing: float) -> PerExampleLoss:
-    eps = keras.config.epsilon()
-
-    def loss(y, pred):
-        y = tf.cast(_match_rank(y, pred), pred.dtype)
-        if smoothing:
-            y = y * (1.0 - smoothing) + 0.5 * smoothing
-        if from_logits:
-            each = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=pred)
-        else:
-            p = tf.clip_by_value(pred, eps, 1.0 - eps)
-            each = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
-        return tf.reduce_mean(each, axis=-1)
-
-    return loss
-
-
-def plan_loss(loss_fn: Any) -> PerExampleLoss:
-    """Per-example loss matching the resolved Keras loss; mean-reduced by the caller."""
-    from fedactors.training.model_runner import _FunctionLoss
-
-    if type(loss_fn) is _FunctionLoss:  # a loss name or plain function from the scenario
-        fn = loss_fn.fn
-        plain = {
-            keras.losses.sparse_categorical_crossentropy: lambda: _sparse_ce(False),
-            keras.losses.mean_squared_error: lambda: _mse,
-            keras.losses.binary_crossentropy: lambda: _binary_ce(False, 0.0),
-        }
-        if fn in plain:
-            return plain[fn]()
-        raise Unsupported(f"loss: function {getattr(fn, '__name__', fn)!r}")
-    cfg = loss_fn.get_config()
-    if cfg.get("reduction", "sum_over_batch_size") != "sum_over_batch_size":
-        raise Unsupported(f"loss: reduction {cfg.get('reduction')!r}")
-    kind = type(loss_fn)
-    if kind is keras.losses.SparseCategoricalCrossentropy:
-        if cfg.get("ignore_class") is not None or cfg.get("axis", -1) != -1:
-            raise Unsupported("loss: SparseCategoricalCrossentropy with ignore_class/axis")
-        return _sparse_ce(bool(cfg.get("from_logits")))
-    if kind is keras.losses.MeanSquaredError:
-        return _mse
-    if kind is keras.losses.BinaryCrossentropy:
-        if cfg.get("axis", -1) != -1:
-            raise Unsupported("loss: BinaryCrossentropy axis")
-        return _binary_ce(bool(cfg.get("from_logits")), float(cfg.get("label_smoothing", 0.0)))
-    raise Unsupported(f"loss: {kind.__name__} is not supported")
-
-
-# ------------------------------------------------------------------ optimizer
-
-
-@dataclass(frozen=True)
-class OptimizerPlan:
-    """init(params) -> slots; step(params, grads, slots, t) -> (params, slots)."""
-
-    name: str
-    init: Callable[[Sequence[tf.Tensor]], list[tf.Tensor]]
-    step: Callable[..., tuple[list[tf.Tensor], list[tf.Tensor]]]
-
-
-def _sgd(lr: float, momentum: float, nesterov: bool) -> OptimizerPlan:
-    def init(params):
-        return [tf.zeros_like(p) for p in params] if momentum else []
-
-    def step(params, grads, slots, _t):
-        if not momentum:
-            return [p - g * lr for p, g in zip(params, grads)], []
-        new_p, new_m = [], []
-        for p, g, m in zip(params, grads, slots):
-            m = m * momentum - g * lr
-            new_m.append(m)
-            new_p.append(p + (m * momentum - g * lr) if nesterov else p + m)
-        return new_p, new_m
-
-    return OptimizerPlan("SGD", init, step)
-
-
-def _adam(lr: float, beta_1: float, beta_2: float, epsilon: float) -> OptimizerPlan:
-    def init(params):
-        return [tf.zeros_like(p) for p in params] * 2
-
-    def step(params, grads, slots, t):
-        n = len(params)
-        t = tf.cast(t, tf.float32)
-        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, t)) / (1 - tf.pow(beta_1, t))
-        ms, vs, new_p = [], [], []
-        for p, g, m, v in zip(params, grads, slots[:n], slots[n:]):
-            m = m + (g - m) * (1 - beta_1)
-            v = v + (tf.square(g) - v) * (1 - beta_2)
-            ms.append(m)
-            vs.append(v)
-            new_p.append(p - (m * alpha) / (tf.sqrt(v) + epsilon))
-        return new_p, ms + vs
-
-    return OptimizerPlan("Adam", init, step)
-
-
-def plan_optimizer(optimizer: Any) -> OptimizerPlan:
-    """The update rule of a fresh Keras SGD or Adam, with its hyperparameters."""
-    cfg = optimizer.get_config()
-    for key in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
-                "loss_scale_factor", "gradient_accumulation_steps"):
-        if cfg.get(key) is not None:
-            raise Unsupported(f"optimizer: {key}={cfg[key]!r}")
-    if cfg.get("use_ema"):
-        raise Unsupported("optimizer: use_ema")
-    lr = cfg.get("learning_rate")
-    if not isinstance(lr, (int, float)):
-        raise Unsupported("optimizer: learning-rate schedules are not supported")
-    kind = type(optimizer)
-    if kind is keras.optimizers.SGD:
-        return _sgd(float(lr), float(cfg["momentum"]), bool(cfg["nesterov"]))
-    if kind is keras.optimizers.Adam:
-        if cfg.get("amsgrad"):
-            raise Unsupported("optimizer: Adam(amsgrad=True)")
-        return _adam(float(lr), float(cfg["beta_1"]), float(cfg["beta_2"]),
-                     float(cfg["epsilon"]))
-    raise Unsupported(f"optimizer: {kind.__name__} is not supported")
-
-
-def check_combination(model: keras.Model, optimizer: OptimizerPlan) -> None:
-    """Pairs that are each fine alone but not together."""
-    if optimizer.name != "SGD" and any(
-        type(layer) is keras.layers.Embedding for layer in model.layers
-    ):
-        # Keras applies Adam's moment updates to an Embedding's sparse
-        # (IndexedSlices) gradient row by row; dense math drifts from it.
-        raise Unsupported(f"Embedding with {optimizer.name}: Keras updates it sparsely")

@@ -1,0 +1,1 @@
+"""Scenarios: the ``Scenario`` spec and the loader of scenario files."""
