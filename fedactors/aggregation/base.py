@@ -34,11 +34,42 @@ Contribution = Mapping[str, np.ndarray]
 
 
 class IndividualUpdatesHidden(RuntimeError):
-    """Raised when a stage asks for per-device values under secure aggregation."""
+    """Raised when a stage asks for per-device values under secure aggregation.
+
+    ``Contributions.stacked()`` raises it when the server holds only the sum.
+    A scenario normally never gets here: a stage that needs individual updates
+    must set ``needs_individual_updates = True``, and such a stage is refused
+    with secure aggregation when the scenario is built.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import SummedContributions
+        >>> SummedContributions({"delta": np.ones(2)}, count=3).stacked()
+        Traceback (most recent call last):
+            ...
+        fedactors.aggregation.base.IndividualUpdatesHidden: this aggregator needs individual updates, ...
+    """
 
 
 class Contributions(abc.ABC):
-    """The cohort's contributions as the server is allowed to see them."""
+    """The cohort's contributions as the server is allowed to see them.
+
+    What ``Aggregator.aggregate`` receives: ``PlainContributions`` without
+    secure aggregation (every row readable), ``SummedContributions`` with
+    it (only the key-by-key sum and the count). A stage that uses only
+    ``count`` and ``sum()`` runs under both; ``stacked()`` raises
+    ``IndividualUpdatesHidden`` when the server holds only the sum.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import Contributions, PlainContributions
+        >>> rows = [{"delta": np.array([1.0, 2.0])}, {"delta": np.array([3.0, 4.0])}]
+        >>> contributions = PlainContributions(rows)
+        >>> isinstance(contributions, Contributions), contributions.count
+        (True, 2)
+        >>> contributions.sum()
+        {'delta': array([4., 6.])}
+    """
 
     @property
     @abc.abstractmethod
@@ -62,7 +93,24 @@ class PlainContributions(Contributions):
 
     Rows are kept in the order given (the server passes them sorted by device
     id) so sums are taken in the same order, and so bit for bit the same, on
-    every run.
+    every run. Float keys are summed in float64.
+
+    Args:
+        contributions: One contribution per device: a mapping from key to
+            array, as the stage's ``encode`` returned it. Every row has the
+            same keys.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import PlainContributions
+        >>> rows = [{"delta": np.array([1.0, 2.0], np.float32)},
+        ...         {"delta": np.array([3.0, 6.0], np.float32)}]
+        >>> contributions = PlainContributions(rows)
+        >>> contributions.stacked()["delta"]  # one row per device
+        array([[1., 2.],
+               [3., 6.]], dtype=float32)
+        >>> contributions.sum()
+        {'delta': array([4., 8.])}
     """
 
     def __init__(self, contributions: Sequence[Contribution]) -> None:
@@ -86,7 +134,21 @@ class PlainContributions(Contributions):
 
 
 class SummedContributions(Contributions):
-    """Only the sum, as a server running secure aggregation learns it."""
+    """Only the sum, as a server running secure aggregation learns it.
+
+    ``stacked()`` raises ``IndividualUpdatesHidden``.
+
+    Args:
+        summed: The key-by-key sum of every contribution (key to array).
+        count: How many devices' contributions the sum is over.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import SummedContributions
+        >>> contributions = SummedContributions({"delta": np.array([4.0, 8.0])}, count=2)
+        >>> contributions.count, contributions.sum()
+        (2, {'delta': array([4., 8.])})
+    """
 
     def __init__(self, summed: Mapping[str, np.ndarray], count: int) -> None:
         self._sum = {k: np.asarray(v) for k, v in summed.items()}
@@ -102,7 +164,25 @@ class SummedContributions(Contributions):
 
 @dataclass(frozen=True)
 class RoundContext:
-    """What the server knows about the round when it aggregates."""
+    """What the server knows about the round when it aggregates.
+
+    Args:
+        round: The number of the round being aggregated, from 1 (under FedBuff,
+            the model version the update will produce).
+        expected_count: The cohort size the server aims for: ``rounds.cohort_size``
+            (FedBuff: ``buffer_size``). DP stages divide by it.
+        selected: How many devices were selected for the round (FedBuff: the
+            buffer's size).
+        rng: The server's generator for this round (seed path
+            ``("server", round)``), for server-side randomness such as central
+            DP noise. Left out of ``repr`` and of equality.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import RoundContext
+        >>> RoundContext(round=1, expected_count=10, selected=13, rng=np.random.default_rng(0))
+        RoundContext(round=1, expected_count=10, selected=13)
+    """
 
     round: int
     #: The cohort size the server aims for (its target count). DP stages divide
@@ -115,7 +195,25 @@ class RoundContext:
 
 @dataclass(frozen=True)
 class Aggregate(Generic[S]):
-    """The result of one aggregation step."""
+    """The result of one aggregation step.
+
+    Args:
+        delta: The flat float32 update to apply to the global weights (through
+            the server optimizer), or ``None`` for "no update this round" (e.g.
+            zero total weight); the model is then left as it is.
+        state: The stage's state for the next round (what ``aggregate`` gets
+            back then).
+        measurements: Named numbers about the step, written to
+            ``metrics.jsonl`` (e.g. ``total_weight``). Default: none.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import Aggregate
+        >>> result = Aggregate(np.zeros(2, np.float32), state=None,
+        ...                    measurements={"total_weight": 3.0})
+        >>> result.delta, result.measurements
+        (array([0., 0.], dtype=float32), {'total_weight': 3.0})
+    """
 
     delta: Optional[np.ndarray]
     state: S
@@ -139,6 +237,24 @@ class PrivateRelease:
     * ``min_survivors``: with distributed noise, each device adds a share
       sized so that this many shares sum to the nominal noise; a release over
       fewer contributions is not made. ``None``: the server adds all the noise.
+
+    Args:
+        noise_multiplier: Effective Gaussian noise multiplier of one release
+            (noise standard deviation over the add/remove-one sensitivity).
+        expected_count: Cohort size the release divides by and was calibrated
+            for; must equal ``rounds.cohort_size`` (FedBuff: ``buffer_size``).
+        min_survivors: Distributed noise only: the fewest shares a release may
+            sum. ``None`` (default): central noise, added by the server.
+
+    Examples:
+        >>> from fedactors.aggregation import PrivateRelease
+        >>> release = PrivateRelease(noise_multiplier=1.0, expected_count=50, min_survivors=35)
+        >>> release.distributed_noise
+        True
+        >>> release.noise_multiplier_for(50)  # 50 shares sized for 35: more noise than nominal
+        1.195...
+        >>> release.noise_multiplier_for(30) is None  # too few shares: no release
+        True
     """
 
     noise_multiplier: float
@@ -147,6 +263,7 @@ class PrivateRelease:
 
     @property
     def distributed_noise(self) -> bool:
+        """Whether the devices add the noise (``min_survivors`` is set)."""
         return self.min_survivors is not None
 
     def noise_multiplier_for(self, summed: int) -> Optional[float]:
@@ -165,7 +282,35 @@ class PrivateRelease:
 
 
 class Aggregator(abc.ABC, Generic[S]):
-    """One stage of aggregation. Subclass it in one screen; see docs/aggregation.md."""
+    """One stage of aggregation. Subclass it in one screen; see docs/aggregation.md.
+
+    A subclass implements ``encode`` (on the device: delta to contribution, a
+    mapping of named arrays the server only ever needs summed) and
+    ``aggregate`` (on the server: ``Contributions`` to an
+    ``Aggregate``). The other methods have defaults: no state
+    (``initial_state``), nothing broadcast (``client_params``), not private
+    (``private_release``), no bounds (``contribution_bounds``: then secure
+    aggregation refuses the stage). Set the class attribute
+    ``needs_individual_updates = True`` if ``aggregate`` reads
+    ``contributions.stacked()``. ``aggregate`` must not mutate ``self``: state
+    goes in and comes out. The constructor takes whatever the stage needs.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import (Aggregate, Aggregator, PlainContributions,
+        ...                                    RoundContext)
+        >>> class SignVote(Aggregator[None]):
+        ...     def encode(self, params, delta, num_examples, rng):
+        ...         return {"votes": np.sign(delta).astype(np.float32)}
+        ...     def aggregate(self, state, contributions, ctx):
+        ...         votes = contributions.sum()["votes"]
+        ...         return Aggregate((0.1 * np.sign(votes)).astype(np.float32), state)
+        >>> stage, rng = SignVote(), np.random.default_rng(0)
+        >>> rows = [stage.encode({}, np.array(d, np.float32), 10, rng)
+        ...         for d in ([1.0, -2.0], [3.0, 1.0], [2.0, -1.0])]
+        >>> stage.aggregate(None, PlainContributions(rows), RoundContext(1, 3, 3, rng)).delta
+        array([ 0.1, -0.1], dtype=float32)
+    """
 
     #: True for stages (median, Krum, ...) that must see each update, which
     #: rules out secure aggregation.
@@ -178,8 +323,8 @@ class Aggregator(abc.ABC, Generic[S]):
     def private_release(self) -> Optional[PrivateRelease]:
         """The DP declaration of every release this stage makes; ``None``: not private.
 
-        A stage that wraps a private one must forward it (see :class:`Wrapper`);
-        :func:`check_privacy_forwarded` refuses a chain that hides it.
+        A stage that wraps a private one must forward it (see ``Wrapper``);
+        ``check_privacy_forwarded`` refuses a chain that hides it.
         """
         return None
 
@@ -209,7 +354,7 @@ class Aggregator(abc.ABC, Generic[S]):
         """The ``(shape, dtype)`` of each key a well-formed contribution carries.
 
         The server rejects any update that does not match (see
-        :mod:`fedactors.server.screening`). The default encodes a zero delta
+        ``fedactors.server.screening``). The default encodes a zero delta
         with a throwaway generator, so it is right for any stage whose output
         shapes do not depend on the values; override it if ``encode`` is costly
         or its shapes vary.
@@ -230,9 +375,29 @@ class Aggregator(abc.ABC, Generic[S]):
 class Wrapper(Aggregator[S]):
     """A stage that transforms what ``inner`` sees and otherwise is ``inner``.
 
-    By default it forwards state, broadcast parameters, aggregation and the DP
-    declaration to ``inner``; a subclass overrides only the transformation it
-    adds (``tff.aggregators``' factories that wrap one another).
+    By default it forwards state, broadcast parameters, aggregation,
+    contribution bounds and the DP declaration to ``inner``; a subclass
+    overrides only the transformation it adds (``tff.aggregators``' factories
+    that wrap one another). ``encode`` is not forwarded: a subclass must
+    implement it (usually transforming the delta, then calling
+    ``self.inner.encode``). A wrapper around a DP stage must keep forwarding
+    ``private_release()``, or the scenario is refused: the run could not be
+    accounted.
+
+    Args:
+        inner: The stage wrapped; ``needs_individual_updates`` is copied from it.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import (PlainContributions, RoundContext, WeightedMean,
+        ...                                    Wrapper)
+        >>> class Halved(Wrapper):
+        ...     def encode(self, params, delta, num_examples, rng):
+        ...         return self.inner.encode(params, delta / 2, num_examples, rng)
+        >>> stage, rng = Halved(WeightedMean(weighted=False)), np.random.default_rng(0)
+        >>> rows = [stage.encode({}, np.array([2.0, 4.0], np.float32), 1, rng)]
+        >>> stage.aggregate(None, PlainContributions(rows), RoundContext(1, 1, 1, rng)).delta
+        array([1., 2.], dtype=float32)
     """
 
     def __init__(self, inner: Aggregator[S]) -> None:

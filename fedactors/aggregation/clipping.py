@@ -81,6 +81,31 @@ class Clipped(Wrapper[Any]):
 
     Everything else is ``inner``'s, its DP declaration included: clipping
     before a DP stage only tightens what that stage already bounds.
+
+    Clipping runs on the device: a delta with norm above ``clip_norm`` is
+    scaled down to it (direction kept), a smaller one passes unchanged, and a
+    delta containing NaN or infinity becomes zeros. Around
+    ``WeightedMean(weighted=False)`` or a robust stage it also gives the
+    per-coordinate bounds secure aggregation needs. Not private by itself: add
+    noise with ``DPMean``.
+
+    Args:
+        clip_norm: Largest L2 norm (> 0) of a device's delta, in the units of
+            the model's weights (the norm of the flat ``local - global`` vector).
+        inner: The stage that receives the clipped deltas (any ``Aggregator``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import Clipped, PlainContributions, RoundContext, WeightedMean
+        >>> stage, rng = Clipped(1.0, WeightedMean(weighted=False)), np.random.default_rng(0)
+        >>> deltas = [np.array([3.0, 4.0], np.float32), np.array([0.0, 0.5], np.float32)]
+        >>> rows = [stage.encode({}, d, 10, rng) for d in deltas]
+        >>> first = rows[0]
+        >>> print(first["weighted_delta"].round(4))  # [3, 4] has norm 5: scaled to norm 1
+        [0.6 0.8]
+        >>> delta = stage.aggregate(None, PlainContributions(rows), RoundContext(1, 2, 2, rng)).delta
+        >>> print(delta.round(4))
+        [0.3 0.65]
     """
 
     def __init__(self, clip_norm: float, inner: Aggregator[Any]) -> None:

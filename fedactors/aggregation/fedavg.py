@@ -18,6 +18,27 @@ class WeightedMean(Aggregator[None]):
 
     ``weighted=False`` gives every device the same weight, the form DP and
     robust stages build on.
+
+    FedAvg (McMahan et al. 2017): ``sum(n_i * delta_i) / sum(n_i)``. Each
+    device sends its weighted delta and its weight, so the server needs only
+    sums. A round whose total weight is 0 (nobody reported) makes no update.
+    It bounds nothing, so for secure aggregation wrap it:
+    ``Clipped(clip_norm, WeightedMean(weighted=False))``. The default
+    ``Scenario.aggregator``.
+
+    Args:
+        weighted: True (default): weight each device's delta by its number of
+            local examples. False: every device weighs 1 (a plain mean).
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import PlainContributions, RoundContext, WeightedMean
+        >>> stage, rng = WeightedMean(), np.random.default_rng(0)
+        >>> rows = [stage.encode({}, np.array([1.0, 0.0], np.float32), 30, rng),  # 30 examples
+        ...         stage.encode({}, np.array([0.0, 1.0], np.float32), 10, rng)]  # 10 examples
+        >>> result = stage.aggregate(None, PlainContributions(rows), RoundContext(1, 2, 2, rng))
+        >>> result.delta, result.measurements
+        (array([0.75, 0.25], dtype=float32), {'total_weight': 40.0})
     """
 
     def __init__(self, weighted: bool = True) -> None:

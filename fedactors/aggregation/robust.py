@@ -122,7 +122,23 @@ class RobustStage(Aggregator[None]):
 
 
 class Median(RobustStage):
-    """Coordinate-wise median (Yin et al. 2018): tolerates any minority of attackers per coordinate."""
+    """Coordinate-wise median (Yin et al. 2018): tolerates any minority of attackers per coordinate.
+
+    Each device sends its delta unweighted; the server takes the median of
+    each coordinate (the mean of the middle two for an even count). It needs
+    every update (``needs_individual_updates``), so it cannot run under secure
+    aggregation. Takes no parameters; wrap it to bound each delta first,
+    ``Clipped(clip_norm, Median())``. See docs/robustness.md.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import Median, PlainContributions, RoundContext
+        >>> stage, rng = Median(), np.random.default_rng(0)
+        >>> deltas = [[1.0, 1.0], [2.0, 2.0], [-50.0, 100.0]]  # the last is an attacker
+        >>> rows = [stage.encode({}, np.array(d, np.float32), 10, rng) for d in deltas]
+        >>> stage.aggregate(None, PlainContributions(rows), RoundContext(1, 3, 3, rng)).delta
+        array([1., 2.], dtype=float32)
+    """
 
     def __repr__(self) -> str:
         return "Median()"
@@ -132,7 +148,30 @@ class Median(RobustStage):
 
 
 class TrimmedMean(RobustStage):
-    """Coordinate-wise trimmed mean: drop the ``beta`` fraction at each end, average the rest."""
+    """Coordinate-wise trimmed mean: drop the ``beta`` fraction at each end, average the rest.
+
+    Per coordinate, the ``floor(beta * n)`` smallest and largest of the ``n``
+    values are dropped and the rest averaged (Yin et al. 2018). Deltas are
+    sent unweighted and the server needs every one, so it cannot run under
+    secure aggregation. The measurement ``trimmed_each_side`` is how many
+    values were dropped at each end. See docs/robustness.md.
+
+    Args:
+        beta: Fraction of the cohort trimmed from each end, in [0, 0.5).
+            0 is the plain mean. Default 0.1. A round of ``n`` updates trims
+            ``floor(beta * n)`` per side, so with small cohorts nothing may be
+            trimmed (``beta=0.1`` trims nothing below 10 updates).
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import PlainContributions, RoundContext, TrimmedMean
+        >>> stage, rng = TrimmedMean(beta=0.25), np.random.default_rng(0)
+        >>> deltas = [[1.0], [2.0], [3.0], [100.0]]  # 0.25 * 4: one trimmed at each end
+        >>> rows = [stage.encode({}, np.array(d, np.float32), 10, rng) for d in deltas]
+        >>> result = stage.aggregate(None, PlainContributions(rows), RoundContext(1, 4, 4, rng))
+        >>> result.delta, result.measurements["trimmed_each_side"]
+        (array([2.5], dtype=float32), 1.0)
+    """
 
     def __init__(self, beta: float = 0.1) -> None:
         b = finite("beta", beta)
@@ -157,6 +196,29 @@ class Krum(RobustStage):
     at least ``2f + 3`` updates, and the measurement ``krum_guaranteed`` says
     whether a round had them. ``m=1`` is the original Krum; larger ``m``
     (multi-Krum) averages more honest updates and so has less variance.
+
+    A row's score is the sum of squared L2 distances to its ``n - f - 2``
+    nearest other rows (clamped to ``[1, n - 1]``); the ``m`` lowest-scoring
+    rows are averaged, unweighted. Deltas are sent unweighted and the server
+    needs every one, so it cannot run under secure aggregation. The result
+    does not depend on the order of the rows. See docs/robustness.md.
+
+    Args:
+        f: Number of Byzantine devices to tolerate, >= 0.
+        m: Number of lowest-score updates averaged, >= 1. Default 1 (Krum);
+            at most the number of updates is used.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.aggregation import Krum, PlainContributions, RoundContext
+        >>> stage, rng = Krum(f=1), np.random.default_rng(0)
+        >>> deltas = [[1.0, 1.0], [1.1, 1.0], [0.9, 1.0], [1.0, 1.1], [1.0, 0.9], [40.0, -40.0]]
+        >>> rows = [stage.encode({}, np.array(d, np.float32), 10, rng) for d in deltas]
+        >>> result = stage.aggregate(None, PlainContributions(rows), RoundContext(1, 6, 6, rng))
+        >>> result.delta  # the most central update
+        array([1., 1.], dtype=float32)
+        >>> result.measurements["krum_guaranteed"]  # 6 updates >= 2f + 3
+        1.0
     """
 
     def __init__(self, f: int, m: int = 1) -> None:

@@ -69,8 +69,39 @@ class FederatedData:
 
     ``clients[i]`` is device ``i``'s ``(x, y)``; only device ``i``'s actor may
     read it. ``test`` belongs to the server and is used only for evaluation.
-    Build it with :meth:`from_arrays`, which checks the contract; the arrays
+    Build it with ``from_arrays``, which checks the contract; the arrays
     it stores are read-only copies.
+
+    Attributes:
+        clients: One ``(x, y)`` pair per device, indexed by device id: ``x`` a
+            float32 array of shape ``(examples, *features)``, ``y`` int32 class
+            ids or float32 regression targets, one label per example. Read it
+            through ``client(device)``; ``num_examples(device)`` is ``len(x)``,
+            the device's FedAvg weight.
+        test: The server's held-out ``(x, y)``, with the same feature shape and
+            label dtype as every device's.
+        num_devices: Number of devices, ``len(clients)`` (a property); a
+            scenario's data must have one per fleet device.
+        feature_shape: ``x.shape[1:]``, shared by every device and the test set
+            (a property).
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import FederatedData
+        >>> rng = np.random.default_rng(0)
+        >>> def draw(n):
+        ...     x = rng.normal(size=(n, 3)).astype(np.float32)
+        ...     return x, (x.sum(axis=1) > 0).astype(np.int32)
+        >>> data = FederatedData.from_arrays([draw(10), draw(25)], test=draw(50))
+        >>> data.num_devices, data.num_examples(1), data.feature_shape
+        (2, 25, (3,))
+        >>> x, y = data.client(0)
+        >>> x.shape, y.dtype, x.flags.writeable
+        ((10, 3), dtype('int32'), False)
+        >>> FederatedData.from_arrays([(np.zeros((4, 3)), np.zeros(4, np.int32))], test=draw(50))
+        Traceback (most recent call last):
+            ...
+        fedactors.errors.ConfigError: clients[0].x: must be float32, got dtype float64 (use .astype(...))
     """
 
     clients: tuple[tuple[np.ndarray, np.ndarray], ...]
@@ -78,6 +109,7 @@ class FederatedData:
 
     @property
     def num_devices(self) -> int:
+        """Number of devices."""
         return len(self.clients)
 
     def client(self, device: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +128,7 @@ class FederatedData:
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
+        """The shape of one example's features, ``x.shape[1:]``."""
         return tuple(self.test[0].shape[1:])
 
     @classmethod
@@ -110,7 +143,7 @@ class FederatedData:
         with the same ``features`` everywhere; ``y`` int32 or float32, one
         label per example, the same dtype and label shape everywhere; every
         device and the test set hold >= 1 example; all values finite.
-        Raises :class:`~fedactors.errors.ConfigError` naming the device.
+        Raises ``ConfigError`` naming the device.
         """
         if isinstance(clients, (str, bytes)) or not isinstance(clients, Sequence):
             raise ConfigError(

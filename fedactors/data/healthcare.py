@@ -78,9 +78,44 @@ def make_hospital_data(
 
     A random ``test_fraction`` of rows (stratified by label, so the server's
     test set has the population's class balance) is the server's test set;
-    the rest is shuffled and dealt out by :func:`hospital_sizes`. Labels are
+    the rest is shuffled and dealt out by ``hospital_sizes``. Labels are
     int32, 0 = malignant and 1 = benign. Hospitals differ in size (and hence,
-    by chance, in class mix); features are scaled by :func:`scale_features`.
+    by chance, in class mix); features are scaled by ``scale_features``.
+
+    The data ships inside scikit-learn, so nothing is downloaded; the first
+    call imports scikit-learn, which takes a moment.
+
+    Args:
+        num_hospitals: Number of hospitals (devices), >= 1; in a scenario,
+            ``fleet.size``. Each gets at least ``MIN_HOSPITAL_SIZE`` (5)
+            training examples, so with the default ``test_fraction`` at most
+            91 hospitals fit in the 456 training rows.
+        rng: The ``numpy.random.Generator`` every draw comes from (test split,
+            shuffle, sizes): the same generator state gives the same split.
+        test_fraction: Share of each class's rows held out as the server's
+            test set, strictly between 0 and 1. Default 0.2 (113 of 569 rows).
+        size_skew: Zipf exponent (>= 0) of hospital sizes: the hospital of rank
+            ``r`` gets a share proportional to ``1 / r**size_skew`` of the rows
+            above the 5-example floor, ranks shuffled. 0 gives equal sizes;
+            the default 1.2 makes the largest hospital several times the
+            smallest.
+
+    Returns:
+        One device per hospital, in hospital order; ``x`` is float32 of shape
+            ``(examples, 30)``, scaled to about [-1, 1], and ``y`` is int32
+            (0 = malignant, 1 = benign).
+
+    Raises:
+        ConfigError: For a bad option, or more hospitals than the rows allow.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors.data import make_hospital_data
+        >>> data = make_hospital_data(4, np.random.default_rng(0))
+        >>> tuple(data.num_examples(h) for h in range(data.num_devices))  # examples per hospital
+        (105, 67, 49, 235)
+        >>> len(data.test[1]), data.feature_shape
+        (113, (30,))
     """
     if not isinstance(rng, np.random.Generator):
         raise ConfigError("rng", f"must be a numpy Generator, got {type(rng).__name__}")

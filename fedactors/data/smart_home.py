@@ -230,11 +230,52 @@ def make_smart_home_data(
     household ``households[i]`` holding ``examples[i]`` windows.
 
     Devices with the same household id share that home's routine and offsets.
-    The server's test set is ``test_size`` windows from :data:`TEST_HOUSEHOLDS`
+    The server's test set is ``test_size`` windows from ``TEST_HOUSEHOLDS``
     fresh households, each from a device kind drawn with the fleet's own kind
     mix, so it measures how the global model serves a *new* home's devices.
     Lower ``routine_concentration`` makes households' label mixes more skewed.
     Every draw comes from ``rng``: the same generator state gives the same data.
+
+    Args:
+        kinds: Each device's kind, one of ``DEVICE_KINDS`` (``"hub"``,
+            ``"camera"``, ``"speaker"``, ``"thermostat"``, ``"plug"``,
+            ``"door_sensor"``); in a scenario, ``fleet.kinds`` when the device
+            classes are named after kinds. Its length is the number of devices.
+        households: Each device's household id, any whole number; devices with
+            the same id share that home's routine and sensor offsets.
+        examples: Each device's number of windows (examples), >= 1; in a
+            scenario, usually ``fleet.examples``.
+        rng: The ``numpy.random.Generator`` every draw comes from.
+        test_size: Number of windows in the server's test set, >= 1.
+            Default 2000.
+        routine_concentration: Keyword-only Dirichlet concentration (> 0) of
+            each household's activity mix around ``BASE_PRIOR``: about 1 lets a
+            few activities dominate each home, about 100 is nearly IID.
+            Default 4.0.
+
+    Returns:
+        One device per entry of ``kinds``; ``x`` is float32 of shape
+            ``(examples, 16)``, the standardized ``FEATURES`` (0 where the
+            device's kind cannot sense), and ``y`` is int32, an index into
+            ``ACTIVITIES``.
+
+    Raises:
+        ConfigError: For a bad option, or lists of different lengths.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import DeviceClass, Fleet
+        >>> from fedactors.data import make_smart_home_data
+        >>> fleet = Fleet.build([DeviceClass("hub", count=2, examples=30),
+        ...                      DeviceClass("plug", count=2, examples=50)],
+        ...                     np.random.default_rng(0))
+        >>> data = make_smart_home_data(fleet.kinds, [0, 1, 0, 1], fleet.examples,
+        ...                             np.random.default_rng(0), test_size=100)
+        >>> data.num_devices, data.num_examples(3), data.feature_shape, len(data.test[0])
+        (4, 50, (16,), 100)
+        >>> x, y = data.client(2)  # a plug senses only its power draw, plus the clock
+        >>> int((x[0] != 0).sum())
+        3
     """
     if not isinstance(rng, np.random.Generator):
         raise ConfigError("rng", f"must be a numpy Generator, got {type(rng).__name__}")

@@ -40,13 +40,50 @@ class Availability(abc.ABC):
 
 @dataclass(frozen=True)
 class AlwaysOnline(Availability):
+    """Every device is online at every selection: the default availability.
+
+    It takes no options; a ``DeviceClass`` without an ``availability``
+    gets ``AlwaysOnline()``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import AlwaysOnline, DeviceClass
+        >>> DeviceClass("laptop", count=3).availability
+        AlwaysOnline()
+        >>> AlwaysOnline().online(0.0, np.arange(4), np.random.default_rng(0))
+        array([ True,  True,  True,  True])
+    """
+
     def online(self, t: float, devices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.ones(len(devices), bool)
 
 
 @dataclass(frozen=True)
 class OnlineShare(Availability):
-    """Online a fixed share of the time, independently at each selection."""
+    """Online a fixed share of the time, independently at each selection.
+
+    At every selection each device is online with probability ``share``, drawn
+    afresh from the selection's generator, independently of the other devices
+    and of its own earlier selections (no memory: a device offline now may be
+    online a second later).
+
+    Args:
+        share: Probability in [0, 1] that a device is online at a given
+            selection, which is also the long-run fraction of time it can be
+            selected. Checked when the model is given to a ``DeviceClass``
+            (a ``ConfigError`` naming ``availability.share``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import DeviceClass, OnlineShare
+        >>> phones = DeviceClass("phone", count=8, availability=OnlineShare(0.5))
+        >>> phones.availability.online(0.0, np.arange(8), np.random.default_rng(0))
+        array([False,  True,  True,  True, False, False, False, False])
+        >>> DeviceClass("phone", count=8, availability=OnlineShare(1.5))
+        Traceback (most recent call last):
+            ...
+        fedactors.errors.ConfigError: availability.share: must be in [0, 1], got 1.5
+    """
 
     share: float
 
@@ -60,7 +97,35 @@ class OnlineShare(Availability):
 @dataclass(frozen=True)
 class Trace(Availability):
     """An explicit schedule: online during each ``(start, end)`` window, repeating
-    every ``period`` seconds if given (e.g. 86400 for a daily routine)."""
+    every ``period`` seconds if given (e.g. 86400 for a daily routine).
+
+    Times are simulated seconds since the start of the run, and a window covers
+    ``start <= t < end``. The schedule is shared: every device of the class is
+    online or offline together (use several classes, or ``Diurnal``, for
+    devices on different schedules). With a ``period``, ``t`` is first taken
+    modulo ``period``, so a window that crosses the end of the period must be
+    given as two windows (22:00-06:00 daily is ``[(79200, 86400), (0, 21600)]``).
+
+    Args:
+        windows: ``(start, end)`` pairs in simulated seconds, with
+            ``0 <= start < end``; the devices are online while ``t`` (modulo
+            ``period``) lies in any of them.
+        period: Length in seconds (> 0) of the cycle the windows repeat in, or
+            ``None`` (the default) for a one-off schedule: after the last window
+            ends the devices stay offline for the rest of the run.
+
+    Both are checked when the model is given to a ``DeviceClass``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import Trace
+        >>> nights = Trace([(0, 6 * 3600)], period=86400)  # 00:00-06:00 every day
+        >>> rng = np.random.default_rng(0)
+        >>> nights.online(86400 + 3600.0, np.arange(3), rng)  # 01:00 on day 2
+        array([ True,  True,  True])
+        >>> nights.online(12 * 3600.0, np.arange(3), rng)  # noon
+        array([False, False, False])
+    """
 
     windows: Sequence[tuple[float, float]]
     period: float | None = None
@@ -113,6 +178,35 @@ class Diurnal(Availability):
     ``[window_start_h, window_start_h + window_hours)`` and ``share_outside``
     otherwise, independently per device and per selection (drawn from the
     selection's generator, so the server's view is reproducible).
+
+    Args:
+        window_start_h: Local hour the daily window opens, in [0, 24).
+            Default 22.0 (22:00).
+        window_hours: Length of the window in hours, in (0, 24]; it may wrap
+            past midnight (the default 22:00 + 8 h ends at 06:00). Default 8.0.
+        tz_offset: Each device's time-zone offset in hours added to UTC
+            (in winter -5 for New York, 1 for Paris): a number, the same for
+            every device, or a distribution of hours (``Constant``,
+            ``Uniform``, ``LogNormal``) drawn once per device when the fleet
+            is built. Values below -24 are rejected. Default
+            ``Uniform(-8.0, 3.0)`` (US Pacific to Moscow).
+        share_in_window: Probability in [0, 1] that a device is online at a
+            selection while its local time is inside the window. Default 0.5.
+        share_outside: Probability in [0, 1] that it is online at a selection
+            outside the window. Default 0.02.
+
+    The options are checked when the model is given to a ``DeviceClass``.
+    Used on its own, without a fleet, every device is taken to be on UTC.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import Diurnal
+        >>> nights = Diurnal()  # online 22:00-06:00 local time with probability 0.5
+        >>> tz = np.array([0.0, -8.0, 3.0])  # UTC, UTC-8 and UTC+3
+        >>> nights.online_share(0.0, tz)  # midnight UTC: 00:00, 16:00 and 03:00 local
+        array([0.5 , 0.02, 0.5 ])
+        >>> nights.online_share(12 * 3600.0, tz)  # noon UTC: 12:00, 04:00 and 15:00 local
+        array([0.02, 0.5 , 0.02])
     """
 
     window_start_h: float = 22.0

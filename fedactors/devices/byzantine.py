@@ -32,7 +32,19 @@ class Attack(abc.ABC):
 
 @dataclass(frozen=True)
 class SignFlip(Attack):
-    """Send ``-scale * delta``: push the model the other way, ``scale`` times harder."""
+    """Send ``-scale * delta``: push the model the other way, ``scale`` times harder.
+
+    Args:
+        scale: How many times the honest delta's size to push in the opposite
+            direction; must be > 0. Default 1.0, the exact negation. Checked
+            when the attack is given to ``Byzantine``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import SignFlip
+        >>> SignFlip(scale=2.0).apply(np.array([1.0, -0.5]))
+        array([-2.,  1.], dtype=float32)
+    """
 
     scale: float = 1.0
 
@@ -46,7 +58,19 @@ class SignFlip(Attack):
 
 @dataclass(frozen=True)
 class Scaling(Attack):
-    """Send ``scale * delta`` (model replacement: one device drags the mean its way)."""
+    """Send ``scale * delta`` (model replacement: one device drags the mean its way).
+
+    Args:
+        scale: Factor the honest delta is multiplied by; any finite number
+            (a negative one also flips the sign). Default 10.0. Checked when
+            the attack is given to ``Byzantine``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import Scaling
+        >>> Scaling(scale=10.0).apply(np.array([1.0, -0.5]))
+        array([10., -5.], dtype=float32)
+    """
 
     scale: float = 10.0
 
@@ -59,7 +83,30 @@ class Scaling(Attack):
 
 @dataclass(frozen=True)
 class Byzantine:
-    """``fraction`` of the fleet (rounded to the nearest device) runs ``attack``."""
+    """``fraction`` of the fleet (rounded to the nearest device) runs ``attack``.
+
+    Give it to a scenario as ``Scenario(..., byzantine=Byzantine(...))``. The
+    attackers are drawn once per run, from the scenario's seed path
+    ``("byzantine",)``; each trains honestly, then reports ``attack.apply(delta)``
+    instead of its delta, before the aggregator's device-side stages
+    (clipping, weighting) run on it.
+
+    Args:
+        fraction: Share of the fleet's devices that attack, in [0, 1]. The
+            number of attackers is ``round(fraction * fleet size)``; Python
+            rounds exact halves to even, so 0.5 of 5 devices is 2.
+        attack: What each attacker sends instead of its honest delta:
+            ``SignFlip`` or ``Scaling`` (any ``Attack`` subclass).
+
+    Both are checked at construction and a bad value raises ``ConfigError``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import Byzantine, SignFlip
+        >>> byzantine = Byzantine(0.2, SignFlip(scale=4.0))
+        >>> byzantine.choose(10, np.random.default_rng(0))  # the 2 attackers of 10 devices
+        array([6, 7])
+    """
 
     fraction: float
     attack: Attack

@@ -38,6 +38,27 @@ def as_distribution(value: float | Distribution) -> Distribution:
 
 @dataclass(frozen=True)
 class Constant(Distribution):
+    """The same value for every device.
+
+    Anywhere a distribution is accepted (``DeviceClass.compute``,
+    ``DeviceClass.examples``, the ``NetworkProfile`` values,
+    ``Diurnal.tz_offset``) a plain number means ``Constant(number)``.
+
+    Args:
+        value: The value every device gets, in the unit of the field it is
+            given for (e.g. examples per simulated second for ``compute``,
+            seconds for ``rtt``); it must be finite and at least that field's
+            minimum.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import Constant, DeviceClass
+        >>> Constant(3.0).sample(np.random.default_rng(0), 3)
+        array([3., 3., 3.])
+        >>> DeviceClass("laptop", count=5, compute=2000.0).compute  # a number becomes a Constant
+        Constant(value=2000.0)
+    """
+
     value: float
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -49,6 +70,22 @@ class Constant(Distribution):
 
 @dataclass(frozen=True)
 class Uniform(Distribution):
+    """Values spread evenly between ``low`` and ``high``, drawn once per device.
+
+    Args:
+        low: Smallest value (inclusive), in the unit of the field it is given
+            for; it must be at least that field's minimum (> 0 for ``compute``
+            and the bandwidths, >= 0 for ``rtt``, >= 1 for ``examples``).
+        high: Upper end of the range (as in ``numpy``'s ``uniform``, reached
+            only by rounding), >= ``low``; ``high == low`` gives a constant.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import Uniform
+        >>> Uniform(1.0, 2.0).sample(np.random.default_rng(0), 3).round(3)
+        array([1.637, 1.27 , 1.041])
+    """
+
     low: float
     high: float
 
@@ -64,7 +101,29 @@ class Uniform(Distribution):
 
 @dataclass(frozen=True)
 class LogNormal(Distribution):
-    """Heavy-tailed positive values: ``median * exp(sigma * N(0, 1))``."""
+    """Heavy-tailed positive values: ``median * exp(sigma * N(0, 1))``.
+
+    Half the devices fall below ``median`` and half above, and a few are many
+    times faster (or slower) than typical: how compute speeds, bandwidths and
+    data sizes spread across a real fleet.
+
+    Args:
+        median: The median value (> 0), in the unit of the field it is given
+            for (e.g. examples per simulated second for ``compute``).
+        sigma: Spread on the log scale (>= 0; 0 gives exactly ``median``).
+            About two devices in three fall within ``median * exp(-sigma)``
+            and ``median * exp(sigma)``: for ``sigma=0.5``, 0.6x to 1.65x the
+            median.
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import LogNormal
+        >>> speeds = LogNormal(median=300, sigma=0.4).sample(np.random.default_rng(0), 10_001)
+        >>> speeds[:3].round(1)
+        array([315.5, 284.6, 387.6])
+        >>> round(float(np.median(speeds)), -1)
+        300.0
+    """
 
     median: float
     sigma: float

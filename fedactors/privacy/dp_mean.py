@@ -96,6 +96,41 @@ class AdaptiveClipping:
 
     ``clipped_count_stddev`` defaults to ``expected_count / 20``, the paper's
     suggestion; ``learning_rate`` 0.2 with geometric updates is also theirs.
+
+    Each round every device also reports whether its update's norm was at or
+    below the current clip norm C (as +0.5 or -0.5); the server sums these,
+    adds Gaussian noise, estimates the fraction ``b`` of unclipped updates
+    (clamped to [0, 1]) and moves C toward the ``target_quantile`` of the
+    update norms: ``C * exp(-learning_rate * (b - target_quantile))``
+    (geometric) or ``C - learning_rate * (b - target_quantile)``. Usually
+    built for you by ``DPMean.adaptive_clipping``.
+
+    Args:
+        target_quantile: Fraction in [0, 1] of updates that should be
+            unclipped, i.e. the quantile of the update norms C tracks.
+            Default 0.5 (the median).
+        learning_rate: Step (>= 0) of the clip update. Geometric: C changes by
+            at most a factor ``exp(learning_rate)`` per round; arithmetic: by at
+            most ``learning_rate`` (in the units of the norm). 0 keeps C fixed
+            (while still spending the count noise). Default 0.2.
+        clipped_count_stddev: Standard deviation of the Gaussian noise on the
+            summed below-clip values, in devices (each device moves the sum by
+            at most 0.5). It composes with the vector noise into the release's
+            effective multiplier ``(z**-2 + (2 * clipped_count_stddev)**-2) ** -0.5``.
+            0 makes the count exact and ε infinite. ``None`` (default):
+            ``expected_count / 20``.
+        geometric: True (default): multiplicative updates, which suit norms that
+            may be very large or very small and keep C positive. False:
+            additive updates.
+
+    Examples:
+        >>> from fedactors.privacy import AdaptiveClipping, DPMean
+        >>> cfg = AdaptiveClipping(target_quantile=0.8, learning_rate=0.2)
+        >>> agg = DPMean(clip_norm=0.1, noise_multiplier=1.0, expected_count=100, adaptive=cfg)
+        >>> agg.clipped_count_stddev  # the default: expected_count / 20
+        5.0
+        >>> agg.private_release().noise_multiplier  # the count noise composed in
+        0.995...
     """
 
     target_quantile: float = 0.5
@@ -145,7 +180,71 @@ def _to_numpy(structure: Any) -> Any:
 class DPMean(Aggregator[DPMeanState]):
     """Clipped, Gaussian-noised mean of deltas divided by the expected cohort size.
 
-    Use the named constructors :meth:`fixed` and :meth:`adaptive`.
+    Use the named constructors ``DPMean.fixed`` and ``DPMean.adaptive_clipping``.
+
+    DP-FedAvg (McMahan et al. 2018): each device clips its delta to L2 norm
+    ``C`` (``clip_norm``) on the device; the server sums the clipped deltas,
+    adds Gaussian noise of standard deviation ``z * C`` (``z`` the
+    ``noise_multiplier``) to the sum and divides by ``m`` (``expected_count``),
+    never by the number of reports, which the noise does not protect. The
+    result is user-level (ε, δ) differentially private: it bounds what the
+    updates reveal about whether any one device, all its data, took part.
+
+    The privacy accountant reads what this stage declares,
+    ``private_release`` (its effective noise multiplier, ``m`` and
+    ``min_survivors``), together with the fleet size ``N`` and the server's
+    sampling (``Rounds.sampling``); ``Privacy`` sets δ and an optional budget.
+    The ε reported assumes each cohort is a uniformly random sample of the
+    whole fleet (fixed size, or Poisson with rate ``m / N``) drawn
+    independently of everything else, that every sampled device's update is
+    summed, and that ``z``, ``C`` and ``m`` are fixed in advance. Selecting
+    only the devices online, deadline drops and dropouts break that
+    assumption (each run's ``summary.json`` says whether it held); under
+    ``FedBuff`` each buffer is accounted without amplification by sampling.
+    docs/privacy.md has the details, including what the ε does not mean.
+
+    Args:
+        clip_norm: C, the largest L2 norm (> 0) of a device's delta, in the
+            units of the model's weights; with adaptive clipping its initial
+            value. Stored as float32.
+        noise_multiplier: z (>= 0): the noise on the sum of clipped deltas has
+            standard deviation ``z * C`` (on the mean ``z * C / m``). 0 adds no
+            noise (ε is infinite).
+        expected_count: m (>= 1), the cohort size the mean divides by and the
+            noise is calibrated for. Must equal ``rounds.cohort_size``
+            (``buffer_size`` under FedBuff); a scenario that differs is
+            refused and ``aggregate`` raises ``ValueError`` for a round whose
+            ``expected_count`` differs.
+        adaptive: ``AdaptiveClipping`` to let C track a quantile of the update
+            norms, or ``None`` (default) for a fixed C.
+        distributed_noise: False (default): the server adds all the noise
+            (central DP: it sees the un-noised sum). True, for secure
+            aggregation: the server adds none and each device adds
+            ``N(0, (z * C)**2 / k)`` to its clipped delta (truncated at 10
+            standard deviations, so ``contribution_bounds`` is a hard bound),
+            with ``k = min_survivors``.
+        min_survivors: k, only with ``distributed_noise=True``: the fewest
+            shares a release may sum, 1 to ``m``; ``None`` (default) means
+            ``m``. A sum over ``m' >= k`` devices carries noise
+            ``z * C * sqrt(m' / k)`` and is charged at that multiplier; with
+            fewer than k the round makes no update (and is still charged).
+
+    Examples:
+        >>> import numpy as np
+        >>> from fedactors import DPMean
+        >>> from fedactors.aggregation import PlainContributions, RoundContext
+        >>> agg = DPMean.fixed(clip_norm=1.0, noise_multiplier=1.0, expected_count=100)
+        >>> agg.private_release()
+        PrivateRelease(noise_multiplier=1.0, expected_count=100, min_survivors=None)
+
+        The arithmetic without noise: one of the two expected devices reports.
+
+        >>> exact = DPMean.fixed(clip_norm=1.0, noise_multiplier=0.0, expected_count=2)
+        >>> state, rng = exact.initial_state(dim=2), np.random.default_rng(0)
+        >>> row = exact.encode(exact.client_params(state), np.array([3.0, 4.0], np.float32), 1, rng)
+        >>> result = exact.aggregate(state, PlainContributions([row]), RoundContext(1, 2, 2, rng))
+        >>> print(result.delta.round(3))  # [3, 4] clipped to [0.6, 0.8], divided by m = 2
+        [0.3 0.4]
     """
 
     def __init__(
@@ -210,7 +309,28 @@ class DPMean(Aggregator[DPMeanState]):
         distributed_noise: bool = False,
         min_survivors: Optional[int] = None,
     ) -> DPMean:
-        """DP-FedAvg with a fixed clip norm ``C`` and noise std ``z * C`` on the sum."""
+        """DP-FedAvg with a fixed clip norm ``C`` and noise std ``z * C`` on the sum.
+
+        Args:
+            clip_norm: C, the largest L2 norm (> 0) of a device's delta.
+            noise_multiplier: z (>= 0); the noise on the sum has standard
+                deviation ``z * C``.
+            expected_count: m, the cohort size divided by; must equal
+                ``rounds.cohort_size`` (FedBuff: ``buffer_size``).
+            distributed_noise: True to have each device add its share of the
+                noise (for secure aggregation). Default False (central noise).
+            min_survivors: With ``distributed_noise``: the fewest shares a
+                release may sum; default ``expected_count``.
+
+        Returns:
+            The ``DPMean`` stage.
+
+        Examples:
+            >>> from fedactors import DPMean
+            >>> DPMean.fixed(clip_norm=1.0, noise_multiplier=1.0, expected_count=50,
+            ...              distributed_noise=True, min_survivors=35).private_release()
+            PrivateRelease(noise_multiplier=1.0, expected_count=50, min_survivors=35)
+        """
         return cls(clip_norm, noise_multiplier, expected_count, None, distributed_noise,
                    min_survivors)
 
@@ -227,7 +347,43 @@ class DPMean(Aggregator[DPMeanState]):
         distributed_noise: bool = False,
         min_survivors: Optional[int] = None,
     ) -> DPMean:
-        """DP-FedAvg whose clip norm tracks ``target_quantile`` of update norms."""
+        """DP-FedAvg whose clip norm tracks ``target_quantile`` of update norms.
+
+        Andrew et al. 2021; see ``AdaptiveClipping`` for the update rule.
+
+        Args:
+            initial_clip_norm: C before round 1 (> 0), in the units of the
+                model's weights.
+            noise_multiplier: z (>= 0) of the vector noise, relative to the
+                current C. The count noise composes with it, so the declared
+                effective multiplier is a little lower than z: raise z to keep
+                the privacy of fixed clipping.
+            expected_count: m, the cohort size divided by; must equal
+                ``rounds.cohort_size`` (FedBuff: ``buffer_size``).
+            target_quantile: Fraction in [0, 1] of updates to leave unclipped.
+                Default 0.5.
+            learning_rate: Step of the clip update (>= 0); geometric updates
+                change C by at most a factor ``exp(learning_rate)`` per round.
+                Default 0.2.
+            clipped_count_stddev: Noise standard deviation on the below-clip
+                count, in devices; ``None`` (default): ``expected_count / 20``.
+            geometric: Multiplicative (True, default) or additive updates of C.
+            distributed_noise: True to have each device add its share of both
+                noises (for secure aggregation). Default False.
+            min_survivors: With ``distributed_noise``: the fewest shares a
+                release may sum; default ``expected_count``.
+
+        Returns:
+            The ``DPMean`` stage.
+
+        Examples:
+            >>> from fedactors import DPMean
+            >>> agg = DPMean.adaptive_clipping(initial_clip_norm=0.1, noise_multiplier=1.0,
+            ...                                expected_count=100, target_quantile=0.5)
+            >>> agg.adaptive
+            AdaptiveClipping(target_quantile=0.5, learning_rate=0.2,
+                             clipped_count_stddev=None, geometric=True)
+        """
         cfg = AdaptiveClipping(target_quantile, learning_rate, clipped_count_stddev, geometric)
         return cls(initial_clip_norm, noise_multiplier, expected_count, cfg, distributed_noise,
                    min_survivors)

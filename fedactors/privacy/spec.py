@@ -27,6 +27,7 @@ DELTA_EXPONENT = 1.1
 
 
 def default_delta(population: int) -> float:
+    """``min(DEFAULT_DELTA, population ** -DELTA_EXPONENT)``, the δ used when none is given."""
     return min(DEFAULT_DELTA, float(population) ** -DELTA_EXPONENT)
 
 
@@ -37,10 +38,38 @@ class Privacy:
     * ``target_epsilon``: stop training *before* the round that would push ε
       above it. ``None``: no budget, ε is only reported.
     * ``delta``: the δ at which ε is reported; ``None`` means
-      :func:`default_delta` of the fleet size.
+      ``default_delta`` of the fleet size.
     * ``method``: dp-accounting bound(s) to use, see
-      :class:`fedactors.privacy.accounting.PrivacyLedger` (``"pld"`` needs
+      ``fedactors.privacy.accounting.PrivacyLedger`` (``"pld"`` needs
       ``Rounds(sampling="poisson")``).
+
+    Only a scenario whose aggregator declares a DP release (``DPMean``) may set
+    it; such a scenario without ``privacy=`` reports ε with ``Privacy()``'s
+    defaults. The noise, the population (fleet size ``N``) and the sampling
+    (``Rounds.sampling``) the ε is computed from come from the rest of the
+    scenario. What the ε assumes (uniform sampling of the whole fleet, no
+    selection by availability, every sampled report summed) is in
+    docs/privacy.md.
+
+    Args:
+        target_epsilon: Privacy budget ε (> 0). Before each round (each buffer
+            under FedBuff) the server checks whether releasing it would push ε
+            above this, and if so stops the run (``stopped: "privacy-budget"``).
+            ``None`` (default): no budget.
+        delta: The δ (strictly between 0 and 1) of the (ε, δ) guarantee.
+            ``None`` (default): ``min(1e-5, N ** -1.1)`` for a fleet of ``N``
+            devices, always well below ``1 / N``.
+        method: Accounting bound: ``"best"`` (default, the tightest valid one:
+            the minimum of RDP and PLD where PLD applies), ``"rdp"`` (Rényi DP
+            only) or ``"pld"`` (privacy-loss distributions; needs
+            ``Rounds(sampling="poisson")`` or FedBuff mode).
+
+    Examples:
+        >>> from fedactors import Privacy
+        >>> Privacy(target_epsilon=5.0).delta_for(population=1_000)  # default delta
+        1e-05
+        >>> Privacy(target_epsilon=5.0, delta=1e-6, method="rdp").delta_for(population=1_000)
+        1e-06
     """
 
     target_epsilon: Optional[float] = None
@@ -60,4 +89,5 @@ class Privacy:
             raise ConfigError("method", f"must be one of {METHODS}, got {self.method!r}")
 
     def delta_for(self, population: int) -> float:
+        """The δ to report at for a fleet of ``population`` devices."""
         return default_delta(population) if self.delta is None else float(self.delta)

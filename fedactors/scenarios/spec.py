@@ -30,7 +30,74 @@ DataBuilder = Callable[[Fleet, np.random.Generator], FederatedData]
 class Scenario:
     """A federated-learning experiment: fleet, data, model, rounds, aggregation.
 
-    See docs/scenarios.md for every field.
+    See docs/scenarios.md for every field. A scenario file defines one at
+    module level (``scenario = Scenario(...)``) and ``python -m fedactors
+    FILE`` runs it. Every field is checked here, when the scenario is built
+    (nothing is trained and TensorFlow is not imported), and a mistake raises
+    ``ConfigError`` naming the field, e.g. ``rounds.cohort_size`` larger than
+    the fleet, a DP aggregator whose ``expected_count`` differs from
+    ``rounds.cohort_size``, or secure aggregation with a stage that needs
+    individual updates.
+
+    Args:
+        name: Non-empty name of the run; it names the run directory
+            (``runs/<name>-seed<S>``) and the reports.
+        model: Zero-argument function returning a *built* ``keras.Model``
+            (start it with ``keras.Input``). Called once for the server and once
+            per executor, never per device.
+        loss: The training and evaluation loss: a Keras loss name, object or
+            function.
+        data: ``data(fleet, rng) -> FederatedData``: each device's private data,
+            in fleet order, plus the server's test set (docs/data.md); ``rng``
+            is the run's data generator.
+        fleet: Non-empty list of ``DeviceClass``; device ids are assigned class
+            by class in this order.
+        rounds: The server's round policy (``Rounds``). Default ``Rounds()``.
+        training: Local epochs, batch size and optimizer factory
+            (``LocalTraining``). Default ``LocalTraining()``.
+        metrics: Evaluation metrics: ``"accuracy"`` (the flavour follows the
+            model's output, as in ``compile``), other Keras metric names or
+            objects. Default ``("accuracy",)``.
+        aggregator: How the cohort's deltas become one update (an
+            ``Aggregator``: ``WeightedMean``, ``Clipped``, ``DPMean``,
+            ``Median``, ...; docs/aggregation.md). Default ``WeightedMean()``
+            (FedAvg).
+        server_optimizer: How the aggregated delta moves the global model:
+            ``FedAvgStep`` (default, learning rate 1), ``FedAdam`` or
+            ``FedYogi`` (Reddi et al. 2021).
+        seed: Root seed (whole number >= 0) of every random draw of the run;
+            the CLI's ``--seed`` overrides it. Default 0.
+        description: Free text for the reports. Default ``""``.
+        privacy: ``Privacy`` budget and reporting options for a DP aggregator
+            (docs/privacy.md); needs an aggregator that declares a DP release.
+            ``None`` (default): a DP aggregator still reports ε with
+            ``Privacy()``'s defaults.
+        byzantine: Attackers among the devices, ``Byzantine(fraction, attack)``
+            (docs/robustness.md); ``None`` (default): every device is honest.
+        secure_aggregation: ``SecureAggregation(...)`` to have the sum taken by
+            SecAgg/SecAgg+ so the server never reads one device's update
+            (docs/secure_aggregation.md); ``None`` (default): the server reads
+            each update.
+        mode: ``None`` (default) for synchronous rounds, or ``FedBuff(...)``
+            for asynchronous buffered aggregation (docs/async.md).
+
+    Examples:
+        >>> from fedactors import DeviceClass, Rounds, Scenario
+        >>> def model():  # called only when a run starts
+        ...     import keras
+        ...     return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+        >>> scenario = Scenario(
+        ...     name="demo", model=model, loss="sparse_categorical_crossentropy",
+        ...     data=lambda fleet, rng: None,  # a real one returns FederatedData
+        ...     fleet=[DeviceClass("phone", count=40), DeviceClass("laptop", count=10)],
+        ...     rounds=Rounds(count=5, cohort_size=10))
+        >>> scenario.fleet_size
+        50
+        >>> Scenario(name="demo", model=model, loss="mse", data=lambda fleet, rng: None,
+        ...          fleet=[DeviceClass("phone", count=4)], rounds=Rounds(cohort_size=10))
+        Traceback (most recent call last):
+            ...
+        fedactors.errors.ConfigError: rounds.cohort_size: 10 is larger than the fleet (4 devices)
     """
 
     name: str
@@ -131,6 +198,7 @@ class Scenario:
 
     @property
     def fleet_size(self) -> int:
+        """The number of devices in the fleet, all classes together."""
         return sum(c.count for c in self.fleet)
 
     def _check_mode(self) -> None:

@@ -59,6 +59,52 @@ class SecureAggregation:
     ``step_dropout``: probability that a device which finished training goes
     silent before each of its four protocol messages (on top of its class's
     training dropout).
+
+    The server then learns only the sum of the cohort's contributions, so the
+    scenario's aggregator must need nothing else (``needs_individual_updates``
+    false) and must bound every coordinate it emits
+    (``Aggregator.contribution_bounds``), e.g. ``DPMean`` or
+    ``Clipped(clip_norm, WeightedMean(weighted=False))``; ``rounds.cohort_size``
+    must be at least 2 and ``mode=FedBuff(...)`` is refused. The server is
+    modelled honest-but-curious. See docs/secure_aggregation.md.
+
+    Args:
+        graph: ``"auto"`` (default), ``"complete"`` or ``"sparse"``, as above.
+        sparse_above: Under ``"auto"``, use the sparse graph when more than this
+            many devices are selected. Default 100 (measured break-even).
+        threshold_fraction: Complete graph only: fraction in (0, 1) of the n
+            devices whose shares rebuild a secret, t = floor(fraction * n) + 1.
+            Default 0.5.
+        max_dropout: Assumed probability in [0, 1) that an admitted device drops
+            out during the protocol (sizes SecAgg+'s k and t). Default 0.3.
+        max_corrupt: Assumed probability in [0, 1) that a device colludes with
+            the server (sizes SecAgg+'s k and t). Default 0.1.
+        failure_log2: SecAgg+ target: a round aborts with probability at most
+            ``2 ** -failure_log2``, in bits, in (0, 1000]. Default 20.
+        security_log2: SecAgg+ target: shares leak or the masking graph
+            disconnects with probability at most ``2 ** -security_log2``, in
+            bits, in (0, 1000]. Default 40.
+        scale_bits: Fixed-point precision f in bits, 0 to 52: values are
+            rounded to multiples of ``2 ** -f``. Default 16.
+        stochastic_rounding: Round each value up or down at random with the
+            device's generator, unbiased (default True); False rounds to
+            nearest.
+        step_timeout: Simulated seconds (> 0) the server waits for each
+            protocol step after advertising keys. Default 10.0.
+        step_dropout: Probability in [0, 1] that a device goes silent before
+            each of its four protocol messages, on top of its class's training
+            dropout. Default 0.0.
+
+    Examples:
+        >>> from fedactors import SecureAggregation
+        >>> option = SecureAggregation.sparse(max_dropout=0.2)
+        >>> option.graph, option.uses_sparse_graph(selected=50)
+        ('sparse', True)
+        >>> SecureAggregation().uses_sparse_graph(selected=50)  # "auto": complete up to 100
+        False
+        >>> plus = SecureAggregation.sparse().plus_parameters(selected=1000, admitted=1000)
+        >>> plus.degree, plus.threshold, plus.meets_targets
+        (100, 42, True)
     """
 
     graph: str = "auto"
@@ -127,6 +173,7 @@ class SecureAggregation:
                                self.security_log2)
 
     def uses_sparse_graph(self, selected: int) -> bool:
+        """Whether a round with ``selected`` devices runs SecAgg+ (else SecAgg)."""
         if self.graph == "auto":
             return selected > self.sparse_above
         return self.graph == "sparse"

@@ -77,6 +77,39 @@ class FedBuff:
     online devices while slots stay free; ``max_idle`` simulated seconds with
     no device training at all end the run (``stopped: "idle"``) instead of
     polling a fleet that never comes online forever.
+
+    The scenario's ``Rounds`` still gives ``count`` (server updates),
+    ``deadline`` (a per-device timeout, seconds) and ``eval_every``. A DP
+    aggregator releases one noised sum per buffer: its ``expected_count`` must
+    equal ``buffer_size`` and ``staleness`` weights must stay in [0, 1]. Secure
+    aggregation is refused in this mode. See docs/async.md.
+
+    Args:
+        buffer_size: K, accepted updates aggregated into each server update
+            (>= 1, at most the fleet size: a buffer holds distinct devices).
+            K = 1 is FedAsync (Xie et al. 2019). Default 10.
+        concurrency: The most devices the server waits for at once (>= 1);
+            a freed slot is refilled from the devices online. Default 100.
+        staleness: A ``StalenessWeight`` from ``fedactors.server.staleness``
+            mapping an update's staleness ``s`` (server updates since its
+            device was dispatched) to the factor its delta is multiplied by:
+            ``Polynomial(a)`` = ``(1 + s) ** -a``, ``Hinge(slope, cutoff)``,
+            ``Unweighted()``. Default ``Polynomial(0.5)``, i.e. ``1/sqrt(1+s)``.
+        max_staleness: Reject updates with staleness above this many server
+            updates (counted as ``rejected_stale``); ``None`` (default) accepts
+            any staleness.
+        poll_interval: Simulated seconds (> 0) between looks for online
+            devices while slots stay free. Default 60.0.
+        max_idle: Simulated seconds (> 0) with no device training at all after
+            which the run ends (``stopped: "idle"``). Default 604800.0 (7 days).
+
+    Examples:
+        >>> from fedactors import FedBuff
+        >>> from fedactors.server.staleness import Polynomial
+        >>> mode = FedBuff(buffer_size=10, concurrency=50, staleness=Polynomial(0.5),
+        ...                max_staleness=20)
+        >>> [round(float(w), 3) for w in mode.staleness([0, 3, 8])]  # weights by staleness
+        [1.0, 0.5, 0.333]
     """
 
     buffer_size: int = 10

@@ -29,11 +29,55 @@ class Rounds:
       ``q = min(1, selected_size / N)`` (``N`` the fleet size), so the number
       selected varies from round to round (mean ``q * online``). The round's
       ``expected_count`` stays ``cohort_size``: a DP mean divides by it, never
-      by the random number selected or reported.
+      by the random number selected or reported. A Poisson round is never cut
+      at ``cohort_size`` reports: every sampled device that reports by the
+      deadline is summed (docs/privacy.md).
+
     ``outlier_factor``: once the round closes, an update whose L2 norm on an
     unbounded key is more than this many times the cohort's median is rejected
-    as an outlier (see :mod:`fedactors.server.screening`); ``None`` turns the
+    as an outlier (see ``fedactors.server.screening``); ``None`` turns the
     screen off.
+
+    In ``Scenario(mode=FedBuff(...))`` only ``count``, ``deadline`` (then a
+    per-device timeout) and ``eval_every`` are used (docs/async.md).
+
+    Args:
+        count: Number of rounds to run (under FedBuff: of server updates).
+            Default 10.
+        cohort_size: Target number of updates per round, the ``expected_count``
+            a DP aggregator divides by and is calibrated for. At most the fleet
+            size; at least 2 with secure aggregation. Default 10.
+        over_selection: Factor (>= 1) by which the server over-selects to
+            absorb dropouts and stragglers: it selects
+            ``ceil(cohort_size * over_selection)`` devices (``selected_size``)
+            and, under ``"fixed_size"`` sampling, closes the round at the first
+            ``cohort_size`` reports. Default 1.0 (no over-selection).
+        deadline: Simulated seconds the server waits for reports before
+            closing the round with what arrived. Default 600.0.
+        min_reports: Fewest reports (1 to ``cohort_size``) for a round to be
+            aggregated; below it the round is skipped. Default 1.
+        eval_every: Evaluate the global model on the server's test set every
+            this many rounds. Default 1 (every round).
+        sampling: ``"fixed_size"`` (default) or ``"poisson"``, as above; the
+            privacy accountant uses the same sampling (``"pld"`` accounting
+            needs ``"poisson"``).
+        outlier_factor: Reject an update whose L2 norm, on a key the aggregator
+            does not bound, exceeds this multiple (>= 1) of the cohort's median
+            norm on that key; ``None`` disables the screen. Default 1e6, which
+            only catches updates many orders of magnitude off.
+
+    Examples:
+        >>> from fedactors import Rounds
+        >>> rounds = Rounds(count=50, cohort_size=20, over_selection=1.5, deadline=120.0,
+        ...                 min_reports=10)
+        >>> rounds.selected_size
+        30
+        >>> Rounds(cohort_size=20, over_selection=1.5, sampling="poisson").poisson_rate(population=300)
+        0.1
+        >>> Rounds(cohort_size=5, min_reports=6)
+        Traceback (most recent call last):
+            ...
+        fedactors.errors.ConfigError: min_reports: 6 is more than cohort_size 5: ...
     """
 
     count: int = 10
@@ -69,6 +113,11 @@ class Rounds:
 
     @property
     def selected_size(self) -> int:
+        """``ceil(cohort_size * over_selection)``: the devices a round selects.
+
+        Under ``"poisson"`` sampling it is the expected number selected when the
+        whole fleet is online.
+        """
         return math.ceil(self.cohort_size * self.over_selection)
 
     def poisson_rate(self, population: int) -> float:

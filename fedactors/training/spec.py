@@ -17,6 +17,33 @@ class LocalTraining:
     ``optimizer`` is a zero-argument factory (e.g. ``lambda:
     keras.optimizers.SGD(0.1)``): every device starts each round with fresh
     optimizer state, as FedAvg prescribes.
+
+    Args:
+        epochs: Passes over the device's own data per round, >= 1. Default 1.
+            Also scales simulated compute time, ``epochs * examples / compute``
+            seconds.
+        batch_size: Examples per local optimizer step, >= 1. Default 20. Each
+            epoch is a fresh shuffle from the device's own generator; the last
+            batch may be short.
+        optimizer: Zero-argument factory returning a Keras optimizer. It is
+            called when training is set up, not once per device; the
+            optimizer's initial state is restored before each device's local
+            training. Default (``None``): ``keras.optimizers.SGD(learning_rate=0.1)``.
+
+    A bad value raises ``ConfigError`` at construction. The default factory
+    imports Keras only when it is called.
+
+    Examples:
+        >>> from fedactors import LocalTraining
+        >>> training = LocalTraining(epochs=2, batch_size=32)
+        >>> training
+        LocalTraining(epochs=2, batch_size=32)
+        >>> callable(training.optimizer)  # the default factory: SGD(learning_rate=0.1)
+        True
+        >>> LocalTraining(batch_size=0)
+        Traceback (most recent call last):
+            ...
+        fedactors.errors.ConfigError: batch_size: must be >= 1, got 0
     """
 
     epochs: int = 1
