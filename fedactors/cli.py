@@ -104,13 +104,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.scenario is None and args.resume is None:
         parser.error("the scenario file is required (or --resume DIR)")
-    if not args.verbose:
-        import_tensorflow_quietly()
     try:
+        if not args.verbose:
+            import_tensorflow_quietly()
         return _run(args)
     except (ScenarioError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        # Ctrl-C while TensorFlow loads or the scenario is built, before the run's own
+        # handler (StopOnSignal) is in place: one line, no traceback; no round had run.
+        print("\ninterrupted before the first round", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -172,8 +177,9 @@ def _run(args: argparse.Namespace) -> int:
 class StopOnSignal:
     """Ctrl-C (SIGINT) or SIGTERM: finish the round in progress, then stop.
 
-    The first signal only asks: the run stops at the next round boundary,
-    after that round's checkpoint, and writes its summary (``stopped:
+    The first signal only asks: the run stops at the next round boundary (a
+    FedBuff run: at the end of the current server update's instant), after its
+    checkpoint, and writes its summary (``stopped:
     "interrupted"``) and report; the exit status is 128 + the signal (130 for
     Ctrl-C, 143 for SIGTERM). A second signal exits at once: every file the run
     trusts is written atomically or cut back to the checkpoint on ``--resume``.

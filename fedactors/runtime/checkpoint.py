@@ -53,6 +53,10 @@ class Fingerprint:
             # The file is the same but what it builds is not (an imported module changed).
             return ("the scenario's settings differ from the checkpointed run's (fleet, rounds, "
                     "aggregator, mode, secure aggregation or privacy; a module it imports changed?)")
+        if mine.get("built") != theirs.get("built"):
+            return ("the model or the local training the scenario builds differs from the "
+                    "checkpointed run's (architecture, epochs, batch size or optimizer settings; "
+                    "a module it imports changed?)")
         if self.options != other.options:
             return f"the run options differ (checkpoint: {theirs}, now: {mine})"
         return ""

@@ -89,7 +89,9 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
         That is the first moment nothing is ready to run and no timer is due
         before the clock moves on: every actor is waiting, so the simulated
         world is fully described by its state and its pending timers (what a
-        FedBuff checkpoint saves). ``callback`` must not schedule anything.
+        FedBuff checkpoint saves). Callbacks run in the order given; one that
+        wakes an actor (puts mail in its queue) starts another pass at the same
+        instant, so the clock moves on only once everything is idle again.
         """
         self._when_idle.append(callback)
 
@@ -127,6 +129,7 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
                 callbacks, self._when_idle = self._when_idle, []
                 for callback in callbacks:
                     callback()
+        if not self._ready and not self._stopping:  # (a callback may have woken an actor)
             if not scheduled:
                 raise SimulationStalled(
                     f"simulation stalled at t={self._now:g}s: every actor waits and no timer is set"

@@ -148,6 +148,13 @@ class Poll:
     nbytes: int = 0
 
 
+@dataclass(frozen=True)
+class _StopNow:
+    """Put in the server's mailbox at the end of the instant a caller asked it to stop."""
+
+    nbytes: int = 0
+
+
 @dataclass
 class _Dispatch:
     device: int
@@ -231,6 +238,7 @@ class FedBuffServer:
         self._idle_since: Optional[float] = None
         self.max_in_flight = 0
         self._gathering: Optional[_Gathering] = None  # None until the run starts
+        self._stopping: Optional[str] = None  # a caller's stop, carried out at the instant's end
 
     # -- dispatch ----------------------------------------------------------
     def _refill(self) -> None:
@@ -330,6 +338,9 @@ class FedBuffServer:
         while self.state.round < target:
             message = await self.mailbox.get()
             gathering = self._gathering
+            if isinstance(message, _StopNow):
+                self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=self._stopping)
+                return self._stopping
             if isinstance(message, Poll):
                 self._poll_pending = False
                 self._poll_timer = None
@@ -377,10 +388,18 @@ class FedBuffServer:
                 outcome = self._apply_buffer(gathering)
                 self._gathering = _Gathering(loop.time())
                 self._buffered.clear()
-                stop = on_round(outcome) or self.step.budget_stop(self.state)
-                if stop:
-                    self.log.emit(ACTOR, "run.stopped", round=outcome.round, reason=stop)
-                    return stop
+                asked = on_round(outcome)
+                if asked is None:
+                    stop = self.step.budget_stop(self.state)
+                    if stop:  # no further release may happen: stop at once
+                        self.log.emit(ACTOR, "run.stopped", round=outcome.round, reason=stop)
+                        return stop
+                elif self._stopping is None:
+                    # A caller's stop (Ctrl-C, a time limit) is carried out at the end of
+                    # this instant, as the uninterrupted run would have it: its checkpoint
+                    # (taken then) holds this update, and resuming it continues from here.
+                    self._stopping = asked
+                    loop.call_when_idle(lambda: self.mailbox.put_nowait(_StopNow()))
                 self._refill()  # new dispatches start from the new model
             else:
                 self._refill()

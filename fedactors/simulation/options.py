@@ -36,12 +36,18 @@ class RunOptions:
     ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
     until: Optional[float] = None  # stop after the first round ending at/after this simulated second
 
-    def fingerprint(self, scenario: Scenario, seed: int) -> checkpoint.Fingerprint:
-        """What a resumed run must share with the checkpointed one to replay it bit for bit."""
+    def fingerprint(self, scenario: Scenario, seed: int,
+                    built: str = "") -> checkpoint.Fingerprint:
+        """What a resumed run must share with the checkpointed one to replay it bit for bit.
+
+        ``built``: a digest of what the scenario's functions built (the model's
+        architecture, the local optimizer's settings), see ``built_sha256``.
+        """
         digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
         return checkpoint.Fingerprint(scenario.name, digest, seed, (
             ("device_events", self.device_events), ("executor", self.executor),
             ("backend", self.backend), ("settings", settings_sha256(scenario)),
+            ("built", built),
         ))
 
 
@@ -58,6 +64,28 @@ def settings_sha256(scenario: Scenario) -> str:
     text = repr((scenario.fleet, scenario.rounds, scenario.aggregator, scenario.mode,
                  scenario.secure_aggregation, scenario.privacy, scenario.server_optimizer,
                  scenario.byzantine))
+    return hashlib.sha256(re.sub(r" at 0x[0-9a-f]+", "", text).encode()).hexdigest()[:16]
+
+
+def built_sha256(model: Any, scenario: Scenario) -> str:
+    """A digest of what the scenario's functions build: the Keras model's architecture
+    and the local training (epochs, batch size, the optimizer's class and settings).
+
+    ``settings_sha256`` sees the scenario's objects, not what its ``model`` and
+    ``training.optimizer`` functions return; a module they import could change a
+    layer or a learning rate under an unchanged scenario file. (The data a
+    ``data`` function returns is not digested.)
+    """
+    import json
+
+    optimizer = scenario.training.optimizer()
+    # Layer by layer, without names: Keras numbers auto-named layers per process.
+    layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+              for layer in model.layers]
+    shapes = [tuple(w.shape) for w in model.weights]
+    settings = {k: v for k, v in optimizer.get_config().items() if k != "name"}
+    text = json.dumps([layers, shapes, scenario.training.epochs, scenario.training.batch_size,
+                       type(optimizer).__name__, settings], sort_keys=True, default=repr)
     return hashlib.sha256(re.sub(r" at 0x[0-9a-f]+", "", text).encode()).hexdigest()[:16]
 
 

@@ -163,7 +163,7 @@ def callbacks(on_round: Sequence[Callable[[dict], Optional[str]]]) -> Step:
 
 
 def time_limit(until: Optional[float]) -> Step:
-    """``--until``: stop after the first release ending at or after ``until``."""
+    """``RunOptions.until``: stop after the first release ending at or after ``until``."""
 
     def step(outcome: ReleaseOutcome, row: dict) -> Optional[str]:
         return "time-limit" if until is not None and outcome.end >= until else None

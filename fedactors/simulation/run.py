@@ -29,7 +29,7 @@ from fedactors.simulation.assembly import (
     restore_world,
     scenario_code,
 )
-from fedactors.simulation.options import RunOptions, RunResult
+from fedactors.simulation.options import RunOptions, RunResult, built_sha256
 from fedactors.simulation.outputs import RunDirectory, save_model
 from fedactors.training.choice import executor_for
 from fedactors.training.executor import Executor
@@ -65,8 +65,8 @@ def run_scenario(
     executor = _executor(scenario, options, seeds, runner, executor_factory)
 
     privacy = privacy_budget(scenario, fleet.size, options.scenario_path)
-    fingerprint = options.fingerprint(scenario, seed)
-    resumed = _checkpoint_to_resume(options, fingerprint)
+    fingerprint = options.fingerprint(scenario, seed, built_sha256(evaluator.model, scenario))
+    resumed = _checkpoint_to_resume(options, fingerprint, rounds)
     loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
     records: list[dict] = list(resumed.records) if resumed else []
     with ExitStack() as stack:
@@ -194,7 +194,7 @@ def _executor(scenario: Scenario, options: RunOptions, seeds: SeedTree, runner: 
 
 
 def _checkpoint_to_resume(
-    options: RunOptions, fingerprint: checkpoint.Fingerprint
+    options: RunOptions, fingerprint: checkpoint.Fingerprint, rounds: int
 ) -> Optional[checkpoint.Checkpoint]:
     if not options.resume:
         return None
@@ -204,4 +204,18 @@ def _checkpoint_to_resume(
     problem = fingerprint.mismatch(saved.fingerprint)
     if problem:
         raise ScenarioError(f"{options.out_dir}: cannot resume: {problem}")
+    # The directory may hold more than its checkpoint (a FedBuff run's last update is
+    # after it): resuming to fewer rounds would overwrite finished work with less.
+    done = max(saved.round, _rounds_reported(options.out_dir))
+    if rounds < done:
+        raise ScenarioError(f"{options.out_dir}: cannot resume: the run already has {done} rounds, "
+                            f"more than the {rounds} asked for (--rounds)")
     return saved
+
+
+def _rounds_reported(out_dir) -> int:
+    """The round count in a run directory's summary.json, or 0 if it has none yet."""
+    try:
+        return int(json.loads((out_dir / "summary.json").read_text())["rounds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0

@@ -70,6 +70,29 @@ def test_resuming_with_another_seed_or_scenario_is_refused(tmp_path: Path) -> No
                      RunOptions(out_dir=tmp_path, scenario_path=other, rounds=3, resume=True))
 
 
+def test_resuming_with_another_model_or_local_training_is_refused(tmp_path: Path) -> None:
+    # Built by the scenario's functions, so invisible in its settings: a learning rate or
+    # a layer changed in a module the scenario imports.
+    import dataclasses
+
+    import keras
+
+    scenario = load_scenario(LINEAR)
+    run_scenario(scenario, _options(tmp_path, rounds=2))
+    faster = dataclasses.replace(scenario, training=dataclasses.replace(
+        scenario.training, optimizer=lambda: keras.optimizers.SGD(0.3)))
+    with pytest.raises(ScenarioError, match="the model or the local training"):
+        run_scenario(faster, _options(tmp_path, rounds=3, resume=True))
+
+
+def test_resuming_to_fewer_rounds_than_done_is_refused(tmp_path: Path) -> None:
+    scenario = load_scenario(LINEAR)
+    run_scenario(scenario, _options(tmp_path, rounds=3))
+    with pytest.raises(ScenarioError, match="already has 3 rounds, more than the 2 asked for"):
+        run_scenario(scenario, _options(tmp_path, rounds=2, resume=True))
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3  # nothing was cut
+
+
 def test_resuming_after_an_imported_module_changed_the_settings_is_refused(tmp_path: Path) -> None:
     # The scenario file is byte for byte the same, but what it builds is not (as when a
     # module of constants it imports was edited): a resumed run would add the old noise
@@ -401,8 +424,9 @@ def test_a_fedbuff_run_stopped_anywhere_resumes_to_the_same_end(tmp_path: Path) 
             lambda row, at=stop_at: "interrupted" if row["round"] == at else None])
         assert stopped.summary["stopped"] == "interrupted"
         saved = checkpoint.load(out)
-        # Taken at the end of the instant of the last update whose instant ended.
-        assert 1 <= saved.round < stop_at and saved.world is not None
+        # The stop waits for the end of the update's instant, whose checkpoint then holds
+        # every update the stopped run reported.
+        assert saved.round == stopped.summary["rounds"] >= stop_at and saved.world is not None
         cases |= _world_cases(saved.world)
         resumed = run_scenario(scenario, options(out_dir=out, resume=True))
         assert resumed.summary["weights_sha256"] == reference

@@ -198,3 +198,17 @@ def test_pending_timers_come_in_the_order_they_will_run() -> None:
         assert [t.priority for t in order] == [DELIVERY, DELIVERY, TIMEOUT, 0]
     finally:
         loop.close()
+
+
+def test_an_idle_callback_that_wakes_an_actor_keeps_the_clock_at_that_instant() -> None:
+    # A FedBuff stop is mail put at the end of an instant: it must be read at that instant,
+    # not after the clock jumped to the next timer.
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        mailbox: asyncio.Queue = asyncio.Queue()
+        loop.call_later(5.0, lambda: loop.call_when_idle(lambda: mailbox.put_nowait("stop")))
+        loop.call_later(60.0, mailbox.put_nowait, "too late")
+        assert await mailbox.get() == "stop"
+        return loop.time()
+
+    assert run(main()) == 5.0
