@@ -416,7 +416,8 @@ def test_a_fedbuff_run_stopped_anywhere_resumes_to_the_same_end(tmp_path: Path) 
     cases: set[str] = set()
     wanted = {"training-done", "training-pending", "dropping", "mail", "to-device", "timeout",
               "drops-tallied"}
-    for tried, stop_at in enumerate((5, 13, 25, 9, 17, 21, 28)):
+    # Update 1 included: a stop before any checkpoint existed must leave one behind.
+    for tried, stop_at in enumerate((1, 13, 25, 5, 9, 17, 21, 28)):
         if tried >= 3 and cases >= wanted:
             break
         out = tmp_path / f"stopped{stop_at}"
