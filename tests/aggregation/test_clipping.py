@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedactors.aggregation.base import PlainContributions, RoundContext
-from fedactors.aggregation.clipping import Clipped, clip_l2, l2_norm
+from fedactors.aggregation.clipping import Clipped, clip_l2, l2_norm, zero_if_non_finite
 from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA, WeightedMean
 from fedactors.errors import ConfigError
 
@@ -73,3 +73,50 @@ def test_bad_clip_norm_is_a_config_error(c: object) -> None:
     with pytest.raises(ConfigError) as err:
         Clipped(c, WeightedMean())  # type: ignore[arg-type]
     assert err.value.field == "clip_norm" and repr(c) in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+@pytest.mark.parametrize("c", [100.0, 1.0], ids=["within", "clipped"])
+def test_the_clipped_delta_is_float32_whatever_the_input_dtype(dtype, c: float) -> None:
+    delta = np.array([3, -4, 0]).astype(dtype)
+    out, norm = clip_l2(delta, c)
+    assert out.dtype == np.float32 and norm == 5.0
+    assert zero_if_non_finite(delta)[0].dtype == np.float32
+    enc = Clipped(c, WeightedMean(weighted=False)).encode({}, delta, 1, np.random.default_rng(0))
+    assert enc[WEIGHTED_DELTA].dtype == np.float32
+
+
+@pytest.mark.parametrize("delta, c, expected", [
+    ([2.0, 0.0], 1.0, [1.0, 0.0]),
+    ([0.0, -8.0, 0.0], 2.0, [0.0, -2.0, 0.0]),
+    ([6.0, 8.0], 5.0, [3.0, 4.0]),
+])
+def test_a_clip_float32_can_land_on_exactly_lands_exactly_on_the_sphere(delta, c, expected) -> None:
+    # No needless shrinking: when the scaled vector is exact in float32 its norm is the bound.
+    out, norm = clip_l2(np.array(delta, np.float32), c)
+    np.testing.assert_array_equal(out, expected)
+    assert l2_norm(out) == c and norm == l2_norm(np.array(delta))
+
+
+def test_the_shrink_after_a_float32_overshoot_takes_a_few_passes_even_for_a_subnormal_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clip norm just above half the smallest float32 subnormal: the clipped value rounds up
+    # to that subnormal (over the bound) once, and again after one shrink of a hair; the next
+    # shrink must go further, not repeat the same one. (With flush-to-zero on, it rounds to
+    # zero at once; the bound holds either way.)
+    from fedactors.aggregation import clipping
+
+    passes: list[int] = []
+    real_norm = clipping.l2_norm
+
+    def counted(x: np.ndarray) -> float:
+        passes.append(1)
+        if len(passes) > 100:
+            raise AssertionError("clip_l2 keeps shrinking by the same amount")
+        return real_norm(x)
+
+    monkeypatch.setattr(clipping, "l2_norm", counted)
+    c = 2.0**-150 * (1 + 1.5e-6)
+    out, norm = clip_l2(np.array([1.0], np.float32), c)
+    assert norm == 1.0 and real_norm(out) <= c
+    assert len(passes) <= 5

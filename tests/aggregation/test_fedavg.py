@@ -37,3 +37,10 @@ def test_no_contributions_or_zero_weight_is_an_explicit_no_update() -> None:
     zero = agg.encode({}, np.ones(2, np.float32), 0, np.random.default_rng(0))
     result = agg.aggregate(None, PlainContributions([zero]), ctx())
     assert result.delta is None and result.measurements["total_weight"] == 0.0
+
+
+def test_an_empty_cohort_reports_zero_total_weight() -> None:
+    for agg in (WeightedMean(), WeightedMean(weighted=False)):
+        result = agg.aggregate(None, PlainContributions([]), ctx())
+        assert result.delta is None and result.measurements == {"total_weight": 0.0}
+

@@ -13,7 +13,10 @@ from fedactors.aggregation.robust import (
     Krum,
     Median,
     TrimmedMean,
+    coordinate_median,
+    krum_scores,
     krum_select,
+    multi_krum,
     trimmed_mean,
 )
 from fedactors.devices.byzantine import Byzantine, Scaling, SignFlip
@@ -124,3 +127,117 @@ def test_a_scenario_rejects_a_byzantine_that_is_not_one() -> None:
         Scenario(name="x", model=lambda: None, loss="mse", data=lambda f, r: None,
                  fleet=[DeviceClass("a", 10)], rounds=Rounds(cohort_size=2), byzantine=0.2)
     assert info.value.field == "byzantine" and "0.2" in info.value.message
+
+
+# -- Krum's scores, selection and guarantee, from their definitions ------------------
+
+
+def _scores_by_definition(rows: np.ndarray, f: int) -> list[float]:
+    """Each row's sum of squared distances to its ``n - f - 2`` nearest others (at least one)."""
+    n = len(rows)
+    k = max(n - f - 2, 1)
+    return [float(sum(sorted(float(np.sum((rows[j] - rows[i]) ** 2)) for j in range(n) if j != i)[:k]))
+            if n > 1 else 0.0 for i in range(n)]
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+@pytest.mark.parametrize("f", range(0, 6))
+def test_krum_scores_are_the_sums_of_squared_distances_to_the_nearest_others(n: int, f: int) -> None:
+    rows = np.random.default_rng(100 * n + f).normal(3.0, 2.0, size=(n, 3))
+    np.testing.assert_allclose(krum_scores(rows, f), _scores_by_definition(rows, f), rtol=1e-12)
+
+
+def test_krum_ties_are_broken_by_the_rows_coordinates_in_order() -> None:
+    # The six corners of an octahedron are all equally central (equal scores), so Krum's
+    # selection is the rows in lexicographic order, coordinate 0 first, then 1, then 2,
+    # wherever they sit in the cohort.
+    corners = np.concatenate([np.eye(3), -np.eye(3)])
+    for seed in range(4):
+        rows = corners[np.random.default_rng(seed).permutation(6)]
+        assert len(set(krum_scores(rows, 0))) == 1
+        assert [tuple(rows[i]) for i in krum_select(rows, f=0, m=6)] == sorted(map(tuple, rows))
+    square = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [-1.0, 0.0]])
+    assert [tuple(square[i]) for i in krum_select(square, f=0, m=4)] == sorted(map(tuple, square))
+
+
+@pytest.mark.parametrize("f", [0, 1, 2, 3])
+def test_krum_reports_its_guarantee_from_exactly_2f_plus_3_updates(f: int) -> None:
+    rng = np.random.default_rng(f)
+    for n, guaranteed in [(2 * f + 2, 0.0), (2 * f + 3, 1.0), (2 * f + 4, 1.0)]:
+        result = aggregate(Krum(f=f), rng.normal(size=(n, 2)))
+        assert result.measurements["krum_guaranteed"] == guaranteed, (f, n)
+
+
+def test_krum_by_default_is_the_original_single_update_rule() -> None:
+    rows = np.array([[0.0], [0.1], [0.3], [5.0]])
+    result = aggregate(Krum(f=0), rows)
+    assert result.measurements["krum_selected"] == 1.0
+    np.testing.assert_allclose(result.delta, rows[krum_select(rows, 0, 1)[0]])
+
+
+def test_the_default_trimmed_mean_trims_a_tenth_at_each_end() -> None:
+    rows = np.arange(20.0).reshape(20, 1) ** 2  # skewed: trimming changes the mean
+    result = aggregate(TrimmedMean(), rows)
+    assert result.measurements["trimmed_each_side"] == 2.0
+    np.testing.assert_allclose(result.delta, [np.sort(rows[:, 0])[2:18].mean()], rtol=1e-6)
+
+
+def test_a_trimmed_mean_that_trims_nothing_is_the_mean() -> None:
+    rows = np.array([[1.0, 10.0], [2.0, -4.0], [6.0, 1.0]])
+    result = aggregate(TrimmedMean(0.0), rows)
+    assert result.measurements["trimmed_each_side"] == 0.0
+    np.testing.assert_allclose(result.delta, rows.mean(axis=0), rtol=1e-6)
+
+
+# -- precision: float32 updates are reduced in float64 --------------------------------
+
+#: Finite float32 updates whose sums and squared differences overflow float32, and whose
+#: small coordinates are lost when added to 1 in float32.
+WIDE = np.array([[3e38, 1.0, 1.0], [3e38, 2.0**-30, 3.0], [3e38, 2.0**-29, 7.0],
+                 [-3e38, 5.0, 1e-8]], np.float32)
+
+
+@pytest.mark.parametrize("reduce", [
+    coordinate_median,
+    lambda rows: trimmed_mean(rows, 0.0),
+    lambda rows: trimmed_mean(rows, 0.25),
+    lambda rows: krum_scores(rows, 0),
+    lambda rows: krum_scores(rows, 1),
+    lambda rows: multi_krum(rows, 0, 4),
+    lambda rows: multi_krum(rows, 1, 2),
+], ids=["median", "mean", "trimmed_mean", "krum_scores_f0", "krum_scores_f1", "multi_krum_all",
+        "multi_krum_2"])
+def test_the_numerics_give_the_same_answer_for_float32_rows_as_for_their_float64_values(reduce) -> None:
+    np.testing.assert_array_equal(reduce(WIDE), reduce(WIDE.astype(np.float64)))
+
+
+@pytest.mark.parametrize("stage", [Median(), TrimmedMean(0.0), TrimmedMean(0.25), Krum(0, m=4),
+                                   Krum(1, m=2)], ids=repr)
+def test_a_robust_update_of_finite_float32_updates_is_finite_float32(stage) -> None:
+    result = aggregate(stage, WIDE)
+    assert result.delta.dtype == np.float32 and result.delta.shape == (3,)
+    assert np.all(np.isfinite(result.delta))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+def test_robust_encode_sends_what_the_contribution_spec_promises(dtype) -> None:
+    spec = Median().contribution_spec({}, 4)
+    sent = Median().encode({}, np.arange(4).astype(dtype), 3, np.random.default_rng(0))
+    assert {k: (v.shape, v.dtype) for k, v in sent.items()} == spec
+
+
+@pytest.mark.parametrize("stage", [Median(), TrimmedMean(0.2), Krum(1)], ids=repr)
+def test_an_empty_cohort_reports_no_robust_inputs(stage) -> None:
+    result = aggregate(stage, [])
+    assert result.delta is None and result.measurements == {"robust_inputs": 0.0}
+
+
+@pytest.mark.parametrize("stage", [Median(), TrimmedMean(0.25), Krum(2, m=3),
+                                   Clipped(1.5, Median()), WeightedMean(weighted=False),
+                                   Clipped(0.5, WeightedMean())], ids=repr)
+def test_a_stage_s_repr_builds_the_same_stage(stage) -> None:
+    # The repr is the constructor call: it is what the run's settings digest records.
+    again = eval(repr(stage), {"Median": Median, "TrimmedMean": TrimmedMean, "Krum": Krum,
+                               "Clipped": Clipped, "WeightedMean": WeightedMean})
+    assert type(again) is type(stage) and repr(again) == repr(stage)
+    assert vars(again).keys() == vars(stage).keys()

@@ -212,3 +212,21 @@ def test_an_idle_callback_that_wakes_an_actor_keeps_the_clock_at_that_instant() 
         return loop.time()
 
     assert run(main()) == 5.0
+
+
+def test_objects_the_process_froze_itself_stay_frozen_after_a_run() -> None:
+    # The loop freezes the heap only when nothing is frozen yet, because unfreezing at the
+    # end would also release what the process had frozen for its own reasons.
+    import gc
+
+    async def main() -> None:
+        await asyncio.sleep(1.0)
+
+    gc.freeze()
+    try:
+        assert gc.get_freeze_count() > 0
+        run(main())
+        # Still frozen (the count itself may drop as frozen objects are freed meanwhile).
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

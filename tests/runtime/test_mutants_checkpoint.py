@@ -1,0 +1,187 @@
+"""The checkpoint file and the resume check, alone (no run): what is written, what is refused.
+
+tests/runtime/test_checkpoint.py holds the end-to-end resume tests; being whole runs, that
+file is outside the mutation-testing selection (docs/testing.md, "Mutation testing"), so the
+file format and ``Fingerprint.mismatch`` are checked here too, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedactors.errors import ScenarioError
+from fedactors.runtime import checkpoint
+from fedactors.runtime.checkpoint import Checkpoint, Fingerprint
+
+SHA_A = "0123456789abcdef" * 4
+SHA_B = "fedcba9876543210" * 4
+OPTIONS = (("device_events", True), ("executor", "auto"), ("backend", "local"),
+           ("settings", "5e771n95"))
+
+
+def fingerprint(**changes) -> Fingerprint:
+    fields = dict(scenario="smart_home", scenario_sha256=SHA_A, seed=7, options=OPTIONS)
+    fields.update(changes)
+    return Fingerprint(**fields)
+
+
+def options(**changes) -> tuple:
+    return tuple((k, changes.get(k, v)) for k, v in OPTIONS)
+
+
+def sample(**changes) -> Checkpoint:
+    fields = dict(fingerprint=fingerprint(), scenario_path="scenarios/smart_home.py", round=3,
+                  clock=12.5, server_state={"weights": np.arange(4.0)},
+                  records=({"round": 1}, {"round": 2}, {"round": 3}), traffic=(10, 20),
+                  events_bytes=100, metrics_bytes=50, rounds_target=9)
+    fields.update(changes)
+    return Checkpoint(**fields)
+
+
+# -- Fingerprint.mismatch ----------------------------------------------------------
+
+
+def test_the_same_run_has_no_mismatch() -> None:
+    assert fingerprint().mismatch(fingerprint()) == ""
+    # The settings digest may be absent (no scenario built): equal is still equal.
+    bare = fingerprint(options=(("device_events", False),))
+    assert bare.mismatch(fingerprint(options=(("device_events", False),))) == ""
+
+
+@pytest.mark.parametrize("now", [fingerprint(scenario_sha256=SHA_B),  # the file was edited
+                                 fingerprint(scenario="smartphone"),  # another scenario
+                                 fingerprint(scenario="smartphone", scenario_sha256=SHA_B)],
+                         ids=["file", "name", "both"])
+def test_another_scenario_is_named_with_both_files_hashes(now: Fingerprint) -> None:
+    saved = fingerprint()
+    problem = now.mismatch(saved)
+    assert "the scenario differs" in problem
+    # Which is which: the checkpoint's scenario first, then the one given now.
+    assert problem.index(f"checkpoint: {saved.scenario}") < problem.index(f"now: {now.scenario}")
+    assert SHA_A[:12] in problem and (SHA_B[:12] in problem) == (now.scenario_sha256 == SHA_B)
+
+
+def test_the_scenario_is_checked_before_the_seed_and_the_options() -> None:
+    now = fingerprint(scenario_sha256=SHA_B, seed=8, options=options(executor="sequential"))
+    assert "the scenario differs" in now.mismatch(fingerprint())
+
+
+def test_another_seed_is_named_with_both_seeds() -> None:
+    problem = fingerprint(seed=8).mismatch(fingerprint(seed=7))
+    assert "the seed differs" in problem
+    assert "checkpoint: 7" in problem and "now: 8" in problem
+
+
+def test_another_build_of_the_same_file_is_a_settings_mismatch() -> None:
+    problem = fingerprint(options=options(settings="0ther")).mismatch(fingerprint())
+    assert "settings differ" in problem
+    assert "run options differ" not in problem
+
+
+@pytest.mark.parametrize("key, value", [("device_events", False), ("executor", "vectorized"),
+                                        ("backend", "ray")])
+def test_other_run_options_are_named_with_both_values(key: str, value) -> None:
+    problem = fingerprint(options=options(**{key: value})).mismatch(fingerprint())
+    assert "the run options differ" in problem and "settings differ" not in problem
+    assert f"'{key}': {value!r}" in problem.split("now:")[1]
+    assert f"'{key}': {dict(OPTIONS)[key]!r}" in problem.split("now:")[0]
+
+
+def test_an_option_only_one_side_has_is_a_mismatch() -> None:
+    extra = fingerprint(options=OPTIONS + (("until", 30.0),))
+    assert "the run options differ" in extra.mismatch(fingerprint())
+    assert "the run options differ" in fingerprint().mismatch(extra)
+
+
+# -- the file ------------------------------------------------------------------------
+
+
+def test_file_sha256_is_the_digest_of_the_file_s_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.py"
+    path.write_bytes(b"ROUNDS = 3\n")
+    assert checkpoint.file_sha256(path) == hashlib.sha256(b"ROUNDS = 3\n").hexdigest()
+    assert checkpoint.file_sha256(str(path)) == checkpoint.file_sha256(path)
+    path.write_bytes(b"ROUNDS = 4\n")
+    assert checkpoint.file_sha256(path) == hashlib.sha256(b"ROUNDS = 4\n").hexdigest()
+
+
+def test_write_atomically_replaces_the_file_and_leaves_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "state.bin"
+    checkpoint.write_atomically(path, b"first")
+    assert path.read_bytes() == b"first"
+    checkpoint.write_atomically(path, b"second, longer")
+    checkpoint.write_atomically(path, b"3rd")  # shorter: no tail of the previous content
+    assert path.read_bytes() == b"3rd"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]
+
+
+def test_save_then_load_gives_back_an_equal_checkpoint(tmp_path: Path) -> None:
+    saved = sample(world=("anything", 1))
+    checkpoint.save(tmp_path, saved)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.FILENAME]
+    loaded = checkpoint.load(tmp_path)
+    assert isinstance(loaded, Checkpoint)
+    np.testing.assert_array_equal(loaded.server_state["weights"], saved.server_state["weights"])
+    for name in ("fingerprint", "scenario_path", "round", "clock", "records", "traffic",
+                 "events_bytes", "metrics_bytes", "rounds_target", "world"):
+        assert getattr(loaded, name) == getattr(saved, name), name
+    assert checkpoint.load(str(tmp_path)).round == 3  # a str directory is fine too
+
+
+def test_a_later_save_replaces_the_earlier_one(tmp_path: Path) -> None:
+    checkpoint.save(tmp_path, sample(round=3))
+    checkpoint.save(tmp_path, sample(round=4, records=({"round": 4},)))
+    assert checkpoint.load(tmp_path).round == 4
+
+
+def test_the_file_is_the_magic_then_the_payload_s_sha256_then_the_payload(tmp_path: Path) -> None:
+    checkpoint.save(tmp_path, sample())
+    blob = (tmp_path / checkpoint.FILENAME).read_bytes()
+    head = len(checkpoint.MAGIC)
+    assert blob.startswith(checkpoint.MAGIC)
+    assert blob[head:head + 32] == hashlib.sha256(blob[head + 32:]).digest()
+    assert pickle.loads(blob[head + 32:]).round == 3
+
+
+def _write(directory: Path, payload: bytes, magic: bytes = checkpoint.MAGIC) -> None:
+    (directory / checkpoint.FILENAME).write_bytes(magic + hashlib.sha256(payload).digest() + payload)
+
+
+def test_another_format_is_refused_even_with_a_matching_digest(tmp_path: Path) -> None:
+    payload = pickle.dumps(sample())
+    other = checkpoint.MAGIC.replace(b"v1", b"v2")
+    assert len(other) == len(checkpoint.MAGIC)
+    _write(tmp_path, payload, magic=other)
+    with pytest.raises(ScenarioError, match="damaged or incomplete"):
+        checkpoint.load(tmp_path)
+
+
+@pytest.mark.parametrize("cut", [1, 10, 40, 100])
+def test_a_truncated_file_is_refused_as_damaged(tmp_path: Path, cut: int) -> None:
+    checkpoint.save(tmp_path, sample())
+    path = tmp_path / checkpoint.FILENAME
+    path.write_bytes(path.read_bytes()[:-cut])
+    with pytest.raises(ScenarioError, match="damaged or incomplete") as info:
+        checkpoint.load(tmp_path)
+    assert str(path) in str(info.value)
+
+
+def test_a_verified_file_that_holds_something_else_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, pickle.dumps({"round": 3}))
+    with pytest.raises(ScenarioError, match="not a fedactors checkpoint") as info:
+        checkpoint.load(tmp_path)
+    assert str(tmp_path / checkpoint.FILENAME) in str(info.value)
+
+
+def test_no_file_is_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="no checkpoint to resume from") as info:
+        checkpoint.load(tmp_path)
+    assert str(tmp_path / checkpoint.FILENAME) in str(info.value)
+    (tmp_path / checkpoint.FILENAME).mkdir()  # not a file either
+    with pytest.raises(ScenarioError, match="no checkpoint to resume from"):
+        checkpoint.load(tmp_path)
