@@ -21,7 +21,7 @@ from fedactors.runtime.checkpoint import Checkpoint, Fingerprint
 SHA_A = "0123456789abcdef" * 4
 SHA_B = "fedcba9876543210" * 4
 OPTIONS = (("device_events", True), ("executor", "auto"), ("backend", "local"),
-           ("settings", "5e771n95"))
+           ("settings", "5e771n95"), ("built", "b0117a1b"))
 
 
 def fingerprint(**changes) -> Fingerprint:
@@ -81,6 +81,20 @@ def test_another_build_of_the_same_file_is_a_settings_mismatch() -> None:
     problem = fingerprint(options=options(settings="0ther")).mismatch(fingerprint())
     assert "settings differ" in problem
     assert "run options differ" not in problem
+
+
+@pytest.mark.parametrize("mine, theirs", [("0ther", "b0117a1b"), ("b0117a1b", "0ther")])
+def test_another_model_or_local_training_is_a_built_mismatch(mine: str, theirs: str) -> None:
+    problem = fingerprint(options=options(built=mine)).mismatch(
+        fingerprint(options=options(built=theirs)))
+    assert problem.startswith("the model or the local training the scenario builds differs")
+    assert "a module it imports changed?)" in problem
+    assert "run options differ" not in problem and "settings differ" not in problem
+
+
+def test_the_settings_are_checked_before_what_the_scenario_builds() -> None:
+    now = fingerprint(options=options(settings="0ther", built="0ther"))
+    assert "settings differ" in now.mismatch(fingerprint())
 
 
 @pytest.mark.parametrize("key, value", [("device_events", False), ("executor", "vectorized"),
