@@ -1,0 +1,160 @@
+"""The synchronous server driver at exact simulated instants: what it logs for every update
+it takes or refuses, rounds nobody can join, stale timers, and how a run stops."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from fedactors.aggregation.fedavg import WEIGHT, WEIGHTED_DELTA
+from fedactors.devices.availability import Trace
+from fedactors.messages import RoundDeadline, Update
+from fedactors.runtime.loop import DELIVERY
+from fedactors.server.rounds import Rounds
+from tests.server.harness import build_world, device, events
+
+
+def contribution(value: float, weight: float = 100.0) -> dict[str, np.ndarray]:
+    return {WEIGHTED_DELTA: np.full(3, value * weight, np.float32),
+            WEIGHT: np.array([weight], np.float32)}
+
+
+def forge(server, t: float, message) -> None:
+    asyncio.get_running_loop().call_at(t, server.mailbox.put_nowait, message, priority=DELIVERY)
+
+
+@pytest.mark.asyncio
+async def test_every_update_taken_or_refused_is_logged_with_its_round_sender_and_reason() -> None:
+    world = build_world([device("a", 1.0), device("b", 2.0), device("c", 500.0)],
+                        Rounds(cohort_size=3, deadline=10.0))
+    server = world.actors.server
+    forge(server, 1.5, Update(0, 1, contribution(1.0)))  # a round that is over
+    forge(server, 1.6, "junk")  # not an update at all
+    outcome = await server.run_round(1)
+    assert outcome.rejected == {"late": 1, "malformed": 1}
+    received = [{k: e[k] for k in ("t", "actor", "round", "sender")}
+                for e in events(world, "update.received")]
+    assert received == [{"t": pytest.approx(1.0), "actor": "server", "round": 1, "sender": 0},
+                        {"t": pytest.approx(2.0), "actor": "server", "round": 1, "sender": 1}]
+    (late,) = events(world, "update.late")
+    assert late == {"t": 1.5, "actor": "server", "event": "update.late", "round": 1,
+                    "sender": 1, "update_round": 0}
+    (junk,) = events(world, "update.malformed")
+    assert junk == {"t": 1.6, "actor": "server", "event": "update.malformed", "round": 1,
+                    "sender": None, "update_round": None}
+
+
+@pytest.mark.asyncio
+async def test_an_outlier_is_logged_with_its_key_and_ratio() -> None:
+    world = build_world([device("a", 1.0), device("b", 2.0), device("c", 500.0)],
+                        Rounds(cohort_size=3, deadline=10.0, outlier_factor=10.0))
+    server = world.actors.server
+    forge(server, 1.5, Update(1, 2, contribution(300.0)))  # 100 x the lower median (device 0)
+    outcome = await server.run_round(1)
+    assert outcome.rejected == {"outlier": 1} and outcome.reported == (0, 1)
+    (event,) = events(world, "update.outlier")
+    assert {k: event[k] for k in ("t", "actor", "round", "sender", "update_round", "key")} == {
+        "t": pytest.approx(2.0), "actor": "server", "round": 1, "sender": 2, "update_round": 1,
+        "key": WEIGHTED_DELTA}
+    assert event["norm_over_median"] == pytest.approx(150.0, rel=1e-5)
+
+
+@pytest.mark.asyncio
+async def test_a_round_nobody_is_online_for_is_closed_as_such_at_its_deadline() -> None:
+    never = Trace([(1e9, 1e9 + 1)])
+    world = build_world([device("asleep", 1.0, count=2, availability=never)],
+                        Rounds(cohort_size=2, deadline=7.0))
+    outcome = await world.actors.server.run_round(1)
+    assert outcome.closed_by == "nobody-online" and outcome.selected == ()
+    assert outcome.end == 7.0 and not outcome.applied and outcome.reported == ()
+    (start,) = events(world, "round.start")
+    assert (start["online"], start["selected"], start["deadline"]) == (0, 0, 7.0)
+
+
+@pytest.mark.asyncio
+async def test_a_deadline_of_another_round_does_not_close_this_one() -> None:
+    world = build_world([device("a", 1.0), device("b", 2.0)], Rounds(cohort_size=2, deadline=10.0))
+    server = world.actors.server
+    forge(server, 0.5, RoundDeadline(0))  # e.g. the timer of a round that closed early
+    forge(server, 0.6, RoundDeadline(2))
+    outcome = await server.run_round(1)
+    assert outcome.closed_by == "target" and outcome.reported == (0, 1)
+    assert outcome.end == pytest.approx(2.0) and outcome.rejected == {}
+
+
+@pytest.mark.asyncio
+async def test_round_start_and_end_events() -> None:
+    world = build_world([device("a", 1.0), device("b", 2.0), device("c", 3.0)],
+                        Rounds(cohort_size=2, over_selection=1.5, deadline=10.0))
+    outcome = await world.actors.server.run_round(1)
+    (start,) = events(world, "round.start")
+    assert {k: start[k] for k in ("t", "actor", "round", "online", "selected", "deadline")} == {
+        "t": 0.0, "actor": "server", "round": 1, "online": 3, "selected": 3, "deadline": 10.0}
+    assert list(start["cohort"]) == [0, 1, 2]
+    (end,) = events(world, "round.end")
+    assert {k: end[k] for k in ("actor", "round", "reported", "closed_by", "applied")} == {
+        "actor": "server", "round": 1, "reported": 2, "closed_by": "target", "applied": True}
+    assert end["t"] == pytest.approx(2.0) == outcome.end
+    assert outcome.given_up == ((1, 2),) and outcome.selected == (0, 1, 2)
+
+
+@pytest.mark.asyncio
+async def test_run_counts_rounds_and_stops_when_told() -> None:
+    world = build_world([device("a", 1.0), device("b", 2.0)], Rounds(cohort_size=2, deadline=10.0))
+    server = world.actors.server
+    seen: list[int] = []
+    assert await server.run(3, lambda o: seen.append(o.round)) == "completed"
+    assert seen == [1, 2, 3] and server.state.round == 3
+    assert events(world, "run.stopped") == []
+    stop_at_5 = await server.run(10, lambda o: "enough" if o.round == 5 else None)
+    assert stop_at_5 == "enough" and server.state.round == 5
+    (stopped,) = events(world, "run.stopped")
+    assert (stopped["actor"], stopped["round"], stopped["reason"]) == ("server", 5, "enough")
+
+
+@pytest.mark.asyncio
+async def test_the_target_is_cohort_size_or_for_poisson_every_sampled_device() -> None:
+    fixed = build_world([device("a", 1.0)], Rounds(cohort_size=1, deadline=10.0))
+    assert fixed.actors.server.target(7) == 1
+    poisson = build_world([device("a", 1.0)], Rounds(cohort_size=1, deadline=10.0,
+                                                     sampling="poisson"))
+    assert poisson.actors.server.target(7) == 7
+
+
+@pytest.mark.asyncio
+async def test_every_outlier_is_counted() -> None:
+    world = build_world([device("a", 1.0), device("b", 2.0), device("c", 500.0),
+                         device("d", 500.0), device("e", 3.0)],
+                        Rounds(cohort_size=5, deadline=10.0, outlier_factor=10.0))
+    server = world.actors.server
+    forge(server, 1.5, Update(1, 2, contribution(300.0)))
+    forge(server, 1.6, Update(1, 3, contribution(-400.0)))
+    outcome = await server.run_round(1)
+    assert outcome.rejected == {"outlier": 2} and outcome.reported == (0, 1, 4)
+    assert [e["sender"] for e in events(world, "update.outlier")] == [2, 3]
+
+
+@pytest.mark.asyncio
+async def test_run_stops_before_a_round_that_would_pass_the_privacy_target() -> None:
+    from fedactors import Privacy
+    from fedactors.privacy.budget import STOPPED_BY_BUDGET
+    from fedactors.privacy.dp_mean import DPMean
+
+    classes = [device(f"d{i}", 1.0 + i) for i in range(4)]
+    rounds = Rounds(cohort_size=2, deadline=10.0)
+    probe = build_world(classes, rounds, aggregator=DPMean.fixed(1.0, 1.0, expected_count=2),
+                        privacy=Privacy(delta=1e-5))
+    ledger = probe.actors.server.state.privacy.ledger
+    target = (ledger.compose(2).epsilon(1e-5) + ledger.compose(3).epsilon(1e-5)) / 2
+    world = build_world(classes, rounds, aggregator=DPMean.fixed(1.0, 1.0, expected_count=2),
+                        privacy=Privacy(target_epsilon=target, delta=1e-5))
+    server = world.actors.server
+    seen: list[int] = []
+    assert await server.run(10, lambda o: seen.append(o.round)) == STOPPED_BY_BUDGET
+    assert seen == [1, 2] and server.state.round == 2
+    assert len(events(world, "privacy.assumption")) == 1
+    (stopped,) = events(world, "run.stopped")
+    assert (stopped["actor"], stopped["round"], stopped["reason"]) == (
+        "server", 2, STOPPED_BY_BUDGET)

@@ -1,0 +1,46 @@
+"""The release step's once-per-run log of the privacy assumption."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from fedactors.privacy.dp_mean import DPMean
+from tests.server.test_release import DIM, M, step_for
+
+
+def test_the_privacy_assumption_is_logged_once_at_the_start_of_a_run() -> None:
+    step = step_for(DPMean.fixed(1.0, 1.0, M), target_epsilon=50.0, delta=1e-5)
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    step.start(state)
+    (event,) = step.log.records
+    assert (event["actor"], event["event"]) == ("server", "privacy.assumption")
+    assert event["assumption"] == step.privacy.assumption()
+    assert (event["delta"], event["target_epsilon"]) == (1e-5, 50.0)
+    step.start(replace(state, round=1))  # a resumed run: said already
+    assert len(step.log.records) == 1
+
+
+def test_a_budget_stop_is_logged_with_the_round_it_refused_and_the_figures() -> None:
+    from fedactors.aggregation.base import PlainContributions
+    from fedactors.aggregation.fedavg import WeightedMean
+    from fedactors.privacy.budget import STOPPED_BY_BUDGET
+    from fedactors.privacy.participation import Participation
+
+    dp = DPMean.fixed(1.0, 1.0, M)
+    probe = step_for(dp, delta=1e-5)
+    ledger = probe.initial_state(np.zeros(DIM)).privacy.ledger
+    target = (ledger.compose(1).epsilon(1e-5) + ledger.compose(2).epsilon(1e-5)) / 2
+    step = step_for(dp, target_epsilon=target, delta=1e-5)
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    assert step.budget_stop(state) is None and step.log.records == []
+    enc = WeightedMean(weighted=False).encode({}, np.ones(DIM, np.float32), 1, None)
+    state = step.release(state, PlainContributions([enc] * M), expected_count=M, selected=M,
+                         participation=Participation(online=20, selected=M)).state
+    assert step.budget_stop(state) == STOPPED_BY_BUDGET
+    (event,) = [e for e in step.log.records if e["event"] == "privacy.budget_exhausted"]
+    assert event["actor"] == "server" and event["round"] == 2
+    assert event["epsilon"] == step.privacy.epsilon(state.privacy)
+    assert event["next_epsilon"] == step.privacy.next_epsilon(state.privacy)
+    assert event["target_epsilon"] == target
