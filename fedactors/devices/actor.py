@@ -244,6 +244,9 @@ class DeviceDirectory:
         self._tasks: dict[int, asyncio.Task] = {}
         #: Called with a DeviceFailed; the run replaces it to stop at once.
         self.on_failure = on_failure
+        # Only while a checkpoint is restored: its loop and each device's wake-up future.
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._woken: dict[int, asyncio.Future] = {}
 
     def deliver(self, device: int, message: Any) -> None:
         actor = self.active.get(device)
@@ -292,7 +295,7 @@ class DeviceDirectory:
         """
         executor = self.world.executor
         self._loop = loop
-        self._woken: dict[int, asyncio.Future] = {}
+        self._woken = {}
         for snap in sorted(snapshots, key=lambda s: (s.submitted is None, s.submitted or 0)):
             actor = self.active[snap.device] = DeviceActor(snap.device, self.world)
             actor.work = snap.work
@@ -310,11 +313,13 @@ class DeviceDirectory:
 
     def restore_timer(self, device: int, when: float, priority: int) -> None:
         """Set a restored device's wake-up timer (see :meth:`restore`)."""
+        assert self._loop is not None, "restore() first"
         self.active[device].wake = self._loop.call_at(when, _wake, self._woken[device],
                                                       priority=priority)
 
     def start_restored(self) -> None:
         """Start the restored devices' tasks, once all their timers are set."""
+        assert self._loop is not None, "restore() first"
         for device in sorted(self._woken):
             actor = self.active[device]
             task = self._loop.create_task(actor.resume(self._woken[device], actor.wake),

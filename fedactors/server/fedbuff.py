@@ -184,7 +184,6 @@ class FedBuffSnapshot:
     gathering: _Gathering
     in_flight: tuple[tuple[int, int, int, float], ...]  # (ticket, device, version, start)
     buffered: frozenset[int]
-    finished: frozenset[int]
     given_up: frozenset[int]
     next_ticket: int
     refills: int
@@ -228,8 +227,10 @@ class FedBuffServer:
         self.in_flight: dict[int, _Dispatch] = {}
         self._busy: set[int] = set()
         self._buffered: set[int] = set()  # devices whose update is in the current buffer
-        self._finished: set[int] = set()  # tickets whose update was received or refused
-        self._given_up: set[int] = set()  # ... of which those that timed out (then "late")
+        # Tickets the server stopped waiting for at their timeout: an update for one is
+        # "late"; any other ticket below _next_ticket and not in flight was answered
+        # (or refused) once already, so another update for it is a "duplicate".
+        self._given_up: set[int] = set()
         self._next_ticket = 0
         self._expect: Optional[tuple[int, Expectation]] = None  # (model version, expectation)
         self._refills = 0
@@ -282,7 +283,6 @@ class FedBuffServer:
         if job.timer is not None:
             job.timer.cancel()
         self._busy.discard(job.device)
-        self._finished.add(ticket)
         return job
 
     # -- screening ---------------------------------------------------------
@@ -447,8 +447,8 @@ class FedBuffServer:
             gathering=_Gathering(g.start, list(g.updates), dict(g.rejected), list(g.timed_out),
                                  list(g.dispatched)),
             in_flight=tuple((t, j.device, j.version, j.start) for t, j in self.in_flight.items()),
-            buffered=frozenset(self._buffered), finished=frozenset(self._finished),
-            given_up=frozenset(self._given_up), next_ticket=self._next_ticket,
+            buffered=frozenset(self._buffered), given_up=frozenset(self._given_up),
+            next_ticket=self._next_ticket,
             refills=self._refills, poll_pending=self._poll_pending, idle_since=self._idle_since,
             max_in_flight=self.max_in_flight,
         )
@@ -461,7 +461,7 @@ class FedBuffServer:
                                      list(g.timed_out), list(g.dispatched))
         self.in_flight = {t: _Dispatch(d, v, start) for t, d, v, start in snap.in_flight}
         self._busy = {job.device for job in self.in_flight.values()}
-        self._buffered, self._finished = set(snap.buffered), set(snap.finished)
+        self._buffered = set(snap.buffered)
         self._given_up = set(snap.given_up)
         self._next_ticket, self._refills = snap.next_ticket, snap.refills
         self._poll_pending, self._idle_since = snap.poll_pending, snap.idle_since

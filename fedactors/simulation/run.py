@@ -11,7 +11,7 @@ from functools import partial
 from typing import Optional
 
 from fedactors.devices.fleet import Fleet
-from fedactors.errors import ScenarioError
+from fedactors.errors import ConfigError, ScenarioError
 from fedactors.reporting.events import EventLog
 from fedactors.reporting.warnings import run_warnings
 from fedactors.runtime import checkpoint
@@ -187,8 +187,6 @@ def _executor(scenario: Scenario, options: RunOptions, seeds: SeedTree, runner: 
         return executor_for(options.executor, options.backend, runner, spec=model_spec(scenario),
                             keras_seed=seeds.integer("keras"), ray_workers=options.ray_workers)
     if options.backend != "local":
-        from fedactors.errors import ConfigError
-
         raise ConfigError("backend", f"{options.backend!r} cannot be combined with an executor_factory")
     return factory(runner)
 

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
+from fedactors.devices.actor import Training
 from fedactors.errors import ScenarioError
 from fedactors.runtime import checkpoint
 from fedactors.scenarios.loader import load_scenario
@@ -429,6 +430,11 @@ def test_a_fedbuff_run_stopped_anywhere_resumes_to_the_same_end(tmp_path: Path) 
         # every update the stopped run reported.
         assert saved.round == stopped.summary["rounds"] >= stop_at and saved.world is not None
         cases |= _world_cases(saved.world)
+        # A model is stored once per version, however many devices hold it (docs/async.md).
+        models = {id(d.work.request.weights) for d in saved.world.devices
+                  if isinstance(d.work, Training)}
+        versions = {version for _, _, version, _ in saved.world.server.in_flight}
+        assert len(models) <= max(len(versions), 1)
         resumed = run_scenario(scenario, options(out_dir=out, resume=True))
         assert resumed.summary["weights_sha256"] == reference
         assert _rows(out / "metrics.jsonl") == _rows(tmp_path / "whole" / "metrics.jsonl")

@@ -78,7 +78,6 @@ def busy_server() -> tuple[FedBuffServer, Handle, Handle]:
     s.in_flight = {8: _Dispatch(5, 1, 2.5, h8), 9: _Dispatch(6, 0, 3.5, None)}
     s._busy = {5, 6}
     s._buffered = {4}
-    s._finished = {1, 2, 3, 7}
     s._given_up = {3}
     s._next_ticket = 10
     s._refills = 12
@@ -97,7 +96,7 @@ def test_a_snapshot_holds_every_field_and_copies_what_the_server_keeps_changing(
     assert g.start == 5.0 and g.rejected == {"late": 1} and g.timed_out == [(3, 13)]
     assert g.dispatched == [4, 5, 6] and [(t, u.sender, st) for t, u, st in g.updates] == [(7, 4, 2)]
     assert snap.in_flight == ((8, 5, 1, 2.5), (9, 6, 0, 3.5))
-    assert snap.buffered == frozenset({4}) and snap.finished == frozenset({1, 2, 3, 7})
+    assert snap.buffered == frozenset({4})
     assert snap.given_up == frozenset({3})
     assert (snap.next_ticket, snap.refills, snap.poll_pending, snap.idle_since,
             snap.max_in_flight) == (10, 12, True, 42.0, 4)
@@ -123,8 +122,8 @@ def test_restore_gives_back_the_server_that_was_snapshotted() -> None:
         8: (5, 1, 2.5), 9: (6, 0, 3.5)}
     assert all(j.timer is None for j in t.in_flight.values())  # timers come back separately
     assert t._busy == {5, 6}
-    assert t._buffered == {4} and t._finished == {1, 2, 3, 7} and t._given_up == {3}
-    assert isinstance(t._buffered, set) and isinstance(t._finished, set)
+    assert t._buffered == {4} and t._given_up == {3}
+    assert isinstance(t._buffered, set)
     assert isinstance(t._given_up, set)
     assert (t._next_ticket, t._refills, t._poll_pending, t._idle_since, t.max_in_flight) == (
         10, 12, True, 42.0, 4)
@@ -247,7 +246,7 @@ def test_a_fresh_server_starts_from_ticket_zero_with_nothing_in_flight() -> None
     assert s.state.round == 0 and s.in_flight == {} and s._next_ticket == 0
     assert s._gathering is None and s.max_in_flight == 0 and s._poll_pending is False
     assert s._idle_since is None and s._poll_timer is None and s._expect is None
-    assert s._busy == set() and s._buffered == set() and s._finished == set()
+    assert s._busy == set() and s._buffered == set()
     assert s._given_up == set() and s._refills == 0
 
 
@@ -304,7 +303,7 @@ async def test_dispatches_keep_their_start_and_timer_and_a_release_cancels_the_t
         assert job.timer is by_ticket[t] and not job.timer.cancelled()
         assert job.timer.when() == pytest.approx(job.start + 100.0)
     assert by_ticket[0].cancelled()  # answered: nothing left to time out
-    assert server._finished == {0} and server._busy == {0, 1}
+    assert server._busy == {0, 1}
     assert server.pending_timers()[:2] == [(by_ticket[1], ("timeout", 1)),
                                            (by_ticket[2], ("timeout", 2))]
 
