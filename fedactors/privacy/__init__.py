@@ -4,7 +4,14 @@ Modules (imported explicitly; each pulls in TensorFlow or dp-accounting only
 when used):
 
 * :mod:`fedactors.privacy.dp_queries`: tensorflow-privacy DPQuery classes (import workaround).
-* :mod:`fedactors.privacy.dp_mean`: ``DPMean``, DP-FedAvg aggregation.
+* :mod:`fedactors.privacy.dp_mean`: ``DPMean.fixed`` and
+  ``DPMean.adaptive_clipping``, which build a DP-FedAvg aggregator (a
+  ``DPMechanism``, :mod:`~fedactors.privacy.mechanism`); one mechanism per module:
+  :mod:`~fedactors.privacy.fixed_clip` (``FixedClipDPMean``),
+  :mod:`~fedactors.privacy.adaptive_clip` (``AdaptiveClipDPMean``,
+  ``AdaptiveClipping``), :mod:`~fedactors.privacy.distributed_noise`
+  (``DistributedDPMean``), sharing :mod:`~fedactors.privacy.gaussian_mean` and
+  :mod:`~fedactors.privacy.noise`.
 * :mod:`fedactors.privacy.accounting`: ``PrivacyLedger``, (epsilon, delta) accounting.
 """
 
@@ -14,7 +21,15 @@ from typing import Any
 from fedactors.privacy.spec import Privacy
 
 #: Names imported on first use (they pull in TensorFlow or dp-accounting).
-_LAZY = {"DPMean": "fedactors.privacy.dp_mean", "AdaptiveClipping": "fedactors.privacy.dp_mean"}
+_LAZY = {
+    "DPMean": "fedactors.privacy.dp_mean",
+    "FixedClipDPMean": "fedactors.privacy.fixed_clip",
+    "AdaptiveClipDPMean": "fedactors.privacy.adaptive_clip",
+    "AdaptiveClipping": "fedactors.privacy.adaptive_clip",
+    "DistributedDPMean": "fedactors.privacy.distributed_noise",
+    "DPMechanism": "fedactors.privacy.mechanism",
+    "DPMeanState": "fedactors.privacy.mechanism",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +38,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'fedactors.privacy' has no attribute {name!r}")
 
 
-__all__ = ["AdaptiveClipping", "DPMean", "Privacy"]
+__all__ = [
+    "AdaptiveClipDPMean",
+    "AdaptiveClipping",
+    "DPMean",
+    "DPMeanState",
+    "DPMechanism",
+    "DistributedDPMean",
+    "FixedClipDPMean",
+    "Privacy",
+]

@@ -92,12 +92,16 @@ def _make_states_picklable(*query_classes: type) -> None:
     tensorflow-privacy defines its states (e.g. ``GaussianSumQuery._GlobalState``)
     inside the query classes but names them as if at module level, so pickle
     cannot find them and a DP run's server state could not be checkpointed.
+    They are named here as attributes of *this* module's names
+    (``fedactors.privacy.dp_queries.GaussianSumQuery._GlobalState``): unpickling
+    one in a fresh process then imports this module, which installs the import
+    workaround, instead of tensorflow-privacy's failing package ``__init__``.
     """
     for cls in query_classes:
         for name, value in vars(cls).items():
             if isinstance(value, type) and issubclass(value, tuple) and hasattr(value, "_fields"):
-                value.__qualname__ = f"{cls.__qualname__}.{name}"
-                value.__module__ = cls.__module__
+                value.__qualname__ = f"{cls.__name__}.{name}"
+                value.__module__ = __name__
 
 
 DPQuery = _dp_query.DPQuery

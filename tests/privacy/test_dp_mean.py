@@ -11,7 +11,10 @@ from fedactors.aggregation.base import PlainContributions, RoundContext, SummedC
 from fedactors.aggregation.clipping import l2_norm
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.errors import ConfigError
-from fedactors.privacy.dp_mean import BELOW_CLIP, CLIPPED_DELTA, DPMean
+from fedactors.privacy.adaptive_clip import BELOW_CLIP
+from fedactors.privacy.dp_mean import DPMean
+from fedactors.privacy.gaussian_mean import CLIPPED_DELTA
+from fedactors.privacy.mechanism import DPMeanState
 
 
 def ctx(expected: int, seed: int = 0, round: int = 1) -> RoundContext:
@@ -140,7 +143,7 @@ def test_adaptive_clip_converges_to_the_target_quantile() -> None:
         deltas = [np.array([n * np.cos(a), n * np.sin(a)], np.float32)
                   for n, a in zip(norms, angles)]
         state = run_round(dp, state, deltas, seed=r).state
-        clips.append(state.clip_norm)
+        clips.append(clip_of(dp, state))
     settled = np.array(clips[-30:])
     # Tolerance: the noised count (std m/20) and sampling of 40 norms make the
     # clip jitter by a few percent; 15% around the median is a clear pass/fail.
@@ -195,6 +198,11 @@ def _variance_ratio_interval(n: int) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def clip_of(dp: DPMean, state: DPMeanState) -> float:
+    """The clip norm the server broadcasts in ``state``."""
+    return float(dp.client_params(state)["clip_norm"])
+
+
 def test_central_clipped_count_noise_has_variance_clipped_count_stddev_squared() -> None:
     # The server adds N(0, sigma_b^2) to the summed below-clip record. It is observable in the
     # next clip norm: with an arithmetic update of rate 1 and target 0.5,
@@ -205,8 +213,8 @@ def test_central_clipped_count_noise_has_variance_clipped_count_stddev_squared()
                                   clipped_count_stddev=sigma_b, geometric=False)
     state = dp.initial_state(1)
     summed = SummedContributions({CLIPPED_DELTA: np.zeros(1), BELOW_CLIP: np.array([0.0])}, m)
-    clip = state.clip_norm
-    noise = np.array([m * (clip - dp.aggregate(state, summed, ctx(m, seed)).state.clip_norm)
+    clip = clip_of(dp, state)
+    noise = np.array([m * (clip - clip_of(dp, dp.aggregate(state, summed, ctx(m, seed)).state))
                       for seed in range(n)])
     # The estimate is clamped to [0, 1] before the update: no draw came near it.
     assert np.max(np.abs(noise)) < m / 2
@@ -240,6 +248,6 @@ def test_distributed_noise_server_adds_no_clipped_count_noise() -> None:
                                   geometric=False, distributed_noise=True)
     state = dp.initial_state(2)
     summed = SummedContributions({CLIPPED_DELTA: np.zeros(2), BELOW_CLIP: np.array([1.0])}, m)
-    clips = {dp.aggregate(state, summed, ctx(m, seed)).state.clip_norm for seed in range(5)}
+    clips = {clip_of(dp, dp.aggregate(state, summed, ctx(m, seed)).state) for seed in range(5)}
     # Below-fraction 1.0 / 4 + 0.5 = 0.75, target 0.5: next clip 1 - 0.25, whatever the seed.
     assert len(clips) == 1 and clips.pop() == pytest.approx(0.75, abs=1e-6)

@@ -8,7 +8,10 @@ import pytest
 
 from fedactors.aggregation.base import RoundContext, SummedContributions
 from fedactors.errors import ConfigError
-from fedactors.privacy.dp_mean import _TAIL, BELOW_CLIP, CLIPPED_DELTA, AdaptiveClipping, DPMean
+from fedactors.privacy.adaptive_clip import BELOW_CLIP, AdaptiveClipping
+from fedactors.privacy.dp_mean import DPMean
+from fedactors.privacy.gaussian_mean import CLIPPED_DELTA
+from fedactors.privacy.noise import TAIL as _TAIL
 
 
 class ExtremeRng:
@@ -74,7 +77,7 @@ def test_adaptive_clipping_keeps_every_option_it_is_given() -> None:
     dp = DPMean.adaptive_clipping(1.0, 1.0, 10, target_quantile=0.7, learning_rate=0.05,
                                   clipped_count_stddev=0.3, geometric=False,
                                   distributed_noise=True, min_survivors=6)
-    assert dp.adaptive == AdaptiveClipping(0.7, 0.05, 0.3, False)
+    assert dp.mechanism.adaptive == AdaptiveClipping(0.7, 0.05, 0.3, False)
     assert dp.min_survivors == 6 and dp.private_release().min_survivors == 6
 
 
@@ -104,16 +107,20 @@ def test_encoded_contributions_are_float32() -> None:
 
 def test_a_device_clips_at_the_broadcast_clip_norm_not_the_initial_one() -> None:
     # Adaptive clipping: after the clip has grown, a delta between the initial and the
-    # current clip norm is sent unclipped.
-    dp = DPMean.adaptive_clipping(1.0, 1.0, 10)
-    params = dict(dp.client_params(dp.initial_state(3)))
-    params["clip_norm"] = np.float32(4.0)
+    # current clip norm is sent unclipped. Every device above C and target 0.5 with
+    # geometric rate 2 ln 4 and no noise: C grows by exactly exp(ln 4) = 4 in a round.
+    m = 10
+    dp = DPMean.adaptive_clipping(1.0, 0.0, m, learning_rate=2 * np.log(4.0),
+                                  clipped_count_stddev=0.0)
+    first = dp.initial_state(3)
+    all_above = SummedContributions({CLIPPED_DELTA: np.zeros(3), BELOW_CLIP: np.array([-m / 2])}, m)
+    grown = dp.aggregate(first, all_above, RoundContext(1, m, m, np.random.default_rng(0))).state
+    assert dp.client_params(grown)["clip_norm"] == pytest.approx(4.0, rel=1e-6)
     delta = np.array([0.0, 3.0, 0.0], np.float32)
-    row = dp.encode(params, delta, 1, np.random.default_rng(0))
+    row = dp.encode(dp.client_params(grown), delta, 1, np.random.default_rng(0))
     np.testing.assert_allclose(row[CLIPPED_DELTA], delta, rtol=1e-6)
-    params["clip_norm"] = np.float32(2.0)
-    row = dp.encode(params, delta, 1, np.random.default_rng(0))
-    assert np.linalg.norm(row[CLIPPED_DELTA]) == pytest.approx(2.0, rel=1e-5)
+    row = dp.encode(dp.client_params(first), delta, 1, np.random.default_rng(0))
+    assert np.linalg.norm(row[CLIPPED_DELTA]) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_too_few_noise_shares_release_nothing_and_keep_the_state() -> None:
@@ -125,4 +132,5 @@ def test_too_few_noise_shares_release_nothing_and_keep_the_state() -> None:
                                                    rng=np.random.default_rng(0)))
     assert out.delta is None
     assert out.state == state
-    assert out.measurements == {"clip_norm": state.clip_norm, "noise_shares_below_minimum": 1.0}
+    assert out.measurements == {"clip_norm": dp.client_params(state)["clip_norm"],
+                                "noise_shares_below_minimum": 1.0}

@@ -85,3 +85,22 @@ def test_query_states_survive_pickling_for_checkpoints() -> None:
     restored = pickle.loads(pickle.dumps(state))
     assert type(restored) is type(state)
     assert float(restored.sum_state.l2_norm_clip) == float(state.sum_state.l2_norm_clip)
+
+
+def test_a_pickled_query_state_names_only_the_import_workaround() -> None:
+    # Unpickling in a fresh process (a checkpoint read by another tool, or by a test) must
+    # import fedactors.privacy.dp_queries, which installs the workaround, and never
+    # tensorflow_privacy's own package __init__, which fails under TF 2.21.
+    import pickle
+    import pickletools
+
+    from fedactors.privacy.dp_mean import DPMean
+
+    agg = DPMean.adaptive_clipping(1.0, 1.0, 10)
+    state = agg.initial_state(3)
+    payload = pickle.dumps((state, agg.client_params(state)), protocol=pickle.HIGHEST_PROTOCOL)
+    modules = {str(arg).split(" ")[0] for op, arg, _ in pickletools.genops(payload)
+               if op.name in ("GLOBAL", "STACK_GLOBAL", "SHORT_BINUNICODE", "BINUNICODE")
+               and isinstance(arg, str) and arg.startswith(("tensorflow_privacy", "fedactors"))}
+    assert "fedactors.privacy.dp_queries" in modules
+    assert not any(m.startswith("tensorflow_privacy") for m in modules), modules
