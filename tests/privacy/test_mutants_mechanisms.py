@@ -33,6 +33,8 @@ def test_an_adaptive_mean_built_without_options_uses_the_papers_defaults() -> No
     (lambda: DistributedDPMean(FixedClipDPMean(1.0, 1.0, 10), min_survivors=11), "min_survivors",
      "11"),
     (lambda: DPMean.fixed(1.0, 1.0, 10, distributed_noise="yes"), "distributed_noise", "yes"),
+    (lambda: DPMean.fixed(1.0, 1.0, 10, min_survivors=5), "min_survivors", "distributed_noise=True"),
+    (lambda: DPMean.fixed(1.0, 1.0, 10).initial_state(0), "dim", "0"),
 ])
 def test_a_bad_option_is_refused_under_its_own_field_showing_the_value(build, field, shown) -> None:
     with pytest.raises(ConfigError) as err:
@@ -69,3 +71,27 @@ def test_records_are_float32_whatever_the_deltas_dtype(distributed: bool, dtype)
     row = dp.encode(dp.client_params(dp.initial_state(3)), np.array([0.1, 2.0, -1.0], dtype), 1,
                     np.random.default_rng(0))
     assert all(v.dtype == np.float32 for v in row.values()), {k: v.dtype for k, v in row.items()}
+
+
+def test_dp_mean_itself_is_not_a_stage_and_says_how_to_build_one() -> None:
+    with pytest.raises(TypeError, match=r"DPMean\.fixed\(\.\.\.\) or DPMean\.adaptive_clipping"):
+        DPMean()
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_a_release_reports_the_clip_it_used_the_next_clip_and_its_noise(distributed: bool) -> None:
+    # metrics.jsonl and the report read these three names.
+    dp = DPMean.adaptive_clipping(0.5, 1.0, 4, distributed_noise=distributed)
+    state = dp.initial_state(2)
+    summed = SummedContributions({CLIPPED_DELTA: np.zeros(2), "below_clip": np.zeros(1)}, 4)
+    out = dp.aggregate(state, summed, RoundContext(1, 4, 4, np.random.default_rng(0)))
+    assert set(out.measurements) == {"clip_norm", "next_clip_norm", "noise_stddev_on_mean"}
+    assert out.measurements["clip_norm"] == 0.5
+    assert out.measurements["next_clip_norm"] == dp.client_params(out.state)["clip_norm"]
+
+
+def test_a_summed_record_of_the_wrong_shape_is_refused_naming_the_record() -> None:
+    dp = DPMean.fixed(1.0, 1.0, 4)
+    bad = SummedContributions({CLIPPED_DELTA: np.zeros(3)}, 4)
+    with pytest.raises(ValueError, match=r"clipped_delta.*\(3,\).*\(2,\)"):
+        dp.aggregate(dp.initial_state(2), bad, RoundContext(1, 4, 4, np.random.default_rng(0)))
