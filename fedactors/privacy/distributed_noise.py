@@ -71,15 +71,25 @@ class DistributedDPMean(DPMechanism):
             raise ConfigError("mechanism", f"must be a FixedClipDPMean or AdaptiveClipDPMean, "
                                            f"got {mechanism!r}")
         self.mechanism = mechanism
-        self.clip_norm = mechanism.clip_norm
-        self.noise_multiplier = mechanism.noise_multiplier
-        self.expected_count = mechanism.expected_count
         self.min_survivors = (self.expected_count if min_survivors is None
                               else positive_int("min_survivors", min_survivors))
         if self.min_survivors > self.expected_count:
             # A fixed-size round sums at most expected_count: nothing could ever be released.
             raise ConfigError("min_survivors", f"{min_survivors!r} is more than expected_count "
                                                f"{self.expected_count}: no release could be made")
+
+    # C, z and m are the wrapped mechanism's: read through, never copied.
+    @property
+    def clip_norm(self) -> float:  # type: ignore[override]
+        return self.mechanism.clip_norm
+
+    @property
+    def noise_multiplier(self) -> float:  # type: ignore[override]
+        return self.mechanism.noise_multiplier
+
+    @property
+    def expected_count(self) -> int:  # type: ignore[override]
+        return self.mechanism.expected_count
 
     def __repr__(self) -> str:
         return f"DistributedDPMean({self.mechanism!r}, min_survivors={self.min_survivors!r})"

@@ -31,8 +31,11 @@ declared (``dp_event``) is the mechanism's, with that noise.
 :mod:`fedactors.aggregation.clipping`); for adaptive clipping such a device
 counts as "below the clip" (its record has norm 0).
 
-**Zero reports**: the server still releases the noise divided by ``m``. A DP
-mechanism's output must not special-case the number of reports.
+**Zero reports**: ``aggregate`` still releases the noise divided by ``m``; the
+mechanism's output does not special-case the number of reports. (The server's
+release step skips a round with fewer than ``rounds.min_reports`` reports before
+any aggregator runs: that decision depends on the count, which this noise does
+not cover.)
 """
 
 from __future__ import annotations
