@@ -10,6 +10,7 @@ from fedactors.aggregation.base import (
     PrivateRelease,
     RoundContext,
     SummedContributions,
+    TreeRelease,
     Wrapper,
 )
 from fedactors.aggregation.clipping import Clipped
@@ -27,6 +28,7 @@ __all__ = [
     "Median",
     "PlainContributions",
     "PrivateRelease",
+    "TreeRelease",
     "RoundContext",
     "SummedContributions",
     "TrimmedMean",

@@ -281,6 +281,35 @@ class PrivateRelease:
         return self.noise_multiplier * math.sqrt(summed / self.min_survivors)
 
 
+@dataclass(frozen=True)
+class TreeRelease(PrivateRelease):
+    """A DP-FTRL stage's declaration: tree-aggregated noise, accounted without sampling.
+
+    Each release adds the residual of tree-aggregated Gaussian noise
+    (Kairouz et al. 2021): the running sum of the releases is the clipped
+    updates' running sum plus the noise of at most ``log2(T) + 1`` tree nodes,
+    each of standard deviation ``noise_multiplier * C``. Its privacy depends on
+    how often, and how far apart, one device contributed, not on any sampling:
+    the budget accounts it from the participation the server records
+    (:mod:`fedactors.privacy.tree_budget`).
+
+    Args:
+        noise_multiplier: Standard deviation of each tree node's noise over the
+            clip norm C (one device's add/remove-one sensitivity).
+        expected_count: Cohort size the release divides by.
+        min_survivors: Always ``None``: the server adds the tree's noise.
+        restart_every: Start a new tree every this many releases (``None``:
+            one tree for the whole run).
+
+    Examples:
+        >>> from fedactors.aggregation import TreeRelease
+        >>> TreeRelease(noise_multiplier=2.0, expected_count=20, restart_every=50).distributed_noise
+        False
+    """
+
+    restart_every: Optional[int] = None
+
+
 class Aggregator(abc.ABC, Generic[S]):
     """One stage of aggregation. Subclass it in one screen; see docs/aggregation.md.
 

@@ -35,25 +35,15 @@ as ``epsilon_if_uniform_sample``, indicative only.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-from fedactors.aggregation.base import PrivateRelease, check_privacy_forwarded
+from fedactors.aggregation.base import PrivateRelease, TreeRelease, check_privacy_forwarded
 from fedactors.errors import ConfigError
 from fedactors.privacy.accounting import PrivacyLedger
+from fedactors.privacy.claims import BUFFERS, ROUNDS, STOPPED_BY_BUDGET, json_epsilon
 from fedactors.privacy.participation import Participation
 from fedactors.privacy.spec import Privacy
-
-#: ``summary.json`` ``stopped`` value when the budget ended the run.
-STOPPED_BY_BUDGET = "privacy-budget"
-#: The two kinds of release a run can make.
-ROUNDS, BUFFERS = "rounds", "buffers"
-
-
-def json_epsilon(value: float) -> Optional[float]:
-    """``inf`` (no noise) as JSON ``null``: strict JSON has no infinity."""
-    return None if math.isinf(value) else value
 
 
 @dataclass(frozen=True)
@@ -101,6 +91,18 @@ class PrivacyBudget:
         if declared is None:
             return None
         options: Privacy = scenario.privacy or Privacy()
+        if isinstance(declared, TreeRelease):
+            from fedactors.privacy.tree_budget import tree_budget
+
+            return tree_budget(declared, options, population, scenario.mode is not None,
+                               options.delta_for(population)).checked()
+        if options.min_separation:
+            # Keeping devices out by their history makes selection non-uniform:
+            # exactly the assumption DP-FedAvg's amplification rests on.
+            raise ConfigError(
+                "privacy.min_separation",
+                "only applies to DP-FTRL (DPMean.tree): with DP-FedAvg it would make the "
+                "cohorts a non-uniform sample, which its ε assumes they are")
         rounds = scenario.rounds
         try:
             if scenario.mode is None:
@@ -147,8 +149,12 @@ class PrivacyBudget:
         actual = self.declared.noise_multiplier_for(summed)
         return self.declared.noise_multiplier if actual is None else actual
 
-    def charge(self, state: PrivacyState, participation: Participation, summed: int) -> PrivacyState:
-        """The state after one more release, and what it did to the assumptions."""
+    def charge(self, state: PrivacyState, participation: Participation, summed: int,
+               aggregated: bool = True) -> PrivacyState:
+        """The state after one more release, and what it did to the assumptions.
+
+        A release the server skipped (``aggregated`` False) is charged too, at
+        the nominal noise: over-stating ε rather than leaving it out."""
         z = self.multiplier_charged(summed)
         new = replace(
             state,

@@ -16,7 +16,9 @@ One mechanism per class, each in its own module, each a
   quantile of the update norms (Andrew et al. 2021), from a noised count of the
   devices whose norm was below it;
 * :class:`~fedactors.privacy.distributed_noise.DistributedDPMean`: either of
-  them with the noise added by the devices, in shares, for secure aggregation.
+  them with the noise added by the devices, in shares, for secure aggregation;
+* :class:`~fedactors.privacy.tree_mean.TreeDPMean` (``DPMean.tree``): DP-FTRL,
+  fixed clipping with tree-aggregated noise, private without any sampling.
 
 ``DPMean`` is where a scenario builds them, so that the choice reads as a
 sentence (``DPMean.fixed(clip_norm=1.0, noise_multiplier=1.0, expected_count=20)``).
@@ -32,6 +34,7 @@ from fedactors.privacy.distributed_noise import DistributedDPMean
 from fedactors.privacy.fixed_clip import FixedClipDPMean
 from fedactors.privacy.gaussian_mean import GaussianDPMean
 from fedactors.privacy.mechanism import DPMechanism
+from fedactors.privacy.tree_mean import TreeDPMean
 
 
 class DPMean:
@@ -57,7 +60,8 @@ class DPMean:
     """
 
     def __init__(self) -> None:
-        raise TypeError("build a DP mean with DPMean.fixed(...) or DPMean.adaptive_clipping(...)")
+        raise TypeError("build a DP mean with DPMean.fixed(...), DPMean.adaptive_clipping(...) "
+                        "or DPMean.tree(...)")
 
     @classmethod
     def fixed(
@@ -153,6 +157,47 @@ class DPMean:
             AdaptiveClipDPMean(initial_clip_norm, noise_multiplier, expected_count, adaptive),
             distributed_noise, min_survivors,
         )
+
+    @classmethod
+    def tree(
+        cls,
+        clip_norm: float,
+        noise_multiplier: float,
+        expected_count: int,
+        restart_every: Optional[int] = None,
+        efficient: bool = True,
+    ) -> TreeDPMean:
+        """DP-FTRL: fixed clipping and tree-aggregated noise, private without sampling.
+
+        Kairouz et al. 2021. Its ε is accounted from how often and how far
+        apart each device contributed, not from a sampling assumption, so it
+        holds with availability-driven selection and under FedBuff; set
+        ``Privacy(min_separation=b)`` to have the server keep a device out of
+        the ``b`` releases after each of its contributions, which is what makes
+        the guarantee small (docs/privacy.md, "DP-FTRL").
+
+        Args:
+            clip_norm: C (> 0), the largest L2 norm of a device's delta.
+            noise_multiplier: z (>= 0), each tree node's noise standard
+                deviation over C.
+            expected_count: m, the cohort size divided by; must equal
+                ``rounds.cohort_size`` (FedBuff: ``buffer_size``).
+            restart_every: Start a new tree every this many releases; ``None``
+                (default): one tree.
+            efficient: The efficient tree estimator (less noise on each running
+                sum, the same privacy). Default True.
+
+        Returns:
+            A ``TreeDPMean``.
+
+        Examples:
+            >>> from fedactors import DPMean
+            >>> agg = DPMean.tree(clip_norm=0.5, noise_multiplier=3.0, expected_count=20,
+            ...                   restart_every=64)
+            >>> agg.private_release()
+            TreeRelease(noise_multiplier=3.0, expected_count=20, min_survivors=None, restart_every=64)
+        """
+        return TreeDPMean(clip_norm, noise_multiplier, expected_count, restart_every, efficient)
 
 
 def _placed(

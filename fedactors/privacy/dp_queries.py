@@ -85,9 +85,15 @@ _gaussian_query = _load("gaussian_query")
 _normalized_query = _load("normalized_query")
 _quantile_estimator_query = _load("quantile_estimator_query")
 _quantile_adaptive_clip_sum_query = _load("quantile_adaptive_clip_sum_query")
+_tree_aggregation = _load("tree_aggregation")
+_tree_aggregation_query = _load("tree_aggregation_query")
+_restart_query = _load("restart_query")
+#: DP-FTRL's accountant (``compute_rdp_single_tree``); only needs numpy and dp-accounting.
+tree_aggregation_accountant = importlib.import_module(
+    "tensorflow_privacy.privacy.analysis.tree_aggregation_accountant")
 
 def _make_states_picklable(*query_classes: type) -> None:
-    """Give the queries' nested state namedtuples importable qualified names.
+    """Give the queries' state namedtuples importable qualified names.
 
     tensorflow-privacy defines its states (e.g. ``GaussianSumQuery._GlobalState``)
     inside the query classes but names them as if at module level, so pickle
@@ -96,8 +102,13 @@ def _make_states_picklable(*query_classes: type) -> None:
     (``fedactors.privacy.dp_queries.GaussianSumQuery._GlobalState``): unpickling
     one in a fresh process then imports this module, which installs the import
     workaround, instead of tensorflow-privacy's failing package ``__init__``.
+    A state defined at module level (``TreeState``) is passed itself and named
+    as this module's attribute of the same name.
     """
     for cls in query_classes:
+        if issubclass(cls, tuple) and hasattr(cls, "_fields"):  # a module-level state
+            cls.__module__ = __name__
+            continue
         for name, value in vars(cls).items():
             if isinstance(value, type) and issubclass(value, tuple) and hasattr(value, "_fields"):
                 value.__qualname__ = f"{cls.__name__}.{name}"
@@ -110,16 +121,29 @@ GaussianSumQuery = _gaussian_query.GaussianSumQuery
 NormalizedQuery = _normalized_query.NormalizedQuery
 QuantileEstimatorQuery = _quantile_estimator_query.QuantileEstimatorQuery
 QuantileAdaptiveClipSumQuery = _quantile_adaptive_clip_sum_query.QuantileAdaptiveClipSumQuery
+# DP-FTRL: tree aggregation of the noise (Kairouz et al. 2021) and its restarts.
+TreeResidualSumQuery = _tree_aggregation_query.TreeResidualSumQuery
+TreeState = _tree_aggregation.TreeState
+GaussianNoiseGenerator = _tree_aggregation.GaussianNoiseGenerator
+RestartQuery = _restart_query.RestartQuery
+PeriodicRoundRestartIndicator = _restart_query.PeriodicRoundRestartIndicator
 
 _make_states_picklable(GaussianSumQuery, NormalizedQuery, QuantileEstimatorQuery,
-                       QuantileAdaptiveClipSumQuery)
+                       QuantileAdaptiveClipSumQuery, TreeResidualSumQuery, TreeState,
+                       GaussianNoiseGenerator, RestartQuery)
 
 __all__ = [
     "DPQuery",
+    "GaussianNoiseGenerator",
     "GaussianSumQuery",
     "NormalizedQuery",
+    "PeriodicRoundRestartIndicator",
     "QuantileAdaptiveClipSumQuery",
     "QuantileEstimatorQuery",
+    "RestartQuery",
     "SumAggregationDPQuery",
     "TfPrivacyImportError",
+    "TreeResidualSumQuery",
+    "TreeState",
+    "tree_aggregation_accountant",
 ]

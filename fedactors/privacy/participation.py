@@ -19,3 +19,5 @@ class Participation:
     selected: Optional[int] = None  # devices selected (rounds only)
     #: The round closed at a target below the selection: the slowest were cut.
     cut_at_target: bool = False
+    #: The devices whose contributions were summed (DP-FTRL accounts from them).
+    contributors: tuple[int, ...] = ()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from fedactors.errors import ConfigError
-from fedactors.validation import positive, probability
+from fedactors.validation import non_negative_int, positive, probability
 
 METHODS = ("best", "rdp", "pld")
 #: Default delta is ``min(DEFAULT_DELTA, N ** -DELTA_EXPONENT)``: 1e-5 for any
@@ -63,6 +63,19 @@ class Privacy:
             the minimum of RDP and PLD where PLD applies), ``"rdp"`` (Rényi DP
             only) or ``"pld"`` (privacy-loss distributions; needs
             ``Rounds(sampling="poisson")`` or FedBuff mode).
+        min_separation: DP-FTRL (``DPMean.tree``) only: after a device
+            contributes to a release, the server keeps it out of the next
+            ``min_separation`` releases (it is not selected, or under FedBuff
+            not given work, until then). The ε is then bounded for any
+            participation, whoever is online. Default 0: no rule (a device may
+            contribute to consecutive releases, and the guarantee is
+            accounted for that).
+        canaries: Number of canary clients to insert for the one-shot
+            empirical ε estimate (Andrew et al. 2024, docs/privacy.md): 0
+            (default) for none, else at least 2 (the paper uses 1000). As
+            many more are drawn and never inserted, as a check. The estimate
+            is reported next to ε; it is not a guarantee. Synchronous rounds
+            with a central-noise ``DPMean`` only.
 
     Examples:
         >>> from fedactors import Privacy
@@ -75,6 +88,8 @@ class Privacy:
     target_epsilon: Optional[float] = None
     delta: Optional[float] = None
     method: str = "best"
+    min_separation: int = 0
+    canaries: int = 0
 
     def __post_init__(self) -> None:
         if self.target_epsilon is not None:
@@ -87,6 +102,9 @@ class Privacy:
                 raise ConfigError("delta", f"must be strictly between 0 and 1, got {self.delta!r}")
         if self.method not in METHODS:
             raise ConfigError("method", f"must be one of {METHODS}, got {self.method!r}")
+        non_negative_int("min_separation", self.min_separation)
+        if non_negative_int("canaries", self.canaries) == 1:  # one cosine has no spread to fit
+            raise ConfigError("canaries", "must be 0 (none) or at least 2, got 1")
 
     def delta_for(self, population: int) -> float:
         """The δ to report at for a fleet of ``population`` devices."""

@@ -105,13 +105,15 @@ class ServerActor:
         start = loop.time()
         online = self.fleet.online(start, self.seeds.generator("availability", r))
         cohort_rng = self.seeds.generator("cohort", r)
+        # DP-FTRL's separation rule keeps recent contributors out (else: all online).
+        candidates = self.step.eligible(self.state, online)
         if self.rounds.sampling == "poisson":
-            # One uniform draw per online device, in id order: independent inclusion.
-            keep = cohort_rng.random(len(online)) < self.rounds.poisson_rate(self.fleet.size)
-            cohort = online[keep]
+            # One uniform draw per candidate, in id order: independent inclusion.
+            keep = cohort_rng.random(len(candidates)) < self.rounds.poisson_rate(self.fleet.size)
+            cohort = candidates[keep]
         else:
-            n_select = min(self.rounds.selected_size, len(online))
-            cohort = np.sort(cohort_rng.choice(online, n_select, replace=False))
+            n_select = min(self.rounds.selected_size, len(candidates))
+            cohort = np.sort(cohort_rng.choice(candidates, n_select, replace=False))
         n_select = len(cohort)
         target = self.target(n_select)
         cohort_set = set(int(d) for d in cohort)
@@ -142,7 +144,8 @@ class ServerActor:
             participation=Participation(
                 online=len(online), selected=n_select,
                 # Closed at a target below the selection: the slowest were cut.
-                cut_at_target=closed_by == "target" and target < n_select),
+                cut_at_target=closed_by == "target" and target < n_select,
+                contributors=tuple(int(d) for d in reported)),
         )
         self.state = released.state
         outcome = ReleaseOutcome(

@@ -254,6 +254,9 @@ class FedBuffServer:
         # buffer: each device contributes at most once per buffer (one DP release).
         taken = self._busy | self._buffered
         idle = online[~np.isin(online, np.fromiter(taken, np.int64, len(taken)))]
+        # DP-FTRL's separation rule: an update given out now lands in the next
+        # release or a later one, so checking against the next one suffices.
+        idle = self.step.eligible(self.state, idle)
         n = min(free, len(idle))
         if n:
             chosen = np.sort(self.seeds.generator("fedbuff-selection", k).choice(idle, n, replace=False))
@@ -420,7 +423,8 @@ class FedBuffServer:
         ])
         released = self.step.release(self.state, contributions,
                                      expected_count=self.mode.buffer_size, selected=len(buffer),
-                                     participation=Participation())
+                                     participation=Participation(
+                                         contributors=tuple(int(u.sender) for _, u, _ in buffer)))
         self.state = released.state
         version = self.state.round
         self.log.emit(ACTOR, "buffer.aggregated", round=version, applied=released.applied,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from fedactors.aggregation.base import Aggregator, Contributions, RoundContext
+from fedactors.aggregation.base import Aggregator, Contributions, RoundContext, TreeRelease
 from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
@@ -81,6 +81,21 @@ class ReleaseStep:
             self.privacy.initial_state() if self.privacy is not None else None,
         )
 
+    @property
+    def releases_every_step(self) -> bool:
+        """DP-FTRL releases its noise even when too few reported: skipping by the
+        count of reports would reveal it, and the tree's noise does not cover it."""
+        return self.privacy is not None and isinstance(self.privacy.declared, TreeRelease)
+
+    def eligible(self, state: ServerState, devices: np.ndarray) -> np.ndarray:
+        """The ``devices`` the privacy rules let take part in the next release (all of
+        them unless DP-FTRL's separation rule keeps some out)."""
+        if not self.releases_every_step or not self.privacy.min_separation:
+            return devices
+        nxt = state.round + 1
+        keep = [self.privacy.eligible(state.privacy, int(d), nxt) for d in devices]
+        return np.asarray(devices)[np.asarray(keep, bool)]
+
     def start(self, state: ServerState) -> None:
         """Log, once per run, the assumption the reported ε rests on."""
         if self.privacy is not None and state.round == 0:
@@ -107,7 +122,9 @@ class ReleaseStep:
         version = state.round + 1
         count = 0 if contributions is None else contributions.count
         applied, measurements = False, {}
-        if contributions is None or count < self.min_reports:
+        skipped = contributions is None or (count < self.min_reports
+                                            and not self.releases_every_step)
+        if skipped:
             self.log.emit(ACTOR, "round.skipped", round=version, reported=count,
                           min_reports=self.min_reports)
             state = replace(state, round=version)
@@ -115,7 +132,8 @@ class ReleaseStep:
             state, applied, measurements = self._apply(state, version, contributions,
                                                        expected_count, selected)
         if self.privacy is not None:
-            privacy = self.privacy.charge(state.privacy, participation, count)
+            privacy = self.privacy.charge(state.privacy, participation, count,
+                                          aggregated=not skipped)
             state = replace(state, privacy=privacy)
             measurements["epsilon"] = self.privacy.round_epsilon(privacy)
             measurements["noise_multiplier"] = self.privacy.multiplier_charged(count)
@@ -124,7 +142,7 @@ class ReleaseStep:
 
     def _apply(self, state: ServerState, version: int, contributions: Contributions,
                expected_count: int, selected: int) -> tuple[ServerState, bool, dict]:
-        ctx = RoundContext(version, expected_count, selected, self.seeds.generator("server", version))
+        ctx = RoundContext(version, expected_count, selected, self.seeds.secret("server", version))
         result = self.aggregator.aggregate(state.aggregator_state, contributions, ctx)
         weights, opt_state, applied = state.weights, state.optimizer_state, False
         if result.delta is not None:
