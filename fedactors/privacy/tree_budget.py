@@ -95,12 +95,14 @@ class TreeBudget:
         return state.ledger.epsilon_planned(self.delta)
 
     def round_epsilon(self, state: TreePrivacyState) -> Optional[float]:
-        """The guarantee after this release, for metrics.jsonl."""
-        return json_epsilon(self.epsilon(state))
+        """A bound on the guarantee after this release, for metrics.jsonl: the closed-form
+        one (never below :meth:`epsilon`, cheap at every release)."""
+        return json_epsilon(state.ledger.epsilon_planned_bound(self.delta))
 
     def next_epsilon(self, state: TreePrivacyState) -> float:
-        """ε if one more release were made (the plan does not depend on who takes part)."""
-        return state.ledger.with_one_more().epsilon_planned(self.delta)
+        """ε if one more release were made (the plan does not depend on who takes part),
+        by the closed-form bound: the budget stops no later than the exact ε would."""
+        return state.ledger.with_one_more().epsilon_planned_bound(self.delta)
 
     def would_exceed(self, state: TreePrivacyState) -> bool:
         return self.target_epsilon is not None and self.next_epsilon(state) > self.target_epsilon
