@@ -123,6 +123,22 @@ class TreeBudget:
             f"release, and {rule}"
         )
 
+    def violations(self, state: TreePrivacyState) -> list[str]:
+        """Where the run broke :meth:`assumption` (empty if it held).
+
+        The server releases the tree's noise even when too few reported, so
+        only a release with nothing to sum is skipped: a secure round that
+        aborted (fewer survivors than its threshold) or had nobody online.
+        """
+        if not state.releases_skipped:
+            return []
+        return [
+            f"skipped releases: {state.releases_skipped} releases were not made (secure "
+            "aggregation aborted, or nobody was online); whether a release is made depends on "
+            "how many devices took part, which the noise does not cover, so ε holds only if "
+            "that does not depend on any one device"
+        ]
+
     def summary(self, state: TreePrivacyState, stopped: str) -> dict[str, Any]:
         """The ``privacy`` block of summary.json."""
         led = state.ledger
@@ -164,8 +180,8 @@ class TreeBudget:
             },
             "releases_skipped": state.releases_skipped,
             "assumption": self.assumption(),
-            "assumption_held": True,
-            "violations": [],
+            "assumption_held": not self.violations(state),
+            "violations": self.violations(state),
         }
         if stopped == STOPPED_BY_BUDGET:
             block["next_round_epsilon"] = json_epsilon(self.next_epsilon(state))
