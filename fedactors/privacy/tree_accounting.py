@@ -81,6 +81,19 @@ def sensitivity_bound(steps: int, max_participations: int, min_separation: int) 
     ``compute_rdp_single_tree``'s exact search finds (equal to it when
     ``b = 0`` and T is a power of two), in O(log T) instead of a dynamic
     programme whose cost grows with k and b at every release.
+
+    Args:
+        steps: T, the tree's releases (leaves).
+        max_participations: k, the most contributions of one device (capped at
+            what ``min_separation`` allows in T releases).
+        min_separation: b, the fewest releases between two contributions.
+
+    Examples:
+        >>> from fedactors.privacy.tree_accounting import sensitivity_bound
+        >>> sensitivity_bound(8, 8, 0)  # every leaf: 8*1 + 4*4 + 2*16 + 1*64
+        120.0
+        >>> sensitivity_bound(8, 1, 0)  # one contribution: one node per level
+        4.0
     """
     k = min(max_participations, most_participations(steps, min_separation))
     if k == 0:
@@ -91,13 +104,36 @@ def sensitivity_bound(steps: int, max_participations: int, min_separation: int) 
 
 def most_participations(steps: int, min_separation: int) -> int:
     """The most contributions one device can make to a tree of ``steps`` releases
-    when two of them are at least ``min_separation`` releases apart."""
+    when two of them are at least ``min_separation`` releases apart.
+
+    Args:
+        steps: The tree's releases.
+        min_separation: The fewest releases between two contributions.
+
+    Examples:
+        >>> from fedactors.privacy.tree_accounting import most_participations
+        >>> most_participations(60, 19), most_participations(60, 0)
+        (3, 60)
+    """
     return 0 if steps == 0 else (steps - 1) // (min_separation + 1) + 1
 
 
 @dataclass(frozen=True)
 class TreeStats:
-    """One tree's releases and the participation the server recorded in it."""
+    """One tree's releases and the participation the server recorded in it.
+
+    Args:
+        steps: The releases (leaves) in this tree so far.
+        max_participations: The most of them one device contributed to.
+        min_separation: The fewest releases between two contributions of one
+            device (``None``: nobody contributed twice).
+
+    Examples:
+        >>> from fedactors.privacy.tree_accounting import TreeStats
+        >>> tree = TreeStats(steps=8, max_participations=1)
+        >>> bool(tree.observed_rdp(1.0)[0] <= tree.planned_rdp(1.0, min_separation=0)[0])
+        True
+    """
 
     steps: int = 0
     #: The most releases of this tree one device contributed to (0: nobody yet).
@@ -134,8 +170,13 @@ class TreeLedger:
         restart_every: Releases per tree (``None``: one tree).
         min_separation: The separation the server enforces (0: none, a device
             may contribute to consecutive releases).
+        releases: Releases recorded so far.
+        trees: Each tree's :class:`TreeStats`, the current one last.
+        last: Device -> the last release (1-based) it contributed to.
+        in_tree: Device -> its contributions to the current tree.
 
     Examples:
+        >>> from fedactors.privacy.tree_accounting import TreeLedger
         >>> ledger = TreeLedger(noise_multiplier=4.0, restart_every=None, min_separation=2)
         >>> for contributors in [(0, 1), (2,), (3,), (0,)]:
         ...     ledger = ledger.record(contributors)

@@ -42,7 +42,34 @@ class TreePrivacyState:
 
 @dataclass(frozen=True)
 class TreeBudget:
-    """What a DP-FTRL run accounts, at which δ, against which target."""
+    """What a DP-FTRL run accounts, at which δ, against which target.
+
+    Built for a scenario whose aggregator is ``DPMean.tree`` by
+    ``PrivacyBudget.for_scenario``; the server's release step charges it and
+    asks it which devices may take part.
+
+    Args:
+        initial_ledger: The empty :class:`~fedactors.privacy.tree_accounting.TreeLedger`
+            (noise multiplier, restarts, the enforced ``min_separation``).
+        delta: The δ ε is reported at.
+        target_epsilon: Stop before a release would take ε above it (``None``: no budget).
+        declared: The stage's :class:`~fedactors.aggregation.TreeRelease`.
+        population: The fleet size (reported only: nothing is sampled).
+        releases: ``"rounds"`` or ``"buffers"`` (FedBuff).
+
+    Examples:
+        >>> from fedactors.aggregation import TreeRelease
+        >>> from fedactors.privacy.participation import Participation
+        >>> from fedactors.privacy.tree_accounting import TreeLedger
+        >>> from fedactors.privacy.tree_budget import TreeBudget
+        >>> budget = TreeBudget(TreeLedger(4.0, None, min_separation=1), 1e-5, None,
+        ...                     TreeRelease(4.0, expected_count=2), population=10)
+        >>> state = budget.charge(budget.initial_state(), Participation(contributors=(3, 4)), 2)
+        >>> budget.eligible(state, 3, next_release=2), budget.eligible(state, 5, next_release=2)
+        (False, True)
+        >>> budget.summary(state, "completed")["assumption_held"]
+        True
+    """
 
     initial_ledger: TreeLedger
     delta: float

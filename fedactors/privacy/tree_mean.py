@@ -68,6 +68,16 @@ class TreeMeanState:
     drawn then, from the round's generator), then what the query's
     ``get_noised_result`` returned, with numpy leaves: the tree's buffered
     node noise, the noise generator's seeds, the restart counter.
+
+    Args:
+        dim: The number of model weights.
+        query_state: The tree query's state (``None`` before the first release).
+
+    Examples:
+        >>> from fedactors import DPMean
+        >>> agg = DPMean.tree(clip_norm=1.0, noise_multiplier=1.0, expected_count=10)
+        >>> agg.initial_state(dim=3)
+        TreeMeanState(dim=3, query_state=None)
     """
 
     dim: int
