@@ -74,7 +74,7 @@ class Dropping:
 
 @dataclass(frozen=True)
 class Training:
-    """A device training for ``request``; ``rng`` draws its batches, then its encoding."""
+    """A device training for ``request``; ``rng`` draws its batches (and, seeded, its encoding's noise)."""
 
     request: TrainRequest
     rng: np.random.Generator = field(repr=False)
@@ -173,7 +173,11 @@ class DeviceActor:
         attack = w.attacks.get(d)
         if attack is not None:  # tamper before encode, as a compromised stock client would
             delta = attack.apply(delta)
-        contribution = w.aggregator.encode(request.params, delta, work.num_examples, rng)
+        # encode's draws are noise (distributed DP shares): under system randomness they
+        # come from the OS and the training stream, which stochastic rounding continues
+        # below, stays seeded.
+        noise = w.seeds.secret_after(rng)
+        contribution = w.aggregator.encode(request.params, delta, work.num_examples, noise)
         if request.secagg is not None and w.secagg is not None:
             # Secure aggregation: the contribution leaves only masked (protocol round 2).
             # The raw delta too: a non-finite one keeps the device out (encode may zero it).

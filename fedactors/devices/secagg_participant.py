@@ -10,7 +10,9 @@ Dropout: a device that finished training can still vanish before each of its
 four protocol messages, with probability ``SecAggSetup.step_dropout`` per
 step, drawn from its own per-round stream ``("device", round, id,
 "secagg-dropout")`` (one draw per step, always, so the stream never depends on
-the probability). Its secrets come from ``("device", round, id, "secagg")``.
+the probability). Its secrets (keys, self-mask seed, Shamir coefficients, AEAD
+nonces) come from ``seeds.secret("device", round, id, "secagg")``: that seeded
+stream by default, the OS CSPRNG under ``randomness="system"``.
 
 Non-finite updates: the server cannot screen what it cannot see, so a device
 whose model delta (before the aggregator's ``encode``, which may silently
@@ -83,9 +85,10 @@ class SecAggParticipants:
             # Logged even when device events are off: the server cannot see this one.
             w.log.emit(f"device-{device}", "secagg.nonfinite_update", round=round_, where=bad)
             return
-        # Stochastic rounding draws from the training stream, after encode's draws.
+        # Stochastic rounding draws from the training stream (after encode's draws when
+        # seeded; under system randomness encode drew from the OS): it stays seeded.
         x = encoding.encode(contribution, setup.layout, rng if setup.stochastic_rounding else None)
-        secrets = w.seeds.generator("device", round_, device, "secagg")
+        secrets = w.seeds.secret("device", round_, device, "secagg")
         drops = w.seeds.generator("device", round_, device, "secagg-dropout")
         state, msg = client.advertise_keys(setup.config, protocol_id(device), secrets)
         self._runs[device] = _Run(round_, state, x, secrets, drops, setup.step_dropout)

@@ -1,8 +1,10 @@
 """Key pairs, key agreement, key derivation and authenticated encryption of share bundles.
 
-Private keys are derived from ``rng.bytes(32)`` rather than the OS entropy
-pool: a simulation must be reproducible from its seed, so it deliberately
-trades real entropy for determinism. Do not reuse this module for real keys.
+Private keys are derived from ``rng.bytes(32)``, so the caller chooses the
+entropy: the simulation's default is a stream seeded from the run's seed (so
+it replays, and anyone who knows the seed knows every key); under
+``randomness="system"`` it is a generator on the OS CSPRNG
+(``fedactors.seeding.SystemBits``). Do not reuse this module for real keys.
 """
 
 from __future__ import annotations
