@@ -7,6 +7,7 @@ traceback for a mistake in a scenario.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fedactors.errors import EXIT_BAD_INPUT, ConfigError, ScenarioError
+from fedactors.seeding import SYSTEM
 from fedactors.training.choice import BACKENDS, EXECUTORS
 from fedactors.validation import whole_number
 
@@ -33,6 +35,10 @@ def run_parser() -> argparse.ArgumentParser:
                         help="a scenario file, e.g. scenarios/smart_home.py")
     parser.add_argument("--rounds", type=_positive_int, help="override the scenario's round count")
     parser.add_argument("--seed", type=_seed, help="override the scenario's seed")
+    parser.add_argument("--system-randomness", action="store_true",
+                        help="draw DP noise and secure-aggregation secrets from the operating "
+                        "system's CSPRNG, not the seed (the scenario's randomness='system'): "
+                        "secret, and the run is not reproducible; docs/privacy.md")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<scenario>-seed<S>)")
     parser.add_argument("--no-device-events", action="store_true",
                         help="log only server events (for fleets of many thousands)")
@@ -124,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
 
     path, seed, device_events = args.scenario, args.seed, not args.no_device_events
     rounds = args.rounds
+    system_randomness = args.system_randomness
     if args.resume is not None:
         from fedactors.runtime import checkpoint
 
@@ -137,8 +144,12 @@ def _run(args: argparse.Namespace) -> int:
         device_events = started.get("device_events", device_events)
         args.executor = args.executor or started.get("executor")
         args.backend = args.backend or started.get("backend")
+        system_randomness = system_randomness or started.get("randomness") == SYSTEM
         rounds = rounds or saved.rounds_target
     scenario = load_scenario(path)
+    if system_randomness:
+        # The flag is the scenario field: one setting, recorded in the checkpoint's fingerprint.
+        scenario = dataclasses.replace(scenario, randomness=SYSTEM)
     seed = scenario.seed if seed is None else seed
     out = args.resume or args.out or Path("runs") / f"{scenario.name}-seed{seed}"
 

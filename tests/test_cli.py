@@ -140,3 +140,68 @@ def test_a_model_builder_that_returns_no_model_is_one_clear_line(capsys, tmp_pat
     path = write(tmp_path, BROKEN_CODE.format(data="good_data"))
     code, err = run_main(capsys, str(path), "--out", str(tmp_path / "out"), "--quiet")
     assert code == 2 and err.strip() == f"error: {path}: model: must return a keras.Model, got NoneType"
+
+
+# -- --system-randomness: the flag is the scenario's randomness field --------------------
+
+LINEAR = ROOT / "scenarios/linear_regression.py"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _scenario_run_with(monkeypatch, *args: str):
+    """The scenario ``main`` would run with ``args`` (run_scenario is stopped before any work)."""
+    seen = []
+
+    def run_scenario(scenario, options, on_round=()):
+        seen.append(scenario)
+        raise _Stop
+
+    monkeypatch.setattr("fedactors.simulation.run_scenario", run_scenario)
+    with pytest.raises(_Stop):
+        main([*args, "--quiet", "--no-report", "--verbose"])
+    return seen[0]
+
+
+def test_the_system_randomness_flag_sets_the_scenarios_field(monkeypatch, tmp_path) -> None:
+    out = str(tmp_path / "out")
+    assert _scenario_run_with(monkeypatch, str(LINEAR), "--out", out).randomness == "seeded"
+    flagged = _scenario_run_with(monkeypatch, str(LINEAR), "--out", out, "--system-randomness")
+    assert flagged.randomness == "system"
+    # A scenario that asks for it itself gets it without the flag.
+    shipped = str(ROOT / "scenarios")
+    path = write(tmp_path, f"import dataclasses, sys\nsys.path.insert(0, {shipped!r})\n"
+                 "import linear_regression\n"
+                 "scenario = dataclasses.replace(linear_regression.scenario, randomness='system')\n")
+    assert _scenario_run_with(monkeypatch, str(path), "--out", out).randomness == "system"
+
+
+def test_a_bad_randomness_in_a_scenario_is_one_line_exit_2(capsys, tmp_path) -> None:
+    path = write(tmp_path, scenario_with().replace(
+        "    rounds=Rounds(", "    randomness='os',\n    rounds=Rounds("))
+    code, err = run_main(capsys, str(path), "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert err.strip() == f"error: {path}:7: randomness: must be 'seeded' or 'system', got 'os'"
+
+
+def test_a_system_randomness_run_resumes_as_one_and_a_seeded_one_cannot_switch(capsys,
+                                                                               tmp_path) -> None:
+    import json
+
+    system, seeded = tmp_path / "system", tmp_path / "seeded"
+    assert main([str(LINEAR), "--rounds", "2", "--out", str(system), "--system-randomness",
+                 "--quiet", "--no-report"]) == 0
+    # --resume alone carries on with the randomness the run was started with.
+    assert main(["--resume", str(system), "--rounds", "3", "--quiet", "--no-report"]) == 0
+    summary = json.loads((system / "summary.json").read_text())
+    assert summary["rounds"] == 3 and summary["randomness"] == "system"
+    assert summary["reproducible"] is False
+    assert "warning: randomness:" in capsys.readouterr().err
+
+    assert main([str(LINEAR), "--rounds", "2", "--out", str(seeded), "--quiet", "--no-report"]) == 0
+    code, err = run_main(capsys, "--resume", str(seeded), "--rounds", "3", "--system-randomness",
+                         "--quiet", "--no-report")
+    assert code == 2
+    assert "cannot resume: the randomness differs (checkpoint: seeded, now: system)" in err

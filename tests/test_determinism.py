@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedactors.scenarios.loader import load_scenario
@@ -126,3 +127,135 @@ def test_every_hypothesis_test_collected_follows_the_loaded_profile(
             profile.derandomize, profile.print_blob, profile.deadline), item.nodeid
     if checked == 0:
         pytest.skip("no Hypothesis test collected in this session")
+
+
+# -- System randomness: the noise and the secrets change, nothing else does --------------
+
+def _tiny_secure_dp(distributed: bool, randomness: str = "seeded"):
+    """Eight devices, cohorts of four, DP-FedAvg under SecAgg: central or distributed noise."""
+    import keras
+
+    from fedactors import DeviceClass, LocalTraining, Rounds, Scenario, SecureAggregation
+    from fedactors.data.federated import FederatedData
+    from fedactors.privacy.dp_mean import DPMean
+
+    def data(fleet, rng):
+        w = np.array([1.0, -2.0, 0.5], np.float32)
+        xs = [rng.normal(size=(int(n), 3)).astype(np.float32) for n in fleet.examples]
+        xt = rng.normal(size=(40, 3)).astype(np.float32)
+        return FederatedData.from_arrays([(x, (x @ w > 0).astype(np.int32)) for x in xs],
+                                         (xt, (xt @ w > 0).astype(np.int32)))
+
+    aggregator = (DPMean.fixed(1.0, 2.0, 4, distributed_noise=True, min_survivors=3)
+                  if distributed else DPMean.fixed(1.0, 2.0, 4))
+    return Scenario(
+        name="tiny-secure-dp", model=lambda: keras.Sequential([keras.Input((3,)),
+                                                               keras.layers.Dense(2)]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), data=data,
+        fleet=[DeviceClass("fast", count=4, compute=40.0, dropout=0.1, examples=20),
+               DeviceClass("slow", count=4, compute=10.0, dropout=0.1, examples=20)],
+        rounds=Rounds(count=3, cohort_size=4, over_selection=1.5, deadline=60.0),
+        training=LocalTraining(batch_size=10, optimizer=lambda: keras.optimizers.SGD(0.1)),
+        aggregator=aggregator,
+        secure_aggregation=SecureAggregation(threshold_fraction=0.3, step_dropout=0.05),
+        randomness=randomness,
+    )
+
+
+def _traced_run(monkeypatch: pytest.MonkeyPatch, scenario) -> dict:
+    """Run ``scenario`` and record what each kind of draw gave."""
+    from fedactors.devices import actor, secagg_participant
+    from fedactors.privacy import noise
+    from fedactors.secagg import client
+
+    seen: dict = {"noise": [], "keys": [], "masked": [], "training_streams": []}
+    central, share = noise.central, noise.device_share
+    advertise, masked_input = client.advertise_keys, client.masked_input
+    start = secagg_participant.SecAggParticipants.start
+    finish = actor.DeviceActor._finish
+
+    def record_noise(original, where: str):
+        def wrapped(rng, *args):
+            out = original(rng, *args)
+            if where == "server" or seen.get("in_device"):
+                seen["noise"].append(np.array(out))
+            return out
+        return wrapped
+
+    def in_device(self, work):
+        # Only a device's own share, not the server's secagg-probe (a seeded zero-delta
+        # encode whose output is thrown away once its shapes are read).
+        seen["in_device"] = True
+        try:
+            return finish(self, work)
+        finally:
+            seen["in_device"] = False
+
+    def record_keys(config, device_id, rng):
+        state, msg = advertise(config, device_id, rng)
+        seen["keys"].append((config.round_id, device_id, msg.c_public, msg.s_public))
+        return state, msg
+
+    def record_masked(state, msg, x):
+        state, out = masked_input(state, msg, x)
+        seen["masked"].append(getattr(out, "y", None))
+        return state, out
+
+    def record_stream(self, device, round_, setup, contribution, rng, delta=None):
+        # The device's training stream as training left it (what stochastic rounding reads).
+        seen["training_streams"].append((round_, device, rng.bit_generator.state["state"]))
+        return start(self, device, round_, setup, contribution, rng, delta)
+
+    monkeypatch.setattr(noise, "central", record_noise(central, "server"))
+    monkeypatch.setattr(noise, "device_share", record_noise(share, "device"))
+    monkeypatch.setattr(actor.DeviceActor, "_finish", in_device)
+    monkeypatch.setattr(client, "advertise_keys", record_keys)
+    monkeypatch.setattr(client, "masked_input", record_masked)
+    monkeypatch.setattr(secagg_participant.SecAggParticipants, "start", record_stream)
+    try:
+        result = run_scenario(scenario, RunOptions(keep_events=True))
+    finally:
+        monkeypatch.undo()  # the next run wraps the originals, not these spies
+    # Who was selected, trained, dropped, sent which protocol message, and when.
+    seen["events"] = [(e["t"], e["actor"], e["event"], e.get("round"), e.get("sender"),
+                       e.get("step")) for e in result.events]
+    seen["rows"] = [{k: r[k] for k in ("selected", "reported", "dropped", "late", "time",
+                                       "secagg_survivors", "epsilon")} for r in result.records]
+    seen["summary"] = result.summary
+    return seen
+
+
+@pytest.mark.parametrize("distributed", [False, True], ids=["central-noise", "distributed-noise"])
+def test_system_randomness_gives_different_noise_on_each_run_while_everything_else_stays_seeded(
+        monkeypatch: pytest.MonkeyPatch, distributed: bool) -> None:
+    seeded = _traced_run(monkeypatch, _tiny_secure_dp(distributed))
+    first, second = (_traced_run(monkeypatch, _tiny_secure_dp(distributed, "system"))
+                     for _ in range(2))
+    assert seeded["noise"] and seeded["keys"] and any(y is not None for y in seeded["masked"])
+    assert all(r["secagg_survivors"] >= 3 for r in seeded["rows"])  # the protocol went through
+
+    # Everything but the noise and the secrets: as seeded, draw for draw.
+    for run in (first, second):
+        assert run["events"] == seeded["events"]
+        assert run["rows"] == seeded["rows"]
+        assert [k[:2] for k in run["keys"]] == [k[:2] for k in seeded["keys"]]
+        assert len(run["noise"]) == len(seeded["noise"])
+    # The training streams: the same draws on both system runs (seeded, the device's
+    # noise share also came from that stream, so only central noise leaves it as it is).
+    assert first["training_streams"] == second["training_streams"]
+    if not distributed:
+        assert first["training_streams"] == seeded["training_streams"]
+
+    # The noise, the keys and the masks: fresh on every run, none of them the seeded ones.
+    for a, b in ((first, second), (first, seeded), (second, seeded)):
+        assert all(not np.array_equal(x, y) for x, y in zip(a["noise"], b["noise"]))
+        assert all(x[2:] != y[2:] for x, y in zip(a["keys"], b["keys"]))
+        assert all(x is None or not np.array_equal(x, y)
+                   for x, y in zip(a["masked"], b["masked"]))
+        assert a["summary"]["weights_sha256"] != b["summary"]["weights_sha256"]
+
+    assert seeded["summary"]["randomness"] == "seeded" and "reproducible" not in seeded["summary"]
+    for run in (first, second):
+        assert run["summary"]["randomness"] == "system" and run["summary"]["reproducible"] is False
+        assert "not the seed" in run["summary"]["reproducible_note"]
+        assert any(w.startswith("randomness:") for w in run["summary"]["warnings"])

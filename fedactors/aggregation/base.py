@@ -173,9 +173,11 @@ class RoundContext:
             (FedBuff: ``buffer_size``). DP stages divide by it.
         selected: How many devices were selected for the round (FedBuff: the
             buffer's size).
-        rng: The server's generator for this round (seed path
-            ``("server", round)``), for server-side randomness such as central
-            DP noise. Left out of ``repr`` and of equality.
+        rng: The server's noise generator for this round, for central DP
+            noise: seed path ``("server", round)``, or the operating system's
+            CSPRNG under ``Scenario(randomness="system")``, so draw nothing
+            from it that must replay from the seed. Left out of ``repr`` and
+            of equality.
 
     Examples:
         >>> import numpy as np
@@ -308,6 +310,38 @@ class TreeRelease(PrivateRelease):
     """
 
     restart_every: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class SkellamRelease(PrivateRelease):
+    """A ``DPMean.skellam`` stage's declaration: integer Skellam noise added by the devices.
+
+    Each device clips to ``clip_norm``, scales by ``2**scale_bits``, rounds
+    to integers (conditionally, ``beta``) and adds ``Sk(v / min_survivors)``;
+    the sum over ``m' >= min_survivors`` devices carries ``Sk(v * m' / k)``.
+    ``v`` and the sensitivities depend on the model size, so the budget
+    (:mod:`fedactors.privacy.skellam_budget`) computes them from these
+    fields and the run's dimension; it accounts each release without
+    amplification by sampling.
+
+    Args:
+        noise_multiplier: Standard deviation of the summed noise (at
+            ``min_survivors`` shares) over the L2 sensitivity after rounding.
+        expected_count: Cohort size the release divides by.
+        min_survivors: The fewest shares a release may sum.
+        clip_norm: C, the L2 clip in model units.
+        scale_bits: The grid is multiples of ``2 ** -scale_bits``.
+        beta: Conditional rounding's parameter in [0, 1) (0: unconditional).
+
+    Examples:
+        >>> from fedactors.aggregation import SkellamRelease
+        >>> SkellamRelease(3.0, 10, 8, clip_norm=1.0, scale_bits=10, beta=0.0).distributed_noise
+        True
+    """
+
+    clip_norm: float = 1.0
+    scale_bits: int = 0
+    beta: float = 0.0
 
 
 class Aggregator(abc.ABC, Generic[S]):

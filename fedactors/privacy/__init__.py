@@ -13,6 +13,13 @@ when used):
   (``DistributedDPMean``), sharing :mod:`~fedactors.privacy.gaussian_mean` and
   :mod:`~fedactors.privacy.noise`.
 * :mod:`fedactors.privacy.accounting`: ``PrivacyLedger``, (epsilon, delta) accounting.
+* DP-FTRL (``DPMean.tree``): :mod:`~fedactors.privacy.tree_mean` (``TreeDPMean``),
+  :mod:`~fedactors.privacy.tree_accounting` (``TreeLedger``: ε from recorded
+  participation), :mod:`~fedactors.privacy.tree_budget` (``TreeBudget``: the run's
+  budget and the ``min_separation`` rule).
+* :mod:`fedactors.privacy.canaries`: canary clients and the one-shot empirical
+  epsilon estimate (``Privacy(canaries=k)``; ``estimate_epsilon``,
+  ``epsilon_between_gaussians``).
 """
 
 import importlib
@@ -29,6 +36,18 @@ _LAZY = {
     "DistributedDPMean": "fedactors.privacy.distributed_noise",
     "DPMechanism": "fedactors.privacy.mechanism",
     "DPMeanState": "fedactors.privacy.mechanism",
+    "EmpiricalEstimate": "fedactors.privacy.canaries",
+    "delta_between_gaussians": "fedactors.privacy.canaries",
+    "epsilon_between_gaussians": "fedactors.privacy.canaries",
+    "estimate_epsilon": "fedactors.privacy.canaries",
+    "TreeDPMean": "fedactors.privacy.tree_mean",
+    "TreeMeanState": "fedactors.privacy.tree_mean",
+    "TreeLedger": "fedactors.privacy.tree_accounting",
+    "TreeStats": "fedactors.privacy.tree_accounting",
+    "tree_rdp": "fedactors.privacy.tree_accounting",
+    "sensitivity_bound": "fedactors.privacy.tree_accounting",
+    "most_participations": "fedactors.privacy.tree_accounting",
+    "TreeBudget": "fedactors.privacy.tree_budget",
 }
 
 
@@ -45,6 +64,18 @@ __all__ = [
     "DPMeanState",
     "DPMechanism",
     "DistributedDPMean",
+    "EmpiricalEstimate",
     "FixedClipDPMean",
     "Privacy",
+    "TreeBudget",
+    "TreeDPMean",
+    "TreeLedger",
+    "TreeMeanState",
+    "TreeStats",
+    "delta_between_gaussians",
+    "epsilon_between_gaussians",
+    "estimate_epsilon",
+    "most_participations",
+    "sensitivity_bound",
+    "tree_rdp",
 ]

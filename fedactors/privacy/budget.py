@@ -38,7 +38,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-from fedactors.aggregation.base import PrivateRelease, TreeRelease, check_privacy_forwarded
+from fedactors.aggregation.base import (
+    PrivateRelease,
+    SkellamRelease,
+    TreeRelease,
+    check_privacy_forwarded,
+)
 from fedactors.errors import ConfigError
 from fedactors.privacy.accounting import PrivacyLedger
 from fedactors.privacy.claims import BUFFERS, ROUNDS, STOPPED_BY_BUDGET, json_epsilon
@@ -77,7 +82,8 @@ class PrivacyBudget:
     indicative_ledger: Optional[PrivacyLedger] = None
 
     @classmethod
-    def for_scenario(cls, scenario: Any, population: int) -> Optional[PrivacyBudget]:
+    def for_scenario(cls, scenario: Any, population: int,
+                     dim: Optional[int] = None) -> Optional[PrivacyBudget]:
         """The scenario's budget, or ``None`` if its aggregator declares no DP release.
 
         A DP aggregator without a ``privacy`` option gets ``Privacy()``: ε is
@@ -96,6 +102,11 @@ class PrivacyBudget:
 
             return tree_budget(declared, options, population, scenario.mode is not None,
                                options.delta_for(population)).checked()
+        if isinstance(declared, SkellamRelease):  # needs dim: its sensitivity depends on it
+            from fedactors.privacy.skellam_budget import skellam_budget
+
+            return skellam_budget(declared, options, population, scenario.mode is not None,
+                                  options.delta_for(population), dim)
         if options.min_separation:
             # Keeping devices out by their history makes selection non-uniform:
             # exactly the assumption DP-FedAvg's amplification rests on.

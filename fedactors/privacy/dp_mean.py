@@ -26,6 +26,7 @@ sentence (``DPMean.fixed(clip_norm=1.0, noise_multiplier=1.0, expected_count=20)
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from fedactors.errors import ConfigError
@@ -34,6 +35,7 @@ from fedactors.privacy.distributed_noise import DistributedDPMean
 from fedactors.privacy.fixed_clip import FixedClipDPMean
 from fedactors.privacy.gaussian_mean import GaussianDPMean
 from fedactors.privacy.mechanism import DPMechanism
+from fedactors.privacy.skellam_mean import SkellamDPMean
 from fedactors.privacy.tree_mean import TreeDPMean
 
 
@@ -198,6 +200,44 @@ class DPMean:
             TreeRelease(noise_multiplier=3.0, expected_count=20, min_survivors=None, restart_every=64)
         """
         return TreeDPMean(clip_norm, noise_multiplier, expected_count, restart_every, efficient)
+
+    @classmethod
+    def skellam(
+        cls,
+        clip_norm: float,
+        noise_multiplier: float,
+        expected_count: int,
+        min_survivors: Optional[int] = None,
+        scale_bits: int = 16,
+        beta: float = math.exp(-0.5),
+    ) -> SkellamDPMean:
+        """Distributed discrete noise: devices add Skellam noise on secure aggregation's grid.
+
+        Agarwal, Kairouz & Liu 2021. Needs ``SecureAggregation`` with the same
+        ``scale_bits``; each release is accounted without amplification by
+        sampling (docs/privacy.md, "Discrete distributed noise (Skellam)").
+
+        Args:
+            clip_norm: C (> 0), the largest L2 norm of a device's delta.
+            noise_multiplier: z (>= 0), the summed noise's standard deviation
+                over the L2 sensitivity after rounding.
+            expected_count: m, the cohort size divided by; must equal
+                ``rounds.cohort_size``.
+            min_survivors: k, the fewest shares a release may sum; default m.
+            scale_bits: The grid is multiples of ``2 ** -scale_bits``. Default 16.
+            beta: Conditional rounding's parameter in [0, 1). Default ``exp(-0.5)``.
+
+        Returns:
+            A ``SkellamDPMean``.
+
+        Examples:
+            >>> from fedactors import DPMean
+            >>> DPMean.skellam(1.0, 3.0, expected_count=10, min_survivors=8,
+            ...                scale_bits=12).private_release().min_survivors
+            8
+        """
+        return SkellamDPMean(clip_norm, noise_multiplier, expected_count, min_survivors,
+                             scale_bits, beta)
 
 
 def _placed(

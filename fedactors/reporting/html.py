@@ -15,7 +15,7 @@ from typing import Any
 
 from fedactors.reporting.rundir import RunData
 from fedactors.reporting.style import run_colour
-from fedactors.reporting.units import format_duration
+from fedactors.reporting.units import empirical_text, format_duration
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
@@ -56,6 +56,14 @@ def _simulated_seconds(run: RunData) -> float:
     return float(run.rows[-1]["time"]) if run.rows else 0.0
 
 
+def _accountant_epsilon(privacy: dict[str, Any]) -> str:
+    if not privacy:
+        return "–"
+    eps = privacy.get("epsilon")
+    held = "" if privacy.get("assumption_held", True) else " (assumption broken)"
+    return f"{'∞' if eps is None else _fmt(float(eps))}; δ={_fmt(privacy.get('delta'))}{held}"
+
+
 def _summary_table(runs: Sequence[RunData]) -> str:
     head = "".join(
         f'<th><span class="swatch" style="background:{run_colour(i)}"></span>'
@@ -77,6 +85,14 @@ def _summary_table(runs: Sequence[RunData]) -> str:
     for key in finals:
         lines.append((f"final {escape(key)}",
                       [_fmt((r.summary.get("final") or {}).get(key, "–")) for r in runs]))
+    privacy = [r.summary.get("privacy") or {} for r in runs]
+    if any(privacy):
+        lines.append(("ε (accountant; δ)", [_accountant_epsilon(p) for p in privacy]))
+    if any("empirical" in p for p in privacy):
+        # Next to the guarantee, never in its place: the row says it is an estimate.
+        lines.append(("ε empirical (canaries, an estimate, not a guarantee)",
+                      [escape(empirical_text(p["empirical"])) if "empirical" in p else "–"
+                       for p in privacy]))
     body = "".join(
         f"<tr><td>{name}</td>{''.join(f'<td>{v}</td>' for v in values)}</tr>"
         for name, values in lines

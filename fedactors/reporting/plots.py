@@ -168,15 +168,24 @@ def epsilon_figure(runs: Sequence[RunData]) -> Optional[Figure]:
     with paper_style():
         fig = Figure(figsize=(4.8, 2.9))
         ax = fig.subplots()
+        estimates = False
         for i, run in with_dp:
             rounds, _, values = _series(run, "epsilon")
             ax.plot(rounds, values, color=run_colour(i), marker=_marker(len(rounds)),
                     markersize=3, label=run.label)
+            empirical = (run.summary.get("privacy") or {}).get("empirical") or {}
+            if _is_number(empirical.get("epsilon")):
+                # The canary estimate of the final model, at the last round, beside the
+                # accountant's curve: a hollow diamond, so it never reads as a bound.
+                estimates = True
+                ax.plot([rounds[-1]], [empirical["epsilon"]], linestyle="none", marker="D",
+                        markersize=6, markerfacecolor="none", color=run_colour(i),
+                        label=f"{run.label}: empirical estimate (canaries)")
         ax.set_xlabel("Round")
         ax.set_ylabel("Privacy budget ε (cumulative)")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        if len(runs) > 1:
+        if len(runs) > 1 or estimates:
             ax.legend(loc="best")
     return fig
 

@@ -130,9 +130,13 @@ def _privacy(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
     fig = epsilon_figure(runs)
     if fig is None:
         return []
-    return [FigureEntry("Privacy budget", save(fig, out / "epsilon.png"),
-                        "Cumulative differential-privacy ε spent after each round, for runs "
-                        "with DP (lower is more private).")]
+    caption = ("Cumulative differential-privacy ε spent after each round, for runs with DP "
+               "(lower is more private).")
+    if any("empirical" in (r.summary.get("privacy") or {}) for r in runs):
+        caption += (" A hollow diamond at the last round marks a run's empirical ε estimate "
+                    "from canaries (docs/privacy.md): what the final model alone revealed "
+                    "about a worst-case client; an estimate, not a guarantee.")
+    return [FigureEntry("Privacy budget", save(fig, out / "epsilon.png"), caption)]
 
 
 def _traffic(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedactors.reporting.units import format_duration
+from fedactors.reporting.units import empirical_text, format_duration
 
 
 class RunDisplay:
@@ -63,7 +63,9 @@ class RunDisplay:
     def finish(self, summary: dict, records: list[dict], out: Path) -> None:
         if not self.enabled:
             return
-        table = Table(title=f"{summary['scenario']} (seed {summary['seed']})")
+        # Under system randomness the seed alone does not replay the run: say so where it is shown.
+        system = ", system randomness" if summary.get("randomness") == "system" else ""
+        table = Table(title=f"{summary['scenario']} (seed {summary['seed']}{system})")
         table.add_column("measure")
         table.add_column("value", justify="right")
         table.add_row("rounds", f"{summary['rounds']} ({summary['stopped']})")
@@ -78,6 +80,10 @@ class RunDisplay:
             held = "" if summary["privacy"]["assumption_held"] else " (assumption broken)"
             table.add_row(f"ε at δ={summary['privacy']['delta']:g}",
                           ("∞" if eps is None else f"{eps:.3f}") + held)
+            if "empirical" in summary["privacy"]:
+                table.add_row("ε empirical (canaries, estimate)",
+                              empirical_text(summary["privacy"]["empirical"]))
         table.add_row("weights sha256", summary["weights_sha256"][:16] + "…")
         table.add_row("outputs", str(out))
         self.console.print(table)
+

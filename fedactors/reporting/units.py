@@ -1,6 +1,10 @@
-"""Simulated durations as a person reads them, shared by the terminal and the report."""
+"""Numbers as a person reads them (simulated durations, the canary ε), shared by the terminal
+and the report."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 def format_duration(seconds: float) -> str:
@@ -9,3 +13,12 @@ def format_duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.1f} s"
+
+
+def empirical_text(block: Mapping[str, Any]) -> str:
+    """summary.json's ``privacy.empirical`` in a few words: the estimate and how many
+    canaries it rests on."""
+    eps = block.get("epsilon")
+    if eps is None:
+        return "none (the model did not change)"
+    return f"{eps:.3f} ({block['canaries_inserted']} canaries)"

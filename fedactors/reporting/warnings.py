@@ -10,11 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
+from fedactors.seeding import SEEDED, SYSTEM
+
 
 def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping[str, Any]],
-                 executor_fallback: Optional[str]) -> list[str]:
+                 executor_fallback: Optional[str], *, randomness: str = SEEDED) -> list[str]:
     """Every weakened guarantee and fallback of a finished run, in plain words."""
     out: list[str] = []
+    if randomness == SYSTEM:
+        # Asked for, but it gives up what every other run promises: a replay from its seed.
+        out.append("randomness: DP noise and secure-aggregation secrets came from the operating "
+                   "system, so this run cannot be reproduced from its seed")
     if executor_fallback:
         out.append(f"executor: cohorts were trained one device at a time ({executor_fallback})")
     below = [r for r in records if r.get("secagg_below_target")]

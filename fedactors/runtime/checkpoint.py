@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedactors.errors import ScenarioError
+from fedactors.seeding import SEEDED
 
 FILENAME = "checkpoint.pkl"
 MAGIC = b"fedactors-checkpoint-v1\n"
@@ -57,6 +58,10 @@ class Fingerprint:
             return ("the model or the local training the scenario builds differs from the "
                     "checkpointed run's (architecture, epochs, batch size or optimizer settings; "
                     "a module it imports changed?)")
+        randomness = (mine.get("randomness", SEEDED), theirs.get("randomness", SEEDED))
+        if randomness[0] != randomness[1]:
+            return (f"the randomness differs (checkpoint: {randomness[1]}, now: {randomness[0]}); "
+                    "a run keeps the randomness it was started with")
         if self.options != other.options:
             return f"the run options differ (checkpoint: {theirs}, now: {mine})"
         return ""

@@ -8,7 +8,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fedactors.aggregation.base import Aggregator, check_privacy_forwarded
+from fedactors.aggregation.base import (
+    Aggregator,
+    PrivateRelease,
+    SkellamRelease,
+    check_privacy_forwarded,
+    stage_chain,
+)
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.data.federated import FederatedData
 from fedactors.devices.byzantine import Byzantine
@@ -17,6 +23,7 @@ from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
 from fedactors.privacy.spec import Privacy
 from fedactors.secagg.option import SecureAggregation, check_aggregator
+from fedactors.seeding import RANDOMNESS, SEEDED
 from fedactors.server.fedbuff import FedBuff
 from fedactors.server.optimizers import FedAvgStep, ServerOptimizer
 from fedactors.server.rounds import Rounds
@@ -24,6 +31,14 @@ from fedactors.training.spec import LocalTraining
 
 #: ``data(fleet, rng)`` returns each device's private data plus the server's test set.
 DataBuilder = Callable[[Fleet, np.random.Generator], FederatedData]
+
+
+def _is_dp_mean(stage: Aggregator) -> bool:
+    """Whether ``stage`` is a central-noise DP-FedAvg mechanism (``DPMean.fixed``/``adaptive``)."""
+    # Imported here: it pulls in TensorFlow, which a scenario without canaries never needs.
+    from fedactors.privacy.gaussian_mean import GaussianDPMean
+
+    return isinstance(stage, GaussianDPMean)
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,13 @@ class Scenario:
             each update.
         mode: ``None`` (default) for synchronous rounds, or ``FedBuff(...)``
             for asynchronous buffered aggregation (docs/async.md).
+        randomness: Where DP noise and secure-aggregation secrets come from:
+            ``"seeded"`` (default), the seed tree like every other draw, so the
+            run replays bit for bit, and anyone who knows the seed can remove
+            the noise and unmask updates; ``"system"``, the operating system's
+            CSPRNG, so they cannot, and the run is not reproducible (cohorts,
+            dropouts and training draws stay seeded). The CLI's
+            ``--system-randomness`` sets ``"system"`` (docs/privacy.md).
 
     Examples:
         >>> from fedactors import DeviceClass, Rounds, Scenario
@@ -121,6 +143,9 @@ class Scenario:
     secure_aggregation: Optional[SecureAggregation] = None
     #: None: synchronous rounds; FedBuff(...): asynchronous buffered aggregation.
     mode: Optional[FedBuff] = None
+    #: "seeded": noise and secrets from the seed tree (replayable, so not secret);
+    #: "system": from the OS CSPRNG (secret, not reproducible).
+    randomness: str = SEEDED
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -157,6 +182,8 @@ class Scenario:
                 )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
+        if not isinstance(self.randomness, str) or self.randomness not in RANDOMNESS:
+            raise ConfigError("randomness", f"must be 'seeded' or 'system', got {self.randomness!r}")
         if self.mode is None and self.rounds.cohort_size > self.fleet_size:
             raise ConfigError(
                 "rounds.cohort_size",
@@ -180,6 +207,10 @@ class Scenario:
                 f"is {declared.expected_count!r} but rounds.cohort_size is "
                 f"{self.rounds.cohort_size!r}; they must be equal",
             )
+        if isinstance(declared, SkellamRelease):
+            from fedactors.privacy.skellam_mean import check_scenario
+
+            check_scenario(declared, self.secure_aggregation)
         if self.privacy is None:
             return
         if not isinstance(self.privacy, Privacy):
@@ -195,6 +226,27 @@ class Scenario:
                 "privacy.method",
                 f"'pld' needs rounds.sampling='poisson', got {self.rounds.sampling!r}",
             )
+        if self.privacy.canaries:
+            self._check_canaries(declared)
+
+    def _check_canaries(self, declared: PrivateRelease) -> None:
+        """Refuse canaries where their estimate could not mean what it says (docs/privacy.md)."""
+        why = None
+        if self.mode is not None:
+            why = ("is not supported with mode=FedBuff(...): a buffer is not a sample, so there "
+                   "is no participation rate a canary could copy from the devices")
+        elif self.secure_aggregation is not None:
+            why = ("is not supported with secure_aggregation: a canary would have to run the "
+                   "protocol as a device, or the server would add it to a sum it cannot see")
+        elif declared.distributed_noise:
+            why = ("is not supported with distributed_noise=True: each canary would add its own "
+                   "noise share, so the estimate would be of a noisier release than the run's")
+        elif type(declared) is not PrivateRelease or not any(
+                _is_dp_mean(stage) for stage in stage_chain(self.aggregator)):
+            why = (f"needs a DPMean.fixed or DPMean.adaptive_clipping aggregator (canaries are "
+                   f"clipped by its encode and noised by its release), got {self.aggregator!r}")
+        if why is not None:
+            raise ConfigError("privacy.canaries", why)
 
     @property
     def fleet_size(self) -> int:

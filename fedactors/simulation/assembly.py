@@ -130,11 +130,15 @@ def assemble(
     log: EventLog,
     initial_weights: np.ndarray,
     privacy: Any = None,
+    canaries: Any = None,
 ) -> Actors:
     """Wire the server, the device directory and the network on ``loop``.
 
     The server gets the fleet's profiles (to know who is online) and its own
-    evaluation function; only the devices get ``data``.
+    evaluation function; only the devices get ``data``. With a ``CanaryPlan``
+    (``canaries``), the server's release step inserts the canaries into every
+    release (:class:`~fedactors.privacy.canaries.CanaryInsertion`); the devices
+    keep the scenario's aggregator.
     """
     server_mailbox: asyncio.Queue = asyncio.Queue()
     tally = RoundTally.empty()
@@ -149,8 +153,13 @@ def assemble(
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network
+    aggregator = scenario.aggregator
+    if canaries is not None:
+        from fedactors.privacy.canaries import CanaryInsertion
+
+        aggregator = CanaryInsertion(aggregator, canaries)
     step = ReleaseStep(
-        scenario.aggregator, scenario.server_optimizer, evaluate, seeds, log,
+        aggregator, scenario.server_optimizer, evaluate, seeds, log,
         # A FedBuff buffer is always full when released: K reports.
         min_reports=scenario.rounds.min_reports if scenario.mode is None else 1,
         eval_every=scenario.rounds.eval_every, privacy=privacy,
@@ -176,16 +185,44 @@ def restore_world(world: WorldSnapshot, loop: VirtualTimeLoop, actors: Actors,
     actors.directory.start_restored()
 
 
-def privacy_budget(scenario: Scenario, population: int, path: Optional[Path] = None) -> Any:
+def privacy_budget(scenario: Scenario, population: int, path: Optional[Path] = None,
+                   dim: Optional[int] = None) -> Any:
     """The run's PrivacyBudget, or None for an aggregator that declares no DP release."""
     if scenario.aggregator.private_release() is None:
         return None  # don't import dp-accounting for non-private runs
     from fedactors.privacy.budget import PrivacyBudget
 
     try:
-        return PrivacyBudget.for_scenario(scenario, population)
+        return PrivacyBudget.for_scenario(scenario, population, dim)
     except ConfigError as exc:
         raise ScenarioError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+def canary_plan(scenario: Scenario, privacy: Any, seeds: SeedTree, dim: int,
+                path: Optional[Path] = None) -> Any:
+    """The run's ``CanaryPlan`` for ``Privacy(canaries=k)``, or None.
+
+    Each canary takes part in a release with the probability the accountant
+    assumes for a device (``privacy``'s ledger: ``sample / N``); as many
+    canaries again are held out, never inserted. A model too small for the
+    estimate's null to be Gaussian is refused here, the first moment its size
+    is known (before any round).
+    """
+    k = scenario.privacy.canaries if scenario.privacy is not None else 0
+    if not k or privacy is None:
+        return None
+    from fedactors.privacy.canaries import MIN_PARAMETERS, CanaryPlan
+
+    if dim < MIN_PARAMETERS:
+        exc = ConfigError(
+            "privacy.canaries",
+            f"needs a model of at least {MIN_PARAMETERS:,} parameters, this one has {dim:,}: "
+            "below that the cosine of a random direction is too far from Gaussian for the "
+            "estimate to mean anything",
+        )
+        raise ScenarioError(f"{path}: {exc}" if path is not None else str(exc))
+    return CanaryPlan(seeds, inserted=k, held_out=k,
+                      rate=privacy.initial_ledger.sampling_probability, dim=int(dim))
 
 
 def model_spec(scenario: Scenario):

@@ -12,6 +12,7 @@ import numpy as np
 
 from fedactors.runtime import checkpoint
 from fedactors.scenarios.spec import Scenario
+from fedactors.seeding import SEEDED
 
 #: Metric keys that depend on the machine, not the simulation; excluded from
 #: reproducibility comparisons.
@@ -44,10 +45,13 @@ class RunOptions:
         architecture, the local optimizer's settings), see ``built_sha256``.
         """
         digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
+        # Randomness is named only when it is "system", so seeded fingerprints (and the
+        # checkpoints written before the option existed) are unchanged.
+        system = () if scenario.randomness == SEEDED else (("randomness", scenario.randomness),)
         return checkpoint.Fingerprint(scenario.name, digest, seed, (
             ("device_events", self.device_events), ("executor", self.executor),
             ("backend", self.backend), ("settings", settings_sha256(scenario)),
-            ("built", built),
+            ("built", built), *system,
         ))
 
 

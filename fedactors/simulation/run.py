@@ -17,11 +17,12 @@ from fedactors.reporting.warnings import run_warnings
 from fedactors.runtime import checkpoint
 from fedactors.runtime.loop import VirtualTimeLoop
 from fedactors.scenarios.spec import Scenario
-from fedactors.seeding import SeedTree
+from fedactors.seeding import SYSTEM, SeedTree
 from fedactors.simulation import recorder
 from fedactors.simulation.assembly import (
     assemble,
     build_data,
+    canary_plan,
     configure_tensorflow,
     dry_run,
     model_spec,
@@ -38,6 +39,12 @@ from fedactors.training.weights import weights_sha256
 
 _DEFAULTS = RunOptions()
 
+#: summary.json's ``reproducible_note`` under ``randomness="system"``.
+NOT_REPRODUCIBLE = ("DP noise and secure-aggregation secrets came from the operating system's CSPRNG, "
+                    "not the seed: every other draw (fleet, data, cohorts, dropouts, batch order) "
+                    "is still seeded, but the noise, the secrets and so the weights differ from "
+                    "run to run")
+
 
 def run_scenario(
     scenario: Scenario,
@@ -50,7 +57,7 @@ def run_scenario(
     wall_start = time.perf_counter()
     seed = scenario.seed if options.seed is None else options.seed
     rounds = scenario.rounds.count if options.rounds is None else options.rounds
-    seeds = SeedTree(seed)
+    seeds = SeedTree(seed, scenario.randomness)
     configure_tensorflow(seeds)
 
     fleet = Fleet.build(scenario.fleet, seeds.generator("fleet"))
@@ -64,7 +71,8 @@ def run_scenario(
     dry_run(scenario, evaluator, data, options.scenario_path)
     executor = _executor(scenario, options, seeds, runner, executor_factory)
 
-    privacy = privacy_budget(scenario, fleet.size, options.scenario_path)
+    privacy = privacy_budget(scenario, fleet.size, options.scenario_path, int(initial.shape[0]))
+    canaries = canary_plan(scenario, privacy, seeds, initial.shape[0], options.scenario_path)
     fingerprint = options.fingerprint(scenario, seed, built_sha256(evaluator.model, scenario))
     resumed = _checkpoint_to_resume(options, fingerprint, rounds)
     loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
@@ -78,7 +86,7 @@ def run_scenario(
         actors = assemble(
             loop=loop, fleet=fleet, data=data, executor=executor, scenario=scenario,
             evaluate=evaluator.evaluate, seeds=seeds, log=log, initial_weights=initial,
-            privacy=privacy,
+            privacy=privacy, canaries=canaries,
         )
         traffic = recorder.Traffic(actors.network, resumed.traffic if resumed else (0, 0))
         timed = {"network": actors.network, "server": actors.server, "devices": actors.directory}
@@ -112,7 +120,9 @@ def run_scenario(
                      executor=type(executor).__name__,
                      # Why cohorts are not vectorized, if they are not (also a warning).
                      executor_fallback=executor.fallback_reason,
-                     devices=fleet.size, parameters=int(initial.shape[0]))
+                     devices=fleet.size, parameters=int(initial.shape[0]),
+                     # Said only when it is not the seed tree: seeded logs stay as they were.
+                     **({"randomness": SYSTEM} if scenario.randomness == SYSTEM else {}))
         stopped = _drive(loop, actors, rounds - (resumed.round if resumed else 0), record)
         if checkpointer is not None:
             checkpointer.close()
@@ -128,6 +138,11 @@ def run_scenario(
         privacy_summary = (
             privacy.summary(actors.server.state.privacy, stopped) if privacy is not None else None
         )
+        if privacy_summary is not None and canaries is not None:
+            privacy_summary["empirical"] = canaries.summary(
+                initial, weights, privacy.delta, actors.server.state.privacy.ledger,
+                participations=sum(int(r.get("canaries", 0)) for r in records))
+            log.emit("simulator", "privacy.empirical", **privacy_summary["empirical"])
         if privacy_summary is not None:
             log.emit("simulator", "privacy.summary", epsilon=privacy_summary["epsilon"],
                      assumption_held=privacy_summary["assumption_held"],
@@ -145,10 +160,15 @@ def run_scenario(
         "devices": fleet.size,
         "parameters": int(weights.shape[0]),
         "weights_sha256": weights_sha256(weights),
+        "randomness": scenario.randomness,
     }
+    if scenario.randomness == SYSTEM:
+        summary["reproducible"] = False
+        summary["reproducible_note"] = NOT_REPRODUCIBLE
     if privacy_summary is not None:
         summary["privacy"] = privacy_summary
-    summary["warnings"] = run_warnings(records, privacy_summary, executor.fallback_reason)
+    summary["warnings"] = run_warnings(records, privacy_summary, executor.fallback_reason,
+                                       randomness=scenario.randomness)
     if options.out_dir is not None:
         save_model(scenario, evaluator, weights, options.out_dir / "model.keras")
         (options.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -59,3 +59,16 @@ def test_tensorboard_scalars(tmp_path: Path) -> None:
     assert tags["traffic/bytes_up"] == 10 and tags["privacy/epsilon"] == pytest.approx(0.3, rel=1e-6)
     assert "round/wall_seconds" not in tags and not any("applied" in t for t in tags)
     assert not any("closed_by" in t for t in tags)  # not a number
+
+
+@pytest.mark.parametrize(("randomness", "title"), [("seeded", "demo (seed 4)"),
+                                                   ("system", "demo (seed 4, system randomness)")])
+def test_the_summary_title_says_when_the_seed_does_not_replay_the_run(randomness: str,
+                                                                       title: str) -> None:
+    out = io.StringIO()
+    summary = {"scenario": "demo", "seed": 4, "rounds": 1, "stopped": "completed",
+               "simulated_seconds": 90.0, "wall_seconds": 1.0, "final": {"loss": 0.5},
+               "weights_sha256": "ab" * 32, "randomness": randomness}
+    display = RunDisplay("demo", 1, console=Console(file=out, force_terminal=False, width=120))
+    display.finish(summary, [ROW], Path("runs/demo"))
+    assert out.getvalue().splitlines()[0].strip() == title

@@ -26,3 +26,10 @@ def test_each_weakened_guarantee_and_fallback_is_one_line() -> None:
 
 def test_a_run_that_kept_every_guarantee_has_no_warnings() -> None:
     assert run_warnings([{"round": 1, "secagg_below_target": 0}], {"violations": []}, None) == []
+
+
+def test_system_randomness_is_said_since_the_seed_no_longer_replays_the_run() -> None:
+    lines = run_warnings([{"round": 1}], None, None, randomness="system")
+    assert lines == ["randomness: DP noise and secure-aggregation secrets came from the operating "
+                     "system, so this run cannot be reproduced from its seed"]
+    assert run_warnings([{"round": 1}], None, None, randomness="seeded") == []

@@ -3,6 +3,7 @@ killed with SIGKILL and resumed ends exactly where an uninterrupted run does."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -112,6 +113,22 @@ def test_resuming_after_an_imported_module_changed_the_settings_is_refused(tmp_p
     resumed = run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=healthcare,
                                                 rounds=2, resume=True))
     assert len(resumed.records) == 2
+
+
+def test_a_seeded_fingerprint_is_what_it_was_before_randomness_existed() -> None:
+    # Checkpoints written before the option existed must still resume: seeded runs do
+    # not name their randomness; system ones do, and cannot be resumed as the other.
+    scenario = load_scenario(LINEAR)
+    seeded = _options(Path("x")).fingerprint(scenario, 0, "built")
+    assert [k for k, _ in seeded.options] == ["device_events", "executor", "backend", "settings",
+                                              "built"]
+    system = _options(Path("x")).fingerprint(
+        dataclasses.replace(scenario, randomness="system"), 0, "built")
+    assert system.options == (*seeded.options, ("randomness", "system"))
+    assert seeded.mismatch(seeded) == "" and system.mismatch(system) == ""
+    assert system.mismatch(seeded) == ("the randomness differs (checkpoint: seeded, now: system); "
+                                       "a run keeps the randomness it was started with")
+    assert "checkpoint: system, now: seeded" in seeded.mismatch(system)
 
 
 def _checkpoint(tmp_path: Path) -> checkpoint.Checkpoint:
@@ -404,6 +421,25 @@ def test_a_fedbuff_run_stopped_mid_way_resumes_to_the_same_end(tmp_path: Path) -
     assert _rows(tmp_path / "split" / "metrics.jsonl") == _rows(tmp_path / "whole" / "metrics.jsonl")
     assert ((tmp_path / "split" / "events.jsonl").read_bytes()
             == (tmp_path / "whole" / "events.jsonl").read_bytes())
+
+
+@pytest.mark.slow
+def test_a_fedbuff_dp_run_under_system_randomness_checkpoints_mid_way_and_resumes(
+        tmp_path: Path) -> None:
+    # A FedBuff checkpoint pickles the whole world mid-run: no secret stream may be in it
+    # (a generator on SystemBits refuses to be pickled, so one there would fail the save).
+    path = _write(tmp_path, "fedbuff", FEDBUFF)
+    scenario = dataclasses.replace(load_scenario(path), randomness="system")
+    options = partial(RunOptions, scenario_path=path, rounds=6, out_dir=tmp_path / "split")
+    run_scenario(scenario, options(),
+                 on_round=[lambda row: "interrupted" if row["round"] == 3 else None])
+    saved = checkpoint.load(tmp_path / "split")
+    assert saved.world is not None and dict(saved.fingerprint.options)["randomness"] == "system"
+    resumed = run_scenario(scenario, options(resume=True))
+    assert resumed.summary["rounds"] == 6 and resumed.summary["randomness"] == "system"
+    assert "epsilon" in resumed.summary["privacy"]
+    with pytest.raises(ScenarioError, match=r"the randomness differs \(checkpoint: system, now: seeded\)"):
+        run_scenario(load_scenario(path), options(resume=True))
 
 
 @pytest.mark.slow
