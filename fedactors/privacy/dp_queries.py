@@ -28,6 +28,7 @@ tensorflow-privacy that works with this TensorFlow), it is used as is.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -60,6 +61,10 @@ def _install_stub_packages() -> None:
             )
         stub = types.ModuleType(name, "stub installed by fedactors.privacy.dp_queries")
         stub.__path__ = [path]  # what makes it a package for submodule lookup
+        # A spec, so that find_spec() on an installed stub answers (a second call,
+        # e.g. importlib.reload of this module, finds the same directory).
+        stub.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        stub.__spec__.submodule_search_locations = [path]
         stub.__file__ = os.path.join(path, "__init__.py")
         stub.__package__ = name
         sys.modules[name] = stub

@@ -75,6 +75,19 @@ def test_each_broken_assumption_is_reported_with_its_counts() -> None:
     assert summary["assumption_held"] is False and summary["violations"] == out
 
 
+@pytest.mark.parametrize("summed, cut, missing, cut_rounds", [
+    (M, False, 0, 0),  # every selected device reported
+    (M - 3, False, 1, 0),  # deadline or dropouts: reports are missing
+    (M - 5, True, 0, 1),  # closed at its target: the slowest were cut, not missing
+])
+def test_one_round_counts_as_missing_reports_or_cut_at_target_never_both(
+        summed, cut, missing, cut_rounds) -> None:
+    b = budget()
+    s = b.charge(b.initial_state(), Participation(online=N, selected=M, cut_at_target=cut), summed)
+    assert (s.rounds_missing_reports, s.rounds_cut_at_target) == (missing, cut_rounds)
+    assert s.rounds_partial_fleet == 0 and s.min_online == N
+
+
 def test_summary_reports_the_ledger_and_the_figures() -> None:
     b = budget("poisson", target=50.0, min_survivors=7)
     s = b.initial_state()

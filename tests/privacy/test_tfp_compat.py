@@ -104,3 +104,19 @@ def test_a_pickled_query_state_names_only_the_import_workaround() -> None:
                and isinstance(arg, str) and arg.startswith(("tensorflow_privacy", "fedactors"))}
     assert "fedactors.privacy.dp_queries" in modules
     assert not any(m.startswith("tensorflow_privacy") for m in modules), modules
+
+
+
+def test_the_workaround_can_run_again_in_the_same_process():
+    # A second run (e.g. importlib.reload of dp_queries) finds the stubs' specs and
+    # the same directories instead of failing on a spec-less module.
+    import importlib.util
+    import sys
+
+    from fedactors.privacy import dp_queries
+
+    before = {name: sys.modules[name] for name in dp_queries._PACKAGES}
+    for name, module in before.items():
+        assert importlib.util.find_spec(name).submodule_search_locations == module.__path__
+    dp_queries._install_stub_packages()
+    assert {name: sys.modules[name] for name in dp_queries._PACKAGES} == before
