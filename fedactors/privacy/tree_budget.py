@@ -99,8 +99,11 @@ class TreeBudget:
     # -- the separation rule ----------------------------------------------------
 
     def eligible(self, state: TreePrivacyState, device: int, next_release: int) -> bool:
-        """Whether ``device`` may take part in release ``next_release`` (1-based)."""
-        return state.ledger.eligible(device, next_release)
+        """Whether ``device`` may take part in release ``next_release`` (1-based, the
+        server's count, which includes the releases it skipped)."""
+        # A skipped release is no tree leaf: the separation is counted in the ledger's
+        # releases, which leave the skipped ones out.
+        return state.ledger.eligible(device, next_release - state.releases_skipped)
 
     # -- charging -------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from fedactors.aggregation.base import (
     Aggregator,
     PrivateRelease,
     SkellamRelease,
+    TreeRelease,
     check_privacy_forwarded,
     stage_chain,
 )
@@ -228,6 +229,28 @@ class Scenario:
             )
         if self.privacy.canaries:
             self._check_canaries(declared)
+        if self.privacy.min_separation:
+            self._check_min_separation(declared)
+
+    def _check_min_separation(self, declared: PrivateRelease) -> None:
+        """The separation rule is DP-FTRL's, and FedBuff needs devices enough to keep it."""
+        b = self.privacy.min_separation
+        if not isinstance(declared, TreeRelease):
+            # Keeping devices out by their history makes selection non-uniform:
+            # exactly the assumption DP-FedAvg's amplification rests on.
+            raise ConfigError(
+                "privacy.min_separation",
+                "only applies to DP-FTRL (DPMean.tree): with DP-FedAvg it would make the "
+                "cohorts a non-uniform sample, which its ε assumes they are")
+        if self.mode is not None and self.fleet_size < (b + 1) * self.mode.buffer_size:
+            # The devices of the last b buffers and of the one filling are all
+            # ineligible: with fewer devices than that nobody could ever be given work.
+            raise ConfigError(
+                "privacy.min_separation",
+                f"{b} with buffers of {self.mode.buffer_size} needs at least "
+                f"{(b + 1) * self.mode.buffer_size} devices ((min_separation + 1) * buffer_size); "
+                f"the fleet has {self.fleet_size}, so FedBuff would run out of devices it may "
+                "give work to")
 
     def _check_canaries(self, declared: PrivateRelease) -> None:
         """Refuse canaries where their estimate could not mean what it says (docs/privacy.md)."""
