@@ -62,8 +62,8 @@ class DPMean:
     """
 
     def __init__(self) -> None:
-        raise TypeError("build a DP mean with DPMean.fixed(...), DPMean.adaptive_clipping(...) "
-                        "or DPMean.tree(...)")
+        raise TypeError("build a DP mean with DPMean.fixed(...), DPMean.adaptive_clipping(...), "
+                        "DPMean.tree(...) or DPMean.skellam(...)")
 
     @classmethod
     def fixed(
