@@ -227,6 +227,15 @@ class Scenario:
                 "privacy.method",
                 f"'pld' needs rounds.sampling='poisson', got {self.rounds.sampling!r}",
             )
+        if self.privacy.method == "pld" and isinstance(declared, (TreeRelease, SkellamRelease)):
+            # Both are accounted in RDP only: 'pld' would be ignored (DP-FTRL) or refused
+            # only when the run starts (Skellam).
+            raise ConfigError(
+                "privacy.method",
+                f"'pld' is not available for "
+                f"{'DPMean.tree' if isinstance(declared, TreeRelease) else 'DPMean.skellam'} "
+                "(accounted in RDP only): use 'rdp' or 'best'",
+            )
         if self.privacy.canaries:
             self._check_canaries(declared)
         if self.privacy.min_separation:
