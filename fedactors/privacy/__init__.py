@@ -14,6 +14,7 @@ when used):
   :mod:`~fedactors.privacy.noise`.
 * :mod:`fedactors.privacy.accounting`: ``PrivacyLedger``, (epsilon, delta) accounting.
 * DP-FTRL (``DPMean.tree``): :mod:`~fedactors.privacy.tree_mean` (``TreeDPMean``),
+  :mod:`~fedactors.privacy.adaptive_tree` (``AdaptiveTreeDPMean``, with ``adaptive=``),
   :mod:`~fedactors.privacy.tree_accounting` (``TreeLedger``: ε from recorded
   participation), :mod:`~fedactors.privacy.tree_budget` (``TreeBudget``: the run's
   budget and the ``min_separation`` rule).
@@ -42,6 +43,7 @@ _LAZY = {
     "estimate_epsilon": "fedactors.privacy.canaries",
     "TreeDPMean": "fedactors.privacy.tree_mean",
     "TreeMeanState": "fedactors.privacy.tree_mean",
+    "AdaptiveTreeDPMean": "fedactors.privacy.adaptive_tree",
     "TreeLedger": "fedactors.privacy.tree_accounting",
     "TreeStats": "fedactors.privacy.tree_accounting",
     "tree_rdp": "fedactors.privacy.tree_accounting",
@@ -60,6 +62,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AdaptiveClipDPMean",
     "AdaptiveClipping",
+    "AdaptiveTreeDPMean",
     "DPMean",
     "DPMeanState",
     "DPMechanism",

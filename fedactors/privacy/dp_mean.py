@@ -18,7 +18,10 @@ One mechanism per class, each in its own module, each a
 * :class:`~fedactors.privacy.distributed_noise.DistributedDPMean`: either of
   them with the noise added by the devices, in shares, for secure aggregation;
 * :class:`~fedactors.privacy.tree_mean.TreeDPMean` (``DPMean.tree``): DP-FTRL,
-  fixed clipping with tree-aggregated noise, private without any sampling.
+  fixed clipping with tree-aggregated noise, private without any sampling;
+* :class:`~fedactors.privacy.adaptive_tree.AdaptiveTreeDPMean`
+  (``DPMean.tree(..., adaptive=...)``): DP-FTRL whose clip tracks a quantile of
+  the update norms, changed at each tree restart.
 
 ``DPMean`` is where a scenario builds them, so that the choice reads as a
 sentence (``DPMean.fixed(clip_norm=1.0, noise_multiplier=1.0, expected_count=20)``).
@@ -27,10 +30,11 @@ sentence (``DPMean.fixed(clip_norm=1.0, noise_multiplier=1.0, expected_count=20)
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 from fedactors.errors import ConfigError
 from fedactors.privacy.adaptive_clip import AdaptiveClipDPMean, AdaptiveClipping
+from fedactors.privacy.adaptive_tree import AdaptiveTreeDPMean
 from fedactors.privacy.distributed_noise import DistributedDPMean
 from fedactors.privacy.fixed_clip import FixedClipDPMean
 from fedactors.privacy.gaussian_mean import GaussianDPMean
@@ -168,8 +172,9 @@ class DPMean:
         expected_count: int,
         restart_every: Optional[int] = None,
         efficient: bool = True,
-    ) -> TreeDPMean:
-        """DP-FTRL: fixed clipping and tree-aggregated noise, private without sampling.
+        adaptive: Optional[AdaptiveClipping] = None,
+    ) -> Union[TreeDPMean, AdaptiveTreeDPMean]:
+        """DP-FTRL: clipping and tree-aggregated noise, private without sampling.
 
         Kairouz et al. 2021. Its ε is accounted from how often and how far
         apart each device contributed, not from a sampling assumption, so it
@@ -179,18 +184,28 @@ class DPMean:
         the guarantee small (docs/privacy.md, "DP-FTRL").
 
         Args:
-            clip_norm: C (> 0), the largest L2 norm of a device's delta.
+            clip_norm: C (> 0), the largest L2 norm of a device's delta (with
+                ``adaptive``: C of the first tree).
             noise_multiplier: z (>= 0), each tree node's noise standard
                 deviation over C.
             expected_count: m, the cohort size divided by; must equal
                 ``rounds.cohort_size`` (FedBuff: ``buffer_size``).
             restart_every: Start a new tree every this many releases; ``None``
-                (default): one tree.
+                (default): one tree. Required with ``adaptive``.
             efficient: The efficient tree estimator (less noise on each running
-                sum, the same privacy). Default True.
+                sum, the same privacy). Default True; with ``adaptive`` it must
+                be True (tensorflow-privacy's adaptive tree query has only it).
+            adaptive: ``AdaptiveClipping(...)`` to have C track a quantile of
+                the update norms (Andrew et al. 2021): each device also reports
+                whether its norm was below the current estimate, that count is
+                tree-aggregated too (noise ``clipped_count_stddev``, default
+                ``m / 20``), and the estimate becomes C at each restart. The
+                declared multiplier composes both trees,
+                ``(z**-2 + (2 * clipped_count_stddev)**-2) ** -0.5``. ``None``
+                (default): C fixed.
 
         Returns:
-            A ``TreeDPMean``.
+            A ``TreeDPMean``, or with ``adaptive`` an ``AdaptiveTreeDPMean``.
 
         Examples:
             >>> from fedactors import DPMean
@@ -198,8 +213,21 @@ class DPMean:
             ...                   restart_every=64)
             >>> agg.private_release()
             TreeRelease(noise_multiplier=3.0, expected_count=20, min_survivors=None, restart_every=64)
+            >>> from fedactors.privacy import AdaptiveClipping
+            >>> agg = DPMean.tree(0.5, 3.0, 20, restart_every=64,
+            ...                   adaptive=AdaptiveClipping(target_quantile=0.5))
+            >>> type(agg).__name__, round(agg.private_release().noise_multiplier, 3)
+            ('AdaptiveTreeDPMean', 1.664)
         """
-        return TreeDPMean(clip_norm, noise_multiplier, expected_count, restart_every, efficient)
+        if adaptive is None:
+            return TreeDPMean(clip_norm, noise_multiplier, expected_count, restart_every,
+                              efficient)
+        if efficient is not True:
+            raise ConfigError("efficient", "adaptive clipping runs tensorflow-privacy's "
+                              "QAdaClipTreeResSumQuery, whose trees are the efficient estimator; "
+                              f"got {efficient!r}")
+        return AdaptiveTreeDPMean(clip_norm, noise_multiplier, expected_count, restart_every,
+                                  adaptive)
 
     @classmethod
     def skellam(

@@ -93,6 +93,7 @@ _quantile_adaptive_clip_sum_query = _load("quantile_adaptive_clip_sum_query")
 _tree_aggregation = _load("tree_aggregation")
 _tree_aggregation_query = _load("tree_aggregation_query")
 _restart_query = _load("restart_query")
+_quantile_adaptive_clip_tree_query = _load("quantile_adaptive_clip_tree_query")
 #: DP-FTRL's accountant (``compute_rdp_single_tree``); only needs numpy and dp-accounting.
 tree_aggregation_accountant = importlib.import_module(
     "tensorflow_privacy.privacy.analysis.tree_aggregation_accountant")
@@ -132,10 +133,13 @@ TreeState = _tree_aggregation.TreeState
 GaussianNoiseGenerator = _tree_aggregation.GaussianNoiseGenerator
 RestartQuery = _restart_query.RestartQuery
 PeriodicRoundRestartIndicator = _restart_query.PeriodicRoundRestartIndicator
+# DP-FTRL with adaptive clipping: the clip follows a tree-aggregated quantile estimate.
+TreeQuantileEstimatorQuery = _quantile_estimator_query.TreeQuantileEstimatorQuery
+QAdaClipTreeResSumQuery = _quantile_adaptive_clip_tree_query.QAdaClipTreeResSumQuery
 
 _make_states_picklable(GaussianSumQuery, NormalizedQuery, QuantileEstimatorQuery,
                        QuantileAdaptiveClipSumQuery, TreeResidualSumQuery, TreeState,
-                       GaussianNoiseGenerator, RestartQuery)
+                       GaussianNoiseGenerator, RestartQuery, QAdaClipTreeResSumQuery)
 
 __all__ = [
     "DPQuery",
@@ -143,11 +147,13 @@ __all__ = [
     "GaussianSumQuery",
     "NormalizedQuery",
     "PeriodicRoundRestartIndicator",
+    "QAdaClipTreeResSumQuery",
     "QuantileAdaptiveClipSumQuery",
     "QuantileEstimatorQuery",
     "RestartQuery",
     "SumAggregationDPQuery",
     "TfPrivacyImportError",
+    "TreeQuantileEstimatorQuery",
     "TreeResidualSumQuery",
     "TreeState",
     "tree_aggregation_accountant",
