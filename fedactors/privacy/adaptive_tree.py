@@ -68,7 +68,7 @@ from fedactors.privacy.dp_queries import (
     TreeResidualSumQuery,
 )
 from fedactors.privacy.gaussian_mean import CLIPPED_DELTA, FLOAT32_SLACK
-from fedactors.privacy.tree_mean import _SEED_BOUND, TreeMeanState, plain
+from fedactors.privacy.tree_mean import _SEED_BOUND, TreeMeanState, check_cohort_size, plain
 from fedactors.validation import non_negative, positive, positive_int
 
 
@@ -267,12 +267,7 @@ class AdaptiveTreeDPMean(Aggregator[TreeMeanState]):
                 BELOW_CLIP: BELOW_CLIP_SENSITIVITY * FLOAT32_SLACK}
 
     def check_round(self, ctx: RoundContext) -> None:
-        """Raise ``ValueError`` for a round that expects another cohort size than ``m``."""
-        if ctx.expected_count != self.expected_count:
-            raise ValueError(
-                f"DPMean.tree was configured for expected_count={self.expected_count}, "
-                f"but round {ctx.round} expects {ctx.expected_count}"
-            )
+        check_cohort_size(self.expected_count, ctx)
 
     def aggregate(self, state: TreeMeanState, contributions: Contributions,
                   ctx: RoundContext) -> Aggregate[TreeMeanState]:

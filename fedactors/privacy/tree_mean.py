@@ -60,6 +60,16 @@ def plain(structure: Any) -> Any:
     return tf.nest.map_structure(lambda t: np.asarray(t), structure)
 
 
+def check_cohort_size(expected_count: int, ctx: RoundContext) -> None:
+    """Raise ``ValueError`` for a round that expects another cohort size than ``m``: the
+    division by m and the noise were calibrated for it."""
+    if ctx.expected_count != expected_count:
+        raise ValueError(
+            f"DPMean.tree was configured for expected_count={expected_count}, "
+            f"but round {ctx.round} expects {ctx.expected_count}"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class TreeMeanState:
     """Explicit state: the model size and the tree query's global state.
@@ -176,12 +186,7 @@ class TreeDPMean(Aggregator[TreeMeanState]):
         return {CLIPPED_DELTA: float(params["clip_norm"]) * FLOAT32_SLACK}
 
     def check_round(self, ctx: RoundContext) -> None:
-        """Raise ``ValueError`` for a round that expects another cohort size than ``m``."""
-        if ctx.expected_count != self.expected_count:
-            raise ValueError(
-                f"DPMean.tree was configured for expected_count={self.expected_count}, "
-                f"but round {ctx.round} expects {ctx.expected_count}"
-            )
+        check_cohort_size(self.expected_count, ctx)
 
     def aggregate(self, state: TreeMeanState, contributions: Contributions,
                   ctx: RoundContext) -> Aggregate[TreeMeanState]:
