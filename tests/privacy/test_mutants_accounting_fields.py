@@ -112,3 +112,31 @@ def test_a_composed_release_with_a_noiseless_part_has_no_privacy() -> None:
     ledger = PrivacyLedger(N, M, Z, "poisson").compose(
         1, noise_multiplier=effective_noise_multiplier(dp_accounting.ComposedDpEvent([g(0.0), g(1.0)])))
     assert ledger.epsilon(DELTA) == math.inf and ledger.epsilon_rdp(DELTA) == math.inf
+
+
+@pytest.mark.parametrize("sampling", ["fixed_size", "poisson", "none"])
+def test_a_release_event_is_the_sampled_gaussian_the_ledger_accounts(sampling: str) -> None:
+    # What benchmarks and users read as "one release": the same event the ε is composed from.
+    import dp_accounting
+
+    from fedactors.privacy.accounting import PrivacyLedger
+
+    ledger = PrivacyLedger(population=100, cohort_size=10, noise_multiplier=1.5, sampling=sampling,
+                           method="rdp")
+    gaussian = {"fixed_size": 0.75, "poisson": 1.5, "none": 1.5}[sampling]  # replace-one halves z
+    expected = {
+        "fixed_size": dp_accounting.SampledWithoutReplacementDpEvent(
+            100, 10, dp_accounting.GaussianDpEvent(gaussian)),
+        "poisson": dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(gaussian)),
+        "none": dp_accounting.GaussianDpEvent(gaussian),
+    }[sampling]
+    assert ledger.round_event() == ledger.release_event() == expected
+    other = ledger.release_event(3.0)
+    assert other != expected and other == PrivacyLedger(
+        population=100, cohort_size=10, noise_multiplier=3.0, sampling=sampling,
+        method="rdp").round_event()
+    accountant = dp_accounting.rdp.RdpAccountant(neighboring_relation=(
+        dp_accounting.NeighboringRelation.REPLACE_ONE if sampling == "fixed_size"
+        else dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE))
+    accountant.compose(ledger.round_event(), 1)
+    assert ledger.compose(1).epsilon_rdp(1e-5) == pytest.approx(accountant.get_epsilon(1e-5))
