@@ -249,8 +249,8 @@ class Scenario:
             # exactly the assumption DP-FedAvg's amplification rests on.
             raise ConfigError(
                 "privacy.min_separation",
-                "only applies to DP-FTRL (DPMean.tree): with DP-FedAvg it would make the "
-                "cohorts a non-uniform sample, which its ε assumes they are")
+                "only applies to DP-FTRL (DPMean.tree), whose ε it bounds; with DP-FedAvg it "
+                "would also make the cohorts a non-uniform sample, which its ε assumes they are")
         if self.mode is not None and self.fleet_size < (b + 1) * self.mode.buffer_size:
             # The devices of the last b buffers and of the one filling are all
             # ineligible: with fewer devices than that nobody could ever be given work.

@@ -76,7 +76,10 @@ class FedBuff:
     (if given) are rejected; ``poll_interval`` seconds between looks for
     online devices while slots stay free; ``max_idle`` simulated seconds with
     no device training at all end the run (``stopped: "idle"``) instead of
-    polling a fleet that never comes online forever.
+    polling a fleet that never comes online forever, and so do ``max_idle``
+    seconds without a server update while devices keep failing to deliver
+    (``stopped: "stalled"``: e.g. only devices too slow for the deadline left
+    to give work to).
 
     The scenario's ``Rounds`` still gives ``count`` (server updates),
     ``deadline`` (a per-device timeout, seconds) and ``eval_every``. A DP
@@ -100,8 +103,9 @@ class FedBuff:
             any staleness.
         poll_interval: Simulated seconds (> 0) between looks for online
             devices while slots stay free. Default 60.0.
-        max_idle: Simulated seconds (> 0) with no device training at all after
-            which the run ends (``stopped: "idle"``). Default 604800.0 (7 days).
+        max_idle: Simulated seconds (> 0) with no device training at all, or
+            with no server update, after which the run ends (``stopped:
+            "idle"`` or ``"stalled"``). Default 604800.0 (7 days).
 
     Examples:
         >>> from fedactors import FedBuff
@@ -317,6 +321,10 @@ class FedBuffServer:
             self._expect = (self.state.round, Expectation.for_round(self.aggregator, params, dim))
         return self._expect[1]
 
+    def _stalled(self, now: float) -> bool:
+        """``max_idle`` seconds since the current buffer began and none delivered yet."""
+        return bool(self.in_flight) and now - self._gathering.start >= self.mode.max_idle
+
     # -- the main loop -----------------------------------------------------
     async def run(self, count: int, on_round: Callable[[ReleaseOutcome], Optional[str]]) -> str:
         """Run until ``count`` more server updates; ``on_round`` may stop early.
@@ -344,6 +352,12 @@ class FedBuffServer:
             if isinstance(message, _StopNow):
                 self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=self._stopping)
                 return self._stopping
+            if isinstance(message, (Poll, DeviceTimeout)) and self._stalled(loop.time()):
+                # Devices keep training but none delivers (say only ones too slow for the
+                # deadline may be given work): the run would go on forever without an update.
+                self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason="stalled",
+                              seconds_without_update=loop.time() - gathering.start)
+                return "stalled"
             if isinstance(message, Poll):
                 self._poll_pending = False
                 self._poll_timer = None
@@ -392,7 +406,8 @@ class FedBuffServer:
                 self._gathering = _Gathering(loop.time())
                 self._buffered.clear()
                 asked = on_round(outcome)
-                if asked is None:
+                if asked is None and self.state.round < target:
+                    # (After the last update there is no next release to refuse.)
                     stop = self.step.budget_stop(self.state)
                     if stop:  # no further release may happen: stop at once
                         self.log.emit(ACTOR, "run.stopped", round=outcome.round, reason=stop)

@@ -55,7 +55,9 @@ class Rounds:
         deadline: Simulated seconds the server waits for reports before
             closing the round with what arrived. Default 600.0.
         min_reports: Fewest reports (1 to ``cohort_size``) for a round to be
-            aggregated; below it the round is skipped. Default 1.
+            aggregated; below it the round is skipped. Default 1. DP-FTRL
+            (``DPMean.tree``) ignores it: it releases its noise every round
+            (docs/privacy.md, "DP-FTRL").
         eval_every: Evaluate the global model on the server's test set every
             this many rounds. Default 1 (every round).
         sampling: ``"fixed_size"`` (default) or ``"poisson"``, as above; the

@@ -291,3 +291,115 @@ def test_min_separation_with_dp_fedavg_is_refused_at_load():
     with pytest.raises(ConfigError) as err:
         dataclasses.replace(base, privacy=Privacy(min_separation=2))
     assert err.value.field == "privacy.min_separation"
+
+
+@pytest.mark.slow
+def test_a_fedbuff_run_left_with_only_too_slow_devices_stops_as_stalled(tmp_path) -> None:
+    # Found from outside: with the separation rule only slow devices stayed eligible, each
+    # missed the deadline, no buffer was ever released, and the run never ended (max_idle
+    # counts time with nobody training). It must stop, with its summary written.
+    import json
+
+    import keras
+    import numpy as np
+
+    from fedactors import (
+        DeviceClass,
+        DPMean,
+        FedBuff,
+        FederatedData,
+        LocalTraining,
+        LogNormal,
+        NetworkProfile,
+        OnlineShare,
+        Privacy,
+        Rounds,
+        Scenario,
+    )
+    from fedactors.simulation import RunOptions, run_scenario
+
+    def data(fleet, rng):
+        w = rng.normal(size=(16, 3))
+
+        def draw(n):
+            x = rng.normal(size=(n, 16)).astype(np.float32)
+            return x, (x @ w).argmax(1).astype(np.int32)
+        return FederatedData.from_arrays([draw(int(n)) for n in fleet.examples], draw(50))
+
+    scenario = Scenario(
+        name="stall",
+        model=lambda: keras.Sequential([keras.Input((16,)), keras.layers.Dense(3)]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), data=data,
+        fleet=[DeviceClass("dev", count=9, compute=LogNormal(200, 0.5),
+                           network=NetworkProfile(rtt=0.05, uplink=5e6, downlink=20e6),
+                           availability=OnlineShare(0.8), dropout=0.2, examples=LogNormal(60, 0.4))],
+        rounds=Rounds(count=30, cohort_size=2, deadline=0.5, min_reports=1),
+        mode=FedBuff(buffer_size=2, concurrency=8, poll_interval=1.0, max_idle=100.0),
+        training=LocalTraining(batch_size=16, optimizer=lambda: keras.optimizers.SGD(0.1)),
+        aggregator=DPMean.tree(clip_norm=1.0, noise_multiplier=2.0, expected_count=2),
+        privacy=Privacy(min_separation=3), seed=1,
+    )
+    import signal
+
+    def give_up(signum, frame):  # a regression would hang: fail instead
+        raise TimeoutError("the stalled FedBuff run did not stop")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(300)
+    try:
+        run_scenario(scenario, RunOptions(out_dir=tmp_path / "run"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped"] == "stalled"
+    assert summary["privacy"]["rounds_accounted"] < 30
+
+
+@pytest.mark.slow
+def test_a_fedbuff_run_that_makes_all_its_updates_is_completed_not_stopped_by_the_budget(
+        tmp_path) -> None:
+    # Found from outside: with a target that the next, never-planned update would pass,
+    # the run that had made all its updates said stopped: "privacy-budget".
+    import json
+
+    import keras
+    import numpy as np
+
+    from fedactors import (
+        DeviceClass,
+        DPMean,
+        FedBuff,
+        FederatedData,
+        LocalTraining,
+        Privacy,
+        Rounds,
+        Scenario,
+    )
+    from fedactors.privacy.tree_accounting import TreeLedger
+    from fedactors.simulation import RunOptions, run_scenario
+
+    def data(fleet, rng):
+        return FederatedData.from_arrays(
+            [(rng.normal(size=(8, 4)).astype(np.float32), np.zeros(8, np.int32))
+             for _ in fleet.examples], (np.zeros((4, 4), np.float32), np.zeros(4, np.int32)))
+
+    ledger = TreeLedger(noise_multiplier=2.0, restart_every=None)
+    for _ in range(3):
+        ledger = ledger.record(())
+    target = (ledger.epsilon_planned_bound(1e-5)
+              + ledger.with_one_more().epsilon_planned_bound(1e-5)) / 2
+    scenario = Scenario(
+        name="last", model=lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), data=data,
+        fleet=[DeviceClass("dev", count=6, compute=100.0, examples=8)],
+        rounds=Rounds(count=3, cohort_size=2, deadline=60.0),
+        mode=FedBuff(buffer_size=2, concurrency=4),
+        training=LocalTraining(batch_size=8, optimizer=lambda: keras.optimizers.SGD(0.1)),
+        aggregator=DPMean.tree(clip_norm=1.0, noise_multiplier=2.0, expected_count=2),
+        privacy=Privacy(target_epsilon=target, delta=1e-5), seed=0,
+    )
+    run_scenario(scenario, RunOptions(out_dir=tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["privacy"]["rounds_accounted"] == 3
+    assert summary["stopped"] == "completed"
