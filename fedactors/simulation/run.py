@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from functools import partial
 from typing import Optional
 
+from fedactors.aggregation.base import TreeRelease
 from fedactors.devices.fleet import Fleet
 from fedactors.errors import ConfigError, ScenarioError
 from fedactors.reporting.events import EventLog
@@ -44,6 +45,13 @@ NOT_REPRODUCIBLE = ("DP noise and secure-aggregation secrets came from the opera
                     "not the seed: every other draw (fleet, data, cohorts, dropouts, batch order) "
                     "is still seeded, but the noise, the secrets and so the weights differ from "
                     "run to run")
+#: The same for DP-FTRL, whose tree noise is TensorFlow's, from one seed drawn from the OS.
+NOT_REPRODUCIBLE_TREE = (
+    "DP-FTRL's tree noise came from TensorFlow's counter-based (Philox) sampler seeded once "
+    "with 62 bits from the operating system's CSPRNG, and that seed is kept in the run's state "
+    "and checkpoint.pkl: whoever reads the checkpoint can regenerate the noise. Secure-"
+    "aggregation secrets came from the CSPRNG; every other draw is still seeded, but the noise "
+    "and so the weights differ from run to run")
 
 
 def run_scenario(
@@ -164,7 +172,9 @@ def run_scenario(
     }
     if scenario.randomness == SYSTEM:
         summary["reproducible"] = False
-        summary["reproducible_note"] = NOT_REPRODUCIBLE
+        summary["reproducible_note"] = (
+            NOT_REPRODUCIBLE_TREE if isinstance(scenario.aggregator.private_release(), TreeRelease)
+            else NOT_REPRODUCIBLE)
     if privacy_summary is not None:
         summary["privacy"] = privacy_summary
     summary["warnings"] = run_warnings(records, privacy_summary, executor.fallback_reason,

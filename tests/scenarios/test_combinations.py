@@ -597,6 +597,9 @@ def test_new_mechanisms_with_system_randomness(mode: str, aggregator: str, secur
     result = run_scenario(scenario, RunOptions(out_dir=tmp_path / "whole", keep_events=True))
     summary, rows = result.summary, _rows(tmp_path / "whole")
     assert summary["randomness"] == "system" and summary["reproducible"] is False
+    # DP-FTRL's noise is TensorFlow's from one OS-drawn seed kept in the checkpoint: said so.
+    tree = aggregator.startswith("dp-ftrl")
+    assert ("checkpoint.pkl" in summary["reproducible_note"]) == tree
     assert any(w.startswith("randomness:") for w in summary["warnings"])
     p = summary["privacy"]
     if aggregator in TREES:
