@@ -40,4 +40,25 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         )
     if privacy is not None:
         out += [f"privacy: {v}" for v in privacy.get("violations", ())]
+        out += _canary_warnings(records, privacy)
     return out
+
+
+#: Canaries per release above this share of the cohort steer the run (docs/privacy.md).
+CANARY_SHARE = 0.1
+
+
+def _canary_warnings(records: Sequence[Mapping[str, Any]],
+                     privacy: Mapping[str, Any]) -> list[str]:
+    """Canaries are extra clients: many per release change the run they estimate."""
+    empirical, cohort = privacy.get("empirical"), privacy.get("accounting", {}).get("expected_count")
+    per_release = [r["canaries"] for r in records if "canaries" in r]
+    if not empirical or not cohort or not per_release:
+        return []
+    mean = sum(per_release) / len(per_release)
+    if mean <= CANARY_SHARE * cohort:
+        return []
+    return [f"canaries: about {mean:.1f} canaries joined each release against a cohort of "
+            f"{cohort} devices, so they steer training (and an adaptive clip) away from the run "
+            f"without them; the estimate describes that run. Keep canaries x rate under "
+            f"{CANARY_SHARE:g} x the cohort"]

@@ -33,3 +33,17 @@ def test_system_randomness_is_said_since_the_seed_no_longer_replays_the_run() ->
     assert lines == ["randomness: DP noise and secure-aggregation secrets came from the operating "
                      "system, so this run cannot be reproduced from its seed"]
     assert run_warnings([{"round": 1}], None, None, randomness="seeded") == []
+
+
+def test_many_canaries_per_release_are_warned_about():
+    # Found from outside: 75 canaries a round against 10 devices took over adaptive clipping.
+    from fedactors.reporting.warnings import run_warnings
+
+    privacy = {"violations": [], "accounting": {"expected_count": 10},
+               "empirical": {"epsilon": 1.0}}
+    many = run_warnings([{"canaries": 7}, {"canaries": 9}], privacy, None)
+    few = run_warnings([{"canaries": 1}, {"canaries": 0}], privacy, None)
+    assert [w for w in many if w.startswith("canaries:")] and "8.0" in " ".join(many)
+    assert not [w for w in few if w.startswith("canaries:")]
+    assert not [w for w in run_warnings([{"canaries": 9}], {"violations": []}, None)
+                if w.startswith("canaries:")]
