@@ -209,6 +209,11 @@ class Scenario:
                 f"{self.rounds.cohort_size!r}; they must be equal",
             )
         if isinstance(declared, SkellamRelease):
+            if self.mode is not None:
+                # Said first: "add secure aggregation" would send the user in a circle.
+                raise ConfigError(
+                    "mode", "FedBuff cannot run DPMean.skellam: its noise shares need secure "
+                    "aggregation, which FedBuff mode does not have; use synchronous rounds")
             from fedactors.privacy.skellam_mean import check_scenario
 
             check_scenario(declared, self.secure_aggregation)

@@ -118,9 +118,12 @@ INDIVIDUAL = {"trimmed-mean", "krum"}
 
 def expected_refusal(mode: str, aggregator: str, secure: str) -> Optional[tuple[str, ...]]:
     """The two fields a refusal must name, or None if the combination must run."""
+    if secure == "plain" and aggregator == "dp-skellam":
+        # Each Skellam record carries 1/min_survivors of the noise: the server must not read it
+        # (and FedBuff, which has no secure aggregation, is named as the obstacle).
+        return ("mode",) if mode == "fedbuff" else ("secure_aggregation",)
     if secure == "plain":
-        # Each Skellam record carries 1/min_survivors of the noise: the server must not read it.
-        return ("secure_aggregation",) if aggregator == "dp-skellam" else None
+        return None
     if mode == "fedbuff":
         return ("secure_aggregation", "mode")
     if aggregator in INDIVIDUAL:
