@@ -139,6 +139,10 @@ class ServerActor:
             reported = tuple(sorted(accepted))
             contributions = PlainContributions([accepted[d].contribution for d in reported])
             measurements = {}
+        if closed_by == "nobody-online" and len(online):
+            # Devices were online, but none was selected: a Poisson draw of nobody, or
+            # DP-FTRL's separation rule keeping every one of them out.
+            closed_by = "nobody-selected"
         released = self.step.release(
             self.state, contributions, expected_count=self.rounds.cohort_size, selected=n_select,
             participation=Participation(

@@ -25,7 +25,7 @@ class ReleaseOutcome:
     end: float
     selected: tuple[int, ...]  # devices asked to train for this release
     reported: tuple[int, ...]  # devices whose contribution was summed
-    closed_by: str  # "target", "deadline", "nobody-online" or "buffer"
+    closed_by: str  # "target", "deadline", "nobody-online", "nobody-selected" or "buffer"
     applied: bool
     rejected: dict[str, int]
     measurements: dict[str, Any]

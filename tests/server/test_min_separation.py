@@ -179,6 +179,8 @@ async def test_when_the_rule_leaves_nobody_to_select_the_round_still_releases() 
     outcomes: list = []
     await world.actors.server.run(4, outcomes.append)
     assert [o.selected for o in outcomes] == [(0, 1), (), (0, 1), ()]
+    # Both devices were online: nobody was *selected* (the rule), not nobody online.
+    assert [o.closed_by for o in outcomes][1::2] == ["nobody-selected"] * 2
     assert all(o.applied for o in outcomes)
     assert [o.measurements["tree_leaf"] for o in outcomes] == [1, 2, 3, 4]
     assert fewest_between([o.reported for o in outcomes]) == 1
