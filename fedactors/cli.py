@@ -11,7 +11,6 @@ import dataclasses
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -19,6 +18,7 @@ from typing import Any, Optional
 from fedactors.errors import EXIT_BAD_INPUT, ConfigError, ScenarioError
 from fedactors.seeding import SYSTEM
 from fedactors.training.choice import BACKENDS, EXECUTORS
+from fedactors.training.quiet import import_tensorflow_quietly
 from fedactors.validation import whole_number
 
 _positive_int = whole_number(1)
@@ -57,33 +57,6 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's own start-up output (hidden by default)")
     return parser
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and Keras with their C++ start-up banner held back.
-
-    TF 2.21 writes its oneDNN/CUDA lines to file descriptor 2 from C++, which
-    ``TF_CPP_MIN_LOG_LEVEL`` no longer silences, burying the program's own
-    output. The import runs with fd 2 pointed at a temporary file; what it
-    wrote is shown only if the import fails.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            import keras  # noqa: F401
-            import tensorflow as tf
-
-            tf.constant(0.0)  # device discovery prints the rest of the banner
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def check_writable(out: Path) -> None:

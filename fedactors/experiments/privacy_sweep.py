@@ -265,6 +265,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = parser().parse_args(argv)
     from fedactors.scenarios.loader import load_scenario
+    from fedactors.training.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # its banner would bury the table
 
     try:
         scenario = load_scenario(args.scenario)
