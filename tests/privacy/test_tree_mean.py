@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import functools
 import pickle
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -257,29 +254,6 @@ def test_a_pickled_state_is_plain_data_and_continues_identically() -> None:
         for x, y in zip(want, got):
             np.testing.assert_array_equal(x, y)
         assert_same_state(got_state, want_state)
-
-
-@pytest.mark.slow
-def test_a_pickled_state_continues_identically_in_a_fresh_process(tmp_path: Path) -> None:
-    agg = tree(restart_every=3)
-    _, state = run(agg, 4, seed=11)
-    want, _ = run(agg, 3, seed=0, state=state, start=5)
-    (tmp_path / "state.pkl").write_bytes(pickle.dumps(state))
-    # Unpickled first, before anything imports fedactors: the pickle names what it needs.
-    script = textwrap.dedent(f"""
-        import pickle, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        state = pickle.loads(open(sys.argv[1] + "/state.pkl", "rb").read())
-        import numpy as np
-        from tests.privacy.test_tree_mean import C, M, Z, run
-        from fedactors.privacy.dp_mean import DPMean
-        got, _ = run(DPMean.tree(C, Z, M, restart_every=3), 3, seed=0, state=state, start=5)
-        np.save(sys.argv[1] + "/got.npy", np.array(got))
-    """)
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), np.array(want))
 
 
 # -- what it refuses and declares ---------------------------------------------------------
