@@ -83,8 +83,14 @@ class PrivacyBudget:
 
     @classmethod
     def for_scenario(cls, scenario: Any, population: int,
-                     dim: Optional[int] = None) -> Optional[PrivacyBudget]:
+                     dim: Optional[int] = None) -> Optional[Any]:
         """The scenario's budget, or ``None`` if its aggregator declares no DP release.
+
+        The budget's type follows the declaration: a ``PrivacyBudget`` for
+        DP-FedAvg's ``PrivateRelease``, a ``TreeBudget`` for DP-FTRL's
+        ``TreeRelease``, a ``SkellamBudget`` for a ``SkellamRelease``; all three
+        answer the release step the same way (charge, epsilon, would_exceed,
+        summary).
 
         A DP aggregator without a ``privacy`` option gets ``Privacy()``: ε is
         always reported for DP runs. A target below what a single release
