@@ -41,7 +41,27 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
     if privacy is not None:
         out += [f"privacy: {v}" for v in privacy.get("violations", ())]
         out += _canary_warnings(records, privacy)
+        out += _skellam_warnings(privacy)
     return out
+
+
+#: Rounding to the Skellam grid may inflate the sensitivity by this factor before it is said.
+SKELLAM_INFLATION = 1.5
+
+
+def _skellam_warnings(privacy: Mapping[str, Any]) -> list[str]:
+    """A grid too coarse for the model: rounding, not the clip, sets the noise."""
+    acc = privacy.get("accounting", {})
+    if acc.get("mechanism") != "distributed-skellam":
+        return []
+    clip = acc["clip_norm"] * 2.0 ** acc["scale_bits"]
+    inflation = acc["l2_sensitivity_integer"] / clip
+    if inflation <= SKELLAM_INFLATION:
+        return []
+    return [f"skellam: rounding {acc['dim']} weights to the grid of scale_bits="
+            f"{acc['scale_bits']} made one device's L2 sensitivity {inflation:.1f}x its clip, and "
+            f"the noise is sized for that: {inflation:.1f}x what the same ε would need on a "
+            "finer grid; raise scale_bits"]
 
 
 #: Canaries per release above this share of the cohort steer the run (docs/privacy.md).

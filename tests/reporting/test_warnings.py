@@ -47,3 +47,18 @@ def test_many_canaries_per_release_are_warned_about():
     assert not [w for w in few if w.startswith("canaries:")]
     assert not [w for w in run_warnings([{"canaries": 9}], {"violations": []}, None)
                 if w.startswith("canaries:")]
+
+
+def test_a_skellam_grid_too_coarse_for_the_model_is_warned_about():
+    # Found from outside: scale_bits=0 on 1,283 weights made the noise ~19x the 16-bit run's.
+    from fedactors.reporting.warnings import run_warnings
+
+    def privacy(l2: float) -> dict:
+        return {"violations": [], "accounting": {
+            "mechanism": "distributed-skellam", "clip_norm": 1.0, "scale_bits": 2,
+            "dim": 1283, "l2_sensitivity_integer": l2}}
+
+    coarse = [w for w in run_warnings([], privacy(4.0 * 9), None) if w.startswith("skellam:")]
+    fine = [w for w in run_warnings([], privacy(4.0 * 1.2), None) if w.startswith("skellam:")]
+    assert coarse and "9.0x" in coarse[0] and "scale_bits=2" in coarse[0]
+    assert not fine
