@@ -72,6 +72,7 @@ from fedactors.runtime.network import Network
 from fedactors.secagg.envelopes import MASKED
 from fedactors.simulation import RunOptions, run_scenario
 from tests.privacy.test_tree_accounting import brute_epsilon
+from tests.server.test_min_separation import fewest_between
 
 DEVICES, COHORT, Z = 8, 4, 2.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,16 +276,6 @@ def release_contributors(events: list[dict]) -> list[Optional[tuple[int, ...]]]:
             releases.append(None if skipped else tuple(sorted(pending)))
             pending, skipped = [], False
     return releases
-
-
-def fewest_between(releases: list[tuple[int, ...]]) -> Optional[int]:
-    """Fewest releases strictly between two contributions of one device (None: nobody twice)."""
-    at: dict[int, list[int]] = {}
-    for r, contributors in enumerate(releases, start=1):
-        for d in contributors:
-            at.setdefault(d, []).append(r)
-    gaps = [y - x - 1 for rs in at.values() for x, y in zip(rs, rs[1:])]
-    return min(gaps) if gaps else None
 
 
 def tree_spans(releases: int, restart_every: Optional[int]) -> list[tuple[int, int]]:
