@@ -85,6 +85,53 @@ def pytest_collection_modifyitems(config, items) -> None:
         test._fedactors_scaled = True
 
 
+# -- no TensorFlow while collecting -------------------------------------------------------
+#
+# mutmut forks its workers from a process that has only collected the tests
+# (docs/testing.md). If collecting ran TensorFlow (an aggregator built in a module-level
+# parametrize list: tensorflow-privacy's queries make tensors), that process holds
+# TensorFlow's thread pools, and a forked worker that runs TensorFlow waits on them for ever:
+# no CPU used, a false "timeout". So a test module that starts TensorFlow at import fails
+# the collection, naming its line; build such objects inside the test (a factory in the
+# parametrize list).
+
+_tf_started_by: list[str] = []
+
+
+def _watch_tensorflow_start() -> None:
+    import traceback
+
+    from tensorflow.python.eager import context
+
+    original = context.Context.ensure_initialized
+
+    def ensure_initialized(self):
+        if self._context_handle is None and not _tf_started_by:
+            here = Path(__file__).parent.resolve()
+            lines = [f"{Path(f.filename).resolve().relative_to(here.parent)}:{f.lineno}"
+                     for f in traceback.extract_stack()[:-1]
+                     if Path(f.filename).resolve().is_relative_to(here)]
+            _tf_started_by.append(lines[-1] if lines else "a test module")
+        return original(self)
+
+    context.Context.ensure_initialized = ensure_initialized
+    _watch_tensorflow_start.restore = lambda: setattr(  # type: ignore[attr-defined]
+        context.Context, "ensure_initialized", original)
+
+
+def pytest_collectstart(collector) -> None:
+    if not hasattr(_watch_tensorflow_start, "restore"):
+        _watch_tensorflow_start()
+
+
+def pytest_collection_finish(session) -> None:
+    _watch_tensorflow_start.restore()  # type: ignore[attr-defined]
+    if _tf_started_by:
+        raise pytest.UsageError(
+            f"{_tf_started_by[0]} runs TensorFlow while the tests are collected; build it "
+            "inside the test (mutmut's forked workers deadlock otherwise: docs/testing.md)")
+
+
 def pytest_asyncio_loop_factories(config, item):
     """Every pytest-asyncio test runs on a fresh virtual-time loop."""
     return {"virtual_time": VirtualTimeLoop}

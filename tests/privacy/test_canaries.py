@@ -320,15 +320,17 @@ def test_canaries_run_with_dp_mean_fixed_adaptive_and_wrapped() -> None:
     _scenario(rounds=Rounds(count=2, cohort_size=4, sampling="poisson"))
 
 
-@pytest.mark.parametrize("changes, reason", [
-    ({"mode": FedBuff(buffer_size=4, concurrency=6)}, "FedBuff"),
-    ({"secure_aggregation": SecureAggregation()}, "secure_aggregation"),
-    ({"aggregator": DPMean.fixed(1.0, 1.0, 4, distributed_noise=True)}, "distributed_noise"),
-    ({"aggregator": OtherDP()}, "needs a DPMean"),
-    ({"aggregator": CustomDP()}, "needs a DPMean"),
+@pytest.mark.parametrize("make_changes, reason", [
+    (lambda: {"mode": FedBuff(buffer_size=4, concurrency=6)}, "FedBuff"),
+    (lambda: {"secure_aggregation": SecureAggregation()}, "secure_aggregation"),
+    (lambda: {"aggregator": DPMean.fixed(1.0, 1.0, 4, distributed_noise=True)},
+     "distributed_noise"),
+    (lambda: {"aggregator": OtherDP()}, "needs a DPMean"),
+    (lambda: {"aggregator": CustomDP()}, "needs a DPMean"),
 ])
-def test_canaries_refused_where_the_estimate_would_not_be_honest(changes: dict,
+def test_canaries_refused_where_the_estimate_would_not_be_honest(make_changes,
                                                                  reason: str) -> None:
+    changes = make_changes()
     with pytest.raises(ConfigError, match=rf"^privacy\.canaries: .*{reason}") as info:
         _scenario(**changes)
     assert "\n" not in str(info.value)

@@ -43,8 +43,9 @@ def test_a_bad_option_is_refused_under_its_own_field_showing_the_value(build, fi
     assert shown in str(err.value)
 
 
-@pytest.mark.parametrize("inner", [FixedClipDPMean(0.7, 1.3, 10), AdaptiveClipDPMean(0.7, 1.3, 10)])
-def test_distributed_noise_keeps_the_mechanisms_c_z_and_m(inner) -> None:
+@pytest.mark.parametrize("make", [FixedClipDPMean, AdaptiveClipDPMean])
+def test_distributed_noise_keeps_the_mechanisms_c_z_and_m(make) -> None:
+    inner = make(0.7, 1.3, 10)
     dp = DistributedDPMean(inner, min_survivors=4)
     assert (dp.clip_norm, dp.noise_multiplier, dp.expected_count) == (0.7, 1.3, 10)
     assert dp.dp_event() == inner.dp_event()

@@ -134,9 +134,9 @@ def test_a_target_below_one_release_is_refused_at_load() -> None:
     assert budget(target_epsilon=one * 1.001).target_epsilon == one * 1.001  # one release fits
 
 
-@pytest.mark.parametrize("aggregator", [DPMean.fixed(C, Z, M),
-                                        DPMean.adaptive_clipping(C, Z, M)])
-def test_min_separation_without_dp_ftrl_is_refused(aggregator) -> None:
+@pytest.mark.parametrize("make", [DPMean.fixed, DPMean.adaptive_clipping])
+def test_min_separation_without_dp_ftrl_is_refused(make) -> None:
+    aggregator = make(C, Z, M)
     with pytest.raises(ConfigError) as err:
         PrivacyBudget.for_scenario(scenario(aggregator, min_separation=3), N)
     assert err.value.field == "privacy.min_separation"
