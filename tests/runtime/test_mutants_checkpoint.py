@@ -17,6 +17,7 @@ import pytest
 from fedactors.errors import ScenarioError
 from fedactors.runtime import checkpoint
 from fedactors.runtime.checkpoint import Checkpoint, Fingerprint
+from fedactors.seeding import SEEDED, SYSTEM
 
 SHA_A = "0123456789abcdef" * 4
 SHA_B = "fedcba9876543210" * 4
@@ -111,6 +112,30 @@ def test_an_option_only_one_side_has_is_a_mismatch() -> None:
     assert "the run options differ" in extra.mismatch(fingerprint())
     assert "the run options differ" in fingerprint().mismatch(extra)
 
+
+
+@pytest.mark.parametrize("mine, theirs", [(SYSTEM, SEEDED), (SEEDED, SYSTEM)])
+def test_another_randomness_is_named_with_both_and_checked_before_the_options(
+        mine: str, theirs: str) -> None:
+    def with_randomness(value: str, **changes) -> Fingerprint:
+        return fingerprint(options=options(**changes) + (("randomness", value),))
+
+    problem = with_randomness(mine, executor="vectorized").mismatch(with_randomness(theirs))
+    assert problem == (f"the randomness differs (checkpoint: {theirs}, now: {mine}); "
+                       "a run keeps the randomness it was started with")
+
+
+@pytest.mark.parametrize("side", ["now", "checkpoint"])
+def test_a_missing_randomness_is_seeded(side: str) -> None:
+    """A checkpoint written before system randomness existed was seeded."""
+    system = fingerprint(options=OPTIONS + (("randomness", SYSTEM),))
+    seeded = fingerprint(options=OPTIONS + (("randomness", SEEDED),))
+    now, saved = (fingerprint(), system) if side == "now" else (system, fingerprint())
+    expected = (SEEDED, SYSTEM) if side == "now" else (SYSTEM, SEEDED)
+    assert f"checkpoint: {expected[1]}, now: {expected[0]}" in now.mismatch(saved)
+    # ...and "seeded" stated or left out is the same randomness (the options tuples differ).
+    assert not fingerprint().mismatch(seeded).startswith("the randomness differs")
+    assert not seeded.mismatch(fingerprint()).startswith("the randomness differs")
 
 # -- the file ------------------------------------------------------------------------
 
