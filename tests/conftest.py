@@ -23,7 +23,9 @@ from the profile loaded when it runs: that is how tests that pin their own
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -96,18 +98,20 @@ def pytest_collection_modifyitems(config, items) -> None:
 # parametrize list).
 
 _tf_started_by: list[str] = []
+#: Puts TensorFlow's own context initialisation back; None while nothing is being watched.
+_stop_watching: Optional[Callable[[], None]] = None
 
 
-def _watch_tensorflow_start() -> None:
+def _watch_tensorflow_start() -> Callable[[], None]:
     import traceback
 
     from tensorflow.python.eager import context
 
     original = context.Context.ensure_initialized
+    here = Path(__file__).parent.resolve()
 
     def ensure_initialized(self):
         if self._context_handle is None and not _tf_started_by:
-            here = Path(__file__).parent.resolve()
             lines = [f"{Path(f.filename).resolve().relative_to(here.parent)}:{f.lineno}"
                      for f in traceback.extract_stack()[:-1]
                      if Path(f.filename).resolve().is_relative_to(here)]
@@ -115,17 +119,20 @@ def _watch_tensorflow_start() -> None:
         return original(self)
 
     context.Context.ensure_initialized = ensure_initialized
-    _watch_tensorflow_start.restore = lambda: setattr(  # type: ignore[attr-defined]
-        context.Context, "ensure_initialized", original)
+    return lambda: setattr(context.Context, "ensure_initialized", original)
 
 
 def pytest_collectstart(collector) -> None:
-    if not hasattr(_watch_tensorflow_start, "restore"):
-        _watch_tensorflow_start()
+    global _stop_watching
+    if _stop_watching is None:
+        _stop_watching = _watch_tensorflow_start()
 
 
 def pytest_collection_finish(session) -> None:
-    _watch_tensorflow_start.restore()  # type: ignore[attr-defined]
+    global _stop_watching
+    if _stop_watching is not None:
+        _stop_watching()
+        _stop_watching = None
     if _tf_started_by:
         raise pytest.UsageError(
             f"{_tf_started_by[0]} runs TensorFlow while the tests are collected; build it "

@@ -495,3 +495,70 @@ async def test_an_idle_stop_is_logged_with_how_long_nobody_trained() -> None:
     (stopped,) = events(world, "run.stopped")
     assert (stopped["t"], stopped["actor"], stopped["round"], stopped["reason"],
             stopped["idle_seconds"]) == (660.0, "server", 0, "idle", 600.0)
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_stop_comes_max_idle_after_the_last_update_and_says_how_long() -> None:
+    # Two fast devices online only at first give two buffers (t = 1, 2); then only devices too
+    # slow for the deadline are left: they keep being dispatched and timing out, nobody
+    # delivers, and the run must stop exactly max_idle after the buffer began (t = 2 + 5),
+    # not counted from t = 0 and not one poll later.
+    from fedactors.devices.availability import Trace
+
+    world = build_world([device("fast", 1.0, count=2, availability=Trace([(0.0, 1.5)],
+                                                                          period=1e6)),
+                         device("slow", 10.0, count=2)],
+                        Rounds(count=5, deadline=2.0),
+                        mode=FedBuff(buffer_size=2, concurrency=4, poll_interval=1.0,
+                                     max_idle=5.0))
+    loop = asyncio.get_running_loop()
+    assert await world.actors.server.run(5, lambda o: None) == "stalled"
+    last_update = max(e["t"] for e in events(world, "buffer.aggregated"))
+    assert last_update == 2.0
+    assert loop.time() == pytest.approx(last_update + 5.0, abs=1e-9)
+    # Devices were still at work (timing out), so this is "stalled", not "idle".
+    assert max(e["t"] for e in events(world, "device.dispatched")) > last_update
+    (stopped,) = events(world, "run.stopped")
+    assert (stopped["actor"], stopped["round"], stopped["reason"]) == ("server", 2, "stalled")
+    assert stopped["seconds_without_update"] == pytest.approx(5.0, abs=1e-9)
+    assert stopped["t"] == pytest.approx(last_update + 5.0, abs=1e-9)
+
+
+def _private_world(target_after: int, count: int):
+    """A private FedBuff world whose target lets exactly ``target_after`` buffers through."""
+    from fedactors import Privacy
+    from fedactors.privacy.accounting import PrivacyLedger
+    from fedactors.privacy.dp_mean import DPMean
+
+    k, z, delta = 2, 3.0, 1e-5
+    plain = PrivacyLedger(6, k, z, "none")
+    target = (plain.compose(target_after).epsilon(delta)
+              + plain.compose(target_after + 1).epsilon(delta)) / 2
+    return build_world([device("a", 1.0, count=3), device("b", 2.5, count=3)],
+                       Rounds(count=count, deadline=100.0),
+                       aggregator=DPMean.fixed(1.0, z, expected_count=k),
+                       mode=FedBuff(buffer_size=k, concurrency=4),
+                       privacy=Privacy(target_epsilon=target, delta=delta))
+
+
+@pytest.mark.asyncio
+async def test_a_budget_stop_after_an_update_is_logged_at_that_update() -> None:
+    from fedactors.privacy.budget import STOPPED_BY_BUDGET
+
+    world = _private_world(target_after=3, count=10)
+    assert await world.actors.server.run(10, lambda o: None) == STOPPED_BY_BUDGET
+    (stopped,) = events(world, "run.stopped")
+    assert (stopped["actor"], stopped["round"], stopped["reason"]) == (
+        "server", 3, STOPPED_BY_BUDGET)
+    assert stopped["t"] == max(e["t"] for e in events(world, "buffer.aggregated"))
+
+
+@pytest.mark.asyncio
+async def test_a_run_whose_last_update_exhausts_the_budget_completed() -> None:
+    # After the last asked-for update there is no next release to refuse: the run completed,
+    # even though one more buffer would pass the target.
+    world = _private_world(target_after=3, count=3)
+    outcomes: list = []
+    assert await world.actors.server.run(3, outcomes.append) == "completed"
+    assert [o.round for o in outcomes] == [1, 2, 3]
+    assert events(world, "run.stopped") == []
