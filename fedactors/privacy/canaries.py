@@ -75,8 +75,10 @@ NOTE = ("empirical estimate, not a guarantee: the ε at this δ of telling the f
 MIN_PARAMETERS = 1000
 #: A fitted standard deviation of exactly 0 (identical cosines, e.g. no noise at
 #: all and one participation pattern) is floored at this fraction of the null's,
-#: so ε is large and finite rather than undefined.
-_TINY = 1e-6
+#: so ε is large and finite rather than undefined. ε grows like the square of the
+#: ratio: at 1e-2 it is ~1e5, below the search's cap; at 1e-6 no ε below the cap
+#: reached δ and the estimate raised instead.
+_TINY = 1e-2
 #: ``log`` of the smallest δ the root-finding distinguishes from zero.
 _LOG_FLOOR = -745.0
 
