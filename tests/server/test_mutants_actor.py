@@ -158,3 +158,71 @@ async def test_run_stops_before_a_round_that_would_pass_the_privacy_target() -> 
     (stopped,) = events(world, "run.stopped")
     assert (stopped["actor"], stopped["round"], stopped["reason"]) == (
         "server", 2, STOPPED_BY_BUDGET)
+
+
+# -- who is selected: the documented seed paths --------------------------------------------
+#
+# A round's online set comes from the generator at ("availability", round) and its cohort
+# from the one at ("cohort", round): that is what makes a run reproducible from its seed and
+# independent of how many draws other parts of the run made.
+
+
+def _fleet_world(rounds: Rounds, seed: int = 3, aggregator=None):
+    from fedactors.devices.availability import OnlineShare
+
+    return build_world([device("phone", 1.0, count=12, availability=OnlineShare(0.6))], rounds,
+                       seed=seed, aggregator=aggregator)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("r", [1, 2])
+async def test_a_fixed_size_cohort_is_drawn_from_the_online_devices_on_the_seed_paths(
+        r: int) -> None:
+    from fedactors.seeding import SeedTree
+
+    world = _fleet_world(Rounds(cohort_size=3, deadline=10.0))
+    start = asyncio.get_running_loop().time()
+    outcome = await world.actors.server.run_round(r)
+    seeds = SeedTree(3)
+    online = world.fleet.online(start, seeds.generator("availability", r))
+    assert 3 < len(online) < 12  # the availability draw matters here
+    expected = np.sort(seeds.generator("cohort", r).choice(online, 3, replace=False))
+    assert outcome.selected == tuple(int(d) for d in expected)
+    (started,) = events(world, "round.start")
+    assert started["online"] == len(online) and started["selected"] == 3
+
+
+@pytest.mark.asyncio
+async def test_a_poisson_cohort_keeps_each_online_device_with_its_own_draw() -> None:
+    from fedactors.seeding import SeedTree
+
+    rounds = Rounds(cohort_size=4, deadline=10.0, sampling="poisson")
+    world = _fleet_world(rounds)
+    outcome = await world.actors.server.run_round(1)
+    seeds = SeedTree(3)
+    online = world.fleet.online(0.0, seeds.generator("availability", 1))
+    keep = seeds.generator("cohort", 1).random(len(online)) < rounds.poisson_rate(12)
+    assert outcome.selected == tuple(int(d) for d in online[keep])
+    # Not a fixed-size draw: a fixed-size cohort of 4 from the same generator differs.
+    fixed = np.sort(seeds.generator("cohort", 1).choice(online, 4, replace=False))
+    assert outcome.selected != tuple(int(d) for d in fixed)
+
+
+@pytest.mark.asyncio
+async def test_the_aggregator_is_told_how_many_were_selected_and_how_many_are_expected() -> None:
+    # RoundContext is public API: a custom stage may weigh by the over-selected count.
+    from fedactors.aggregation.fedavg import WeightedMean
+
+    seen: list = []
+
+    class Recording(WeightedMean):
+        def aggregate(self, state, contributions, ctx):
+            seen.append((ctx.round, ctx.expected_count, ctx.selected))
+            return super().aggregate(state, contributions, ctx)
+
+    world = build_world([device("a", 1.0, count=5)],
+                        Rounds(cohort_size=2, over_selection=2.0, deadline=10.0),
+                        aggregator=Recording())
+    outcome = await world.actors.server.run_round(1)
+    assert len(outcome.selected) == 4
+    assert seen == [(1, 2, 4)]
