@@ -217,7 +217,7 @@ async def test_the_aggregator_is_told_how_many_were_selected_and_how_many_are_ex
 
     class Recording(WeightedMean):
         def aggregate(self, state, contributions, ctx):
-            seen.append((ctx.round, ctx.expected_count, ctx.selected))
+            seen.append((ctx.round, ctx.expected_count, ctx.selected, ctx.rng.random()))
             return super().aggregate(state, contributions, ctx)
 
     world = build_world([device("a", 1.0, count=5)],
@@ -225,4 +225,23 @@ async def test_the_aggregator_is_told_how_many_were_selected_and_how_many_are_ex
                         aggregator=Recording())
     outcome = await world.actors.server.run_round(1)
     assert len(outcome.selected) == 4
-    assert seen == [(1, 2, 4)]
+    # Its generator is the server's secret stream of that round (seeded: the documented path).
+    from fedactors.seeding import SeedTree
+
+    assert seen == [(1, 2, 4, SeedTree(0).secret("server", 1).random())]
+
+
+@pytest.mark.asyncio
+async def test_dp_ftrl_with_nobody_online_has_nobody_eligible() -> None:
+    # The separation rule filters the online devices; an empty online set stays an empty
+    # set of device ids (an index array of no devices), not an error.
+    from fedactors.privacy.dp_mean import DPMean
+    from fedactors.privacy.spec import Privacy
+
+    world = build_world([device("a", 1.0, count=4)], Rounds(cohort_size=2, deadline=10.0),
+                        aggregator=DPMean.tree(1.0, 1.0, 2), privacy=Privacy(min_separation=1))
+    server = world.actors.server
+    none = server.step.eligible(server.state, np.array([], np.int64))
+    assert none.size == 0 and none.dtype.kind == "i"
+    everyone = server.step.eligible(server.state, np.arange(4))
+    assert everyone.tolist() == [0, 1, 2, 3]
