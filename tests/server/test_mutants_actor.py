@@ -245,3 +245,26 @@ async def test_dp_ftrl_with_nobody_online_has_nobody_eligible() -> None:
     assert none.size == 0 and none.dtype.kind == "i"
     everyone = server.step.eligible(server.state, np.arange(4))
     assert everyone.tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("over_selection, cut", [(2.0, 1), (1.0, 0)])
+async def test_a_round_closed_at_its_target_below_the_selection_is_counted_as_cut(
+        over_selection: float, cut: int) -> None:
+    # Over-selected: the two fastest of four close the round at its target while the two
+    # slow ones still train; the audit says "cut at the target", not "missing reports".
+    # Without over-selection the same fleet closes with everyone: nothing cut, nothing missing.
+    from fedactors.privacy.dp_mean import DPMean
+    from fedactors.privacy.spec import Privacy
+
+    world = build_world([device("fast", 1.0, count=2), device("slow", 5.0, count=2)],
+                        Rounds(cohort_size=2 if over_selection > 1 else 4,
+                               over_selection=over_selection, deadline=10.0),
+                        aggregator=DPMean.fixed(1.0, 1.0, 2 if over_selection > 1 else 4),
+                        privacy=Privacy(target_epsilon=100.0))
+    server = world.actors.server
+    outcome = await server.run_round(1)
+    assert len(outcome.selected) == 4
+    assert outcome.closed_by == "target"  # reached the target either way
+    assert (server.state.privacy.rounds_cut_at_target,
+            server.state.privacy.rounds_missing_reports) == (cut, 0)
