@@ -268,3 +268,17 @@ async def test_a_round_closed_at_its_target_below_the_selection_is_counted_as_cu
     assert outcome.closed_by == "target"  # reached the target either way
     assert (server.state.privacy.rounds_cut_at_target,
             server.state.privacy.rounds_missing_reports) == (cut, 0)
+
+
+@pytest.mark.asyncio
+async def test_the_round_end_event_carries_the_evaluation() -> None:
+    from dataclasses import replace
+
+    world = build_world([device("a", 1.0), device("b", 2.0)], Rounds(cohort_size=2, deadline=10.0))
+    server = world.actors.server
+    server.step = replace(server.step, evaluate=lambda w: {"loss": float(w.sum())})
+    outcome = await server.run_round(1)
+    (end,) = events(world, "round.end")
+    assert end["loss"] == outcome.metrics["loss"] == pytest.approx(3 * 1.5)
+    assert (end["round"], end["reported"], end["closed_by"], end["applied"]) == (
+        1, 2, outcome.closed_by, True)
