@@ -44,3 +44,31 @@ def test_a_budget_stop_is_logged_with_the_round_it_refused_and_the_figures() -> 
     assert event["epsilon"] == step.privacy.epsilon(state.privacy)
     assert event["next_epsilon"] == step.privacy.next_epsilon(state.privacy)
     assert event["target_epsilon"] == target
+
+
+def test_a_stateful_server_optimizer_carries_its_state_from_release_to_release() -> None:
+    # FedAdam's moments start from init(weights) and each release continues them: two
+    # releases through the step equal FedAdam applied twice by hand.
+    from fedactors.aggregation.base import PlainContributions
+    from fedactors.aggregation.fedavg import WeightedMean
+    from fedactors.privacy.participation import Participation
+    from fedactors.reporting.events import EventLog
+    from fedactors.seeding import SeedTree
+    from fedactors.server.optimizers import FedAdam
+    from fedactors.server.release import ReleaseStep
+
+    adam = FedAdam(learning_rate=0.1)
+    step = ReleaseStep(WeightedMean(weighted=False), adam, lambda w: {}, SeedTree(0),
+                       EventLog(lambda: 0.0, keep=True))
+    w0 = np.full(DIM, 0.5, np.float32)
+    state = step.initial_state(w0)
+    by_hand_state, by_hand = adam.init(w0), w0
+    for value in (1.0, -0.25):
+        row = WeightedMean(weighted=False).encode({}, np.full(DIM, value, np.float32), 1, None)
+        state = step.release(state, PlainContributions([row]), expected_count=1, selected=1,
+                             participation=Participation()).state
+        by_hand, by_hand_state = adam.apply(by_hand_state, by_hand, np.full(DIM, value,
+                                                                            np.float32))
+    np.testing.assert_array_equal(state.weights, by_hand)
+    np.testing.assert_array_equal(state.optimizer_state.m, by_hand_state.m)
+    np.testing.assert_array_equal(state.optimizer_state.v, by_hand_state.v)
