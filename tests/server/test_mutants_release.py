@@ -72,3 +72,30 @@ def test_a_stateful_server_optimizer_carries_its_state_from_release_to_release()
     np.testing.assert_array_equal(state.weights, by_hand)
     np.testing.assert_array_equal(state.optimizer_state.m, by_hand_state.m)
     np.testing.assert_array_equal(state.optimizer_state.v, by_hand_state.v)
+
+
+def test_a_skipped_round_and_a_refused_aggregate_are_logged_with_their_round() -> None:
+    from fedactors.aggregation.base import PlainContributions
+    from fedactors.aggregation.fedavg import WeightedMean
+    from fedactors.privacy.participation import Participation
+    from tests.server.test_release import NaNDelta
+
+    # Below min_reports: skipped, logged with how many reported (none at all: 0, not 1).
+    step = step_for(WeightedMean(weighted=False), min_reports=2)
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    for contributions, reported in ((None, 0), (PlainContributions([
+            WeightedMean(weighted=False).encode({}, np.ones(DIM, np.float32), 1, None)]), 1)):
+        out = step.release(state, contributions, expected_count=2, selected=2,
+                           participation=Participation())
+        assert out.state.round == 1 and not out.applied
+        skipped = step.log.records[-1]
+        assert skipped == {"t": 0.0, "actor": "server", "event": "round.skipped", "round": 1,
+                           "reported": reported, "min_reports": 2}
+    # A non-finite aggregate is refused and logged by the server with its round.
+    nan = step_for(NaNDelta())
+    out = nan.release(nan.initial_state(np.ones(DIM, np.float32)),
+                      PlainContributions([{"x": np.ones(DIM, np.float32)}]), expected_count=1,
+                      selected=1, participation=Participation())
+    (refused,) = nan.log.records
+    assert {k: refused[k] for k in ("actor", "event", "round")} == (
+        {"actor": "server", "event": "aggregate.nonfinite", "round": 1})
