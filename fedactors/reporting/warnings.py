@@ -70,15 +70,26 @@ CANARY_SHARE = 0.1
 
 def _canary_warnings(records: Sequence[Mapping[str, Any]],
                      privacy: Mapping[str, Any]) -> list[str]:
-    """Canaries are extra clients: many per release change the run they estimate."""
+    """Canaries are extra clients: many per release change the run they estimate; and an
+    estimate above what the accountant proves for a canary means it cannot be trusted."""
     empirical, cohort = privacy.get("empirical"), privacy.get("accounting", {}).get("expected_count")
+    if not empirical:
+        return []
+    out = []
     per_release = [r["canaries"] for r in records if "canaries" in r]
-    if not empirical or not cohort or not per_release:
-        return []
-    mean = sum(per_release) / len(per_release)
-    if mean <= CANARY_SHARE * cohort:
-        return []
-    return [f"canaries: about {mean:.1f} canaries joined each release against a cohort of "
+    mean = sum(per_release) / len(per_release) if per_release else 0.0
+    if cohort and mean > CANARY_SHARE * cohort:
+        out.append(
+            f"canaries: about {mean:.1f} canaries joined each release against a cohort of "
             f"{cohort} devices, so they steer training (and an adaptive clip) away from the run "
             f"without them; the estimate describes that run. Keep canaries x rate under "
-            f"{CANARY_SHARE:g} x the cohort"]
+            f"{CANARY_SHARE:g} x the cohort")
+    eps, bound = empirical.get("epsilon"), empirical.get("epsilon_canary_bound")
+    if eps is not None and bound is not None and eps > bound:
+        out.append(
+            f"canaries: the empirical estimate {eps:.3g} is above what the accountant proves "
+            f"for a canary ({bound:.3g}), so it measures the noise of fitting "
+            f"{empirical.get('canaries_inserted')} canaries' spread (use 1,000 or more: "
+            f"docs/privacy.md) or a run that does not add the noise it accounts for; "
+            f"privacy.epsilon is the guarantee")
+    return out

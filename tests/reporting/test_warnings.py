@@ -49,6 +49,25 @@ def test_many_canaries_per_release_are_warned_about():
                 if w.startswith("canaries:")]
 
 
+def test_an_estimate_above_the_canary_bound_is_warned_about():
+    # Found from outside: 20 canaries, 4 participations, estimate 3.50 against a bound of 0.07
+    # for a canary, said nowhere but in docs/privacy.md.
+    from fedactors.reporting.warnings import run_warnings
+
+    def warned(epsilon, bound):
+        privacy = {"violations": [], "accounting": {"expected_count": 50},
+                   "empirical": {"epsilon": epsilon, "epsilon_canary_bound": bound,
+                                 "canaries_inserted": 20}}
+        return [w for w in run_warnings([{"canaries": 1}], privacy, None)
+                if w.startswith("canaries:")]
+
+    (above,) = warned(3.5, 0.0708)
+    assert "3.5 is above" in above and "(0.0708)" in above and "20 canaries" in above
+    assert "privacy.epsilon is the guarantee" in above and "\n" not in above
+    assert warned(0.0708, 0.0708) == [] and warned(0.05, 0.0708) == []
+    assert warned(None, 0.0708) == [] and warned(3.5, None) == []
+
+
 def test_a_skellam_grid_too_coarse_for_the_model_is_warned_about():
     # Found from outside: scale_bits=0 on 1,283 weights made the noise ~19x the 16-bit run's.
     from fedactors.reporting.warnings import run_warnings
