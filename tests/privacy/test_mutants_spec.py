@@ -50,3 +50,17 @@ def test_default_delta_stays_well_below_one_over_the_fleet_size() -> None:
         assert d < 1 / n
     assert default_delta(100_000) == pytest.approx(100_000 ** -1.1)
     assert default_delta(10**7) < 1e-7
+
+
+@pytest.mark.parametrize("kwargs, field, shown", [
+    ({"min_separation": -1}, "min_separation", "-1"),
+    ({"min_separation": 2.5}, "min_separation", "2.5"),
+    ({"canaries": 1}, "canaries", "must be 0 (none) or at least 2, got 1"),
+    ({"canaries": -3}, "canaries", "-3"),
+])
+def test_separation_and_canaries_are_refused_under_their_field(kwargs, field, shown) -> None:
+    with pytest.raises(ConfigError) as err:
+        Privacy(**kwargs)
+    assert err.value.field == field and str(err.value).endswith(shown)
+    assert Privacy(min_separation=0, canaries=0) == Privacy()
+    assert Privacy(canaries=2).canaries == 2
