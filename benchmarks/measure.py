@@ -1,6 +1,6 @@
 """One benchmark configuration, in its own process; prints one JSON line.
 
-``python -m benchmarks.measure seed|fedactors|scale KIND COHORT ROUNDS [DEVICES]``
+``python -m benchmarks.measure seed|limit|fedactors|profile KIND COHORT ROUNDS [DEVICES]``
 
 Each configuration runs in a fresh process so that its peak RSS
 (``ru_maxrss``) is its own.
@@ -48,6 +48,63 @@ def seed_loop(kind: str, cohort: int, rounds: int) -> dict:
     return _rates("seed-loop", kind, cohort, start, stamps)
 
 
+def limit_run(kind: str, cohort: int, rounds: int) -> dict:
+    """The compute limit: the cohort's training in one compiled graph, nothing else.
+
+    ``tf.vectorized_map`` over the Keras model's ``stateless_call``: every client
+    trains its own copy of the global weights on its own data (one epoch of
+    batch 20, SGD), then the new weights are averaged (FedAvg with equal
+    weights). The cohort's data is made each round, as fedactors must make it
+    (one batched draw here, from one generator). No actors, no clock, no
+    network, no per-device seed streams, no screening, no evaluation: what is
+    left when a simulator adds nothing to the training itself.
+    """
+    import keras
+    import tensorflow as tf
+
+    from benchmarks.workloads import BATCH, EXAMPLES, FEATURES, IMAGE, LR, keras_model
+
+    keras.utils.set_random_seed(0)
+    model = keras_model(kind)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    steps = -(-EXAMPLES // BATCH)
+
+    def train_one(args):
+        weights, x, y = args
+        weights = list(weights)
+        for s in range(steps):
+            xb, yb = x[s * BATCH:(s + 1) * BATCH], y[s * BATCH:(s + 1) * BATCH]
+            with tf.GradientTape() as tape:
+                tape.watch(weights)
+                out, _ = model.stateless_call(weights, [], xb, training=True)
+                value = loss(yb, out)
+            grads = tape.gradient(value, weights)
+            weights = [w - LR * g for w, g in zip(weights, grads)]
+        return weights
+
+    @tf.function(reduce_retracing=True)
+    def round_step(global_weights, x, y):
+        c = tf.shape(x)[0]
+        tiled = [tf.broadcast_to(w, tf.concat([[c], tf.shape(w)], 0)) for w in global_weights]
+        trained = tf.vectorized_map(train_one, (tiled, x, y))
+        return [tf.reduce_mean(w, 0) for w in trained]
+
+    rng = np.random.default_rng(0)
+    weights = [v.numpy() for v in model.trainable_variables]
+    shape = (FEATURES,) if kind == "mlp" else IMAGE
+    stamps, start = [], time.perf_counter()
+    for _ in range(rounds):
+        x = rng.standard_normal((cohort, EXAMPLES, *shape), dtype=np.float32)
+        if kind == "mlp":
+            y = (x.sum(axis=2) > 0).astype(np.int32)
+        else:
+            y = (x[:, :, :14].mean(axis=(2, 3, 4)) > x[:, :, 14:].mean(axis=(2, 3, 4))).astype(np.int32)
+        out = round_step([tf.constant(w) for w in weights], tf.constant(x), tf.constant(y))
+        weights = [w.numpy() for w in out]
+        stamps.append(time.perf_counter())
+    return _rates("limit", kind, cohort, start, stamps)
+
+
 def fedactors_run(kind: str, cohort: int, rounds: int, devices: int) -> dict:
     """The whole simulation through ``run_scenario`` (vectorized executor)."""
     from benchmarks.workloads import scenario
@@ -80,6 +137,8 @@ def main(argv: list[str]) -> None:
     what, kind, cohort, rounds = argv[0], argv[1], int(argv[2]), int(argv[3])
     if what == "seed":
         out = seed_loop(kind, cohort, rounds)
+    elif what == "limit":
+        out = limit_run(kind, cohort, rounds)
     elif what == "profile":
         import cProfile
         import pstats

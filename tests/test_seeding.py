@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import pickle
 
 import numpy as np
@@ -19,6 +20,61 @@ def test_streams_depend_on_the_path_not_on_the_order_they_were_made_in() -> None
     assert np.array_equal(b.generator("device", 2, 7).random(4), first)
     assert not np.array_equal(a.generator("device", 2, 8).random(4), first)
     assert not np.array_equal(SeedTree(4).generator("device", 2, 7).random(4), first)
+
+
+def test_a_stream_is_pcg64_seeded_by_blake2b_of_the_root_and_the_path() -> None:
+    # The derivation documented in docs/architecture.md, recomputed here from its definition:
+    # a reimplementation elsewhere (or a replay from a paper's appendix) gets the same draws.
+    digest = hashlib.blake2b(
+        b"fedactors.seeding.v2" + (1).to_bytes(4, "little") + bytes([3])
+        + b"s" + (6).to_bytes(4, "little") + b"device" + b"i" + (2).to_bytes(8, "little")
+        + b"i" + (7).to_bytes(8, "little"), digest_size=32).digest()
+    # Its first 32 bytes are the PCG64 seed words (checked below for StreamKey).
+    expected = np.random.Generator(np.random.PCG64(seeding.StreamKey(digest)))
+    assert np.array_equal(SeedTree(3).generator("device", 2, 7).random(5), expected.random(5))
+
+
+def test_paths_that_differ_anywhere_give_other_streams() -> None:
+    tree = SeedTree(0)
+    paths = [("ab", "c"), ("a", "bc"), ("a", 1), ("a", "1"), (1, "a"), ("a",), ("a", 0),
+             ("a", 2**64 - 1), ()]
+    keys = [tree.key(*p).digest for p in paths]
+    assert len(set(keys)) == len(paths)
+    # numpy integers name the same stream as Python ints; the root seed is part of the key.
+    assert tree.key("a", np.int64(5)).digest == tree.key("a", 5).digest
+    assert SeedTree(1).key("a").digest != tree.key("a").digest
+    assert SeedTree(256).key("a").digest != SeedTree(1).key("a").digest
+
+
+@pytest.mark.parametrize("part, error", [(-1, ValueError), (2**64, ValueError), (True, TypeError),
+                                         (1.0, TypeError), (None, TypeError)])
+def test_a_path_part_that_has_no_encoding_is_refused(part: object, error: type) -> None:
+    with pytest.raises(error, match="seed path"):
+        SeedTree(0).key("a", part)
+
+
+def test_a_negative_root_seed_is_refused() -> None:
+    with pytest.raises(ValueError, match="root seed must be >= 0, got -1"):
+        SeedTree(-1)
+
+
+def test_a_stream_key_gives_its_digest_first_then_more_words_and_numbered_children() -> None:
+    key = SeedTree(0).key("x")
+    assert key.generate_state(4, np.uint64).tobytes() == key.digest
+    assert key.generate_state(8, np.uint32).tobytes() == key.digest
+    long = key.generate_state(20, np.uint64)  # past the digest: hashed blocks, all distinct
+    assert long[:4].tobytes() == key.digest and len(set(long.tolist())) == 20
+    with pytest.raises(ValueError, match="uint32 or uint64"):
+        key.generate_state(2, np.int32)
+    # Children are numbered on from earlier spawns, as SeedSequence.spawn's are.
+    first, second = key.spawn(2)
+    (third,) = key.spawn(1)
+    again = SeedTree(0).key("x").spawn(3)
+    assert [c.digest for c in again] == [first.digest, second.digest, third.digest]
+    assert len({first.digest, second.digest, third.digest, key.digest}) == 4
+    # A generator on it spawns (secure aggregation's simulation does).
+    children = SeedTree(0).generator("x").spawn(2)
+    assert children[0].random() != children[1].random()
 
 
 def test_seeded_secrets_are_the_seed_tree_streams_bit_for_bit() -> None:

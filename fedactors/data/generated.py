@@ -21,6 +21,7 @@ import numpy as np
 
 from fedactors.data.federated import _check_pair, _frozen
 from fedactors.errors import ConfigError
+from fedactors.seeding import SeedTree
 
 #: ``generate(device, num_examples, rng) -> (x, y)`` for one device.
 ClientGenerator = Callable[[int, int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -37,7 +38,7 @@ class GeneratedData:
     sizes: np.ndarray = field(repr=False)  # examples per device
     generate: ClientGenerator = field(repr=False)
     test: tuple[np.ndarray, np.ndarray] = field(repr=False)
-    seed: np.random.SeedSequence = field(repr=False)
+    seeds: SeedTree = field(repr=False)  # the data's own root: device d's stream is (d,)
     cache_bytes: int = 256 * 2**20
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
     _cached: list = field(default_factory=lambda: [0], repr=False, compare=False)
@@ -59,7 +60,7 @@ class GeneratedData:
         tx, ty = _check_pair("test", test)
         sizes.flags.writeable = False
         data = cls(sizes, generate, (_frozen(tx), _frozen(ty)),
-                   np.random.SeedSequence(int(rng.integers(2**63))), cache_bytes)
+                   SeedTree(int(rng.integers(2**63))), cache_bytes)
         x, y = _check_pair("clients[0]", data.generate(0, int(sizes[0]), data._rng(0)))
         if x.shape[1:] != tx.shape[1:] or y.dtype != ty.dtype or y.shape[1:] != ty.shape[1:]:
             raise ConfigError("clients[0]", f"device 0 has x{x.shape[1:]} y {y.dtype}"
@@ -114,9 +115,7 @@ class GeneratedData:
 
     def _rng(self, device: int) -> np.random.Generator:
         """Device ``device``'s own stream: independent of which devices were asked before."""
-        return np.random.Generator(np.random.PCG64(
-            np.random.SeedSequence(self.seed.entropy, spawn_key=(device,))
-        ))
+        return self.seeds.generator(device)
 
     def _check(self, device: int) -> int:
         if isinstance(device, bool) or not 0 <= int(device) < len(self.sizes):

@@ -58,6 +58,11 @@ class Fingerprint:
             return ("the model or the local training the scenario builds differs from the "
                     "checkpointed run's (architecture, epochs, batch size or optimizer settings; "
                     "a module it imports changed?)")
+        if mine.get("streams") != theirs.get("streams"):
+            # Checkpoints from before the option existed used the first derivation.
+            return (f"the checkpoint was written with seed streams v{theirs.get('streams', 1)}, "
+                    f"this fedactors derives v{mine.get('streams', 1)}: resuming would not replay "
+                    "the run (start it again)")
         randomness = (mine.get("randomness", SEEDED), theirs.get("randomness", SEEDED))
         if randomness[0] != randomness[1]:
             return (f"the randomness differs (checkpoint: {randomness[1]}, now: {randomness[0]}); "

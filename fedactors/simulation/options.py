@@ -12,7 +12,7 @@ import numpy as np
 
 from fedactors.runtime import checkpoint
 from fedactors.scenarios.spec import Scenario
-from fedactors.seeding import SEEDED
+from fedactors.seeding import SEEDED, STREAMS_VERSION
 
 #: Metric keys that depend on the machine, not the simulation; excluded from
 #: reproducibility comparisons.
@@ -51,7 +51,7 @@ class RunOptions:
         return checkpoint.Fingerprint(scenario.name, digest, seed, (
             ("device_events", self.device_events), ("executor", self.executor),
             ("backend", self.backend), ("settings", settings_sha256(scenario)),
-            ("built", built), *system,
+            ("built", built), ("streams", STREAMS_VERSION), *system,
         ))
 
 

@@ -60,8 +60,18 @@ def batch_schedule(
 
     Each epoch is a fresh permutation; its last batch may be short, as in Keras.
     """
-    order = np.concatenate([rng.permutation(num_examples) for _ in range(epochs)]).astype(np.int32)
-    return (order, *batch_bounds(num_examples, epochs, batch_size))
+    return (shuffled_order(num_examples, epochs, rng), *batch_bounds(num_examples, epochs, batch_size))
+
+
+def shuffled_order(num_examples: int, epochs: int, rng: np.random.Generator) -> np.ndarray:
+    """The epochs' example order: a fresh permutation per epoch, concatenated.
+
+    The only draws of :func:`batch_schedule`; a cohort's schedule calls it once per
+    device and shares the (draw-free) step bounds among devices of one size.
+    """
+    if epochs == 1:  # the usual case, without concatenate's copy
+        return rng.permutation(num_examples).astype(np.int32)
+    return np.concatenate([rng.permutation(num_examples) for _ in range(epochs)]).astype(np.int32)
 
 
 def batch_bounds(num_examples: int, epochs: int,

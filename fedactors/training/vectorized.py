@@ -38,7 +38,7 @@ from fedactors.training.batched import (
     plan_optimizer,
 )
 from fedactors.training.executor import Executor, TrainResult, TrainTask
-from fedactors.training.model_runner import ModelRunner, batch_bounds, batch_schedule
+from fedactors.training.model_runner import ModelRunner, batch_bounds, shuffled_order
 
 #: Working-memory budget of one vectorized chunk; bigger cohorts run in chunks.
 DEFAULT_MEMORY_BUDGET = 768 * 2**20
@@ -58,10 +58,11 @@ def cohort_schedule(
     Returns ``idx`` (S, C, B) indices into each client's own examples, ``mask``
     (S, C, B) 1.0 for a real example, ``active`` (S, C) whether the client
     still has a step, and ``steps`` (C,). Draws each client's order from its
-    own generator exactly as :func:`batch_schedule` does for the sequential path.
+    own generator exactly as :func:`~fedactors.training.model_runner.batch_schedule` does for
+    the sequential path.
     """
     sizes = np.asarray(sizes, np.int64)
-    orders = [batch_schedule(int(n), epochs, batch_size, rng)[0] for n, rng in zip(sizes, rngs)]
+    orders = [shuffled_order(n, epochs, rng) for n, rng in zip(sizes.tolist(), rngs)]
     c = len(sizes)
     steps = np.zeros(c, np.int32)
     per_size = {}

@@ -76,12 +76,17 @@ def test_estimate_rises_as_noise_falls_and_stays_below_the_accountant(runs) -> N
     # Less noise, more of each canary visible in the final model.
     assert estimates[0] > estimates[1] > estimates[2] > 0
     assert estimates[0] > 4.0  # measured 8.2: the canaries are really in the model
-    for p in privacy:
+    for z, p in zip(NOISE, privacy):
         e = p["empirical"]
-        # An estimate of what the final model reveals about a canary, at most what the
-        # accountant proves for the canary itself (its own sampling, add-or-remove-one),
-        # which here is at most the run's ε (fixed-size sampling, replace-one).
-        assert e["epsilon"] <= e["epsilon_canary_bound"] <= p["epsilon"]
+        # What the accountant proves for the canary itself (its own sampling,
+        # add-or-remove-one) is at most the run's ε (fixed-size sampling, replace-one).
+        assert e["epsilon_canary_bound"] <= p["epsilon"]
+        # The estimate of what the final model reveals about a canary is a point estimate
+        # from 300 canaries' cosines: at most that bound up to its sampling error (5%
+        # allowed; the weakest noise's lands within 1% of it), and above it the run says so.
+        assert e["epsilon"] <= 1.05 * e["epsilon_canary_bound"]
+        above = [w for w in _summary(runs[z])["warnings"] if "above what the accountant" in w]
+        assert len(above) == (e["epsilon"] > e["epsilon_canary_bound"])
         assert e["delta"] == p["delta"]
 
 

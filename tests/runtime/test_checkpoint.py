@@ -21,6 +21,7 @@ from fedactors.devices.actor import Training
 from fedactors.errors import ScenarioError
 from fedactors.runtime import checkpoint
 from fedactors.scenarios.loader import load_scenario
+from fedactors.seeding import STREAMS_VERSION
 from fedactors.simulation import WALL_CLOCK_KEYS, RunOptions, run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,13 +116,13 @@ def test_resuming_after_an_imported_module_changed_the_settings_is_refused(tmp_p
     assert len(resumed.records) == 2
 
 
-def test_a_seeded_fingerprint_is_what_it_was_before_randomness_existed() -> None:
-    # Checkpoints written before the option existed must still resume: seeded runs do
-    # not name their randomness; system ones do, and cannot be resumed as the other.
+def test_a_seeded_fingerprint_does_not_name_its_randomness() -> None:
+    # Seeded runs do not name their randomness (as before the option existed); system ones
+    # do, and cannot be resumed as the other.
     scenario = load_scenario(LINEAR)
     seeded = _options(Path("x")).fingerprint(scenario, 0, "built")
     assert [k for k, _ in seeded.options] == ["device_events", "executor", "backend", "settings",
-                                              "built"]
+                                              "built", "streams"]
     system = _options(Path("x")).fingerprint(
         dataclasses.replace(scenario, randomness="system"), 0, "built")
     assert system.options == (*seeded.options, ("randomness", "system"))
@@ -129,6 +130,17 @@ def test_a_seeded_fingerprint_is_what_it_was_before_randomness_existed() -> None
     assert system.mismatch(seeded) == ("the randomness differs (checkpoint: seeded, now: system); "
                                        "a run keeps the randomness it was started with")
     assert "checkpoint: system, now: seeded" in seeded.mismatch(system)
+
+
+def test_a_checkpoint_from_another_stream_derivation_is_refused_by_name() -> None:
+    # Written before streams were BLAKE2b keys (no "streams" option): resuming it now would
+    # draw every later round from other streams, so the run would silently not replay.
+    now = _options(Path("x")).fingerprint(load_scenario(LINEAR), 0, "built")
+    assert dict(now.options)["streams"] == STREAMS_VERSION == 2
+    old = dataclasses.replace(now, options=tuple(o for o in now.options if o[0] != "streams"))
+    assert now.mismatch(old) == ("the checkpoint was written with seed streams v1, this "
+                                 "fedactors derives v2: resuming would not replay the run "
+                                 "(start it again)")
 
 
 def _checkpoint(tmp_path: Path) -> checkpoint.Checkpoint:
@@ -348,7 +360,10 @@ def test_sigkill_then_resume_of_secagg_plus_on_a_sparse_graph(tmp_path: Path) ->
     assert all(row["secagg_max_degree"] < row["selected"] - 1 for row in rows)
     assert not any(row["secagg_below_target"] for row in rows)
     assert any(row["secagg_survivors"] < row["selected"] for row in rows)
-    assert not any(row["secagg_aborted"] for row in rows)
+    # Most rounds recover the sum. Not all need to: devices here drop more (5% in training,
+    # 3% per protocol step) than the 10% the parameters assume, and at failure_log2=6 a
+    # round may abort anyway (3 of 40 do with seed 5, each after 6 of its 16 dropped).
+    assert sum(row["secagg_aborted"] for row in rows) <= len(rows) // 8
 
 
 # -- FedBuff: no clean cut, so the whole world between two instants ----------------------

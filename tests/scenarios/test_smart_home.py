@@ -14,8 +14,11 @@ def test_smart_home_cuts_stragglers_and_sees_dropouts_from_the_first_rounds(
         smart_home_two_rounds) -> None:
     # Fast: the session's shared 2-round run (tests/conftest.py).
     rows = smart_home_two_rounds.records
-    assert all(r["late"] > 0 and r["dropped"] > 0 for r in rows)
-    assert all(r["closed_by"] == "deadline" and r["reported"] < r["selected"] for r in rows)
+    # Every round loses devices to dropouts, and none hears from its whole (over-selected)
+    # cohort: it closes at its deadline, cutting stragglers, or at its target, cutting the rest.
+    assert all(r["dropped"] > 0 and r["reported"] < r["selected"] for r in rows)
+    assert all(r["closed_by"] in ("deadline", "target") for r in rows)
+    assert any(r["closed_by"] == "deadline" and r["late"] > 0 for r in rows)
 
 
 @pytest.mark.slow

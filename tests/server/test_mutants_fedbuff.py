@@ -472,9 +472,10 @@ async def test_a_completed_run_says_so() -> None:
 
 @pytest.mark.asyncio
 async def test_a_timed_out_device_is_given_up_and_logged() -> None:
+    # Seed 8: the one slot goes first to the silent device (device 0), then to the other.
     world = build_world([device("gone", 1.0, dropout=1.0), device("ok", 4.0)],
                         Rounds(count=1, deadline=30.0),
-                        mode=FedBuff(buffer_size=1, concurrency=1, poll_interval=1000.0))
+                        mode=FedBuff(buffer_size=1, concurrency=1, poll_interval=1000.0), seed=8)
     (outcome,) = [o async for o in _run(world.actors.server, 1)]
     assert outcome.given_up == ((0, 0),) and outcome.reported == (1,)
     (timeout,) = events(world, "device.timeout")
