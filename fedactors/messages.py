@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ class TrainRequest:
     #: Secure aggregation's public parameters (a ``SecAggSetup``), or None.
     secagg: Any = field(default=None, repr=False)
 
-    @property
+    @cached_property  # one request goes to a whole cohort: sized once
     def nbytes(self) -> int:
         extra = self.secagg.nbytes if self.secagg is not None else 0
         return HEADER_BYTES + int(self.weights.nbytes) + extra
@@ -47,7 +48,7 @@ class Update:
     sender: int
     contribution: Mapping[str, np.ndarray] = field(repr=False)
 
-    @property
+    @cached_property  # read for the transfer time and for the byte tally
     def nbytes(self) -> int:
         return payload_bytes(self.contribution)
 
