@@ -1,6 +1,6 @@
 """One benchmark configuration, in its own process; prints one JSON line.
 
-``python -m benchmarks.measure seed|limit|fedactors|profile KIND COHORT ROUNDS [DEVICES]``
+``python -m benchmarks.measure seed|limit|fedactors|profile KIND COHORT ROUNDS [DEVICES [always|diurnal]]``
 
 Each configuration runs in a fresh process so that its peak RSS
 (``ru_maxrss``) is its own.
@@ -105,18 +105,20 @@ def limit_run(kind: str, cohort: int, rounds: int) -> dict:
     return _rates("limit", kind, cohort, start, stamps)
 
 
-def fedactors_run(kind: str, cohort: int, rounds: int, devices: int) -> dict:
+def fedactors_run(kind: str, cohort: int, rounds: int, devices: int,
+                  availability: str = "always") -> dict:
     """The whole simulation through ``run_scenario`` (vectorized executor)."""
     from benchmarks.workloads import scenario
     from fedactors.simulation import RunOptions, run_scenario
 
     stamps: list[float] = []
     start = time.perf_counter()
-    result = run_scenario(scenario(kind, devices, cohort, rounds),
+    result = run_scenario(scenario(kind, devices, cohort, rounds, availability=availability),
                           RunOptions(device_events=False, executor="vectorized"),
                           on_round=[lambda _row: stamps.append(time.perf_counter())])
     out = _rates("fedactors", kind, cohort, start, stamps)
-    out.update(devices=devices, accuracy=result.records[-1].get("accuracy"))
+    out.update(devices=devices, availability=availability,
+               accuracy=result.records[-1].get("accuracy"))
     return out
 
 
@@ -152,7 +154,8 @@ def main(argv: list[str]) -> None:
         stats = pstats.Stats(profiler, stream=sys.stderr)
         stats.sort_stats("tottime").print_stats(25)
     else:
-        out = fedactors_run(kind, cohort, rounds, int(argv[4]) if len(argv) > 4 else cohort)
+        out = fedactors_run(kind, cohort, rounds, int(argv[4]) if len(argv) > 4 else cohort,
+                            argv[5] if len(argv) > 5 else "always")
     out["peak_rss"] = _peak_rss()
     print(json.dumps(out))
 

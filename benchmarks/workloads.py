@@ -54,14 +54,18 @@ def keras_model(kind: str):
     ])
 
 
-def scenario(kind: str, devices: int, cohort: int, rounds: int, seed: int = 0):
-    """The workload as a fedactors Scenario: always online, no dropouts, no deadline cut."""
+def scenario(kind: str, devices: int, cohort: int, rounds: int, seed: int = 0,
+             availability: str = "always"):
+    """The workload as a fedactors Scenario: no dropouts, no deadline cut; every device
+    always online, or (``availability="diurnal"``) online mostly at night in its own
+    time zone (``Diurnal()``'s defaults: about a quarter of the fleet at the start)."""
     import keras
 
     from fedactors import (
         AlwaysOnline,
         Constant,
         DeviceClass,
+        Diurnal,
         LocalTraining,
         NetworkProfile,
         Rounds,
@@ -83,7 +87,8 @@ def scenario(kind: str, devices: int, cohort: int, rounds: int, seed: int = 0):
         data=data,
         fleet=[DeviceClass("client", count=devices, compute=Constant(1000.0),
                            network=NetworkProfile(rtt=0.05, uplink=1e7, downlink=1e7),
-                           availability=AlwaysOnline(), dropout=0.0,
+                           availability=Diurnal() if availability == "diurnal" else AlwaysOnline(),
+                           dropout=0.0,
                            examples=Constant(EXAMPLES))],
         rounds=Rounds(count=rounds, cohort_size=cohort, deadline=1e6, min_reports=cohort),
         training=LocalTraining(epochs=1, batch_size=BATCH,

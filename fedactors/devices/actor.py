@@ -9,6 +9,7 @@ data. That is how the runtime holds 100,000 registered devices without
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -117,7 +118,9 @@ class DeviceActor:
     def __init__(self, device: int, world: DeviceWorld) -> None:
         self.id = device
         self.world = world
-        self.mailbox: asyncio.Queue = asyncio.Queue()
+        # A plain FIFO: the actor never waits on it (delivery activates the actor, which
+        # drains it), so an asyncio.Queue's waiters and futures would be dead weight per device.
+        self.mailbox: deque[Any] = deque()
         self.round: Optional[int] = None  # the round being worked on, if any
         self.ticket: Optional[int] = None  # its training submitted to the executor
         self.work: Optional[Union[Dropping, Training]] = None  # what it waits to finish
@@ -125,8 +128,8 @@ class DeviceActor:
 
     async def run(self) -> None:
         """Drain the mailbox, then let the actor be deactivated."""
-        while not self.mailbox.empty():
-            message = self.mailbox.get_nowait()
+        while self.mailbox:
+            message = self.mailbox.popleft()
             if isinstance(message, TrainRequest):
                 self.round = message.round
                 await self.train(message)
@@ -224,9 +227,7 @@ class DeviceActor:
         """What this actor is doing, for a checkpoint taken while it waits."""
         if self.work is None or self.wake is None:
             raise RuntimeError(f"device {self.id} is not waiting: no clean cut to checkpoint")
-        mail = [self.mailbox.get_nowait() for _ in range(self.mailbox.qsize())]
-        for message in mail:
-            self.mailbox.put_nowait(message)
+        mail = list(self.mailbox)
         result = submitted = None
         if isinstance(self.work, Training):
             result = self.world.executor.result_if_done(self.ticket)
@@ -256,12 +257,12 @@ class DeviceDirectory:
         actor = self.active.get(device)
         if actor is None:
             actor = self.active[device] = DeviceActor(device, self.world)
-            actor.mailbox.put_nowait(message)
+            actor.mailbox.append(message)
             task = asyncio.get_running_loop().create_task(actor.run(), name=f"device-{device}")
             task.add_done_callback(lambda t, d=device: self._deactivate(d, t))
             self._tasks[device] = task
         else:
-            actor.mailbox.put_nowait(message)
+            actor.mailbox.append(message)
 
     def cancel_round(self, round_: int) -> None:
         """Stop every device still working on ``round_``: the server has closed it.
@@ -312,7 +313,7 @@ class DeviceDirectory:
                         snap.device, snap.work.round, snap.work.request.weights, x, y,
                         snap.work.rng))
             for message in snap.mail:
-                actor.mailbox.put_nowait(message)
+                actor.mailbox.append(message)
             self._woken[snap.device] = loop.create_future()
 
     def restore_timer(self, device: int, when: float, priority: int) -> None:
@@ -355,9 +356,7 @@ class DeviceDirectory:
             kind = self.world.fleet.kind(culprit) if culprit is not None else "?"
             self.on_failure(DeviceFailed(culprit, kind, round_, cause))
             return
-        if not actor.mailbox.empty():  # mail that came in as the task ended
-            pending = []
-            while not actor.mailbox.empty():
-                pending.append(actor.mailbox.get_nowait())
+        if actor.mailbox:  # mail that came in as the task ended
+            pending, actor.mailbox = list(actor.mailbox), deque()
             for message in pending:
                 self.deliver(device, message)
