@@ -213,6 +213,16 @@ def test_unbounded_keys_are_the_sorted_unbounded_float_keys() -> None:
     assert e.unbounded_keys == ("a", "z")
 
 
+def test_a_spec_given_with_list_shapes_and_scalar_types_screens_like_a_normalised_one() -> None:
+    # An aggregator's contribution_spec may give shapes as lists and dtypes as numpy scalar
+    # types; a well-formed update must still pass, and a wrong dtype still fail.
+    e = Expectation(spec={"d": ([3], np.float32), "w": ([1], "float32")}, bounds={})
+    assert e.spec == {"d": ((3,), np.dtype(np.float32)), "w": ((1,), np.dtype(np.float32))}
+    good = {"d": np.zeros(3, np.float32), "w": np.ones(1, np.float32)}
+    assert screen_contribution(good, e) is None
+    assert screen_contribution({**good, "w": np.ones(1, np.float64)}, e) == MALFORMED
+
+
 def test_screen_contribution_reasons() -> None:
     e = _expect()
     good = {"d": np.zeros(3, np.float32), "w": np.array([2.0], np.float32),
