@@ -361,11 +361,16 @@ _PROFILE_NOTES = [
 ]
 
 
-def keep_secagg_section(text: str) -> str:
-    """The new report plus the "## Secure aggregation" section benchmarks/secagg.py wrote."""
+#: Sections other scripts write into docs/benchmarks.md (benchmarks/secagg.py, accounting.py).
+OTHER_SECTIONS = ("Secure aggregation", "Privacy accounting")
+
+
+def keep_other_sections(text: str) -> str:
+    """The new report plus the sections other benchmark scripts wrote, as they were."""
     old = DOC.read_text() if DOC.exists() else ""
-    section = re.search(r"^## Secure aggregation\n.*?(?=^## |\Z)", old, re.S | re.M)
-    return text.rstrip() + "\n\n" + section.group(0) if section else text
+    kept = [m.group(0).rstrip() for name in OTHER_SECTIONS
+            for m in [re.search(rf"^## {name}\n.*?(?=^## |\Z)", old, re.S | re.M)] if m]
+    return "\n\n".join([text.rstrip(), *kept]) + "\n"
 
 
 def main() -> int:
@@ -381,7 +386,7 @@ def main() -> int:
     else:
         results = measure(args.runs, args.only)
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(keep_secagg_section(report(results)))
+    DOC.write_text(keep_other_sections(report(results)))
     print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 
