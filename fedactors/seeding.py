@@ -74,8 +74,9 @@ class StreamKey(ISpawnableSeedSequence):
     """The seed of one stream: 32 bytes of BLAKE2b over (root seed, path).
 
     A counter-based key: each stream is a pure function of the root and its
-    path, computed in ~1 us, where a ``SeedSequence`` with that spawn key
-    costs ~10 us and seeding a ``PCG64`` from it as much again. numpy's bit
+    path. A whole generator on it took 5 us against 29 us through a
+    ``SeedSequence`` with that spawn key (measured side by side, 2026-12-02;
+    the key itself ~3.5 us, most of it Python around one BLAKE2b). numpy's bit
     generators take it wherever they take a ``SeedSequence``: they ask it for
     their initial state words (:meth:`generate_state`).
     """

@@ -35,6 +35,7 @@ from fedactors.privacy.skellam_mean import (
     calibration_for,
     check_scenario,
 )
+from tests.privacy.test_skellam_mean import _agg  # the same small Skellam stage (F = 8)
 
 DIM, DELTA, F = 100, 1e-5, 8
 SEEN = Participation(online=8, selected=4, contributors=(0, 1, 2, 3))
@@ -449,13 +450,6 @@ def test_the_rdp_and_best_methods_are_accepted(method: str) -> None:
 
 
 # -- skellam_mean.py: parameters, encode, bounds, aggregate, scenario checks -----------------
-
-
-def _agg(**kw) -> SkellamDPMean:
-    args = dict(clip_norm=1.0, noise_multiplier=2.0, expected_count=4, min_survivors=3,
-                scale_bits=F)
-    args.update(kw)
-    return DPMean.skellam(**args)
 
 
 def test_the_constructors_defaults_are_the_documented_ones() -> None:
