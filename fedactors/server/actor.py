@@ -33,12 +33,18 @@ from fedactors.devices.fleet import Fleet
 from fedactors.messages import RoundDeadline, TrainRequest, Update
 from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
+from fedactors.runtime.mailbox import Mailbox
 from fedactors.secagg.option import SecureAggregation
 from fedactors.seeding import SeedTree
 from fedactors.server.outcome import ReleaseOutcome
 from fedactors.server.release import ACTOR, ReleaseStep, ServerState
 from fedactors.server.rounds import Rounds
-from fedactors.server.screening import OUTLIER, Expectation, norm_outliers, screen_contribution
+from fedactors.server.screening import (
+    OUTLIER,
+    Expectation,
+    norm_outliers,
+    screen_contributions,
+)
 from fedactors.server.secure_collection import SecureCollection
 
 __all__ = ["ACTOR", "ServerActor", "ServerState"]
@@ -55,7 +61,7 @@ class ServerActor:
         step: ReleaseStep,
         seeds: SeedTree,
         log: EventLog,
-        mailbox: asyncio.Queue,
+        mailbox: Mailbox,
         network: Any,
         initial_weights: np.ndarray,
         stop_devices: Callable[[int], None] = lambda r: None,
@@ -169,24 +175,33 @@ class ServerActor:
         accepted: dict[int, Update] = {}
         rejected: dict[str, int] = {}
         closed_by = "deadline" if cohort else "nobody-online"
-        while True:
-            message = await self.mailbox.get()
-            if isinstance(message, RoundDeadline):
-                if message.round == r:
+        reading = True
+        while reading:
+            # Everything queued now (a whole instant's mail), its contents checked together.
+            mail = [await self.mailbox.get(), *self.mailbox.take_all()]
+            contents = self._screen_contents(mail, r, cohort, expect)
+            for i, message in enumerate(mail):
+                if isinstance(message, RoundDeadline):
+                    if message.round == r:
+                        reading = False
+                    else:
+                        continue  # a deadline of a round that closed early
+                else:
+                    reason = self._screen(message, r, cohort, accepted) or contents.get(i)
+                    if reason:
+                        rejected[reason] = rejected.get(reason, 0) + 1
+                        self.log.emit(ACTOR, f"update.{reason}", round=r,
+                                      sender=getattr(message, "sender", None),
+                                      update_round=getattr(message, "round", None))
+                        continue
+                    accepted[message.sender] = message
+                    self.log.emit(ACTOR, "update.received", round=r, sender=message.sender)
+                    if len(accepted) >= target:
+                        closed_by, reading = "target", False
+                if not reading:
+                    # What the closed round did not get to is the next reader's, as it was.
+                    self.mailbox.put_back(mail[i + 1 :])
                     break
-                continue  # a deadline of a round that closed early
-            reason = self._screen(message, r, cohort, accepted, expect)
-            if reason:
-                rejected[reason] = rejected.get(reason, 0) + 1
-                self.log.emit(ACTOR, f"update.{reason}", round=r,
-                              sender=getattr(message, "sender", None),
-                              update_round=getattr(message, "round", None))
-                continue
-            accepted[message.sender] = message
-            self.log.emit(ACTOR, "update.received", round=r, sender=message.sender)
-            if len(accepted) >= target:
-                closed_by = "target"
-                break
 
         # Production servers tell devices still working that the round is over;
         # here that message is free and instant: their work stops now.
@@ -201,13 +216,10 @@ class ServerActor:
                           key=key, norm_over_median=ratio)
         return accepted, rejected, closed_by
 
-    def _screen(self, message: Any, r: int, cohort: set[int], accepted: dict,
-                expect: Expectation) -> Optional[str]:
-        """Why an incoming message is not a valid update for round ``r`` (None if it is)."""
-        if not isinstance(message, Update) or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-            for v in (message.round, message.sender)
-        ):
+    def _screen(self, message: Any, r: int, cohort: set[int], accepted: dict) -> Optional[str]:
+        """Why a message is not an update for round ``r`` by who sent it and when
+        (None if it may be; its contents are checked by :meth:`_screen_contents`)."""
+        if not _is_update(message):
             return "malformed"
         if message.round < r:
             return "late"
@@ -217,4 +229,21 @@ class ServerActor:
             return "foreign"
         if message.sender in accepted:
             return "duplicate"
-        return screen_contribution(message.contribution, expect)
+        return None
+
+    @staticmethod
+    def _screen_contents(mail: list[Any], r: int, cohort: set[int],
+                         expect: Expectation) -> dict[int, str]:
+        """Why the contents of round ``r``'s updates from the cohort in ``mail`` are
+        unacceptable, by position in ``mail`` (absent: acceptable)."""
+        at = [i for i, m in enumerate(mail)
+              if _is_update(m) and m.round == r and m.sender in cohort]
+        verdicts = screen_contributions([mail[i].contribution for i in at], expect)
+        return {i: verdict for i, verdict in zip(at, verdicts) if verdict}
+
+
+def _is_update(message: Any) -> bool:
+    """An ``Update`` whose round and sender are integers (a bool is not one)."""
+    return isinstance(message, Update) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        for v in (message.round, message.sender))

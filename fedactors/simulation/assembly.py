@@ -6,7 +6,6 @@ get the data. A FedBuff checkpoint's world is put back here too.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from fedactors.errors import ConfigError, ScenarioError, one_line
 from fedactors.reporting.events import EventLog
 from fedactors.runtime import snapshot
 from fedactors.runtime.loop import VirtualTimeLoop
+from fedactors.runtime.mailbox import Mailbox
 from fedactors.runtime.network import Network
 from fedactors.runtime.snapshot import WorldSnapshot
 from fedactors.scenarios.loader import line_in
@@ -140,7 +140,7 @@ def assemble(
     release (:class:`~fedactors.privacy.canaries.CanaryInsertion`); the devices
     keep the scenario's aggregator.
     """
-    server_mailbox: asyncio.Queue = asyncio.Queue()
+    server_mailbox = Mailbox()
     tally = RoundTally.empty()
     failures: list[BaseException] = []
     attackers = (() if scenario.byzantine is None

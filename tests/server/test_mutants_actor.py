@@ -282,3 +282,29 @@ async def test_the_round_end_event_carries_the_evaluation() -> None:
     assert end["loss"] == outcome.metrics["loss"] == pytest.approx(3 * 1.5)
     assert (end["round"], end["reported"], end["closed_by"], end["applied"]) == (
         1, 2, outcome.closed_by, True)
+
+
+@pytest.mark.asyncio
+async def test_mail_of_the_instant_a_round_closes_is_the_next_rounds_to_read() -> None:
+    """Updates queued with the one that closes a round are read, in order, by the next
+    round (as late), not lost because the server read the whole instant's mail at once."""
+    world = build_world([device("a", 1.0, count=3)],
+                        Rounds(cohort_size=1, over_selection=3.0, deadline=10.0))
+    server = world.actors.server
+    first = await server.run_round(1)  # all three report at one instant; the first closes it
+    assert first.closed_by == "target" and first.reported == (0,) and first.rejected == {}
+    second = await server.run_round(2)
+    assert second.rejected == {"late": 2}
+    assert [(e["sender"], e["update_round"]) for e in events(world, "update.late")] == [
+        (1, 1), (2, 1)]
+
+
+@pytest.mark.asyncio
+async def test_a_second_update_from_a_sender_is_a_duplicate_whatever_it_holds() -> None:
+    world = build_world([device("a", 1.0), device("b", 2.0), device("c", 500.0)],
+                        Rounds(cohort_size=3, deadline=10.0))
+    server = world.actors.server
+    forge(server, 1.5, Update(1, 0, contribution(float("nan"))))  # device 0 reports again
+    forge(server, 1.5, Update(1, 2, contribution(float("inf"))))  # and 2's is not finite
+    outcome = await server.run_round(1)
+    assert outcome.rejected == {"duplicate": 1, "nonfinite": 1}
