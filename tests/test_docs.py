@@ -55,3 +55,16 @@ def test_ci_runs_exactly_the_test_command_readme_gives() -> None:
     # The two README commands set up the same interpreter the same way.
     setup = command[0].split(" && .venv/bin/pip")[0]
     assert readme.count(setup) == 2
+
+
+def test_the_dirichlet_example_in_data_md_partitions_as_it_says() -> None:
+    import pytest
+
+    pytest.importorskip("flwr_datasets", reason="needs the datasets extra")
+    block = next(b for b in python_blocks("data.md") if "DirichletPartitioner(num_partitions=20" in b)
+    namespace: dict = {}
+    exec(block, namespace)
+    data, labels, counts = namespace["data"], namespace["labels"], namespace["counts"]
+    assert data.num_devices == 20 and labels == list(range(10))
+    assert counts.shape == (20, 10) and counts.sum() == 5000
+    assert counts.min(axis=None) == 0  # alpha = 0.5: some device lacks some label

@@ -16,6 +16,7 @@ from typing import Optional
 
 from fedactors.errors import EXIT_BAD_INPUT
 from fedactors.reporting.html import FigureEntry, render_html
+from fedactors.reporting.partitions import label_distribution_figure, read_partitions
 from fedactors.reporting.plots import (
     bytes_figure,
     epsilon_figure,
@@ -61,14 +62,15 @@ def write_report(
     out = out or default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
     drawn = [r for r in runs if r.rows]  # a run that finished no round has nothing to plot
-    sections = [
+    data = _data(runs, out)  # the run's setup: drawn even if no round finished
+    sections = ([("Data", data)] if data else []) + [
         ("Learning", _learning(drawn, out)),
         ("Participation", _participation(drawn, out)),
         ("Fleet timeline", _timelines(drawn, out, timeline_devices, timeline_rounds)),
         ("Privacy", _privacy(drawn, out)),
         ("Traffic", _traffic(drawn, out)),
         ("Other measurements", _extras(drawn, out)),
-    ] if drawn else []
+    ] if drawn else ([("Data", data)] if data else [])
     notes = [f"{r.label}: no round finished (stopped: {r.summary.get('stopped', '?')}), so there "
              "is nothing to draw." for r in runs if not r.rows]
     notes += [f"{r.label}: warning: {w}" for r in runs for w in r.summary.get("warnings", [])]
@@ -77,6 +79,24 @@ def write_report(
     page = out / "report.html"
     page.write_text(render_html(runs, sections, notes), encoding="utf-8")
     return page
+
+
+def _data(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
+    """Each partitioned run's labels per device (partitions.json, written at its start)."""
+    entries = []
+    for i, run in enumerate(runs):
+        table = read_partitions(run.path)
+        if table is None:
+            continue
+        name = "labels.png" if len(runs) == 1 else f"labels-{i + 1}-{_slug(run.label)}.png"
+        entries.append(FigureEntry(
+            f"Data: labels per device: {run.label}",
+            save(label_distribution_figure(table, run.label), out / name),
+            f"{table.get('description') or 'Partitioned data'}. Each bar is a device (by id), "
+            "each colour a label: how many of the device's examples carry it, as the "
+            "partitioner made them (docs/data.md).",
+        ))
+    return entries
 
 
 def _learning(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:

@@ -11,9 +11,11 @@ from functools import partial
 from typing import Optional
 
 from fedactors.aggregation.base import TreeRelease
+from fedactors.data.partitioned import PartitionedData
 from fedactors.devices.fleet import Fleet
 from fedactors.errors import ConfigError, ScenarioError
 from fedactors.reporting.events import EventLog
+from fedactors.reporting.partitions import write_partitions
 from fedactors.reporting.warnings import run_warnings
 from fedactors.runtime import checkpoint
 from fedactors.runtime.loop import VirtualTimeLoop
@@ -122,6 +124,9 @@ def run_scenario(
             recorder.time_limit(options.until),
         ])
 
+        if resumed is None and options.out_dir is not None and isinstance(data, PartitionedData):
+            # The data is live only now; the report draws this table after the fact.
+            write_partitions(options.out_dir, data.description, *data.label_counts())
         if resumed is None:
             log.emit("simulator", "run.start", scenario=scenario.name, seed=seed,
                      classes=[[c.name, c.count] for c in fleet.classes],
