@@ -100,6 +100,19 @@ def _summary_table(runs: Sequence[RunData]) -> str:
     return f"<table><tr><th>measure</th>{head}</tr>{body}</table>"
 
 
+def _warnings(runs: Sequence[RunData]) -> str:
+    """Every run's warnings as a list, or a line saying a run had none."""
+    items = []
+    for run in runs:
+        warnings = [w for w in run.summary.get("warnings", []) if isinstance(w, str)]
+        who = f"{escape(run.label)}: " if len(runs) > 1 else ""
+        if not warnings:
+            items.append(f"<li>{who}none: every guarantee the run states held, and nothing "
+                         "fell back.</li>")
+        items += [f"<li>{who}{escape(w)}</li>" for w in warnings]
+    return "<ul class=\"warnings\">" + "".join(items) + "</ul>"
+
+
 def _figure(entry: FigureEntry) -> str:
     data = base64.b64encode(entry.path.read_bytes()).decode("ascii")
     return (f"<figure><img alt=\"{escape(entry.title)}\" src=\"data:image/png;base64,{data}\">"
@@ -109,7 +122,9 @@ def _figure(entry: FigureEntry) -> str:
 
 def render_html(runs: Sequence[RunData], sections: Sequence[tuple[str, Sequence[FigureEntry]]],
                 notes: Sequence[str] = ()) -> str:
-    """The whole page as a string; ``sections`` are (heading, figures) in display order."""
+    """The whole page as a string; ``sections`` are (heading, figures) in display order.
+    A "Warnings" section follows the runs' table: each run's weakened guarantees and
+    fallbacks (summary.json's ``warnings``), or that it had none."""
     title = "fedactors report: " + ", ".join(r.label for r in runs)
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -120,6 +135,7 @@ def render_html(runs: Sequence[RunData], sections: Sequence[tuple[str, Sequence[
         "<h2>Runs</h2>", _summary_table(runs),
     ]
     parts += [f"<p class=\"muted\">{escape(note)}</p>" for note in notes]
+    parts += ["<h2>Warnings</h2>", _warnings(runs)]
     for heading, entries in sections:
         if not entries:
             continue

@@ -60,9 +60,14 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def _series(run: RunData, key: str) -> tuple[list[float], list[float], list[float]]:
-    """(rounds, times, values) of the rows that carry a numeric ``key``."""
+    """(rounds, times, values) of the rows that carry a numeric ``key``; an evaluation
+    metric starts at round 0, the initial model (summary.json's ``initial``)."""
     rows = [r for r in run.rows if _is_number(r.get(key))]
-    return ([r["round"] for r in rows], [r["time"] for r in rows], [float(r[key]) for r in rows])
+    initial = run.summary.get("initial")
+    start = ([(0, 0.0, float(initial[key]))]
+             if rows and isinstance(initial, dict) and _is_number(initial.get(key)) else [])
+    points = start + [(r["round"], r["time"], float(r[key])) for r in rows]
+    return ([p[0] for p in points], [p[1] for p in points], [p[2] for p in points])
 
 
 def _is_number(value: Any) -> bool:
@@ -109,6 +114,7 @@ def metric_figure(runs: Sequence[RunData], key: str) -> Optional[Figure]:
             by_round.plot(rounds, values, **style)
             by_time.plot([t / scale for t in times], values, **style)
         by_round.set_xlabel("Round")
+        by_round.xaxis.set_major_locator(MaxNLocator(integer=True))
         by_time.set_xlabel(f"Simulated time ({unit})")
         by_round.set_ylabel(f"{pretty(key)} (held-out)")
         if key == "accuracy" and values_all and max(values_all) <= 1.0:
@@ -148,6 +154,7 @@ def participation_figure(runs: Sequence[RunData]) -> Figure:
                 ax.set_title(run.label, loc="left")
             ax.grid(axis="x", visible=False)
         axes[-1].set_xlabel("Round")
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
         handles = [Patch(color=OUTCOME_COLOURS[o], label=OUTCOME_LABELS[o]) for o in OUTCOMES]
         handles.append(_line_handle("selected"))
         fig.legend(handles=handles, loc="outside upper center", ncols=3)
@@ -182,6 +189,7 @@ def epsilon_figure(runs: Sequence[RunData]) -> Optional[Figure]:
                         markersize=6, markerfacecolor="none", color=run_colour(i),
                         label=f"{run.label}: empirical estimate (canaries)")
         ax.set_xlabel("Round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("Privacy budget ε (cumulative)")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
@@ -226,6 +234,7 @@ def bytes_figure(runs: Sequence[RunData]) -> Optional[Figure]:
             ax.set_visible(False)
         for ax in axes[max(0, len(keys) - ncols):len(keys)]:
             ax.set_xlabel("Round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(runs) > 1:
             axes[0].legend(loc="best")
     return fig
@@ -268,6 +277,7 @@ def extras_figure(runs: Sequence[RunData]) -> Optional[Figure]:
                         marker=_marker(len(rounds)), markersize=2.5, linewidth=1.2)
             ax.set_title(pretty(key), loc="left")
             ax.set_xlabel("Round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in axes[len(keys):]:
             ax.set_visible(False)
         if len(runs) > 1:

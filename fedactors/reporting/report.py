@@ -73,7 +73,6 @@ def write_report(
     ] if drawn else ([("Data", data)] if data else [])
     notes = [f"{r.label}: no round finished (stopped: {r.summary.get('stopped', '?')}), so there "
              "is nothing to draw." for r in runs if not r.rows]
-    notes += [f"{r.label}: warning: {w}" for r in runs for w in r.summary.get("warnings", [])]
     if len(runs) > 1:
         notes.append("Each run keeps its colour in every figure.")
     page = out / "report.html"

@@ -79,6 +79,9 @@ def run_scenario(
         runner = ModelRunner(model_spec(scenario), scenario.training)
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
     dry_run(scenario, evaluator, data, options.scenario_path)
+    # Round 0 of every learning curve: the initial model, before any training (the same
+    # weights for a seed, so a resumed run evaluates it again to the same figures).
+    initial_metrics = evaluator.evaluate(initial)
     executor = _executor(scenario, options, seeds, runner, executor_factory)
 
     privacy = privacy_budget(scenario, fleet.size, options.scenario_path, int(initial.shape[0]))
@@ -134,6 +137,7 @@ def run_scenario(
                      # Why cohorts are not vectorized, if they are not (also a warning).
                      executor_fallback=executor.fallback_reason,
                      devices=fleet.size, parameters=int(initial.shape[0]),
+                     initial=initial_metrics,
                      # Said only when it is not the seed tree: seeded logs stay as they were.
                      **({"randomness": SYSTEM} if scenario.randomness == SYSTEM else {}))
         stopped = _drive(loop, actors, rounds - (resumed.round if resumed else 0), record)
@@ -167,6 +171,7 @@ def run_scenario(
         "seed": seed,
         "rounds": len(records),
         "stopped": stopped,
+        "initial": initial_metrics,
         "final": final_metrics,
         "simulated_seconds": loop.time(),
         "wall_seconds": round(time.perf_counter() - wall_start, 3),

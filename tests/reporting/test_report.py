@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,41 @@ def test_run_writes_report_and_tensorboard_unless_told_not_to(tmp_path: Path) ->
     assert cli_main([scenario, "--rounds", "2", "--quiet", "--no-report",
                      "--out", str(tmp_path / "b")]) == 0
     assert not (tmp_path / "b" / "report").exists()
+
+
+def test_learning_curves_start_at_round_zero_the_initial_model(tiny_run: Path) -> None:
+    from fedactors.reporting.plots import metric_figure
+    from fedactors.reporting.rundir import load_run
+
+    run = load_run(tiny_run)
+    initial = run.summary["initial"]
+    assert set(initial) >= {"loss"} and initial["loss"] > run.summary["final"]["loss"]
+    by_round = metric_figure([run], "loss").axes[0]
+    rounds, values = by_round.lines[0].get_data()
+    assert list(rounds) == [0, 1, 2, 3] and values[0] == initial["loss"]
+    # Whole-number ticks only: no round 2.5.
+    assert all(float(t).is_integer() for t in by_round.get_xticks())
+
+
+def test_the_initial_model_is_in_the_run_start_event(tiny_run: Path) -> None:
+    start = json.loads((tiny_run / "events.jsonl").read_text().splitlines()[0])
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert start["event"] == "run.start" and start["initial"] == summary["initial"]
+
+
+def test_the_report_lists_every_warning_or_says_there_were_none(tiny_run: Path,
+                                                                 tmp_path: Path) -> None:
+    quiet = tmp_path / "quiet"
+    shutil.copytree(tiny_run, quiet)
+    summary = json.loads((quiet / "summary.json").read_text())
+    assert summary["warnings"] == []
+    warned = tmp_path / "warned"
+    shutil.copytree(tiny_run, warned)
+    summary["warnings"] = ["privacy: the <sampling> assumption did not hold", "executor: fell back"]
+    (warned / "summary.json").write_text(json.dumps(summary))
+    html = write_report([quiet], tmp_path / "q").read_text()
+    assert "<h2>Warnings</h2>" in html and "none: every guarantee" in html
+    html = write_report([warned], tmp_path / "w").read_text()
+    section = html.split("<h2>Warnings</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "the &lt;sampling&gt; assumption did not hold" in section and "fell back" in section
+    assert "none:" not in section
