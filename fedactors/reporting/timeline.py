@@ -11,7 +11,10 @@ Built from events.jsonl alone. Per device and round:
   silent somewhere in training or upload);
 * late / surplus: any of the above that continued past the round's close,
   when the deadline closed it (late) or the target was already met (surplus),
-  the same split as ``late`` and ``surplus`` in metrics.jsonl.
+  the same split as ``late`` and ``surplus`` in metrics.jsonl. The server stops
+  such work at the close (the device's ``cut`` event); the bar shows how long it
+  would have needed, up to where the device's next round begins (bars of one
+  device never overlap).
 
 Offline periods are not in the event log (the server logs how many devices
 were online, not which), so time outside these segments is shown as blank:
@@ -71,6 +74,7 @@ class Timeline:
     rounds: list[RoundWindow]
     segments: list[Segment] = field(default_factory=list)
     drops: list[tuple[int, float]] = field(default_factory=list)  # (device, t)
+    cuts: list[tuple[int, float]] = field(default_factory=list)  # stopped by the close
     arrivals: list[tuple[int, float]] = field(default_factory=list)  # updates in time
     total_rounds: int = 0
     has_device_events: bool = True
@@ -183,6 +187,8 @@ def build_timeline(
             item["upload_s"] = float(ev.get("upload_s", 0.0))
         elif kind == "dropped":
             item["dropped"] = float(ev["t"])
+        elif kind == "cut":  # the server closed the round: the device stopped here
+            item["cut"] = float(ev["t"])
 
     cohorts = {r: {int(d) for d in starts[r].get("cohort", ())} for r in shown_rounds}
     busy_until: dict[int, float] = {}
@@ -192,7 +198,29 @@ def build_timeline(
             if item is None and d not in cohorts[window.round]:
                 continue
             _add_work(timeline, d, window, item or {}, busy_until, run_end)
+    timeline.segments = _clip_cut_work(timeline.segments)
     return timeline
+
+
+def _clip_cut_work(segments: list[Segment]) -> list[Segment]:
+    """End each cut segment (late, surplus: work the close cut short, drawn as far as it
+    would have gone) where the same device's work of a later round begins, so no bar
+    is drawn over another."""
+    begins: dict[tuple[int, int], float] = {}
+    for s in segments:
+        if s.kind not in ("late", "surplus"):
+            key = (s.device, s.round)
+            begins[key] = min(begins.get(key, s.start), s.start)
+    out = []
+    for s in segments:
+        if s.kind in ("late", "surplus"):
+            later = [t for (d, r), t in begins.items() if d == s.device and r > s.round]
+            end = min([s.end, *later])
+            if end <= s.start:
+                continue
+            s = Segment(s.device, s.round, s.kind, s.start, end)
+        out.append(s)
+    return out
 
 
 def _add_work(timeline: Timeline, d: int, window: RoundWindow, item: dict[str, float],
@@ -225,7 +253,13 @@ def _add_work(timeline: Timeline, d: int, window: RoundWindow, item: dict[str, f
                 Segment(d, window.round, after, max(start, window.end), end))
         else:
             timeline.segments.append(Segment(d, window.round, kind, start, end))
-    busy_until[d] = max([busy_until.get(d, 0.0)] + [end for _, _, end in pieces])
+    # Busy until its work really ended: where the server cut it, if it did (the rest of a
+    # cut bar is what the work would have needed, not time the device spent on it).
+    ends = [end for _, _, end in pieces]
+    if "cut" in item:
+        ends = [min(end, item["cut"]) for end in ends]
+        timeline.cuts.append((d, item["cut"]))
+    busy_until[d] = max([busy_until.get(d, 0.0)] + ends)
 
 
 def timeline_from_file(path: Path, sample: int = DEFAULT_SAMPLE,
@@ -270,6 +304,10 @@ def timeline_figure(timeline: Timeline, title: str = "") -> Optional[Figure]:
             ax.scatter([t / scale for _, t in timeline.drops],
                        [rows[d] for d, _ in timeline.drops], marker="x", s=16,
                        color="#1A1A1A", linewidths=0.9, zorder=3)
+        if timeline.cuts:  # seen even when the device's next round starts at the cut
+            ax.scatter([t / scale for _, t in timeline.cuts],
+                       [rows[d] for d, _ in timeline.cuts], marker="4", s=30,
+                       color="#1A1A1A", linewidths=0.9, zorder=3)
         ax.set_yticks(range(len(rows)), [timeline.label(d) for d in timeline.devices])
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_xlim(timeline.rounds[0].start / scale, timeline.end / scale)
@@ -289,6 +327,8 @@ def timeline_figure(timeline: Timeline, title: str = "") -> Optional[Figure]:
                    label="update delivered in time"),
             Line2D([], [], color="#1A1A1A", marker="x", linestyle="none", markersize=5,
                    label="dropped out"),
+            Line2D([], [], color="#1A1A1A", marker="4", linestyle="none", markersize=7,
+                   label="stopped: the round closed"),
             Line2D([], [], color="#444444", linestyle=(0, (3, 2)), linewidth=0.7,
                    label="round deadline"),
             Patch(facecolor="white", edgecolor="#BBBBBB", label="blank: not selected / idle"),

@@ -63,3 +63,78 @@ def test_server_only_log_has_no_figure() -> None:
     server_only = [e for e in EVENTS if e["actor"] == "server"]
     timeline = timeline_from_events(server_only)
     assert not timeline.has_device_events and timeline_figure(timeline) is None
+
+
+def test_a_cut_device_reselected_at_once_is_drawn_as_the_log_says(tmp_path) -> None:
+    """Two slow devices miss every deadline and are selected again at once: their cut
+    bars end where their next round's work begins, and each round's training starts
+    when the log says its request arrived."""
+    import json
+
+    import keras
+    import numpy as np
+
+    from fedactors import DeviceClass, FederatedData, LocalTraining, Rounds, Scenario
+    from fedactors.reporting.timeline import timeline_from_file
+    from fedactors.simulation import RunOptions, run_scenario
+
+    def data(fleet, rng):
+        def pair(n):
+            x = rng.normal(size=(n, 3)).astype(np.float32)
+            return x, (x[:, 0] > 0).astype(np.int32)
+        return FederatedData.from_arrays([pair(20) for _ in range(fleet.size)], pair(30))
+
+    scenario = Scenario(
+        name="cut", model=lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), data=data,
+        fleet=[DeviceClass("fast", count=4, compute=20.0),  # 1 s per epoch
+               DeviceClass("slow", count=2, compute=1.0)],  # 20 s: past every deadline
+        rounds=Rounds(count=4, cohort_size=6, deadline=5.0, min_reports=1),
+        training=LocalTraining(batch_size=10, optimizer=lambda: keras.optimizers.SGD(0.1)))
+    out = tmp_path / "run"
+    run_scenario(scenario, RunOptions(out_dir=out))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    received = {(int(e["actor"][7:]), e["round"]): e["t"] for e in events
+                if e["event"] == "request.received"}
+    cut = {(int(e["actor"][7:]), e["round"]) for e in events if e["event"] == "cut"}
+    assert {(4, r) for r in range(1, 4)} <= cut  # the slow ones are cut, round after round
+
+    timeline = timeline_from_file(out / "events.jsonl", sample=6, max_rounds=None)
+    for device in timeline.devices:
+        bars = sorted((s for s in timeline.segments if s.device == device),
+                      key=lambda s: (s.start, s.end))
+        for a, b in zip(bars, bars[1:]):
+            assert a.end <= b.start + 1e-9, (device, a, b)  # no bar over another
+        for (d, r), t in received.items():
+            if d == device:
+                (train,) = [s for s in bars if s.round == r and s.kind in ("train", "dropped")]
+                assert train.start == t
+    # Re-selected at the very instant of the cut: no room for a cut bar, but the cut is
+    # marked, and the training bar ends there.
+    cut_at = {(e_d, e_r): e["t"] for e in events if e["event"] == "cut"
+              for e_d, e_r in [(int(e["actor"][7:]), e["round"])]}
+    assert sorted(timeline.cuts) == sorted((d, t) for (d, _), t in cut_at.items())
+    for (d, r), t in cut_at.items():
+        (train,) = [s for s in timeline.segments if (s.device, s.round, s.kind) == (d, r, "train")]
+        assert train.end == t
+
+
+def test_a_cut_bar_ends_where_the_devices_next_round_begins() -> None:
+    """The device is cut at t=10 with 20 s of training left; the server selects it again
+    at t=12: its cut bar runs 10 -> 12, then round 2's download and training."""
+    log = [
+        ev(0, "server", "round.start", round=1, deadline=10.0, cohort=[7]),
+        ev(1, "device-7", "request.received", round=1, compute_s=29.0),
+        ev(10, "device-7", "cut", round=1),
+        ev(10, "server", "round.end", round=1, closed_by="deadline"),
+        ev(12, "server", "round.start", round=2, deadline=40.0, cohort=[7]),
+        ev(12.5, "device-7", "request.received", round=2, compute_s=3.0),
+        ev(15.5, "device-7", "update.sent", round=2, upload_s=0.5),
+        ev(16, "server", "round.end", round=2, closed_by="target"),
+    ]
+    timeline = timeline_from_events(log)
+    bars = sorted((s.kind, s.round, s.start, s.end) for s in timeline.segments)
+    assert bars == [("download", 1, 0.0, 1.0), ("download", 2, 12.0, 12.5),
+                    ("late", 1, 10.0, 12.0), ("train", 1, 1.0, 10.0),
+                    ("train", 2, 12.5, 15.5), ("upload", 2, 15.5, 16.0)]
+    assert timeline.cuts == [(7, 10.0)]
