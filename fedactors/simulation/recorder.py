@@ -80,6 +80,18 @@ def ground_truth_row(tally: Any, traffic: Traffic) -> Step:
     return step
 
 
+def attackers(byzantine: frozenset[int]) -> Step:
+    """The simulator's ground truth about Byzantine devices (the server never knows who
+    they are): how many the round selected, and how many of their updates it took in
+    (before the aggregator's own defence)."""
+
+    def step(outcome: ReleaseOutcome, row: dict) -> None:
+        row["byzantine_selected"] = sum(1 for d in outcome.selected if d in byzantine)
+        row["byzantine_reported"] = sum(1 for d in outcome.reported if d in byzantine)
+
+    return step
+
+
 def wall_clock(start: float) -> Step:
     def step(outcome: ReleaseOutcome, row: dict) -> None:
         row["wall_seconds"] = round(time.perf_counter() - start, 3)

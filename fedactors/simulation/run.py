@@ -115,9 +115,13 @@ def run_scenario(
                 directory=directory, fingerprint=fingerprint, scenario_path=options.scenario_path,
                 rounds=rounds, loop=loop, actors=actors, records=records, traffic=traffic,
                 timed=timed, whole_world=scenario.mode is not None)
+        # Who attacks (the simulator's ground truth; the server is never told).
+        byzantine = sorted(actors.directory.world.attacks)
         record = recorder.Recorder([
             recorder.stop_on_failure(actors.failures, options.scenario_path),
             recorder.ground_truth_row(actors.tally, traffic),
+            *([recorder.attackers(frozenset(byzantine))] if scenario.byzantine is not None
+              else []),
             recorder.wall_clock(wall_start),
             recorder.keep(records),
             recorder.write(directory),
@@ -138,6 +142,7 @@ def run_scenario(
                      executor_fallback=executor.fallback_reason,
                      devices=fleet.size, parameters=int(initial.shape[0]),
                      initial=initial_metrics,
+                     **({"byzantine": byzantine} if scenario.byzantine is not None else {}),
                      # Said only when it is not the seed tree: seeded logs stay as they were.
                      **({"randomness": SYSTEM} if scenario.randomness == SYSTEM else {}))
         stopped = _drive(loop, actors, rounds - (resumed.round if resumed else 0), record)
@@ -185,6 +190,9 @@ def run_scenario(
         summary["reproducible_note"] = (
             NOT_REPRODUCIBLE_TREE if isinstance(scenario.aggregator.private_release(), TreeRelease)
             else NOT_REPRODUCIBLE)
+    if scenario.byzantine is not None:
+        summary["byzantine"] = {"devices": byzantine, "fraction": scenario.byzantine.fraction,
+                                "attack": repr(scenario.byzantine.attack)}
     if privacy_summary is not None:
         summary["privacy"] = privacy_summary
     summary["warnings"] = run_warnings(records, privacy_summary, executor.fallback_reason,
