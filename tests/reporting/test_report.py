@@ -135,3 +135,32 @@ def test_the_report_lists_every_warning_or_says_there_were_none(tiny_run: Path,
     section = html.split("<h2>Warnings</h2>", 1)[1].split("<h2>", 1)[0]
     assert "the &lt;sampling&gt; assumption did not hold" in section and "fell back" in section
     assert "none:" not in section
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, figures, fields", [
+    ("smart_home_secure.py", {"timeline.png", "bytes.png", "measurements.png"}, set()),
+    ("healthcare.py", {"epsilon.png", "participation.png"}, {"epsilon"}),
+    ("smart_home_byzantine.py", {"measurements.png", "timeline.png"},
+     {"byzantine_selected", "byzantine_reported"}),
+], ids=["secure", "dp", "byzantine"])
+def test_a_real_secure_dp_or_byzantine_run_gets_its_figures(name, figures, fields,
+                                                           tmp_path: Path) -> None:
+    from fedactors.scenarios.loader import load_scenario
+    from fedactors.simulation import RunOptions, run_scenario
+
+    out = tmp_path / "run"
+    run_scenario(load_scenario(ROOT / "scenarios" / name), RunOptions(rounds=2, out_dir=out))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(fields <= set(row) for row in rows)
+    page = write_report([out], tmp_path / "report")
+    names = {p.name for p in page.parent.glob("*.png")}
+    assert figures | {"loss.png"} <= names, names
+    for png in page.parent.glob("*.png"):
+        assert_good_png(png)
+    html = page.read_text()
+    assert "<h2>Warnings</h2>" in html
+    assert html.count('src="data:image/png;base64,') == len(names)
