@@ -29,6 +29,8 @@ import numpy as np
 from fedactors.data.generated import GeneratedData
 from fedactors.errors import ConfigError, one_line
 
+#: More distinct labels than this are not classes worth a table per device.
+MAX_CLASSES = 1000
 #: What installs the optional dependency, said by every error about it.
 INSTALL_HINT = "pip install -e '.[datasets]'"
 
@@ -203,6 +205,9 @@ class PartitionedData(GeneratedData):
             with _quiet_hub():
                 partitioners = dataset.partitioners  # the download happens here
             split = split or next(iter(partitioners))
+            if split not in partitioners:
+                raise ConfigError("data", f"dataset {name!r} has no partitioned split {split!r}; "
+                                  f"it partitions {sorted(partitioners)}")
             partitioner = partitioners[split]
             test = dataset.load_split(test_split)
             if test_examples is not None:
@@ -231,9 +236,11 @@ class PartitionedData(GeneratedData):
         """Partition plain arrays (e.g. ``keras.datasets``') with any partitioner:
         they become a ``Dataset`` with columns ``x`` and ``label``, the partitioner's
         ``partition_by`` (if it has one) being ``"label"``."""
-        require_flwr_datasets()
+        flwr_datasets = require_flwr_datasets()
         from datasets import Dataset
 
+        if not isinstance(partitioner, flwr_datasets.partitioner.Partitioner):
+            raise ConfigError("data", f"must be a Flower Datasets Partitioner, got {partitioner!r}")
         x, y = np.asarray(x), np.asarray(y)
         if len(x) != len(y):
             raise ConfigError("data", f"x has {len(x)} rows, y {len(y)}")
@@ -241,12 +248,17 @@ class PartitionedData(GeneratedData):
         return cls.from_partitioner(partitioner, test=test, features="x", label="label",
                                     rng=rng, **kwargs)
 
-    def label_counts(self) -> tuple[list[Any], np.ndarray]:
+    def label_counts(self) -> Optional[tuple[list[Any], np.ndarray]]:
         """Each device's count of each label: ``(labels, counts)`` with
         ``counts[device, j]`` the examples of ``labels[j]`` (read from the label
-        column only, not the features)."""
+        column only, not the features); None when the labels are not classes
+        (float regression targets, or more than ``MAX_CLASSES`` distinct values)."""
         columns = [self.partitioner.load_partition(int(p)).with_format("numpy")[self.label]
                    for p in self.order]
+        if any(np.asarray(c).dtype.kind in "fc" for c in columns):
+            return None
+        if len(np.unique(np.concatenate(columns))) > MAX_CLASSES if columns else False:
+            return None
         labels = sorted(set(np.unique(np.concatenate(columns)).tolist())) if columns else []
         index = {v: j for j, v in enumerate(labels)}
         counts = np.zeros((len(columns), len(labels)), np.int64)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # the run writes the table; only the report needs matplotlib
 FILE = "partitions.json"
 #: Devices drawn at most: past that, bars are thinner than a pixel.
 MAX_DEVICES = 100
+#: Labels stacked at most; past that, each device's total alone.
+MAX_STACKED = 100
 
 
 def write_partitions(run_dir: Path, description: str, labels: list[Any], counts: np.ndarray) -> Path:
@@ -67,6 +69,9 @@ def label_distribution_figure(table: dict[str, Any], title: str) -> Figure:
         colours = _colours(len(labels))
         bottom = np.zeros(len(counts))
         devices = np.arange(len(counts))
+        if len(labels) > MAX_STACKED:  # one bar per label would be unreadable and slow
+            counts = counts.sum(axis=1, keepdims=True)
+            labels, colours = [f"all {len(table['labels']):,} labels"], colours[:1]
         for j, label in enumerate(labels):
             ax.bar(devices, counts[:, j], bottom=bottom, width=0.9 if len(counts) <= 60 else 1.0,
                    linewidth=0, color=colours[j], label=str(label))

@@ -17,6 +17,7 @@ import numpy as np
 
 from fedactors.data.federated import FederatedData
 from fedactors.data.generated import GeneratedData
+from fedactors.data.partitioned import PartitionedData
 from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.secagg_participant import SecAggParticipants
@@ -71,8 +72,11 @@ def build_data(
             f"data: must return a FederatedData or GeneratedData, got {type(data).__name__}"
         )
     if data.num_devices != fleet.size:
+        hint = ("; pass devices=fleet.size (or an order of fleet.size partitions)"
+                if isinstance(data, PartitionedData) else "")
         raise ScenarioError(
-            f"data: returned data for {data.num_devices} devices, but the fleet has {fleet.size}"
+            f"{path if path is not None else 'scenario'}: data: returned data for "
+            f"{data.num_devices} devices, but the fleet has {fleet.size}{hint}"
         )
     return data
 
@@ -141,7 +145,8 @@ def assemble(
     keep the scenario's aggregator.
     """
     server_mailbox = Mailbox()
-    tally = RoundTally.empty()
+    # Clip diagnostics per round need rounds to close: synchronous mode only.
+    tally = RoundTally.empty(clip_norms=scenario.mode is None)
     failures: list[BaseException] = []
     attackers = (() if scenario.byzantine is None
                  else scenario.byzantine.choose(fleet.size, seeds.generator("byzantine")))

@@ -190,3 +190,47 @@ def test_the_hub_clients_retry_lines_are_held_back_during_a_fetch(caplog) -> Non
             hub.warning("Retrying in 8s [Retry 5/5].")
         hub.warning("after the fetch")
     assert [r.getMessage() for r in caplog.records] == ["after the fetch"]
+
+
+def test_regression_targets_have_no_label_table() -> None:
+    x, _ = _arrays(400)
+    y = np.random.default_rng(1).standard_normal(400).astype(np.float32)
+    data = PartitionedData.from_arrays(x, y, IidPartitioner(8), rng=np.random.default_rng(0),
+                                       test=(x[:20], y[:20]))
+    assert data.label_counts() is None and data.client(0)[1].dtype == np.float32
+
+
+def test_more_mistakes_get_one_line(monkeypatch) -> None:
+    import datasets as hf
+    from flwr_datasets import FederatedDataset
+
+    x, y = _arrays()
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match="must be a Flower Datasets Partitioner, got 'dirichlet'"):
+        PartitionedData.from_arrays(x, y, "dirichlet", test=_test_set(), rng=rng)
+    table = hf.Dataset.from_dict({"x": x, "label": y})
+    monkeypatch.setattr(hf, "load_dataset", lambda *a, **k: hf.DatasetDict(
+        {"train": table, "test": table.select(range(10))}))
+    fds = FederatedDataset(dataset="me/data", partitioners={"train": IidPartitioner(4)})
+    with pytest.raises(ConfigError, match=r"no partitioned split 'training'; it partitions \['train'\]"):
+        PartitionedData.from_federated_dataset(fds, features="x", label="label", rng=rng,
+                                               split="training")
+
+
+def test_a_fleet_of_another_size_is_told_how_to_match_it(tmp_path) -> None:
+    import keras
+
+    from fedactors import DeviceClass, LocalTraining, Rounds, Scenario
+    from fedactors.errors import ScenarioError
+    from fedactors.simulation import RunOptions, run_scenario
+
+    x, y = _arrays(600)
+    scenario = Scenario(
+        name="mismatch", model=lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(10)]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        data=lambda fleet, rng: PartitionedData.from_arrays(x, y, IidPartitioner(15),
+                                                            test=_test_set(), rng=rng),
+        fleet=[DeviceClass("phone", count=12)], rounds=Rounds(count=1, cohort_size=4),
+        training=LocalTraining(batch_size=10, optimizer=lambda: keras.optimizers.SGD(0.1)))
+    with pytest.raises(ScenarioError, match="15 devices, but the fleet has 12; pass devices=fleet"):
+        run_scenario(scenario, RunOptions(out_dir=tmp_path))

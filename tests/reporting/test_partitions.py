@@ -45,3 +45,12 @@ def test_the_figure_draws_one_bar_per_device_up_to_its_limit() -> None:
     many = {"labels": [0, 1], "counts": rng.integers(0, 9, (MAX_DEVICES + 50, 2)).tolist()}
     ax = label_distribution_figure(many, "run").axes[0]
     assert len(ax.patches) == MAX_DEVICES * 2 and f"first {MAX_DEVICES}" in ax.get_xlabel()
+
+
+def test_past_a_hundred_labels_each_device_gets_its_total_alone() -> None:
+    counts = np.random.default_rng(1).integers(0, 3, (10, 500))
+    ax = label_distribution_figure({"labels": list(range(500)), "counts": counts.tolist()},
+                                   "run").axes[0]
+    assert len(ax.patches) == 10
+    np.testing.assert_array_equal(sorted(b.get_height() for b in ax.patches),
+                                  sorted(counts.sum(axis=1)))
