@@ -395,6 +395,15 @@ class Aggregator(abc.ABC, Generic[S]):
         """Small values broadcast to the devices with each request (e.g. a clip norm)."""
         return {}
 
+    def clip_bound(self, params: Mapping[str, Any]) -> Optional[float]:
+        """The L2 norm each device's delta is clipped to this round (``params`` are the
+        round's :meth:`client_params`), or None for a stage that does not clip.
+
+        The simulator reads it to report, as ground truth the protocol never releases,
+        how many deltas were clipped and their median norm (docs/reporting.md).
+        """
+        return None
+
     @abc.abstractmethod
     def encode(
         self,
@@ -478,6 +487,9 @@ class Wrapper(Aggregator[S]):
 
     def contribution_bounds(self, params: Mapping[str, Any], dim: int) -> dict[str, float]:
         return self.inner.contribution_bounds(params, dim)
+
+    def clip_bound(self, params: Mapping[str, Any]) -> Optional[float]:
+        return self.inner.clip_bound(params)
 
     def private_release(self) -> Optional[PrivateRelease]:
         return self.inner.private_release()

@@ -20,7 +20,7 @@ need it (adaptive clipping) add it *with* noise accounting.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -113,6 +113,9 @@ class Clipped(Wrapper[Any]):
         if not isinstance(inner, Aggregator):
             raise ConfigError("inner", f"must be an Aggregator, got {inner!r}")
         super().__init__(inner)
+
+    def clip_bound(self, params: Mapping[str, Any]) -> Optional[float]:
+        return float(self.clip_norm)
 
     def __repr__(self) -> str:
         return f"Clipped(clip_norm={self.clip_norm!r}, inner={self.inner!r})"

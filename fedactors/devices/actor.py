@@ -9,6 +9,7 @@ data. That is how the runtime holds 100,000 registered devices without
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from fedactors.aggregation.base import Aggregator
+from fedactors.aggregation.clipping import l2_norm
 from fedactors.data.federated import FederatedData
 from fedactors.devices.byzantine import Attack
 from fedactors.devices.fleet import Fleet
@@ -33,10 +35,21 @@ class RoundTally:
     """Ground truth the simulator knows and the server does not: who went silent when."""
 
     dropped: dict[int, dict[int, float]]
+    #: Per round and device, (L2 norm of the delta handed to the aggregator, the round's
+    #: clip bound), for stages that clip; kept only when ``clip_norms`` is on (sync rounds).
+    norms: dict[int, dict[int, tuple[float, float]]] = field(default_factory=dict)
+    clip_norms: bool = False
 
     @classmethod
-    def empty(cls) -> RoundTally:
-        return cls({})
+    def empty(cls, clip_norms: bool = False) -> RoundTally:
+        return cls({}, {}, clip_norms)
+
+    def record_norm(self, round_: int, device: int, norm: float, bound: float) -> None:
+        self.norms.setdefault(round_, {})[device] = (norm, bound)
+
+    def take_norms(self, round_: int) -> dict[int, tuple[float, float]]:
+        """The round's recorded norms; forgotten once taken (the round is over)."""
+        return self.norms.pop(round_, {})
 
     def record_drop(self, round_: int, device: int, t: float) -> None:
         self.dropped.setdefault(round_, {})[device] = t
@@ -176,6 +189,11 @@ class DeviceActor:
         attack = w.attacks.get(d)
         if attack is not None:  # tamper before encode, as a compromised stock client would
             delta = attack.apply(delta)
+        if w.tally.clip_norms:
+            bound = w.aggregator.clip_bound(request.params)
+            if bound is not None:  # ground truth for the report, never sent anywhere
+                norm = l2_norm(delta)
+                w.tally.record_norm(r, d, norm if math.isfinite(norm) else math.inf, bound)
         # encode's draws are noise (distributed DP shares): under system randomness they
         # come from the OS and the training stream, which stochastic rounding continues
         # below, stays seeded.

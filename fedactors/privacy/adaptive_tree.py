@@ -250,6 +250,9 @@ class AdaptiveTreeDPMean(Aggregator[TreeMeanState]):
         return {"clip_norm": self.clips(state.dim, query_state)[0],
                 "sample_params": plain(query.derive_sample_params(query_state))}
 
+    def clip_bound(self, params: Mapping[str, Any]) -> Optional[float]:
+        return float(params["clip_norm"])
+
     def encode(self, params: Mapping[str, Any], delta: np.ndarray, num_examples: int,
                rng: np.random.Generator) -> dict[str, np.ndarray]:
         d, _ = zero_if_non_finite(np.asarray(delta, np.float32).ravel())

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -117,6 +117,9 @@ class GaussianDPMean(DPMechanism):
             "clip_norm": self.current_clip(state.query_state),
             "sample_params": to_numpy(self.query.derive_sample_params(state.query_state)),
         }
+
+    def clip_bound(self, params: Mapping[str, Any]) -> Optional[float]:
+        return float(params["clip_norm"])
 
     def encode(
         self,

@@ -147,6 +147,9 @@ class SkellamDPMean(Aggregator[SkellamMeanState]):
     def client_params(self, state: SkellamMeanState) -> Mapping[str, Any]:
         return {"clip_norm": self.clip_norm}
 
+    def clip_bound(self, params: Mapping[str, Any]) -> Optional[float]:
+        return float(self.clip_norm)
+
     def encode(self, params: Mapping[str, Any], delta: np.ndarray, num_examples: int,
                rng: np.random.Generator) -> dict[str, np.ndarray]:
         d = np.asarray(delta, np.float32).ravel()

@@ -174,6 +174,9 @@ class TreeDPMean(Aggregator[TreeMeanState]):
     def client_params(self, state: TreeMeanState) -> Mapping[str, Any]:
         return {"clip_norm": self.clip_norm}
 
+    def clip_bound(self, params: Mapping[str, Any]) -> Optional[float]:
+        return float(params["clip_norm"])
+
     def encode(self, params: Mapping[str, Any], delta: np.ndarray, num_examples: int,
                rng: np.random.Generator) -> dict[str, np.ndarray]:
         # The tree query's clip is tf.clip_by_global_norm on one tensor: an L2

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 from fedactors.devices.actor import DeviceFailed
 from fedactors.errors import ScenarioError
 from fedactors.runtime import checkpoint, snapshot
@@ -76,6 +78,23 @@ def ground_truth_row(tally: Any, traffic: Traffic) -> Step:
 
     def step(outcome: ReleaseOutcome, row: dict) -> None:
         row.update(metrics_row(outcome, tally, traffic.take()))
+
+    return step
+
+
+def clipping(tally: Any) -> Step:
+    """For stages that clip: the share of the round's reported deltas that were clipped
+    and their median L2 norm before clipping, with the round's bound. Ground truth the
+    simulator sees and the protocol never releases (not covered by any ε)."""
+
+    def step(outcome: ReleaseOutcome, row: dict) -> None:
+        norms = tally.take_norms(outcome.round)
+        pairs = [norms[d] for d in outcome.reported if d in norms]
+        if pairs:
+            values = np.array([n for n, _ in pairs])
+            row["clipped_fraction"] = float(np.mean([n > b for n, b in pairs]))
+            row["update_norm_median"] = float(np.median(values))
+            row["clip_bound"] = float(max(b for _, b in pairs))
 
     return step
 

@@ -120,6 +120,7 @@ def run_scenario(
         record = recorder.Recorder([
             recorder.stop_on_failure(actors.failures, options.scenario_path),
             recorder.ground_truth_row(actors.tally, traffic),
+            recorder.clipping(actors.tally),
             *([recorder.attackers(frozenset(byzantine))] if scenario.byzantine is not None
               else []),
             recorder.wall_clock(wall_start),
@@ -133,7 +134,9 @@ def run_scenario(
 
         if resumed is None and options.out_dir is not None and isinstance(data, PartitionedData):
             # The data is live only now; the report draws this table after the fact.
-            write_partitions(options.out_dir, data.description, *data.label_counts())
+            table = data.label_counts()
+            if table is not None:  # class labels (regression targets have no table)
+                write_partitions(options.out_dir, data.description, *table)
         if resumed is None:
             log.emit("simulator", "run.start", scenario=scenario.name, seed=seed,
                      classes=[[c.name, c.count] for c in fleet.classes],
