@@ -48,3 +48,17 @@ def test_the_bound_is_the_one_encode_clips_to(name: str) -> None:
                          ids=["fedavg", "krum", "trimmed"])
 def test_a_stage_that_does_not_clip_has_no_bound(stage) -> None:
     assert stage.clip_bound(stage.client_params(stage.initial_state(DIM))) is None
+
+
+def test_a_wrapper_forwards_its_inner_stages_bound() -> None:
+    from fedactors.aggregation.base import Wrapper
+
+    class Halved(Wrapper):
+        def encode(self, params, delta, num_examples, rng):
+            return self.inner.encode(params, delta / 2, num_examples, rng)
+
+    inner = DPMean.fixed(clip_norm=2.0, noise_multiplier=1.0, expected_count=10)
+    stage = Halved(inner)
+    params = stage.client_params(stage.initial_state(DIM))
+    assert stage.clip_bound(params) == inner.clip_bound(params) == 2.0
+    assert Halved(WeightedMean()).clip_bound({}) is None
