@@ -234,9 +234,12 @@ class SecureCollection:
             reason = self._screen(message, r, step, allowed, got, config)
             if reason:
                 tally.rejected[reason] = tally.rejected.get(reason, 0) + 1
+                # ``step``: where the server is; ``update_step``: the message's own step
+                # (a late key message is logged as a key message, not as the current step).
                 self.log.emit(ACTOR, f"update.{reason}", round=r, step=step,
                               sender=getattr(message, "sender", None),
-                              update_round=getattr(message, "round", None))
+                              update_round=getattr(message, "round", None),
+                              update_step=getattr(message, "step", None))
                 continue
             got[message.sender] = message.payload
             tally.up += message.nbytes

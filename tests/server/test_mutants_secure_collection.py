@@ -59,8 +59,8 @@ def secagg_measurements(outcome) -> dict:
 
 
 def rejections(world) -> list[tuple]:
-    return [(e["event"], e["actor"], e["round"], e["step"], e["sender"], e["update_round"])
-            for e in world.log.records if e["event"].startswith("update.")]
+    return [(e["event"], e["actor"], e["round"], e["step"], e["sender"], e["update_round"],
+             e["update_step"]) for e in world.log.records if e["event"].startswith("update.")]
 
 
 def slow(fn, seconds: float = 0.03):
@@ -145,17 +145,19 @@ async def test_forged_envelopes_during_a_secure_step_are_refused_by_reason_logge
     x = forged_once[0].sender
     y = (x + 1) % 6
     head = ("server", 1, SHARE)
+    # step: where the server was; the last field: the message's own step (the late key
+    # message is logged as an advertise message).
     assert rejections(world) == [
-        ("update.malformed", *head, None, None),
-        ("update.malformed", *head, x, 1),
-        ("update.late", *head, x, 0),
-        ("update.future", *head, x, 2),
-        ("update.late", *head, x, 1),
-        ("update.foreign", *head, 99, 1),
-        ("update.malformed", *head, x, 1),
-        ("update.malformed", *head, x, 1),
-        ("update.malformed", *head, y, 1),
-        ("update.duplicate", *head, x, 1),
+        ("update.malformed", *head, None, None, None),
+        ("update.malformed", *head, x, 1, "bogus_step"),
+        ("update.late", *head, x, 0, SHARE),
+        ("update.future", *head, x, 2, SHARE),
+        ("update.late", *head, x, 1, ADVERTISE),
+        ("update.foreign", *head, 99, 1, SHARE),
+        ("update.malformed", *head, x, 1, MASKED),
+        ("update.malformed", *head, x, 1, SHARE),
+        ("update.malformed", *head, y, 1, SHARE),
+        ("update.duplicate", *head, x, 1, SHARE),
     ]
     received = [(e["actor"], e["round"], e["step"], e["sender"])
                 for e in events(world, "secagg.received")]
@@ -261,10 +263,10 @@ async def test_nobody_online_reads_until_the_round_deadline_and_refuses_everyone
     assert (out.contributions, out.contributors, out.closed_by) == (None, (), "nobody-online")
     assert out.rejected == {"foreign": 1, "future": 1} and out.measurements == {}
     assert coll.mailbox.qsize() == 1  # the message after the deadline is left alone
-    got = [(e["event"], e["actor"], e["round"], e["step"], e["sender"], e["update_round"])
-           for e in log.records]
-    assert got == [("update.foreign", "server", 1, ADVERTISE, 0, 1),
-                   ("update.future", "server", 1, ADVERTISE, 0, 2)]
+    got = [(e["event"], e["actor"], e["round"], e["step"], e["sender"], e["update_round"],
+            e["update_step"]) for e in log.records]
+    assert got == [("update.foreign", "server", 1, ADVERTISE, 0, 1, ADVERTISE),
+                   ("update.future", "server", 1, ADVERTISE, 0, 2, ADVERTISE)]
     # Wanting nobody: done at once, nothing read.
     got_, closed = await coll._gather(1, ADVERTISE, {1}, 0, _Tally(), round_deadline=True)
     assert (got_, closed) == ({}, "target") and coll.mailbox.qsize() == 1
