@@ -79,3 +79,19 @@ def test_a_failing_device_stops_the_run_at_once_and_is_named(tmp_path: Path, exe
         from fedactors.runtime import checkpoint
 
         assert checkpoint.load(out).round == failed - 1
+
+
+@pytest.mark.parametrize("labels", [np.float32(0.5), np.float32(0.0)], ids=["fractional", "whole"])
+def test_float_labels_under_a_sparse_categorical_loss_are_refused_before_round_one(
+        tmp_path: Path, labels) -> None:
+    def build(fleet, rng):
+        def pair(n):
+            x = rng.normal(size=(n, 3)).astype(np.float32)
+            return x, (x[:, 0] > 0).astype(np.float32) + labels
+        return FederatedData.from_arrays([pair(20) for _ in range(fleet.size)], pair(40))
+
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(_scenario(data=build), RunOptions(out_dir=tmp_path, scenario_path=Path("s.py")))
+    message = str(caught.value)
+    assert message.startswith("s.py: data: labels are float32") and "int32 class ids" in message
+    assert not (tmp_path / "metrics.jsonl").exists()

@@ -90,6 +90,13 @@ def dry_run(scenario: Scenario, evaluator: Evaluator, data: Union[FederatedData,
     the deadline; here it is one line naming the shapes, the label range and
     the loss.
     """
+    where = str(path) if path is not None else "scenario"
+    if "sparse_categorical" in evaluator.loss_fn.name and data.test[1].dtype.kind == "f":
+        # Keras would cast 2.5 to class 2 without a word; the contract's class ids are int32.
+        raise ScenarioError(
+            f"{where}: data: labels are {data.test[1].dtype} (regression targets?) but loss "
+            f"{evaluator.loss_fn.name!r} takes int32 class ids: cast them with "
+            ".astype(np.int32), or use a regression loss")
     first = next((d for d in range(data.num_devices) if data.num_examples(d) > 0), None)
     samples = [("the test set", *data.test)]
     if first is not None:
@@ -103,7 +110,6 @@ def dry_run(scenario: Scenario, evaluator: Evaluator, data: Union[FederatedData,
             labels = np.asarray(y[:8])
             span = (f", range {labels.min():g}..{labels.max():g}"
                     if labels.size and np.issubdtype(labels.dtype, np.number) else "")
-            where = str(path) if path is not None else "scenario"
             raise ScenarioError(
                 f"{where}: model: output shape {evaluator.output_shape()} does not fit the labels "
                 f"of {what} (shape {labels.shape[1:] or '()'} per example{span}) under loss "
