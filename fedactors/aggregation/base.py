@@ -207,6 +207,10 @@ class Aggregate(Generic[S]):
             back then).
         measurements: Named numbers about the step, written to
             ``metrics.jsonl`` (e.g. ``total_weight``). Default: none.
+        shares: Each contribution's share in ``delta``, in the contributions'
+            order, from 0 (left out) to 1 (used in full): what a robust stage
+            did with each update (Krum's choice, the coordinates a trimmed
+            mean kept). None (default): every contribution counts in full.
 
     Examples:
         >>> import numpy as np
@@ -220,6 +224,7 @@ class Aggregate(Generic[S]):
     delta: Optional[np.ndarray]
     state: S
     measurements: Mapping[str, float] = field(default_factory=dict)
+    shares: Optional[tuple[float, ...]] = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ tested alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -47,6 +47,36 @@ def trimmed_mean(rows: np.ndarray, beta: float) -> np.ndarray:
     n = x.shape[0]
     k = int(np.floor(beta * n))
     return x[k : n - k].mean(axis=0)
+
+
+def coordinate_ranks(rows: np.ndarray) -> np.ndarray:
+    """Each value's rank within its coordinate (0 = smallest; ties by row order), (n, dim)."""
+    x = np.asarray(rows, np.float64)
+    ranks = np.empty(x.shape, np.int64)
+    np.put_along_axis(ranks, np.argsort(x, axis=0, kind="stable"),
+                      np.arange(x.shape[0])[:, None], axis=0)
+    return ranks
+
+
+def median_shares(rows: np.ndarray) -> np.ndarray:
+    """Each row's share in the coordinate-wise median: per coordinate, 1 for the middle
+    value (1/2 each for the middle two of an even count), averaged over coordinates."""
+    n = rows.shape[0]
+    ranks = coordinate_ranks(rows)
+    if n % 2:
+        used = (ranks == n // 2).astype(np.float64)
+    else:
+        used = 0.5 * ((ranks == n // 2 - 1) | (ranks == n // 2))
+    return used.mean(axis=1)
+
+
+def trimmed_shares(rows: np.ndarray, beta: float) -> np.ndarray:
+    """Each row's share of coordinates the trimmed mean keeps (not among the
+    ``floor(beta * n)`` smallest or largest)."""
+    n = rows.shape[0]
+    k = int(np.floor(beta * n))
+    ranks = coordinate_ranks(rows)
+    return ((ranks >= k) & (ranks < n - k)).mean(axis=1)
 
 
 def krum_scores(rows: np.ndarray, f: int) -> np.ndarray:
@@ -110,15 +140,24 @@ class RobustStage(Aggregator[None]):
         """Combine the ``(devices, dim)`` rows into one delta, plus measurements."""
         raise NotImplementedError
 
+    def reduce_with_shares(
+        self, rows: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, float], Optional[np.ndarray]]:
+        """:meth:`reduce`, plus each row's share in the result (``Aggregate.shares``);
+        the built-in stages say, a stage that only overrides ``reduce`` says None."""
+        delta, measurements = self.reduce(rows)
+        return delta, measurements, None
+
     def aggregate(
         self, state: None, contributions: Contributions, ctx: RoundContext
     ) -> Aggregate[None]:
         if contributions.count == 0:
             return Aggregate(None, state, {"robust_inputs": 0.0})
         rows = contributions.stacked()[DELTA]
-        delta, measurements = self.reduce(rows)
+        delta, measurements, shares = self.reduce_with_shares(rows)
         return Aggregate(delta.astype(np.float32), state,
-                         {"robust_inputs": float(rows.shape[0]), **measurements})
+                         {"robust_inputs": float(rows.shape[0]), **measurements},
+                         None if shares is None else tuple(float(s) for s in shares))
 
 
 class Median(RobustStage):
@@ -145,6 +184,9 @@ class Median(RobustStage):
 
     def reduce(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         return coordinate_median(rows), {}
+
+    def reduce_with_shares(self, rows):
+        return coordinate_median(rows), {}, median_shares(rows)
 
 
 class TrimmedMean(RobustStage):
@@ -188,6 +230,10 @@ class TrimmedMean(RobustStage):
         trimmed = int(np.floor(self.beta * rows.shape[0]))
         return trimmed_mean(rows, self.beta), {"trimmed_each_side": float(trimmed)}
 
+    def reduce_with_shares(self, rows):
+        delta, measurements = self.reduce(rows)
+        return delta, measurements, trimmed_shares(rows, self.beta)
+
 
 class Krum(RobustStage):
     """(Multi-)Krum (Blanchard et al. 2017): average the ``m`` most central updates.
@@ -229,8 +275,16 @@ class Krum(RobustStage):
         return f"Krum(f={self.f!r}, m={self.m!r})"
 
     def reduce(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        n = rows.shape[0]
-        return multi_krum(rows, self.f, self.m), {
-            "krum_selected": float(min(self.m, n)),
-            "krum_guaranteed": float(n >= 2 * self.f + 3),
-        }
+        delta, measurements, _ = self.reduce_with_shares(rows)
+        return delta, measurements
+
+    def reduce_with_shares(self, rows):
+        x = np.asarray(rows, np.float64)
+        chosen = krum_select(x, self.f, self.m)  # once: the scores are O(n^2 dim)
+        shares = np.zeros(x.shape[0])
+        shares[chosen] = 1.0
+        # The mean of the chosen rows, as multi_krum takes it.
+        return x[chosen].mean(axis=0), {
+            "krum_selected": float(min(self.m, x.shape[0])),
+            "krum_guaranteed": float(x.shape[0] >= 2 * self.f + 3),
+        }, shares

@@ -163,6 +163,7 @@ class ServerActor:
             reported=reported, closed_by=closed_by, applied=released.applied, rejected=rejected,
             measurements={**measurements, **released.measurements}, metrics=released.metrics,
             given_up=tuple((r, d) for d in sorted(cohort_set - set(reported))),
+            shares=released.shares or (),
         )
         self.log.emit(ACTOR, "round.end", round=r, reported=len(reported), closed_by=closed_by,
                       applied=released.applied, **released.metrics)

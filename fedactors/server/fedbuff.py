@@ -453,6 +453,7 @@ class FedBuffServer:
             given_up=tuple(gathering.timed_out),
             staleness=tuple(int(s) for s in staleness),
             weights=tuple(float(w) for w in weights), in_flight=len(self.in_flight),
+            shares=released.shares or (),
         )
 
     # -- checkpoints -------------------------------------------------------

@@ -35,6 +35,9 @@ class ReleaseOutcome:
     staleness: tuple[int, ...] = ()
     weights: tuple[float, ...] = ()
     in_flight: Optional[int] = None
+    #: Each reported contribution's share in the release, in ``reported`` order (robust
+    #: stages: Krum's choice, the coordinates kept); empty: every one counted in full.
+    shares: tuple[float, ...] = ()
 
 
 def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -> dict:

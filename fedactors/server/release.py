@@ -60,6 +60,8 @@ class Released:
     applied: bool
     measurements: dict[str, Any]
     metrics: dict[str, float]
+    #: Each contribution's share in the release (``Aggregate.shares``), or None.
+    shares: Optional[tuple[float, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class ReleaseStep:
         protocol aborted). ``participation`` feeds the privacy audit of a DP run."""
         version = state.round + 1
         count = 0 if contributions is None else contributions.count
-        applied, measurements = False, {}
+        applied, measurements, shares = False, {}, None
         skipped = contributions is None or (count < self.min_reports
                                             and not self.releases_every_step)
         if skipped:
@@ -129,8 +131,8 @@ class ReleaseStep:
                           min_reports=self.min_reports)
             state = replace(state, round=version)
         else:
-            state, applied, measurements = self._apply(state, version, contributions,
-                                                       expected_count, selected)
+            state, applied, measurements, shares = self._apply(
+                state, version, contributions, expected_count, selected)
         if self.privacy is not None:
             privacy = self.privacy.charge(state.privacy, participation, count,
                                           aggregated=not skipped)
@@ -138,10 +140,11 @@ class ReleaseStep:
             measurements["epsilon"] = self.privacy.round_epsilon(privacy)
             measurements["noise_multiplier"] = self.privacy.multiplier_charged(count)
         metrics = self.evaluate(state.weights) if version % self.eval_every == 0 else {}
-        return Released(state, applied, measurements, metrics)
+        return Released(state, applied, measurements, metrics, shares)
 
     def _apply(self, state: ServerState, version: int, contributions: Contributions,
-               expected_count: int, selected: int) -> tuple[ServerState, bool, dict]:
+               expected_count: int, selected: int,
+               ) -> tuple[ServerState, bool, dict, Optional[tuple[float, ...]]]:
         ctx = RoundContext(version, expected_count, selected, self.seeds.secret("server", version))
         result = self.aggregator.aggregate(state.aggregator_state, contributions, ctx)
         weights, opt_state, applied = state.weights, state.optimizer_state, False
@@ -156,4 +159,4 @@ class ReleaseStep:
                 self.log.emit(ACTOR, "aggregate.nonfinite", round=version)
         state = replace(state, round=version, weights=weights, optimizer_state=opt_state,
                         aggregator_state=result.state)
-        return state, applied, dict(result.measurements)
+        return state, applied, dict(result.measurements), result.shares

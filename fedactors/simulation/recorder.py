@@ -101,12 +101,21 @@ def clipping(tally: Any) -> Step:
 
 def attackers(byzantine: frozenset[int]) -> Step:
     """The simulator's ground truth about Byzantine devices (the server never knows who
-    they are): how many the round selected, and how many of their updates it took in
-    (before the aggregator's own defence)."""
+    they are): how many the round selected, how many of their updates it took in, and
+    how much of them the release used after the aggregator's defence (``byzantine_used``:
+    Krum's choice, a trimmed mean's kept coordinates, summed over the attackers)."""
 
     def step(outcome: ReleaseOutcome, row: dict) -> None:
         row["byzantine_selected"] = sum(1 for d in outcome.selected if d in byzantine)
         row["byzantine_reported"] = sum(1 for d in outcome.reported if d in byzantine)
+        # What the aggregator's defence did with them: each update's share in the release
+        # (1 each when it reports none: every update counted in full).
+        shares = outcome.shares or (1.0,) * len(outcome.reported)
+        if not outcome.applied:  # nothing released this round: nothing of theirs used
+            row["byzantine_used"] = 0.0
+        elif len(shares) == len(outcome.reported):
+            row["byzantine_used"] = float(sum(s for d, s in zip(outcome.reported, shares)
+                                              if d in byzantine))
 
     return step
 

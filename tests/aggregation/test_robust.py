@@ -12,6 +12,7 @@ from fedactors.aggregation.robust import (
     DELTA,
     Krum,
     Median,
+    RobustStage,
     TrimmedMean,
     coordinate_median,
     krum_scores,
@@ -241,3 +242,36 @@ def test_a_stage_s_repr_builds_the_same_stage(stage) -> None:
                                "Clipped": Clipped, "WeightedMean": WeightedMean})
     assert type(again) is type(stage) and repr(again) == repr(stage)
     assert vars(again).keys() == vars(stage).keys()
+
+
+def test_each_rows_share_in_a_robust_release() -> None:
+    from fedactors.aggregation.robust import median_shares, multi_krum, trimmed_shares
+
+    rows = np.array([[1.0, 40.0], [2.0, 30.0], [3.0, 20.0], [100.0, 10.0]])
+    # Rows 0 and 3 are an extreme in both coordinates (one low, one high): trimmed.
+    np.testing.assert_allclose(trimmed_shares(rows, 0.25), [0.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(median_shares(rows), [0.0, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(median_shares(rows[:3]), [0.0, 1.0, 0.0])
+    mixed = np.array([[1.0, 10.0], [2.0, 40.0], [3.0, 20.0], [4.0, 30.0]])
+    np.testing.assert_allclose(trimmed_shares(mixed, 0.25), [0.0, 0.5, 1.0, 0.5])
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 5, 8, 13):
+        x = rng.standard_normal((n, 7))
+        x[0] *= 1e3  # one far-out row
+        k = int(np.floor(0.2 * n))
+        assert trimmed_shares(x, 0.2).sum() == pytest.approx(n - 2 * k)
+        assert median_shares(x).sum() == pytest.approx(1.0)
+        stage = Krum(f=1, m=2)
+        delta, _, shares = stage.reduce_with_shares(x)
+        np.testing.assert_array_equal(delta, multi_krum(x, 1, 2))  # the same bits as before
+        assert set(shares.tolist()) <= {0.0, 1.0} and shares.sum() == min(2, n)
+        if n >= 5:  # the far-out row: never Krum's choice, trimmed in every coordinate
+            assert shares[0] == 0.0 and trimmed_shares(x, 0.2)[0] == 0.0
+            assert median_shares(x)[0] == 0.0
+    # A stage that only overrides reduce reports no shares: every update counted in full.
+
+    class Mean(RobustStage):
+        def reduce(self, rows):
+            return rows.mean(axis=0), {}
+
+    assert Mean().reduce_with_shares(rows)[2] is None
