@@ -252,6 +252,8 @@ def test_each_rows_share_in_a_robust_release() -> None:
     np.testing.assert_allclose(trimmed_shares(rows, 0.25), [0.0, 1.0, 1.0, 0.0])
     np.testing.assert_allclose(median_shares(rows), [0.0, 0.5, 0.5, 0.0])
     np.testing.assert_allclose(median_shares(rows[:3]), [0.0, 1.0, 0.0])
+    # An even count: the middle two each carry half of every coordinate.
+    np.testing.assert_allclose(median_shares(rows[:, :1]), [0.0, 0.5, 0.5, 0.0])
     mixed = np.array([[1.0, 10.0], [2.0, 40.0], [3.0, 20.0], [4.0, 30.0]])
     np.testing.assert_allclose(trimmed_shares(mixed, 0.25), [0.0, 0.5, 1.0, 0.5])
     rng = np.random.default_rng(4)
