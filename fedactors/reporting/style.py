@@ -34,6 +34,12 @@ PHASE_COLOURS = {
     "dropped": OUTCOME_COLOURS["dropped"],
     "late": OUTCOME_COLOURS["late"],
     "surplus": OUTCOME_COLOURS["surplus"],
+    # Secure aggregation's steps, each from the device's previous message to this one's
+    # arrival (waiting for the server's relay included).
+    "advertise_keys": "#CC79A7",
+    "share_keys": "#F0E442",
+    "masked_input": "#8C564B",
+    "unmask": "#332288",
 }
 
 DPI = 150

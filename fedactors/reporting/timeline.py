@@ -35,7 +35,9 @@ from matplotlib.patches import Patch
 from fedactors.reporting.rundir import iter_jsonl
 from fedactors.reporting.style import PHASE_COLOURS, paper_style, time_unit
 
-KINDS = ("download", "train", "upload", "dropped", "late", "surplus")
+#: Secure aggregation's steps, in protocol order (fedactors.secagg.envelopes.STEPS).
+SECAGG_KINDS = ("advertise_keys", "share_keys", "masked_input", "unmask")
+KINDS = ("download", "train", "upload", "dropped", "late", "surplus", *SECAGG_KINDS)
 KIND_LABELS = {
     "download": "downloading",
     "train": "training",
@@ -43,6 +45,10 @@ KIND_LABELS = {
     "dropped": "working, then dropped out",
     "late": "work cut by the deadline (late)",
     "surplus": "work cut, target met (surplus)",
+    "advertise_keys": "SecAgg: advertise keys",
+    "share_keys": "SecAgg: share keys",
+    "masked_input": "SecAgg: masked input",
+    "unmask": "SecAgg: unmask",
 }
 DEFAULT_SAMPLE = 24
 DEFAULT_ROUNDS = 12
@@ -172,8 +178,14 @@ def build_timeline(
 
     chosen = set(timeline.devices)
     shown_rounds = {w.round for w in windows}
-    work: dict[tuple[int, int], dict[str, float]] = {}
+    work: dict[tuple[int, int], dict[str, Any]] = {}
     for ev in events():
+        if ev.get("actor") == "server" and ev.get("sender") in chosen:
+            # Secure aggregation: which of the sample's step messages the server took in.
+            item = work.setdefault((int(ev["sender"]), ev.get("round")), {})
+            if ev.get("event") == "secagg.received":
+                item.setdefault("taken", set()).add(ev.get("step"))
+            continue
         d = _device_id(ev.get("actor"))
         if d is None or d not in chosen or ev.get("round") not in shown_rounds:
             continue
@@ -189,6 +201,9 @@ def build_timeline(
             item["dropped"] = float(ev["t"])
         elif kind == "cut":  # the server closed the round: the device stopped here
             item["cut"] = float(ev["t"])
+        elif kind == "secagg.sent":
+            item.setdefault("secagg", []).append(
+                (str(ev.get("step")), float(ev["t"]), float(ev.get("upload_s", 0.0))))
 
     cohorts = {r: {int(d) for d in starts[r].get("cohort", ())} for r in shown_rounds}
     busy_until: dict[int, float] = {}
@@ -231,13 +246,29 @@ def _add_work(timeline: Timeline, d: int, window: RoundWindow, item: dict[str, f
     begin = max(window.start, busy_until.get(d, window.start))
     pieces.append(("download", begin, received if received is not None else run_end))
     if received is not None:
-        if "dropped" in item:
+        secure = item.get("secagg", [])
+        if "dropped" in item and not secure:
             pieces.append(("dropped", received, item["dropped"]))
             timeline.drops.append((d, item["dropped"]))
         else:
-            sent = item.get("sent", min(received + item.get("compute_s", 0.0), run_end))
+            # Under secure aggregation training ends with the first protocol message.
+            sent = item.get("sent", secure[0][1] if secure else
+                            min(received + item.get("compute_s", 0.0), run_end))
             pieces.append(("train", received, sent))
-            if "sent" in item:
+            begin = sent
+            for step, t, upload in secure:
+                arrival = t + upload
+                taken = step in item.get("taken", ())
+                # A step message the server never took in (it came after the step closed,
+                # or the round ended): drawn as cut.
+                pieces.append((step if taken else "late", begin, arrival))
+                if taken and arrival <= window.end:
+                    timeline.arrivals.append((d, arrival))
+                begin = arrival
+            if "dropped" in item:  # silent at a later protocol step
+                pieces.append(("dropped", begin, item["dropped"]))
+                timeline.drops.append((d, item["dropped"]))
+            elif "sent" in item:
                 arrival = item["sent"] + item.get("upload_s", 0.0)
                 pieces.append(("upload", item["sent"], arrival))
                 if arrival <= window.end:
@@ -321,7 +352,8 @@ def timeline_figure(timeline: Timeline, title: str = "") -> Optional[Figure]:
             span += f" of {timeline.total_rounds}"
         ax.set_title(f"{title + ': ' if title else ''}{len(rows)} sampled devices, {span}",
                      loc="left", pad=16)
-        handles = [Patch(color=PHASE_COLOURS[k], label=KIND_LABELS[k]) for k in KINDS]
+        handles = [Patch(color=PHASE_COLOURS[k], label=KIND_LABELS[k]) for k in KINDS
+                   if k not in SECAGG_KINDS or timeline.count(k)]
         handles += [
             Line2D([], [], color="#1A1A1A", marker="|", linestyle="none", markersize=7,
                    label="update delivered in time"),

@@ -138,3 +138,50 @@ def test_a_cut_bar_ends_where_the_devices_next_round_begins() -> None:
                     ("late", 1, 10.0, 12.0), ("train", 1, 1.0, 10.0),
                     ("train", 2, 12.5, 15.5), ("upload", 2, 15.5, 16.0)]
     assert timeline.cuts == [(7, 10.0)]
+
+
+def test_secure_aggregation_steps_are_drawn_from_the_log(tmp_path) -> None:
+    """Under secure aggregation each sampled device's protocol steps follow its training,
+    one bar per step from its previous message to this one's arrival, with a tick where
+    the server took the message in; none overlaps another."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from fedactors.reporting.timeline import SECAGG_KINDS, timeline_figure, timeline_from_file
+    from fedactors.scenarios.loader import load_scenario
+    from fedactors.simulation import RunOptions, run_scenario
+
+    root = Path(__file__).resolve().parents[2]
+    scenario = load_scenario(root / "scenarios/smart_home_secure.py")
+    out = tmp_path / "run"
+    run_scenario(replace(scenario, rounds=replace(scenario.rounds, count=2)),
+                 RunOptions(out_dir=out))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    sent = [(int(e["actor"][7:]), e["round"], e["step"], e["t"] + e["upload_s"])
+            for e in events if e["event"] == "secagg.sent"]
+    taken = {(e["sender"], e["round"], e["step"]) for e in events
+             if e["event"] == "secagg.received"}
+    timeline = timeline_from_file(out / "events.jsonl", sample=400, max_rounds=None)
+    chosen = set(timeline.devices)
+    drawn = {(s.device, s.round, s.kind, s.end) for s in timeline.segments}
+    mine = [m for m in sent if m[0] in chosen]
+    assert mine and {k for _, _, k, _ in mine} == set(SECAGG_KINDS)
+    for d, r, step, arrival in mine:
+        if (d, r, step) in taken:
+            assert (d, r, step, arrival) in drawn or any(
+                s.device == d and s.round == r and s.end == arrival for s in timeline.segments)
+            assert (d, arrival) in timeline.arrivals or arrival > max(
+                w.end for w in timeline.rounds if w.round == r)
+    refused = [m for m in mine if m[:3] not in taken]
+    assert refused  # some step message came after its step closed
+    for d, r, step, arrival in refused:
+        kinds = {s.kind for s in timeline.segments
+                 if (s.device, s.round) == (d, r) and s.end == arrival}
+        assert kinds and kinds <= {"late", "surplus"}, (d, r, step, kinds)
+    for device in timeline.devices:
+        bars = sorted((s for s in timeline.segments if s.device == device),
+                      key=lambda s: (s.start, s.end))
+        for a, b in zip(bars, bars[1:]):
+            assert a.end <= b.start + 1e-9, (device, a, b)
+    assert timeline_figure(timeline, "secure") is not None
