@@ -143,9 +143,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 @pytest.mark.parametrize("name, figures, fields", [
     ("smart_home_secure.py", {"timeline.png", "bytes.png", "measurements.png"}, set()),
-    ("healthcare.py", {"epsilon.png", "participation.png"}, {"epsilon"}),
+    ("healthcare.py", {"epsilon.png", "participation.png", "measurements.png"},
+     {"epsilon", "clipped_fraction", "update_norm_median", "clip_bound"}),
     ("smart_home_byzantine.py", {"measurements.png", "timeline.png"},
-     {"byzantine_selected", "byzantine_reported"}),
+     {"byzantine_selected", "byzantine_reported", "byzantine_used"}),
 ], ids=["secure", "dp", "byzantine"])
 def test_a_real_secure_dp_or_byzantine_run_gets_its_figures(name, figures, fields,
                                                            tmp_path: Path) -> None:
@@ -164,3 +165,8 @@ def test_a_real_secure_dp_or_byzantine_run_gets_its_figures(name, figures, field
     html = page.read_text()
     assert "<h2>Warnings</h2>" in html
     assert html.count('src="data:image/png;base64,') == len(names)
+    if name == "smart_home_secure.py":  # the protocol's steps are on the timeline
+        from fedactors.reporting.timeline import SECAGG_KINDS, timeline_from_file
+
+        timeline = timeline_from_file(out / "events.jsonl")
+        assert all(timeline.count(k) for k in SECAGG_KINDS)
