@@ -253,19 +253,18 @@ class PartitionedData(GeneratedData):
         ``counts[device, j]`` the examples of ``labels[j]`` (read from the label
         column only, not the features); None when the labels are not classes
         (float regression targets, or more than ``MAX_CLASSES`` distinct values)."""
-        columns = [self.partitioner.load_partition(int(p)).with_format("numpy")[self.label]
-                   for p in self.order]
-        if any(np.asarray(c).dtype.kind in "fc" for c in columns):
+        columns = [np.asarray(self.partitioner.load_partition(int(p))
+                              .with_format("numpy")[self.label]) for p in self.order]
+        values = np.concatenate(columns) if columns else np.zeros(0, np.int64)
+        if values.dtype.kind in "fc":
             return None
-        if len(np.unique(np.concatenate(columns))) > MAX_CLASSES if columns else False:
+        labels, codes = np.unique(values, return_inverse=True)
+        if len(labels) > MAX_CLASSES:
             return None
-        labels = sorted(set(np.unique(np.concatenate(columns)).tolist())) if columns else []
-        index = {v: j for j, v in enumerate(labels)}
+        device = np.repeat(np.arange(len(columns)), [len(c) for c in columns])
         counts = np.zeros((len(columns), len(labels)), np.int64)
-        for d, column in enumerate(columns):
-            values, n = np.unique(column, return_counts=True)
-            counts[d, [index[v] for v in values.tolist()]] = n
-        return labels, counts
+        np.add.at(counts, (device, codes), 1)
+        return labels.tolist(), counts
 
 
 @contextmanager
