@@ -70,6 +70,11 @@ class KeyBroadcast:
     keys: Mapping[int, tuple[bytes, bytes]]
 
     @property
+    def peers(self) -> int:
+        """Key pairs carried (the recipient's own included): what its next step works on."""
+        return len(self.keys)
+
+    @property
     def nbytes(self) -> int:
         return ID_BYTES + sum(ID_BYTES + len(c) + len(s) for c, s in self.keys.values())
 
@@ -92,6 +97,11 @@ class ShareDelivery:
 
     recipient: int
     ciphertexts: Mapping[int, bytes]
+
+    @property
+    def peers(self) -> int:
+        """Bundles delivered: what the recipient decrypts and masks against."""
+        return len(self.ciphertexts)
 
     @property
     def nbytes(self) -> int:
@@ -118,6 +128,11 @@ class UnmaskRequest:
     recipient: int
     alive: tuple[int, ...]
     dropped: tuple[int, ...]
+
+    @property
+    def peers(self) -> int:
+        """Devices listed, alive or dropped."""
+        return len(self.alive) + len(self.dropped)
 
     @property
     def nbytes(self) -> int:
