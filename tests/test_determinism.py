@@ -167,6 +167,7 @@ def _traced_run(monkeypatch: pytest.MonkeyPatch, scenario) -> dict:
     from fedactors.devices import actor, secagg_participant
     from fedactors.privacy import noise
     from fedactors.secagg import client
+    from tests.server.secure_harness import patch_protocol
 
     seen: dict = {"noise": [], "keys": [], "masked": [], "training_streams": []}
     central, share = noise.central, noise.device_share
@@ -209,8 +210,7 @@ def _traced_run(monkeypatch: pytest.MonkeyPatch, scenario) -> dict:
     monkeypatch.setattr(noise, "central", record_noise(central, "server"))
     monkeypatch.setattr(noise, "device_share", record_noise(share, "device"))
     monkeypatch.setattr(actor.DeviceActor, "_finish", in_device)
-    monkeypatch.setattr(client, "advertise_keys", record_keys)
-    monkeypatch.setattr(client, "masked_input", record_masked)
+    patch_protocol(monkeypatch, advertise_keys=record_keys, masked_input=record_masked)
     monkeypatch.setattr(secagg_participant.SecAggParticipants, "start", record_stream)
     try:
         result = run_scenario(scenario, RunOptions(keep_events=True))

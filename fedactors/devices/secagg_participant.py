@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fedactors.secagg import client, encoding
+from fedactors.secagg import encoding
 from fedactors.secagg.envelopes import (
     ADVERTISE,
     MASKED,
@@ -40,17 +40,17 @@ from fedactors.secagg.envelopes import (
     ToServer,
     protocol_id,
 )
-from fedactors.secagg.messages import Abort, KeyBroadcast, ShareDelivery, UnmaskRequest
+from fedactors.secagg.messages import Abort, UnmaskRequest
 
 
 @dataclass
 class _Run:
     round: int
-    state: client.ClientState = field(repr=False)
+    setup: SecAggSetup = field(repr=False)
+    state: Any = field(repr=False)  # the protocol's client state
     x: np.ndarray = field(repr=False)  # the quantized contribution: never leaves unmasked
-    secrets: np.random.Generator = field(repr=False)
+    secrets: Optional[np.random.Generator] = field(repr=False)  # None in modeled mode
     drops: np.random.Generator = field(repr=False)
-    step_dropout: float
 
 
 def _nonfinite(delta: Optional[np.ndarray], contribution: dict[str, np.ndarray]) -> Optional[str]:
@@ -88,11 +88,13 @@ class SecAggParticipants:
         # Stochastic rounding draws from the training stream (after encode's draws when
         # seeded; under system randomness encode drew from the OS): it stays seeded.
         x = encoding.encode(contribution, setup.layout, rng if setup.stochastic_rounding else None)
-        secrets = w.seeds.secret("device", round_, device, "secagg")
+        protocol = setup.protocol
+        secrets = (w.seeds.secret("device", round_, device, "secagg") if protocol.draws_secrets
+                   else None)
         drops = w.seeds.generator("device", round_, device, "secagg-dropout")
-        state, msg = client.advertise_keys(setup.config, protocol_id(device), secrets)
-        self._runs[device] = _Run(round_, state, x, secrets, drops, setup.step_dropout)
-        self._send(device, ADVERTISE, msg)
+        state, msg = protocol.advertise_keys(setup.config, protocol_id(device), secrets)
+        self._runs[device] = _Run(round_, setup, state, x, secrets, drops)
+        self._send(device, ADVERTISE, msg, peers=0)
 
     def handle(self, device: int, message: ToDevice) -> None:
         w, run = self.world, self._runs.get(device)
@@ -100,13 +102,13 @@ class SecAggParticipants:
             # The device abandoned that run (dropped, aborted, or a newer round began).
             w.log.device(device, "secagg.stale", round=message.round, step=message.step)
             return
-        p = message.payload
-        if message.step == SHARE and isinstance(p, KeyBroadcast):
-            run.state, out = client.share_keys(run.state, p, run.secrets)
-        elif message.step == MASKED and isinstance(p, ShareDelivery):
-            run.state, out = client.masked_input(run.state, p, run.x)
+        p, protocol = message.payload, run.setup.protocol
+        if message.step == SHARE and isinstance(p, protocol.key_broadcast):
+            run.state, out = protocol.share_keys(run.state, p, run.secrets)
+        elif message.step == MASKED and isinstance(p, protocol.share_delivery):
+            run.state, out = protocol.masked_input(run.state, p, run.x)
         elif message.step == UNMASK and isinstance(p, UnmaskRequest):
-            run.state, out = client.unmask(run.state, p)
+            run.state, out = protocol.unmask(run.state, p)
         else:
             out = Abort(f"device {protocol_id(device)}", message.step,
                         f"unexpected {type(p).__name__} for step {message.step!r}")
@@ -116,7 +118,7 @@ class SecAggParticipants:
             w.log.device(device, "secagg.device_abort", round=run.round, step=out.step,
                          reason=out.reason)
             return
-        self._send(device, message.step, out)
+        self._send(device, message.step, out, peers=p.peers)
         if message.step == UNMASK and device in self._runs:
             del self._runs[device]
 
@@ -128,16 +130,23 @@ class SecAggParticipants:
     def goes_silent(self, device: int, round_: int, step: str) -> bool:
         """Whether the device drops just before sending its ``step`` message."""
         run = self._runs[device]
-        return bool(run.drops.random() < run.step_dropout)
+        return bool(run.drops.random() < run.setup.step_dropout)
 
-    def _send(self, device: int, step: str, msg: Any) -> None:
+    def _send(self, device: int, step: str, msg: Any, peers: int) -> None:
+        """Compute ``step`` (simulated seconds from the cost model), then send ``msg``.
+
+        The dropout draw comes first: a device that vanishes before this step's
+        message does no more work for it."""
         w, run = self.world, self._runs[device]
         if self.goes_silent(device, run.round, step):
             del self._runs[device]
             w.tally.record_drop(run.round, device, asyncio.get_running_loop().time())
             w.log.device(device, "dropped", round=run.round, secagg_step=step)
             return
+        setup = run.setup
+        compute = setup.costs.device_seconds(step, peers, setup.config.dim,
+                                             float(w.fleet.compute[device]))
         envelope = ToServer(run.round, device, step, msg)
-        upload = w.network.to_server(device, envelope)
+        upload = w.network.to_server(device, envelope, after=compute)
         w.log.device(device, "secagg.sent", round=run.round, step=step, nbytes=envelope.nbytes,
-                     upload_s=upload)
+                     compute_s=compute, upload_s=upload)

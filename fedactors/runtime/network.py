@@ -91,17 +91,20 @@ class Network:
     def messages_in_flight(self) -> int:
         return sum(len(on_wire) for on_wire in self._in_flight.values())
 
-    def to_device(self, device: int, message: Any) -> float:
-        """Send ``message`` to ``device``; returns its simulated transfer time."""
+    def to_device(self, device: int, message: Any, after: float = 0.0) -> float:
+        """Send ``message`` to ``device`` once ``after`` seconds of the sender's compute
+        are over; returns its simulated transfer time."""
         delay = self._fleet.download_time(device, message.nbytes)
         self.bytes_down += message.nbytes
-        self._send(delay, message, device)
+        self._send(after + delay, message, device)
         return delay
 
-    def to_server(self, device: int, message: Any) -> float:
+    def to_server(self, device: int, message: Any, after: float = 0.0) -> float:
+        """Send ``message`` from ``device`` once it has computed for ``after`` seconds
+        (it is on the wire, and dropped with its round, from now); returns its transfer time."""
         delay = self._fleet.upload_time(device, message.nbytes)
         self.bytes_up += message.nbytes
-        self._send(delay, message, None)
+        self._send(after + delay, message, None)
         return delay
 
     def server_timer(self, delay: float, message: Any) -> asyncio.TimerHandle:

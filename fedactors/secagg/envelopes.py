@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedactors.secagg.costs import CryptoCosts
 from fedactors.secagg.encoding import Layout
 from fedactors.secagg.messages import ID_BYTES, SecAggConfig
+from fedactors.secagg.protocol import REAL, Protocol
 
 #: Round number, step tag and sender id in front of every protocol message.
 ENVELOPE_BYTES = 12
@@ -37,6 +39,9 @@ class SecAggSetup:
     layout: Layout = field(repr=False)
     stochastic_rounding: bool
     step_dropout: float
+    #: The steps' implementation (``SecureAggregation.mode``) and their compute prices.
+    protocol: Protocol = field(default=REAL, repr=False)
+    costs: CryptoCosts = field(default_factory=CryptoCosts.free, repr=False)
 
     @property
     def nbytes(self) -> int:

@@ -8,12 +8,13 @@ the sum, and that can bound every coordinate they emit, qualify.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fedactors.errors import ConfigError
+from fedactors.secagg.costs import CryptoCosts
 from fedactors.secagg.parameters import (
     DEFAULT_CORRUPT,
     DEFAULT_DROPOUT,
@@ -25,6 +26,7 @@ from fedactors.secagg.parameters import (
 from fedactors.validation import finite, non_negative_int, positive, probability
 
 GRAPHS = ("auto", "complete", "sparse")
+MODES = ("real", "modeled")
 
 #: Cohorts above this size use the SecAgg+ sparse graph under ``graph="auto"``.
 #: Measured with benchmarks/secagg.py (docs/benchmarks.md, dim 1000): the
@@ -118,11 +120,19 @@ class SecureAggregation:
     stochastic_rounding: bool = True
     step_timeout: float = 10.0
     step_dropout: float = 0.0
+    mode: str = "real"
+    costs: CryptoCosts = field(default_factory=CryptoCosts.calibrated)
 
     def __post_init__(self) -> None:
         if self.graph not in GRAPHS:
             raise ConfigError("secure_aggregation.graph",
                               f"must be one of {', '.join(GRAPHS)}, got {self.graph!r}")
+        if self.mode not in MODES:
+            raise ConfigError("secure_aggregation.mode",
+                              f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not isinstance(self.costs, CryptoCosts):
+            raise ConfigError("secure_aggregation.costs",
+                              f"must be a CryptoCosts, got {type(self.costs).__name__}")
         try:
             non_negative_int("sparse_above", self.sparse_above)
             probability("threshold_fraction", self.threshold_fraction)

@@ -54,6 +54,11 @@ class Share:
         return 4 + _Y_BYTES * len(self.y)
 
 
+def share_nbytes(secret_bytes: int) -> int:
+    """``Share.nbytes`` of any share of a ``secret_bytes``-long secret (one y per 16-bit chunk)."""
+    return 4 + _Y_BYTES * (secret_bytes // _CHUNK_BYTES)
+
+
 def _check_threshold(threshold: int, n: int) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)):
         raise ShamirError(f"threshold must be an int, got {threshold!r}")

@@ -49,18 +49,14 @@ from fedactors.secagg.envelopes import (
 from fedactors.secagg.graph import complete_graph, harary_graph
 from fedactors.secagg.messages import (
     Abort,
-    AdvertiseKeys,
-    MaskedInput,
     SecAggConfig,
     SecAggResult,
-    ShareKeys,
-    UnmaskResponse,
 )
 from fedactors.secagg.option import SecureAggregation, check_aggregator
+from fedactors.secagg.protocol import PROTOCOLS, REAL, Protocol
 from fedactors.seeding import SeedTree
 
 ACTOR = "server"
-_PAYLOAD = {ADVERTISE: AdvertiseKeys, SHARE: ShareKeys, MASKED: MaskedInput, UNMASK: UnmaskResponse}
 
 
 @dataclass(frozen=True)
@@ -89,6 +85,17 @@ class _Tally:
             return fn(*args)
         finally:
             self.seconds += time.perf_counter() - t
+
+
+def unmask_seconds(setup: SecAggSetup, result: SecAggResult) -> float:
+    """The server's simulated compute to unmask ``result`` (the cost model's count)."""
+    g = setup.config.graph
+    survivors = result.contributors
+    thresholds = [g.thresholds[u] for u in sorted(survivors)]
+    # Dropped after sharing keys and masked against by some survivor: their s^SK is rebuilt.
+    dropped = [(g.thresholds[v], len(g.neighbours[v] & survivors))
+               for v in sorted(result.dropped) if g.neighbours[v] & survivors]
+    return setup.costs.unmask_seconds(setup.config.dim, thresholds, dropped)
 
 
 class SecureCollection:
@@ -145,7 +152,8 @@ class SecureCollection:
             graph = complete_graph(ids, t)
         config = SecAggConfig(r, graph, layout.modulus_bits, layout.dim)
         return SecAggSetup(config, layout, self.option.stochastic_rounding,
-                           self.option.step_dropout)
+                           self.option.step_dropout, PROTOCOLS[self.option.mode],
+                           self.option.costs)
 
     # -- after the broadcast -------------------------------------------------------
 
@@ -160,13 +168,14 @@ class SecureCollection:
             return SecureOutcome(None, (), tally.rejected, "nobody-online")
         got, closed_by = await self._gather(r, ADVERTISE, cohort,
                                             self.cohort_size if admit is None else admit, tally,
-                                            round_deadline=True)
+                                            round_deadline=True, protocol=setup.protocol)
         u1 = len(got)
         if not got:  # nobody finished training: a skipped round, not a protocol abort
             return SecureOutcome(None, (), tally.rejected, closed_by)
-        state = server.start(setup.config)
-        steps = [(server.collect_keys, SHARE), (server.collect_shares, MASKED),
-                 (server.collect_masked, UNMASK)]
+        protocol = setup.protocol
+        state = protocol.start(setup.config)
+        steps = [(protocol.collect_keys, SHARE), (protocol.collect_shares, MASKED),
+                 (protocol.collect_masked, UNMASK)]
         result: Any = None
         for server_step, next_step in steps:
             state, replies = tally.timed(server_step, state, [got[d] for d in sorted(got)])
@@ -180,15 +189,22 @@ class SecureCollection:
             expected = {device_of(pid) for pid in replies}
             timer = self.network.server_timer(self.option.step_timeout, StepDeadline(r, next_step))
             got, _ = await self._gather(r, next_step, expected, len(expected), tally,
-                                        config=setup.config)
+                                        config=setup.config, protocol=protocol)
             timer.cancel()  # closed early or fired: either way it has nothing more to say
+        compute = 0.0
         if result is None:
-            state, result = tally.timed(server.finish, state, [got[d] for d in sorted(got)])
+            state, result = tally.timed(protocol.finish, state, [got[d] for d in sorted(got)])
+            if isinstance(result, SecAggResult):
+                # Unmasking takes the server simulated time: the sum is ready only then.
+                compute = unmask_seconds(setup, result)
+                if compute > 0:
+                    await asyncio.sleep(compute)
 
         measurements = {
             "secagg_bytes_up_per_device": tally.up / u1 if u1 else 0.0,
             "secagg_bytes_down_per_device": tally.down / u1 if u1 else 0.0,
             "secagg_server_seconds": tally.seconds,
+            "secagg_server_compute_s": compute,
             "secagg_survivors": 0,
             "secagg_aborted": 0,
             "secagg_modulus_bits": setup.config.modulus_bits,
@@ -216,7 +232,7 @@ class SecureCollection:
 
     async def _gather(self, r: int, step: str, allowed: set[int], want: int, tally: _Tally,
                       round_deadline: bool = False, config: Optional[SecAggConfig] = None,
-                      ) -> tuple[dict[int, Any], str]:
+                      protocol: Protocol = REAL) -> tuple[dict[int, Any], str]:
         """Payloads of ``step`` from ``allowed`` devices, until ``want`` are in or time is up."""
         got: dict[int, Any] = {}
         if want <= 0:
@@ -231,7 +247,7 @@ class SecureCollection:
                 if not round_deadline and (message.round, message.step) == (r, step):
                     return got, "deadline"
                 continue
-            reason = self._screen(message, r, step, allowed, got, config)
+            reason = self._screen(message, r, step, allowed, got, config, protocol)
             if reason:
                 tally.rejected[reason] = tally.rejected.get(reason, 0) + 1
                 # ``step``: where the server is; ``update_step``: the message's own step
@@ -249,7 +265,8 @@ class SecureCollection:
 
     @staticmethod
     def _screen(message: Any, r: int, step: str, allowed: set[int], got: dict,
-                config: Optional[SecAggConfig] = None) -> Optional[str]:
+                config: Optional[SecAggConfig] = None, protocol: Protocol = REAL,
+                ) -> Optional[str]:
         """Why a message is not a valid protocol message for ``step`` of round ``r``."""
         if not isinstance(message, ToServer) or message.step not in STEPS:
             return "malformed"  # under secure aggregation a plain Update is refused too
@@ -261,7 +278,8 @@ class SecureCollection:
             return "late"  # an earlier step of this round (e.g. keys after the target)
         if message.sender not in allowed:
             return "foreign"
-        if message.step != step or not isinstance(message.payload, _PAYLOAD[step]):
+        if message.step != step or not isinstance(message.payload,
+                                                  protocol.replies[STEPS.index(step)]):
             return "malformed"
         if getattr(message.payload, "sender", None) != protocol_id(message.sender):
             return "malformed"

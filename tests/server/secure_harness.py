@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -16,11 +17,20 @@ from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
 from fedactors.reporting.events import EventLog
 from fedactors.scenarios.spec import Scenario
+from fedactors.secagg import protocol
+from fedactors.secagg.costs import CryptoCosts
 from fedactors.secagg.option import SecureAggregation
 from fedactors.seeding import SeedTree
 from fedactors.server.rounds import Rounds
 from fedactors.simulation import assemble
 from tests.server.harness import DIM, DeviceIdDelta, World
+
+
+def patch_protocol(monkeypatch: Any, mode: str = "real", **steps: Any) -> None:
+    """Replace some steps of the ``mode`` protocol for one test: the runtime calls every
+    step through ``fedactors.secagg.protocol.PROTOCOLS[mode]``, chosen per round."""
+    current = protocol.PROTOCOLS[mode]
+    monkeypatch.setitem(protocol.PROTOCOLS, mode, dataclasses.replace(current, **steps))
 
 
 class Recording(Aggregator[Any]):
@@ -54,7 +64,11 @@ def clipped_mean(clip: float = 100.0) -> Aggregator:
 
 def build_secure_world(classes: Sequence[DeviceClass], rounds: Rounds,
                        secure: SecureAggregation, aggregator: Optional[Aggregator] = None,
-                       seed: int = 0) -> World:
+                       seed: int = 0, crypto_time: bool = False) -> World:
+    """A secure world whose instants are exact: the protocol's compute is free unless
+    ``crypto_time`` keeps ``secure.costs`` (tests of the cost model set it)."""
+    if secure is not None and not crypto_time:
+        secure = dataclasses.replace(secure, costs=CryptoCosts.free())
     loop = asyncio.get_running_loop()
     seeds = SeedTree(seed)
     fleet = Fleet.build(classes, seeds.generator("fleet"))

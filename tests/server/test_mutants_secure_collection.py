@@ -28,7 +28,12 @@ from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
 from fedactors.server.secure_collection import SecureCollection, _Tally
 from tests.server.harness import DIM, device, events
-from tests.server.secure_harness import Recording, build_secure_world, clipped_mean
+from tests.server.secure_harness import (
+    Recording,
+    build_secure_world,
+    clipped_mean,
+    patch_protocol,
+)
 
 
 def test_the_tally_adds_up_the_server_time_of_every_timed_step() -> None:
@@ -47,7 +52,8 @@ NEAREST = dict(stochastic_rounding=False)
 SMALL_SPARSE = dict(max_dropout=0.2, max_corrupt=0.05, failure_log2=4, security_log2=8)
 SECAGG_KEYS = {"secagg_bytes_up_per_device", "secagg_bytes_down_per_device",
                "secagg_server_seconds", "secagg_survivors", "secagg_aborted",
-               "secagg_modulus_bits", "secagg_max_degree", "secagg_below_target"}
+               "secagg_modulus_bits", "secagg_max_degree", "secagg_below_target",
+               "secagg_server_compute_s"}
 
 
 def fleet(n: int, seconds: float = 1.0):
@@ -75,8 +81,8 @@ async def test_forged_envelopes_during_a_secure_step_are_refused_by_reason_logge
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Server compute that takes measurable time: two timed steps and the decode.
-    monkeypatch.setattr(secagg_server, "collect_keys", slow(secagg_server.collect_keys))
-    monkeypatch.setattr(secagg_server, "finish", slow(secagg_server.finish))
+    patch_protocol(monkeypatch, collect_keys=slow(secagg_server.collect_keys),
+                   finish=slow(secagg_server.finish))
     monkeypatch.setattr(encoding, "decode_sum", slow(encoding.decode_sum))
     # SecAgg+ over 6 devices misses the default targets (degree 5, t = 3).
     world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),

@@ -28,7 +28,12 @@ from fedactors.secagg.option import SecureAggregation
 from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
 from tests.server.harness import DIM, device, events
-from tests.server.secure_harness import Recording, build_secure_world, clipped_mean
+from tests.server.secure_harness import (
+    Recording,
+    build_secure_world,
+    clipped_mean,
+    patch_protocol,
+)
 
 NEAREST = dict(stochastic_rounding=False)
 # Loose SecAgg+ assumptions so a 10-device cohort still gets a sparse graph (k = 8, t = 4);
@@ -191,7 +196,7 @@ async def test_a_device_told_a_peer_is_both_alive_and_dropped_aborts_and_sends_n
         replies[1] = UnmaskRequest(r.recipient, r.alive, tuple(sorted(r.dropped + (2,))))
         return state, replies
 
-    monkeypatch.setattr(secagg_server, "collect_masked", lying)
+    patch_protocol(monkeypatch, collect_masked=lying)
     world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),
                                SecureAggregation.complete(**NEAREST))
     mail = record_server_mail(world)
@@ -311,7 +316,7 @@ async def test_a_malformed_masked_input_is_rejected_counted_and_the_rest_sum_exa
             out = MaskedInput(out.sender, TAMPERED_MASKED[tamper](out.y), out.modulus_bits)
         return state, out
 
-    monkeypatch.setattr(secagg_client, "masked_input", tampering)
+    patch_protocol(monkeypatch, masked_input=tampering)
     agg = Recording(clipped_mean())
     world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),
                                SecureAggregation.complete(step_timeout=5.0, **NEAREST), agg)

@@ -1,0 +1,284 @@
+"""Secure aggregation without the cryptography: the protocol's structure, sizes and sum.
+
+``SecureAggregation(mode="modeled")`` runs these functions in place of
+:mod:`fedactors.secagg.client` and :mod:`fedactors.secagg.server`. Every
+message still travels, with the byte size the real one has; every party still
+decides from the same sets (who advertised, who shared, who sent a masked
+input, who answered), so the same thresholds abort the same rounds with the
+same reasons; the cost model charges the same seconds (it reads only the peer
+counts). What is skipped is everything whose result an honest run already
+knows: no keys are made, no bundle is sealed, no secret is shared, and the
+"masked" input is the input itself, so the server's sum is the plain sum of
+the survivors' quantized inputs mod 2**k, which is exactly what unmasking
+yields in the real protocol.
+
+What modeled mode does not prove: that the masks cancel, that the server can
+learn nothing more, or that a device detects a lying server. A message here
+carries counts, not secrets, and no check on it could fail on tampering. The
+real mode's tests establish those; modeled mode is for scale (tests/secagg
+check that the two agree on sums, aborts, metrics, bytes and times).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Union
+
+import numpy as np
+
+from fedactors.secagg import keys, server, shamir
+from fedactors.secagg.client import SECRET_BYTES
+from fedactors.secagg.messages import (
+    ID_BYTES,
+    Abort,
+    MaskedInput,
+    SecAggConfig,
+    SecAggResult,
+    UnmaskRequest,
+    empty_mapping,
+)
+
+#: A device's two public keys (c for bundles, s for masks), as AdvertiseKeys carries them.
+KEY_PAIR_BYTES = 2 * keys.PUBLIC_KEY_BYTES
+#: One Shamir share of a 32-byte secret, as ``shamir.Share.nbytes`` counts it.
+SHARE_BYTES = shamir.share_nbytes(SECRET_BYTES)
+#: One sealed bundle: nonce, sender and recipient ids, a b-share and an s-share, tag.
+BUNDLE_BYTES = keys.NONCE_BYTES + 2 * ID_BYTES + 2 * SHARE_BYTES + keys.TAG_BYTES
+
+
+# -- messages: who and how many, with the real messages' sizes -----------------------------
+
+
+@dataclass(frozen=True)
+class Advertised:
+    """Stands for ``AdvertiseKeys``."""
+
+    sender: int
+
+    @property
+    def nbytes(self) -> int:
+        return ID_BYTES + KEY_PAIR_BYTES
+
+
+@dataclass(frozen=True)
+class KeysOf:
+    """Stands for ``KeyBroadcast``: ``peers`` key pairs of N[u] ∩ U1, the recipient's own included."""
+
+    recipient: int
+    peers: int
+
+    @property
+    def nbytes(self) -> int:
+        return ID_BYTES + self.peers * (ID_BYTES + KEY_PAIR_BYTES)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Stands for ``ShareKeys``: one sealed bundle per other holder."""
+
+    sender: int
+    bundles: int
+
+    @property
+    def nbytes(self) -> int:
+        return ID_BYTES + self.bundles * (ID_BYTES + BUNDLE_BYTES)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Stands for ``ShareDelivery``: the devices whose bundles reach ``recipient``."""
+
+    recipient: int
+    senders: frozenset[int]
+
+    @property
+    def peers(self) -> int:
+        return len(self.senders)
+
+    @property
+    def nbytes(self) -> int:
+        return ID_BYTES + len(self.senders) * (ID_BYTES + BUNDLE_BYTES)
+
+
+@dataclass(frozen=True)
+class Unmasked:
+    """Stands for ``UnmaskResponse``: ``b`` shares for live peers, ``s`` for dropped ones."""
+
+    sender: int
+    b: int
+    s: int
+
+    @property
+    def nbytes(self) -> int:
+        return ID_BYTES + 8 + (self.b + self.s) * (ID_BYTES + SHARE_BYTES)
+
+
+# -- the device ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModeledClient:
+    config: SecAggConfig
+    device_id: int
+    phase: str  # advertised -> shared -> masked -> done | aborted
+    u2: frozenset[int] = frozenset()
+
+    @property
+    def threshold(self) -> int:
+        return self.config.graph.thresholds[self.device_id]
+
+
+def _client_abort(state: ModeledClient, step: str, reason: str) -> tuple[ModeledClient, Abort]:
+    return replace(state, phase="aborted"), Abort(f"device {state.device_id}", step, reason)
+
+
+def advertise_keys(config: SecAggConfig, device_id: int,
+                   rng: object = None) -> tuple[ModeledClient, Advertised]:
+    """Round 0: no keys are made; the message has the size of two public keys."""
+    if device_id not in config.graph.neighbours:
+        raise ValueError(f"device_id {device_id!r} is not in the communication graph")
+    return ModeledClient(config, device_id, "advertised"), Advertised(device_id)
+
+
+def share_keys(state: ModeledClient, msg: KeysOf,
+               rng: object = None) -> tuple[ModeledClient, Union[Shared, Abort]]:
+    """Round 1: one bundle per other holder that advertised; none is sealed."""
+    step = "share_keys"
+    if state.phase != "advertised":
+        return _client_abort(state, step, f"called in phase {state.phase!r}")
+    if msg.peers < state.threshold:
+        return _client_abort(state, step, f"{msg.peers} peers < threshold {state.threshold}")
+    return replace(state, phase="shared"), Shared(state.device_id, msg.peers - 1)
+
+
+def masked_input(state: ModeledClient, msg: Delivered,
+                 x: np.ndarray) -> tuple[ModeledClient, Union[MaskedInput, Abort]]:
+    """Round 2: the input itself, in the masked input's format and size."""
+    step, me, cfg = "masked_input", state.device_id, state.config
+    if state.phase != "shared":
+        return _client_abort(state, step, f"called in phase {state.phase!r}")
+    x = np.asarray(x)
+    if x.shape != (cfg.dim,) or not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"input must be an integer vector of shape ({cfg.dim},), got "
+                         f"{x.dtype} {x.shape}")
+    u2 = msg.senders | {me}
+    if len(u2) < state.threshold:
+        return _client_abort(state, step, f"{len(u2)} peers < threshold {state.threshold}")
+    y = x.astype(np.uint64)  # a copy: the server sums what it was sent
+    return replace(state, phase="masked", u2=u2), MaskedInput(me, y, cfg.modulus_bits)
+
+
+def unmask(state: ModeledClient,
+           msg: UnmaskRequest) -> tuple[ModeledClient, Union[Unmasked, Abort]]:
+    """Round 3: one share per listed peer, counted."""
+    step = "unmask"
+    if state.phase != "masked":
+        return _client_abort(state, step, f"called in phase {state.phase!r}")
+    if len(msg.alive) < state.threshold:
+        return _client_abort(state, step, f"{len(msg.alive)} alive < threshold {state.threshold}")
+    return (replace(state, phase="done"),
+            Unmasked(state.device_id, len(msg.alive), len(msg.dropped)))
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModeledServer:
+    config: SecAggConfig
+    phase: str  # keys -> shares -> masked -> unmask -> done | aborted
+    u1: frozenset[int] = frozenset()
+    u2: frozenset[int] = frozenset()
+    u3: frozenset[int] = frozenset()
+    masked: Mapping[int, np.ndarray] = field(default_factory=empty_mapping)
+
+
+def start(config: SecAggConfig) -> ModeledServer:
+    return ModeledServer(config, "keys")
+
+
+def _server_abort(state: ModeledServer, step: str, reason: str) -> tuple[ModeledServer, Abort]:
+    return replace(state, phase="aborted"), Abort("server", step, reason)
+
+
+def collect_keys(state: ModeledServer, msgs: Sequence[Advertised],
+                 ) -> tuple[ModeledServer, Union[dict[int, KeysOf], Abort]]:
+    step, g = "collect_keys", state.config.graph
+    if state.phase != "keys":
+        return _server_abort(state, step, f"called in phase {state.phase!r}")
+    u1 = frozenset(server._first_by_sender(msgs, g.ids))
+    why = server._short(state, u1, u1) if u1 else "no device advertised keys"
+    if why:
+        return _server_abort(state, step, why)
+    out = {u: KeysOf(u, len(g.holders(u) & u1)) for u in sorted(u1)}
+    return replace(state, phase="shares", u1=u1), out
+
+
+def collect_shares(state: ModeledServer, msgs: Sequence[Shared],
+                   ) -> tuple[ModeledServer, Union[dict[int, Delivered], Abort]]:
+    step, g = "collect_shares", state.config.graph
+    if state.phase != "shares":
+        return _server_abort(state, step, f"called in phase {state.phase!r}")
+    u2 = frozenset(server._first_by_sender(msgs, state.u1))
+    why = server._short(state, u2, u2) if u2 else "no device shared keys"
+    if why:
+        return _server_abort(state, step, why)
+    # u's bundles go to every other holder in U1; v in U2 gets those of its neighbours in U2.
+    out = {v: Delivered(v, g.neighbours[v] & u2) for v in sorted(u2)}
+    return replace(state, phase="masked", u2=u2), out
+
+
+def collect_masked(state: ModeledServer, msgs: Sequence[MaskedInput],
+                   ) -> tuple[ModeledServer, Union[dict[int, UnmaskRequest], Abort]]:
+    step, cfg = "collect_masked", state.config
+    if state.phase != "masked":
+        return _server_abort(state, step, f"called in phase {state.phase!r}")
+    ok = [m for m in msgs if server.masked_input_problem(cfg, m) is None]
+    got = server._first_by_sender(ok, state.u2)
+    u3 = frozenset(got)
+    g = cfg.graph
+    dropped = state.u2 - u3
+    relevant = set(u3) | {v for v in dropped if g.neighbours[v] & u3}
+    why = server._short(state, u3, relevant) if u3 else "no device sent a masked input"
+    if not why and len(u3) < server.MIN_INPUTS:
+        why = (f"only {len(u3)} masked input; a sum needs at least {server.MIN_INPUTS} "
+               "to hide any one")
+    if why:
+        return _server_abort(state, step, why)
+    out = {
+        v: UnmaskRequest(v, tuple(sorted(g.holders(v) & u3)), tuple(sorted(g.holders(v) & dropped)))
+        for v in sorted(u3)
+    }
+    masked = MappingProxyType({u: m.y for u, m in got.items()})
+    return replace(state, phase="unmask", u3=u3, masked=masked), out
+
+
+def finish(state: ModeledServer, msgs: Sequence[Unmasked],
+           ) -> tuple[ModeledServer, Union[SecAggResult, Abort]]:
+    """The plain sum of U3's inputs mod 2**k, if as many shares came as real unmasking needs."""
+    step, cfg, g = "finish", state.config, state.config.graph
+    if state.phase != "unmask":
+        return _server_abort(state, step, f"called in phase {state.phase!r}")
+    u5 = frozenset(server._first_by_sender(msgs, state.u3))
+    # Honest holders answer for every peer listed to them, so the shares that arrive are
+    # exactly those of the holders that answered; the same checks, in the same order.
+    for u in sorted(state.u3):
+        have = len(g.holders(u) & u5)
+        if have < g.thresholds[u]:
+            return _server_abort(state, step, f"{have} b-shares of device {u}, need "
+                                              f"{g.thresholds[u]}")
+    dropped = state.u2 - state.u3
+    for v in sorted(dropped):
+        if not g.neighbours[v] & state.u3:
+            continue
+        have = len(g.holders(v) & u5)
+        if have < g.thresholds[v]:
+            return _server_abort(state, step, f"{have} key shares of dropped device {v}, need "
+                                              f"{g.thresholds[v]}")
+    total = np.zeros(cfg.dim, dtype=np.uint64)
+    for u in sorted(state.u3):
+        total += state.masked[u]
+    total &= np.uint64((1 << cfg.modulus_bits) - 1)
+    return replace(state, phase="done"), SecAggResult(total, state.u3, g.ids - state.u3)
