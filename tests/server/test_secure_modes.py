@@ -1,0 +1,122 @@
+"""``mode="modeled"`` against ``mode="real"``: the same rounds, to the bit and the nanosecond.
+
+Modeled mode skips the cryptography but must keep everything else: who is in
+the sum and the sum itself, which rounds abort and why, every metric, every
+byte on the simulated network and every simulated instant (the cost model
+charges both modes from the same counts). Each test runs one world per mode
+with the same seed and compares everything observable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedactors.devices.profile import DeviceClass, NetworkProfile
+from fedactors.runtime import loop as virtual_time
+from fedactors.scenarios.loader import load_scenario
+from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, UNMASK
+from fedactors.secagg.option import SecureAggregation
+from fedactors.server.rounds import Rounds
+from fedactors.simulation import WALL_CLOCK_KEYS, RunOptions, run_scenario
+from tests.server.secure_harness import Recording, build_secure_world, clipped_mean
+
+ROOT = Path(__file__).resolve().parents[2]
+NEAREST = dict(stochastic_rounding=False)
+SMALL_SPARSE = dict(max_dropout=0.2, max_corrupt=0.05, failure_log2=4, security_log2=8)
+# A network with real latency and bandwidth, so message sizes show in the instants.
+PHONE_LINK = NetworkProfile(rtt=0.08, uplink=2e6, downlink=20e6)
+
+
+def fleet(n: int) -> list[DeviceClass]:
+    # Devices of different speeds: crypto time differs per device, as on a real fleet.
+    return [DeviceClass(f"d{i}", count=1, compute=100.0 * (i + 1), network=PHONE_LINK,
+                        examples=100) for i in range(n)]
+
+
+PATTERNS: Mapping[str, Mapping[tuple[int, int], str]] = {
+    "nobody-drops": {},
+    "one-at-every-step": {(1, 0): ADVERTISE, (1, 1): SHARE, (1, 2): MASKED, (1, 3): UNMASK,
+                          (2, 4): SHARE, (2, 5): UNMASK},
+    # Round 1 aborts: too few masked inputs around some device; round 2 then goes on.
+    "abort-then-recover": {(1, 0): MASKED, (1, 1): MASKED, (1, 2): MASKED, (1, 3): MASKED,
+                           (1, 4): MASKED, (1, 5): MASKED},
+    "abort-at-unmasking": {(1, d): UNMASK for d in range(7)},
+}
+
+
+def drop_pattern(world, pattern: Mapping[tuple[int, int], str]) -> None:
+    participants = world.actors.directory.world.secagg
+    participants.goes_silent = lambda d, r, step: pattern.get((r, d)) == step
+
+
+async def run_world(mode: str, graph: str, pattern: str, rounds: int = 2) -> dict:
+    agg = Recording(clipped_mean(5.0))
+    option = SecureAggregation(graph=graph, mode=mode, step_timeout=3.0, **NEAREST,
+                               **SMALL_SPARSE)
+    world = build_secure_world(fleet(10), Rounds(cohort_size=10, deadline=30.0), option, agg,
+                               crypto_time=True)
+    drop_pattern(world, PATTERNS[pattern])
+    server = world.actors.server
+    outcomes = [await server.run_round(r) for r in range(1, rounds + 1)]
+    network = world.actors.network
+    return {
+        "outcomes": [dataclasses.replace(
+            o, measurements={k: v for k, v in o.measurements.items()
+                             if k not in WALL_CLOCK_KEYS}) for o in outcomes],
+        "sums": [{k: v.tobytes() for k, v in c.sum().items()} for c in agg.seen],
+        "weights": server.state.weights.tobytes(),
+        "events": world.log.records,
+        "bytes": (network.bytes_up, network.bytes_down),
+    }
+
+
+@pytest.mark.parametrize("graph", ["complete", "sparse"])
+@pytest.mark.parametrize("pattern", list(PATTERNS), ids=list(PATTERNS))
+def test_modeled_mode_matches_real_mode_in_everything_observable(graph: str, pattern: str) -> None:
+    # Each world on its own virtual clock from 0, as a run has.
+    real = virtual_time.run(run_world("real", graph, pattern))
+    modeled = virtual_time.run(run_world("modeled", graph, pattern))
+    # The scenario does what its name says, so the comparison covers that path.
+    aborted = [o.measurements["secagg_aborted"] for o in real["outcomes"]]
+    assert aborted == ([1, 0] if pattern.startswith("abort") else [0, 0])
+    for key in ("outcomes", "sums", "weights", "bytes"):
+        assert modeled[key] == real[key], key
+    assert len(modeled["events"]) == len(real["events"])
+    for got, want in zip(modeled["events"], real["events"]):
+        assert got == want
+    # The protocol's compute took simulated time: the comparison is not of zeros.
+    # (Unmasking only picks shares: its price is zero unless views are checked.)
+    sent = [e for e in real["events"] if e["event"] == "secagg.sent" and e["step"] != UNMASK]
+    assert sent and all(e["compute_s"] > 0 for e in sent)
+    done = [o for o in real["outcomes"] if o.measurements["secagg_aborted"] == 0]
+    assert all(o.measurements["secagg_server_compute_s"] > 0 for o in done)
+
+
+def _with_mode(mode: str, **changes):
+    base = load_scenario(ROOT / "scenarios/smart_home_secure.py")
+    option = dataclasses.replace(base.secure_aggregation, mode=mode, **changes)
+    return dataclasses.replace(base, secure_aggregation=option)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changes", [dict(step_dropout=0.05),
+                                     dict(graph="sparse", step_dropout=0.03, **SMALL_SPARSE)],
+                         ids=["complete", "sparse"])
+def test_a_shipped_scenario_runs_the_same_in_both_modes(changes: dict) -> None:
+    # smart_home_secure with real training: thermostats and plugs are slow at crypto too.
+    runs = {mode: run_scenario(_with_mode(mode, **changes),
+                               RunOptions(rounds=5, keep_events=True, checkpoint=False))
+            for mode in ("real", "modeled")}
+    real, modeled = runs["real"], runs["modeled"]
+    strip = [[{k: v for k, v in row.items() if k not in WALL_CLOCK_KEYS} for row in run.records]
+             for run in (real, modeled)]
+    assert strip[0] == strip[1]
+    assert real.summary["weights_sha256"] == modeled.summary["weights_sha256"]
+    assert np.array_equal(real.weights, modeled.weights)
+    assert real.events == modeled.events
+    assert any(row["secagg_survivors"] for row in real.records)
