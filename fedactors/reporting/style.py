@@ -40,6 +40,8 @@ PHASE_COLOURS = {
     "share_keys": "#F0E442",
     "masked_input": "#8C564B",
     "unmask": "#332288",
+    # The device's own protocol compute inside a step (the cost model's seconds).
+    "crypto": "#000000",
 }
 
 DPI = 150

@@ -9,6 +9,11 @@ Built from events.jsonl alone. Per device and round:
 * upload: ``update.sent`` for ``upload_s`` seconds, until the server has it;
 * dropped: ``request.received`` to the device's ``dropped`` event (it went
   silent somewhere in training or upload);
+* secure aggregation's steps (advertise keys, share keys, masked input,
+  unmask): from the device's previous protocol message until this one reaches
+  the server, waiting for the server's relay included; inside each, the
+  device's protocol compute (``compute_s`` of ``secagg.sent``, from the cost
+  model) is drawn as its own segment, crypto;
 * late / surplus: any of the above that continued past the round's close,
   when the deadline closed it (late) or the target was already met (surplus),
   the same split as ``late`` and ``surplus`` in metrics.jsonl. The server stops
@@ -36,7 +41,9 @@ from fedactors.reporting.rundir import iter_jsonl
 from fedactors.reporting.style import PHASE_COLOURS, paper_style, time_unit
 
 #: Secure aggregation's steps, in protocol order (fedactors.secagg.envelopes.STEPS).
-SECAGG_KINDS = ("advertise_keys", "share_keys", "masked_input", "unmask")
+SECAGG_STEPS = ("advertise_keys", "share_keys", "masked_input", "unmask")
+#: ... and the device's compute inside them.
+SECAGG_KINDS = (*SECAGG_STEPS, "crypto")
 KINDS = ("download", "train", "upload", "dropped", "late", "surplus", *SECAGG_KINDS)
 KIND_LABELS = {
     "download": "downloading",
@@ -49,6 +56,7 @@ KIND_LABELS = {
     "share_keys": "SecAgg: share keys",
     "masked_input": "SecAgg: masked input",
     "unmask": "SecAgg: unmask",
+    "crypto": "SecAgg: device computing",
 }
 DEFAULT_SAMPLE = 24
 DEFAULT_ROUNDS = 12
@@ -203,7 +211,8 @@ def build_timeline(
             item["cut"] = float(ev["t"])
         elif kind == "secagg.sent":
             item.setdefault("secagg", []).append(
-                (str(ev.get("step")), float(ev["t"]), float(ev.get("upload_s", 0.0))))
+                (str(ev.get("step")), float(ev["t"]), float(ev.get("compute_s", 0.0)),
+                 float(ev.get("upload_s", 0.0))))
 
     cohorts = {r: {int(d) for d in starts[r].get("cohort", ())} for r in shown_rounds}
     busy_until: dict[int, float] = {}
@@ -256,12 +265,15 @@ def _add_work(timeline: Timeline, d: int, window: RoundWindow, item: dict[str, f
                             min(received + item.get("compute_s", 0.0), run_end))
             pieces.append(("train", received, sent))
             begin = sent
-            for step, t, upload in secure:
-                arrival = t + upload
+            for step, t, compute, upload in secure:
+                arrival = t + compute + upload
                 taken = step in item.get("taken", ())
                 # A step message the server never took in (it came after the step closed,
                 # or the round ended): drawn as cut.
-                pieces.append((step if taken else "late", begin, arrival))
+                kind = step if taken else "late"
+                pieces.append((kind, begin, t))  # waiting for the server's relay
+                pieces.append(("crypto" if taken else "late", t, t + compute))
+                pieces.append((kind, t + compute, arrival))  # on the wire
                 if taken and arrival <= window.end:
                     timeline.arrivals.append((d, arrival))
                 begin = arrival

@@ -148,7 +148,7 @@ def test_secure_aggregation_steps_are_drawn_from_the_log(tmp_path) -> None:
     from dataclasses import replace
     from pathlib import Path
 
-    from fedactors.reporting.timeline import SECAGG_KINDS, timeline_figure, timeline_from_file
+    from fedactors.reporting.timeline import SECAGG_STEPS, timeline_figure, timeline_from_file
     from fedactors.scenarios.loader import load_scenario
     from fedactors.simulation import RunOptions, run_scenario
 
@@ -158,15 +158,21 @@ def test_secure_aggregation_steps_are_drawn_from_the_log(tmp_path) -> None:
     run_scenario(replace(scenario, rounds=replace(scenario.rounds, count=2)),
                  RunOptions(out_dir=out))
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    sent = [(int(e["actor"][7:]), e["round"], e["step"], e["t"] + e["upload_s"])
+    sent = [(int(e["actor"][7:]), e["round"], e["step"], e["t"] + e["compute_s"] + e["upload_s"])
             for e in events if e["event"] == "secagg.sent"]
+    computing = {(int(e["actor"][7:]), e["round"], e["t"], e["t"] + e["compute_s"])
+                 for e in events if e["event"] == "secagg.sent" and e["compute_s"] > 0}
     taken = {(e["sender"], e["round"], e["step"]) for e in events
              if e["event"] == "secagg.received"}
     timeline = timeline_from_file(out / "events.jsonl", sample=400, max_rounds=None)
     chosen = set(timeline.devices)
     drawn = {(s.device, s.round, s.kind, s.end) for s in timeline.segments}
     mine = [m for m in sent if m[0] in chosen]
-    assert mine and {k for _, _, k, _ in mine} == set(SECAGG_KINDS)
+    assert mine and {k for _, _, k, _ in mine} == set(SECAGG_STEPS)
+    # Each sampled device's protocol compute (the cost model's seconds) is its own bar.
+    crypto = {(s.device, s.round, s.start, s.end) for s in timeline.segments
+              if s.kind == "crypto"}
+    assert crypto and crypto <= {c for c in computing if c[0] in chosen}
     for d, r, step, arrival in mine:
         if (d, r, step) in taken:
             assert (d, r, step, arrival) in drawn or any(
