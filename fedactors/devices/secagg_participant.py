@@ -40,7 +40,7 @@ from fedactors.secagg.envelopes import (
     ToServer,
     protocol_id,
 )
-from fedactors.secagg.messages import Abort, UnmaskRequest
+from fedactors.secagg.messages import Abort
 
 
 @dataclass
@@ -107,7 +107,7 @@ class SecAggParticipants:
             run.state, out = protocol.share_keys(run.state, p, run.secrets)
         elif message.step == MASKED and isinstance(p, protocol.share_delivery):
             run.state, out = protocol.masked_input(run.state, p, run.x)
-        elif message.step == UNMASK and isinstance(p, UnmaskRequest):
+        elif message.step == UNMASK and isinstance(p, protocol.unmask_request):
             run.state, out = protocol.unmask(run.state, p)
         else:
             out = Abort(f"device {protocol_id(device)}", message.step,

@@ -18,7 +18,13 @@ from typing import Optional
 import numpy as np
 
 from fedactors.errors import ConfigError
-from fedactors.secagg.quantize import choose_modulus_bits, dequantize_sum, error_bound, quantize
+from fedactors.secagg.quantize import (
+    check_parameters,
+    choose_modulus_bits,
+    dequantize_sum,
+    error_bound,
+    quantize_finite,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,12 @@ class Layout:
     scale_bits: int
     modulus_bits: int
     m_max: int
+
+    def __post_init__(self) -> None:
+        # quantize's parameter checks, once here instead of per device and round:
+        # encode quantizes with quantize_finite, which trusts them.
+        for f in self.fields:
+            check_parameters(f.bound, self.scale_bits, self.modulus_bits)
 
     @property
     def dim(self) -> int:
@@ -79,10 +91,11 @@ def encode(
         x = np.asarray(contribution[f.key], dtype=np.float64).reshape(-1)
         if x.size != f.size:
             raise ValueError(f"contribution {f.key!r} has {x.size} values, layout says {f.size}")
-        if not np.all(np.isfinite(x)):
+        if not np.isfinite(x).all():
             raise ValueError(f"contribution {f.key!r} holds NaN or inf values: a non-finite "
                              "contribution cannot be encoded for secure aggregation")
-        parts.append(quantize(x, f.bound, layout.scale_bits, layout.modulus_bits, rng))
+        # The layout's bounds and modulus were checked when it was made (make_layout).
+        parts.append(quantize_finite(x, f.bound, layout.scale_bits, layout.modulus_bits, rng))
     return np.concatenate(parts)
 
 

@@ -62,6 +62,10 @@ class CommGraph:
         """Devices that hold shares of u's secrets: its closed neighbourhood."""
         return self.neighbours[u] | {u}
 
+    def holders_in(self, u: int, group: frozenset[int] | set[int]) -> int:
+        """``len(holders(u) & group)``, without building the closed neighbourhood."""
+        return len(self.neighbours[u] & group) + (u in group)
+
     def max_degree(self) -> int:
         return max(len(n) for n in self.neighbours.values())
 

@@ -36,7 +36,6 @@ from fedactors.secagg.messages import (
     MaskedInput,
     SecAggConfig,
     SecAggResult,
-    UnmaskRequest,
     empty_mapping,
 )
 
@@ -88,18 +87,31 @@ class Shared:
 
 @dataclass(frozen=True)
 class Delivered:
-    """Stands for ``ShareDelivery``: the devices whose bundles reach ``recipient``."""
+    """Stands for ``ShareDelivery``: ``peers`` bundles reach ``recipient``, one per sender."""
 
     recipient: int
-    senders: frozenset[int]
-
-    @property
-    def peers(self) -> int:
-        return len(self.senders)
+    peers: int
 
     @property
     def nbytes(self) -> int:
-        return ID_BYTES + len(self.senders) * (ID_BYTES + BUNDLE_BYTES)
+        return ID_BYTES + self.peers * (ID_BYTES + BUNDLE_BYTES)
+
+
+@dataclass(frozen=True)
+class UnmaskCounts:
+    """Stands for ``UnmaskRequest``: how many of the recipient's holders are alive, dropped."""
+
+    recipient: int
+    alive: int
+    dropped: int
+
+    @property
+    def peers(self) -> int:
+        return self.alive + self.dropped
+
+    @property
+    def nbytes(self) -> int:
+        return ID_BYTES + 8 + ID_BYTES * (self.alive + self.dropped)
 
 
 @dataclass(frozen=True)
@@ -120,10 +132,11 @@ class Unmasked:
 
 @dataclass(frozen=True)
 class ModeledClient:
+    # Counts and phases only: a device's sets are implied by the graph and what the
+    # honest server computed, and a million short-lived sets would cost the collector.
     config: SecAggConfig
     device_id: int
     phase: str  # advertised -> shared -> masked -> done | aborted
-    u2: frozenset[int] = frozenset()
 
     @property
     def threshold(self) -> int:
@@ -163,23 +176,22 @@ def masked_input(state: ModeledClient, msg: Delivered,
     if x.shape != (cfg.dim,) or not np.issubdtype(x.dtype, np.integer):
         raise ValueError(f"input must be an integer vector of shape ({cfg.dim},), got "
                          f"{x.dtype} {x.shape}")
-    u2 = msg.senders | {me}
-    if len(u2) < state.threshold:
-        return _client_abort(state, step, f"{len(u2)} peers < threshold {state.threshold}")
+    u2 = msg.peers + 1  # the senders and itself
+    if u2 < state.threshold:
+        return _client_abort(state, step, f"{u2} peers < threshold {state.threshold}")
     y = x.astype(np.uint64)  # a copy: the server sums what it was sent
-    return replace(state, phase="masked", u2=u2), MaskedInput(me, y, cfg.modulus_bits)
+    return replace(state, phase="masked"), MaskedInput(me, y, cfg.modulus_bits)
 
 
 def unmask(state: ModeledClient,
-           msg: UnmaskRequest) -> tuple[ModeledClient, Union[Unmasked, Abort]]:
+           msg: UnmaskCounts) -> tuple[ModeledClient, Union[Unmasked, Abort]]:
     """Round 3: one share per listed peer, counted."""
     step = "unmask"
     if state.phase != "masked":
         return _client_abort(state, step, f"called in phase {state.phase!r}")
-    if len(msg.alive) < state.threshold:
-        return _client_abort(state, step, f"{len(msg.alive)} alive < threshold {state.threshold}")
-    return (replace(state, phase="done"),
-            Unmasked(state.device_id, len(msg.alive), len(msg.dropped)))
+    if msg.alive < state.threshold:
+        return _client_abort(state, step, f"{msg.alive} alive < threshold {state.threshold}")
+    return replace(state, phase="done"), Unmasked(state.device_id, msg.alive, msg.dropped)
 
 
 # -- the server ----------------------------------------------------------------------------
@@ -212,7 +224,7 @@ def collect_keys(state: ModeledServer, msgs: Sequence[Advertised],
     why = server._short(state, u1, u1) if u1 else "no device advertised keys"
     if why:
         return _server_abort(state, step, why)
-    out = {u: KeysOf(u, len(g.holders(u) & u1)) for u in sorted(u1)}
+    out = {u: KeysOf(u, g.holders_in(u, u1)) for u in sorted(u1)}
     return replace(state, phase="shares", u1=u1), out
 
 
@@ -226,12 +238,12 @@ def collect_shares(state: ModeledServer, msgs: Sequence[Shared],
     if why:
         return _server_abort(state, step, why)
     # u's bundles go to every other holder in U1; v in U2 gets those of its neighbours in U2.
-    out = {v: Delivered(v, g.neighbours[v] & u2) for v in sorted(u2)}
+    out = {v: Delivered(v, len(g.neighbours[v] & u2)) for v in sorted(u2)}
     return replace(state, phase="masked", u2=u2), out
 
 
 def collect_masked(state: ModeledServer, msgs: Sequence[MaskedInput],
-                   ) -> tuple[ModeledServer, Union[dict[int, UnmaskRequest], Abort]]:
+                   ) -> tuple[ModeledServer, Union[dict[int, UnmaskCounts], Abort]]:
     step, cfg = "collect_masked", state.config
     if state.phase != "masked":
         return _server_abort(state, step, f"called in phase {state.phase!r}")
@@ -247,10 +259,8 @@ def collect_masked(state: ModeledServer, msgs: Sequence[MaskedInput],
                "to hide any one")
     if why:
         return _server_abort(state, step, why)
-    out = {
-        v: UnmaskRequest(v, tuple(sorted(g.holders(v) & u3)), tuple(sorted(g.holders(v) & dropped)))
-        for v in sorted(u3)
-    }
+    out = {v: UnmaskCounts(v, g.holders_in(v, u3), g.holders_in(v, dropped))
+           for v in sorted(u3)}
     masked = MappingProxyType({u: m.y for u, m in got.items()})
     return replace(state, phase="unmask", u3=u3, masked=masked), out
 
@@ -265,7 +275,7 @@ def finish(state: ModeledServer, msgs: Sequence[Unmasked],
     # Honest holders answer for every peer listed to them, so the shares that arrive are
     # exactly those of the holders that answered; the same checks, in the same order.
     for u in sorted(state.u3):
-        have = len(g.holders(u) & u5)
+        have = g.holders_in(u, u5)
         if have < g.thresholds[u]:
             return _server_abort(state, step, f"{have} b-shares of device {u}, need "
                                               f"{g.thresholds[u]}")
@@ -273,7 +283,7 @@ def finish(state: ModeledServer, msgs: Sequence[Unmasked],
     for v in sorted(dropped):
         if not g.neighbours[v] & state.u3:
             continue
-        have = len(g.holders(v) & u5)
+        have = g.holders_in(v, u5)
         if have < g.thresholds[v]:
             return _server_abort(state, step, f"{have} key shares of dropped device {v}, need "
                                               f"{g.thresholds[v]}")

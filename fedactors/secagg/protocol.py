@@ -18,6 +18,7 @@ from fedactors.secagg.messages import (
     MaskedInput,
     ShareDelivery,
     ShareKeys,
+    UnmaskRequest,
     UnmaskResponse,
 )
 
@@ -40,9 +41,10 @@ class Protocol:
     finish: Step
     #: Whether the steps use the device's secret randomness (keys, shares, nonces).
     draws_secrets: bool
-    #: What the server sends for share_keys and masked_input (a device checks the type).
+    #: What the server sends for share_keys, masked_input and unmask (a device checks it).
     key_broadcast: type
     share_delivery: type
+    unmask_request: type
     #: What a device sends at each step, in protocol order (the server checks the type).
     replies: tuple[type, ...]
 
@@ -51,12 +53,14 @@ REAL = Protocol("real", client.advertise_keys, client.share_keys, client.masked_
                 client.unmask, server.start, server.collect_keys, server.collect_shares,
                 server.collect_masked, server.finish, draws_secrets=True,
                 key_broadcast=KeyBroadcast, share_delivery=ShareDelivery,
+                unmask_request=UnmaskRequest,
                 replies=(AdvertiseKeys, ShareKeys, MaskedInput, UnmaskResponse))
 
 MODELED = Protocol("modeled", modeled.advertise_keys, modeled.share_keys, modeled.masked_input,
                    modeled.unmask, modeled.start, modeled.collect_keys, modeled.collect_shares,
                    modeled.collect_masked, modeled.finish, draws_secrets=False,
                    key_broadcast=modeled.KeysOf, share_delivery=modeled.Delivered,
+                   unmask_request=modeled.UnmaskCounts,
                    replies=(modeled.Advertised, modeled.Shared, MaskedInput, modeled.Unmasked))
 
 PROTOCOLS = {p.name: p for p in (REAL, MODELED)}
