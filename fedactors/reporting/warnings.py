@@ -14,9 +14,12 @@ from fedactors.seeding import SEEDED, SYSTEM
 
 
 def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping[str, Any]],
-                 executor_fallback: Optional[str], *, randomness: str = SEEDED) -> list[str]:
+                 executor_fallback: Optional[str], *, randomness: str = SEEDED,
+                 secure: Optional[Mapping[str, Any]] = None) -> list[str]:
     """Every weakened guarantee and fallback of a finished run, in plain words."""
     out: list[str] = []
+    if secure is not None and secure.get("mode") == "modeled":
+        out.append(f"secure aggregation ran modeled: {secure['proves']}")
     if randomness == SYSTEM:
         # Asked for, but it gives up what every other run promises: a replay from its seed.
         out.append("randomness: DP noise and secure-aggregation secrets came from the operating "

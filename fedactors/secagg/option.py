@@ -27,6 +27,14 @@ from fedactors.validation import finite, non_negative_int, positive, probability
 
 GRAPHS = ("auto", "complete", "sparse")
 MODES = ("real", "modeled")
+#: What a run in each mode establishes, in the words summary.json and the report use.
+MODE_PROVES = {
+    "real": "every protocol message was computed with real cryptography (X25519, "
+            "ChaCha20-Poly1305, Shamir sharing, AES-CTR masks) and the server unmasked the sum",
+    "modeled": "no cryptography ran: the protocol's messages, sizes, dropouts, deadlines, aborts "
+               "and compute time were simulated and the sum computed directly, so the run "
+               "shows cost and behaviour, not secrecy",
+}
 
 #: Cohorts above this size use the SecAgg+ sparse graph under ``graph="auto"``.
 #: Measured with benchmarks/secagg.py (docs/benchmarks.md, dim 1000): the
@@ -181,6 +189,16 @@ class SecureAggregation:
         keep = (1.0 - self.max_dropout) * min(1.0, admitted / max(selected, 1))
         return plus_parameters(selected, 1.0 - keep, self.max_corrupt, self.failure_log2,
                                self.security_log2)
+
+    def describe(self) -> dict[str, Any]:
+        """What a run with this option states in ``summary.json`` (``secure_aggregation``)."""
+        return {
+            "mode": self.mode,
+            "graph": self.graph,
+            "server": "honest-but-curious",
+            "crypto_costs": self.costs.source,
+            "proves": MODE_PROVES[self.mode],
+        }
 
     def uses_sparse_graph(self, selected: int) -> bool:
         """Whether a round with ``selected`` devices runs SecAgg+ (else SecAgg)."""

@@ -196,10 +196,13 @@ def run_scenario(
     if scenario.byzantine is not None:
         summary["byzantine"] = {"devices": byzantine, "fraction": scenario.byzantine.fraction,
                                 "attack": repr(scenario.byzantine.attack)}
+    if scenario.secure_aggregation is not None:
+        summary["secure_aggregation"] = scenario.secure_aggregation.describe()
     if privacy_summary is not None:
         summary["privacy"] = privacy_summary
     summary["warnings"] = run_warnings(records, privacy_summary, executor.fallback_reason,
-                                       randomness=scenario.randomness)
+                                       randomness=scenario.randomness,
+                                       secure=summary.get("secure_aggregation"))
     if options.out_dir is not None:
         save_model(scenario, evaluator, weights, options.out_dir / "model.keras")
         (options.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -81,3 +81,12 @@ def test_a_skellam_grid_too_coarse_for_the_model_is_warned_about():
     fine = [w for w in run_warnings([], privacy(4.0 * 1.2), None) if w.startswith("skellam:")]
     assert coarse and "9.0x" in coarse[0] and "scale_bits=2" in coarse[0]
     assert not fine
+
+
+def test_a_modeled_secure_run_says_it_proves_no_secrecy_and_a_real_one_says_nothing() -> None:
+    from fedactors import SecureAggregation
+
+    modeled = SecureAggregation(mode="modeled").describe()
+    (line,) = run_warnings([{"round": 1}], None, None, secure=modeled)
+    assert line.startswith("secure aggregation ran modeled") and "not secrecy" in line
+    assert run_warnings([{"round": 1}], None, None, secure=SecureAggregation().describe()) == []

@@ -120,3 +120,8 @@ def test_a_shipped_scenario_runs_the_same_in_both_modes(changes: dict) -> None:
     assert np.array_equal(real.weights, modeled.weights)
     assert real.events == modeled.events
     assert any(row["secagg_survivors"] for row in real.records)
+    # Only the summary says which mode ran, and the modeled one says what it did not prove.
+    assert (real.summary["secure_aggregation"]["mode"],
+            modeled.summary["secure_aggregation"]["mode"]) == ("real", "modeled")
+    assert [w for w in modeled.summary["warnings"] if w not in real.summary["warnings"]] == [
+        f"secure aggregation ran modeled: {modeled.summary['secure_aggregation']['proves']}"]
