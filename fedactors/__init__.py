@@ -17,6 +17,7 @@ from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass, NetworkProfile
 from fedactors.privacy.spec import Privacy
 from fedactors.scenarios.spec import Scenario
+from fedactors.secagg.costs import CryptoCosts
 from fedactors.secagg.option import SecureAggregation
 from fedactors.server.fedbuff import FedBuff
 from fedactors.server.optimizers import FedAdam, FedAvgStep, FedYogi
@@ -59,6 +60,7 @@ __all__ = [
     "Scenario",
     "SignFlip",
     "SecureAggregation",
+    "CryptoCosts",
     "Trace",
     "TrimmedMean",
     "Uniform",

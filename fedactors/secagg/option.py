@@ -104,6 +104,18 @@ class SecureAggregation:
         step_dropout: Probability in [0, 1] that a device goes silent before
             each of its four protocol messages, on top of its class's training
             dropout. Default 0.0.
+        mode: ``"real"`` (default) runs the cryptography; ``"modeled"`` skips
+            it and keeps everything else (messages and their sizes, graph,
+            dropouts, deadlines, aborts, compute time), computing the sum
+            directly: the same sums, aborts, metrics, bytes and simulated
+            times as ``"real"``, at a fraction of the wall time, and no
+            evidence of secrecy (``fedactors.secagg.modeled``).
+        costs: The protocol's compute prices (``fedactors.secagg.costs.CryptoCosts``):
+            each step a device performs takes simulated time, scaled by its
+            ``compute``, and the server's unmasking too. Default
+            ``CryptoCosts.calibrated()``, measured on this project's
+            implementation; ``CryptoCosts.free()`` makes the cryptography
+            instantaneous.
 
     Examples:
         >>> from fedactors import SecureAggregation
