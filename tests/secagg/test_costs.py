@@ -73,3 +73,17 @@ def test_a_bad_price_is_refused_naming_it(field: str, value: object) -> None:
 def test_an_unknown_step_is_an_error_not_free() -> None:
     with pytest.raises(ValueError, match="unknown"):
         CryptoCosts(**PRICES).device_base_seconds("masked-input", 3, 10)
+
+
+def calibration_rows(costs: CryptoCosts) -> list[str]:
+    """The rows docs/secure_aggregation.md shows for ``costs`` (µs, 4 significant digits)."""
+    return [f"| {name} | {getattr(costs, name) * 1e6:.4g} |" for name in PRICES]
+
+
+def test_the_documented_calibration_is_the_one_the_code_uses() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "secure_aggregation.md").read_text()
+    table = doc.split("<!-- calibration-table")[1].split("\n\n")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "µs" not in line]
+    assert rows == calibration_rows(CALIBRATED)
