@@ -4,7 +4,11 @@ Each step returns ``(new_state, message)``; the message is an ``Abort`` when
 the device refuses to continue, in which case the new state is terminal and
 nothing secret was put in the message. Unmasking is where a lying server could
 learn an input (by getting both b_u and s_u^SK shares for the same u), so that
-step checks the server's lists against everything this device has seen.
+step checks the server's lists against everything this device has seen. In
+malicious-server mode (``config.malicious``) a consistency check comes first:
+the device signs its view of who dropped (``sign_view``) and, before unmasking,
+checks its neighbours' signed views (:mod:`fedactors.secagg.consistency`), so
+that the server cannot tell different holders different stories.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ from typing import Optional, Union
 
 import numpy as np
 
-from fedactors.secagg import keys, prg, shamir
+from fedactors.secagg import consistency, keys, prg, shamir
 from fedactors.secagg.messages import (
     Abort,
     AdvertiseKeys,
+    ConsistencyRequest,
     KeyBroadcast,
     MaskedInput,
     SecAggConfig,
     ShareDelivery,
     ShareKeys,
+    SignedView,
     UnmaskRequest,
     UnmaskResponse,
     empty_mapping,
@@ -40,7 +46,7 @@ SECRET_BYTES = 32
 class ClientState:
     config: SecAggConfig
     device_id: int
-    phase: str  # advertised -> shared -> masked -> done | aborted
+    phase: str  # advertised -> shared -> masked -> [signed, malicious mode] -> done | aborted
     c_pair: keys.KeyPair
     s_pair: keys.KeyPair
     # U1 within N[u], including this device.
@@ -51,6 +57,8 @@ class ClientState:
     held_s: Mapping[int, shamir.Share] = field(default_factory=empty_mapping)
     # Per-peer bundle keys from round 1, kept so round 2 need not redo the X25519 agreement.
     aead_keys: Mapping[int, bytes] = field(default_factory=empty_mapping)
+    # Malicious mode: the (sorted alive, sorted dropped) view this device signed.
+    view: Optional[tuple[tuple[int, ...], tuple[int, ...]]] = None
     abort: Optional[Abort] = field(default=None)
 
     @property
@@ -170,39 +178,84 @@ def masked_input(
     return new, MaskedInput(me, y, cfg.modulus_bits)
 
 
-def unmask(
-    state: ClientState, msg: UnmaskRequest
-) -> tuple[ClientState, Union[UnmaskResponse, Abort]]:
-    """Round 3: per peer, the b share if it is alive, else the s^SK share; never both."""
-    step, me = "unmask", state.device_id
-    if state.phase != "masked":
-        return _abort(state, step, f"called in phase {state.phase!r}")
-    if msg.recipient != me:
-        return _abort(state, step, f"request addressed to {msg.recipient}")
-    alive, dropped = set(msg.alive), set(msg.dropped)
-    if len(alive) != len(msg.alive) or len(dropped) != len(msg.dropped):
-        return _abort(state, step, "a device is listed twice")
+def _lists_problem(state: ClientState, alive_list: tuple[int, ...],
+                   dropped_list: tuple[int, ...]) -> Optional[str]:
+    """Why the server's alive/dropped lists contradict what this device saw (None if they fit).
+
+    They must partition exactly the peers whose shares it holds (U2 ∩ N[u]), with itself
+    alive, and leave at least t alive. Used for the view it signs and the list it unmasks for.
+    """
+    me = state.device_id
+    alive, dropped = set(alive_list), set(dropped_list)
+    if len(alive) != len(alive_list) or len(dropped) != len(dropped_list):
+        return "a device is listed twice"
     if alive & dropped:
-        both = sorted(alive & dropped)
-        return _abort(state, step, f"devices listed both alive and dropped: {both}")
+        return f"devices listed both alive and dropped: {sorted(alive & dropped)}"
     if me in dropped:
-        return _abort(state, step, "this device is listed as dropped")
+        return "this device is listed as dropped"
     if me not in alive:
-        return _abort(state, step, "this device is missing from the alive list")
+        return "this device is missing from the alive list"
     listed = alive | dropped
     early = (listed & set(state.peer_keys)) - state.u2
     if early:
-        return _abort(state, step, f"devices that dropped before round 2 reappear: {sorted(early)}")
+        return f"devices that dropped before round 2 reappear: {sorted(early)}"
     unknown = listed - state.u2
     if unknown:
-        return _abort(state, step, f"unknown devices listed: {sorted(unknown)}")
+        return f"unknown devices listed: {sorted(unknown)}"
     if listed != state.u2:
-        return _abort(state, step, f"devices omitted from both lists: {sorted(state.u2 - listed)}")
+        return f"devices omitted from both lists: {sorted(state.u2 - listed)}"
     if len(alive) < state.threshold:
-        return _abort(state, step, f"{len(alive)} alive < threshold {state.threshold}")
+        return f"{len(alive)} alive < threshold {state.threshold}"
+    return None
+
+
+def sign_view(
+    state: ClientState, msg: ConsistencyRequest, signing_key: keys.SigningKey
+) -> tuple[ClientState, Union[SignedView, Abort]]:
+    """Malicious mode, round 3: check the server's view of who dropped and sign it, once.
+
+    ``signing_key`` is this device's long-term key, whose public half the PKI lists in
+    ``config.verification_keys``."""
+    step, me, cfg = "sign_view", state.device_id, state.config
+    if not cfg.malicious:
+        return _abort(state, step, "no consistency check in an honest-but-curious round")
+    if state.phase != "masked":  # one signed view per round: the soundness argument needs it
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    if signing_key.public != cfg.verification_keys[me]:
+        raise ValueError(f"signing key of device {me} does not match its verification key")
+    if msg.recipient != me:
+        return _abort(state, step, f"request addressed to {msg.recipient}")
+    why = _lists_problem(state, msg.alive, msg.dropped)
+    if why:
+        return _abort(state, step, why)
+    view = consistency.sign(signing_key, cfg.round_id, me, msg.alive, msg.dropped)
+    return replace(state, phase="signed", view=(view.alive, view.dropped)), view
+
+
+def unmask(
+    state: ClientState, msg: UnmaskRequest
+) -> tuple[ClientState, Union[UnmaskResponse, Abort]]:
+    """Round 3 (4 in malicious mode): per peer, the b share if it is alive, else the s^SK
+    share; never both. In malicious mode only after the signed views check out."""
+    step, me, cfg = "unmask", state.device_id, state.config
+    expected = "signed" if cfg.malicious else "masked"
+    if state.phase != expected:
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    if msg.recipient != me:
+        return _abort(state, step, f"request addressed to {msg.recipient}")
+    why = _lists_problem(state, msg.alive, msg.dropped)
+    if why:
+        return _abort(state, step, why)
+    if cfg.malicious:
+        signed = state.view or ((), ())  # phase "signed" always comes with a view
+        if (tuple(sorted(msg.alive)), tuple(sorted(msg.dropped))) != signed:
+            return _abort(state, step, "request lists differ from the view this device signed")
+        why = consistency.views_problem(cfg, me, *signed, msg.views)
+        if why:
+            return _abort(state, step, why)
     resp = UnmaskResponse(
         me,
-        MappingProxyType({v: state.held_b[v] for v in sorted(alive)}),
-        MappingProxyType({v: state.held_s[v] for v in sorted(dropped)}),
+        MappingProxyType({v: state.held_b[v] for v in sorted(msg.alive)}),
+        MappingProxyType({v: state.held_s[v] for v in sorted(msg.dropped)}),
     )
     return replace(state, phase="done"), resp

@@ -4,16 +4,16 @@ raw keys, ciphertexts, ceil(k/8) bytes per masked element), used to simulate tra
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
 
 from fedactors.secagg.graph import CommGraph
+from fedactors.secagg.keys import SIGNATURE_BYTES, VERIFICATION_KEY_BYTES
 from fedactors.secagg.shamir import Share
 
 ID_BYTES = 4
-
 
 
 def empty_mapping() -> Mapping:
@@ -22,12 +22,20 @@ def empty_mapping() -> Mapping:
 
 @dataclass(frozen=True)
 class SecAggConfig:
-    """Public parameters every party knows before round 0."""
+    """Public parameters every party knows before round 0.
+
+    ``malicious``: defend against a server that lies about who dropped (adds the consistency
+    check, :mod:`fedactors.secagg.consistency`). It then needs ``verification_keys``, every
+    device's Ed25519 public key: a PKI fixed before the round, which the server cannot
+    substitute (it must reach the devices by a channel the server does not control).
+    """
 
     round_id: int
     graph: CommGraph
     modulus_bits: int
     dim: int
+    malicious: bool = False
+    verification_keys: Mapping[int, bytes] = field(default_factory=empty_mapping)
 
     def __post_init__(self) -> None:
         if not 1 <= self.modulus_bits <= 62:
@@ -36,6 +44,19 @@ class SecAggConfig:
             raise ValueError(f"dim must be >= 1, got {self.dim!r}")
         if self.round_id < 0:
             raise ValueError(f"round_id must be >= 0, got {self.round_id!r}")
+        if self.malicious:
+            missing = sorted(self.graph.ids - set(self.verification_keys))
+            if missing:
+                raise ValueError(f"malicious mode needs a verification key for every device; "
+                                 f"missing {missing}")
+        bad = sorted(u for u, k in self.verification_keys.items()
+                     if not isinstance(k, bytes) or len(k) != VERIFICATION_KEY_BYTES)
+        if bad:
+            raise ValueError(f"verification keys must be {VERIFICATION_KEY_BYTES} bytes; "
+                             f"devices {bad} are not")
+        # A private read-only copy: nobody holding the caller's dict can swap a key later.
+        object.__setattr__(self, "verification_keys",
+                           MappingProxyType(dict(self.verification_keys)))
 
 
 @dataclass(frozen=True)
@@ -119,11 +140,17 @@ class MaskedInput:
         return ID_BYTES + self.y.size * ((self.modulus_bits + 7) // 8)
 
 
-@dataclass(frozen=True)
-class UnmaskRequest:
-    """Round-2 reply: which of the recipient's neighbours sent masked input and which dropped.
+def _lists_nbytes(alive: tuple[int, ...], dropped: tuple[int, ...]) -> int:
+    # Two 4-byte lengths, then the ids.
+    return 8 + ID_BYTES * (len(alive) + len(dropped))
 
-    Tuples, not sets, so that a lying server's duplicates are visible to the device."""
+
+@dataclass(frozen=True)
+class ConsistencyRequest:
+    """Malicious mode, round-2 reply: the recipient's view, which it is asked to sign.
+
+    The same lists as the ``UnmaskRequest`` that follows (alive = N[v] ∩ U3,
+    dropped = N[v] ∩ (U2 − U3)); tuples, so duplicates are visible."""
 
     recipient: int
     alive: tuple[int, ...]
@@ -136,7 +163,50 @@ class UnmaskRequest:
 
     @property
     def nbytes(self) -> int:
-        return ID_BYTES + 8 + ID_BYTES * (len(self.alive) + len(self.dropped))
+        return ID_BYTES + _lists_nbytes(self.alive, self.dropped)
+
+
+@dataclass(frozen=True)
+class SignedView:
+    """A device's signature over its view (round, itself, sorted alive, sorted dropped)."""
+
+    sender: int
+    alive: tuple[int, ...]
+    dropped: tuple[int, ...]
+    signature: bytes
+
+    @property
+    def nbytes(self) -> int:
+        return ID_BYTES + _lists_nbytes(self.alive, self.dropped) + SIGNATURE_BYTES
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """Round-2 reply (round 3 under malicious): which of the recipient's neighbours sent masked
+    input and which dropped.
+
+    Tuples, not sets, so that a lying server's duplicates are visible to the device.
+    ``views`` (malicious mode only, keyed by signer): the signed views of every device that
+    answered the consistency check and neighbours a device listed here, so the recipient can
+    check that enough holders were told the same story. Empty, and costing nothing, otherwise."""
+
+    recipient: int
+    alive: tuple[int, ...]
+    dropped: tuple[int, ...]
+    # Left out of the hash so the request stays hashable (a mapping is not).
+    views: Mapping[int, SignedView] = field(default_factory=empty_mapping, hash=False)
+
+    @property
+    def peers(self) -> int:
+        """Devices listed, alive or dropped."""
+        return len(self.alive) + len(self.dropped)
+
+    @property
+    def nbytes(self) -> int:
+        base = ID_BYTES + _lists_nbytes(self.alive, self.dropped)
+        if not self.views:  # the honest-but-curious encoding has no views section
+            return base
+        return base + ID_BYTES + sum(v.nbytes for v in self.views.values())
 
 
 @dataclass(frozen=True)

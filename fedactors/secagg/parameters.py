@@ -1,13 +1,15 @@
 """SecAgg+ degree k and threshold t from stated dropout and corruption assumptions.
 
 A simplified version of the parameter analysis of Bell et al. (2020, "Secure
-Single-Server Aggregation with (Poly)Logarithmic Overhead"), for the
-honest-but-curious server of this package. The graph is a Harary graph of
-even degree k over a uniformly random ring order (``graph.harary_graph``);
-device u's secrets are shared t-of-(k+1) among its closed neighbourhood N[u].
-Each device independently drops out somewhere in the protocol with
-probability ``dropout`` (delta) and is corrupt (colludes with the server) with
-probability ``corrupt`` (gamma). Three events are bounded, each by a union
+Single-Server Aggregation with (Poly)Logarithmic Overhead"), for an
+honest-but-curious server and, with ``malicious=True``, for a server that lies
+about who dropped (the consistency check of :mod:`fedactors.secagg.consistency`).
+The graph is a Harary graph of even degree k over a uniformly random ring order
+(``graph.harary_graph``); device u's secrets are shared t-of-(k+1) among its
+closed neighbourhood N[u]. Each device independently drops out somewhere in the
+protocol with probability ``dropout`` (delta) and is corrupt (colludes with the
+server) with probability ``corrupt`` (gamma). Three events (four against a
+malicious server) are bounded, each by a union
 bound over the n devices (or pairs of ring windows) with exact binomial tails:
 
 * **correctness** (the server can finish): some closed neighbourhood keeps
@@ -24,15 +26,24 @@ bound over the n devices (or pairs of ring windows) with exact binomial tails:
   position followed by k/2 removed ones), on disjoint positions, so with
   q = 1 - (1-delta)(1-gamma): P <= C(n, 2) * ((1-q) * q^(k/2))^2.
 
+* **equivocation** (malicious server only): a server lying about u's status
+  needs t signers in N[u] for "alive" (to get b_u shares) and t for "dropped"
+  (s_u^SK shares); honest devices sign one view each, so that needs the c_u
+  corrupt devices of N[u] to make up 2t - (k+1). Bound:
+  n * P[Bin(k, gamma) >= 2t - k - 1], which is 1 (never met) unless
+  t > (k+1)/2. It implies the secrecy-of-shares bound (2t - k - 1 <= t).
+  The abort bound is unchanged: the signers u needs are the survivors of N[u].
+
 Correctness is held to 2^-failure_log2 (an abort only skips a round);
-secrecy and connectivity to 2^-security_log2. We choose the smallest even k
-for which some t meets all three, and then the *largest* such t (the most
-collusion the sharing resists). The paper's malicious-server condition
-(t large enough that a server lying about dropouts cannot collect both share
-kinds from honest holders) is *not* enforced: this package models an
-honest-but-curious server and has no consistency-check round, so t > k/2 is
-not required. If no k <= n-1 works, the complete graph (k = n-1) is returned
-with ``meets_targets=False`` and the t that best balances the two goals.
+secrecy, connectivity and equivocation to 2^-security_log2. We choose the
+smallest even k for which some t meets them all, and then the *largest* such t
+(the most collusion the sharing resists; every security bound falls as t
+grows, so it is the largest t meeting the abort bound). Without
+``malicious`` t > k/2 is not required, and the results are those of an
+honest-but-curious server. If no k <= n-1 works, the complete graph (k = n-1)
+is returned with ``meets_targets=False`` and the t that best balances the two
+goals; ``complete_threshold`` gives the whole range of t that works on the
+complete graph.
 """
 
 from __future__ import annotations
@@ -83,6 +94,20 @@ def collusion_log2(n: int, degree: int, threshold: int, corrupt: float) -> float
     return math.log2(n) + float(binom.logsf(threshold - 1, degree, corrupt)) / _LN2
 
 
+def equivocation_log2(n: int, degree: int, threshold: int, corrupt: float) -> float:
+    """log2 of n * P[Bin(k, corrupt) >= 2t - k - 1]: some device's corrupt holders let a lying
+    server back both of its statuses with t signers (log2 n, a certainty, when 2t <= k + 1)."""
+    return collusion_log2(n, degree, 2 * threshold - degree - 1, corrupt)
+
+
+def _security_log2(n: int, degree: int, threshold: int, corrupt: float, malicious: bool) -> float:
+    """log2 of the bound on the shares' secrecy (collusion, and equivocation if malicious)."""
+    bound = collusion_log2(n, degree, threshold, corrupt)
+    if malicious:
+        bound = max(bound, equivocation_log2(n, degree, threshold, corrupt))
+    return bound
+
+
 def disconnect_log2(n: int, degree: int, dropout: float, corrupt: float) -> float:
     """log2 of the bound on the honest survivors' Harary graph splitting (see module doc)."""
     if degree >= n - 1:  # complete; also two disjoint runs of k/2 + 1 positions need n >= k + 2
@@ -124,8 +149,10 @@ def _validate(n: int, dropout: float, corrupt: float, failure_log2: float,
 def plus_parameters(
     n: int, dropout: float = DEFAULT_DROPOUT, corrupt: float = DEFAULT_CORRUPT,
     failure_log2: float = DEFAULT_FAILURE_LOG2, security_log2: float = DEFAULT_SECURITY_LOG2,
+    malicious: bool = False,
 ) -> PlusParameters:
-    """Smallest even degree k, and the largest t for it, meeting all three bounds."""
+    """Smallest even degree k, and the largest t for it, meeting all three bounds (four if
+    ``malicious``: the server may lie about dropouts)."""
     _validate(n, dropout, corrupt, failure_log2, security_log2)
     if n == 1:
         return PlusParameters(1, 0, 1, math.inf, math.inf, True)
@@ -134,19 +161,63 @@ def plus_parameters(
         t = _largest_live_threshold(n, k, dropout, failure_log2)
         if t < 1:
             continue
-        secure = max(collusion_log2(n, k, t, corrupt), disconnect_log2(n, k, dropout, corrupt))
+        secure = max(_security_log2(n, k, t, corrupt, malicious),
+                     disconnect_log2(n, k, dropout, corrupt))
         if secure <= -security_log2:
             return PlusParameters(n, k, t, -abort_log2(n, k, t, dropout), -secure, True)
-    return _complete_fallback(n, dropout, corrupt, failure_log2, security_log2)
+    return _complete_fallback(n, dropout, corrupt, failure_log2, security_log2, malicious)
+
+
+@dataclass(frozen=True)
+class CompleteThresholds:
+    """The thresholds t that meet both targets on the complete graph (k = n - 1).
+
+    ``lowest``..``highest`` when ``meets_targets``; otherwise no t does, and both are the t
+    that best balances the two margins (as ``plus_parameters`` falls back to)."""
+
+    n: int
+    lowest: int  # the smallest t meeting the security target
+    highest: int  # the largest t meeting the abort target
+    meets_targets: bool
+
+    @property
+    def thresholds(self) -> range:
+        return range(self.lowest, self.highest + 1) if self.meets_targets else range(0)
+
+
+@lru_cache(maxsize=256)
+def complete_threshold(
+    n: int, dropout: float = DEFAULT_DROPOUT, corrupt: float = DEFAULT_CORRUPT,
+    failure_log2: float = DEFAULT_FAILURE_LOG2, security_log2: float = DEFAULT_SECURITY_LOG2,
+    malicious: bool = False,
+) -> CompleteThresholds:
+    """Every t meeting the abort and security targets when all n devices neighbour each other."""
+    _validate(n, dropout, corrupt, failure_log2, security_log2)
+    if n == 1:
+        return CompleteThresholds(1, 1, 1, True)
+    k = n - 1
+    highest = _largest_live_threshold(n, k, dropout, failure_log2)
+    # The security bound falls as t grows: bisect for the smallest t meeting it (n + 1: none).
+    lo, hi = 1, n + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _security_log2(n, k, mid, corrupt, malicious) <= -security_log2:
+            hi = mid
+        else:
+            lo = mid + 1
+    if 1 <= lo <= highest:
+        return CompleteThresholds(n, lo, highest, True)
+    t = _complete_fallback(n, dropout, corrupt, failure_log2, security_log2, malicious).threshold
+    return CompleteThresholds(n, t, t, False)
 
 
 def _complete_fallback(n: int, dropout: float, corrupt: float, failure_log2: float,
-                       security_log2: float) -> PlusParameters:
+                       security_log2: float, malicious: bool = False) -> PlusParameters:
     """No sparse graph works: the complete graph, with the t maximising the weaker margin."""
     k = n - 1
 
     def margins(t: int) -> tuple[float, float]:
-        return -abort_log2(n, k, t, dropout), -collusion_log2(n, k, t, corrupt)
+        return -abort_log2(n, k, t, dropout), -_security_log2(n, k, t, corrupt, malicious)
 
     def balance(t: int) -> float:
         fail, sec = margins(t)

@@ -1,6 +1,11 @@
 """Server side of SecAgg/SecAgg+: collect each round from whoever answered, route, and finally
 remove the masks. Every step returns ``(new_state, replies)`` where replies is a dict of
-per-device messages, or an ``Abort`` when some neighbourhood fell below its threshold."""
+per-device messages, or an ``Abort`` when some neighbourhood fell below its threshold.
+
+In malicious-server mode (``config.malicious``) ``collect_masked`` asks each survivor to sign
+its view of who dropped, and ``collect_views`` forwards the signed views with the unmask
+requests (:mod:`fedactors.secagg.consistency`); this module is still the *honest* server, which
+a test can make lie by rewriting its replies."""
 
 from __future__ import annotations
 
@@ -11,16 +16,19 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from fedactors.secagg import keys, prg, shamir
+from fedactors.secagg import consistency, keys, prg, shamir
+from fedactors.secagg.graph import CommGraph
 from fedactors.secagg.messages import (
     Abort,
     AdvertiseKeys,
+    ConsistencyRequest,
     KeyBroadcast,
     MaskedInput,
     SecAggConfig,
     SecAggResult,
     ShareDelivery,
     ShareKeys,
+    SignedView,
     UnmaskRequest,
     UnmaskResponse,
     empty_mapping,
@@ -33,10 +41,11 @@ MIN_INPUTS = 2
 @dataclass(frozen=True)
 class ServerState:
     config: SecAggConfig
-    phase: str  # keys -> shares -> masked -> unmask -> done | aborted
+    phase: str  # keys -> shares -> masked -> [views, malicious mode] -> unmask -> done | aborted
     public_keys: Mapping[int, tuple[bytes, bytes]] = field(default_factory=empty_mapping)  # U1
     u2: frozenset[int] = frozenset()
     u3: frozenset[int] = frozenset()
+    u4: frozenset[int] = frozenset()  # malicious mode: who signed their view
     masked: Mapping[int, np.ndarray] = field(default_factory=empty_mapping)
     abort: Optional[Abort] = None
 
@@ -60,14 +69,27 @@ def _first_by_sender(msgs: Iterable, allowed: Iterable[int]) -> dict:
     return out
 
 
-def _short(state: ServerState, alive: frozenset[int], who: Iterable[int]) -> Optional[str]:
+def _short(state: ServerState, alive: frozenset[int], who: Iterable[int],
+           what: str = "remain") -> Optional[str]:
     g = state.config.graph
     for u in sorted(who):
         have = len(g.holders(u) & alive)
         if have < g.thresholds[u]:
-            return (f"device {u}: only {have} of its share holders remain, "
+            return (f"device {u}: only {have} of its share holders {what}, "
                     f"threshold {g.thresholds[u]}")
     return None
+
+
+def _to_unmask(g: CommGraph, u3: frozenset[int], dropped: frozenset[int]) -> set[int]:
+    """Devices whose secret the server must rebuild: every survivor's b_u, and s_v^SK of each
+    dropped v that some survivor masked against."""
+    return set(u3) | {v for v in dropped if g.neighbours[v] & u3}
+
+
+def _view(g: CommGraph, u3: frozenset[int], dropped: frozenset[int],
+          v: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """What the server tells v: its neighbourhood's survivors, and those that dropped."""
+    return tuple(sorted(g.holders(v) & u3)), tuple(sorted(g.holders(v) & dropped))
 
 
 def collect_keys(
@@ -144,19 +166,49 @@ def collect_masked(
     u3 = frozenset(got)
     g = cfg.graph
     dropped = state.u2 - u3
-    relevant = set(u3) | {v for v in dropped if g.neighbours[v] & u3}
-    why = _short(state, u3, relevant) if u3 else "no device sent a masked input"
+    why = _short(state, u3, _to_unmask(g, u3, dropped)) if u3 else "no device sent a masked input"
     if not why and len(u3) < MIN_INPUTS:
         # Unmasking a "sum" of one input would hand the server that device's update.
         why = f"only {len(u3)} masked input; a sum needs at least {MIN_INPUTS} to hide any one"
     if why:
         return _abort(state, step, why)
-    out = {
-        v: UnmaskRequest(v, tuple(sorted(g.holders(v) & u3)), tuple(sorted(g.holders(v) & dropped)))
-        for v in sorted(u3)
-    }
+    # Malicious mode: the same lists, first to be signed (collect_views sends them to unmask).
+    kind, phase = (ConsistencyRequest, "views") if cfg.malicious else (UnmaskRequest, "unmask")
+    out = {v: kind(v, *_view(g, u3, dropped, v)) for v in sorted(u3)}
     masked = MappingProxyType({u: m.y for u, m in got.items()})
-    return replace(state, phase="unmask", u3=u3, masked=masked), out
+    return replace(state, phase=phase, u3=u3, masked=masked), out
+
+
+def collect_views(
+    state: ServerState, msgs: Sequence[SignedView]
+) -> tuple[ServerState, Union[dict[int, UnmaskRequest], Abort]]:
+    """Malicious mode: keep the signed views (U4 = their signers), then send each signer its
+    unmask request with the views of every signer holding shares of a device listed for it."""
+    step = "collect_views"
+    if state.phase != "views":
+        return _abort(state, step, f"called in phase {state.phase!r}")
+    cfg, g = state.config, state.config.graph
+    dropped = state.u2 - state.u3
+
+    def valid(m: Any) -> bool:
+        # A view other than the one sent, or badly signed, would only make honest devices abort.
+        return (isinstance(m, SignedView) and m.sender in state.u3
+                and (m.alive, m.dropped) == _view(g, state.u3, dropped, m.sender)
+                and consistency.is_validly_signed(cfg, m))
+
+    got = _first_by_sender([m for m in msgs if valid(m)], state.u3)
+    u4 = frozenset(got)
+    # A device unmasks only with t_u signers in N[u] behind u's status: check that here too,
+    # so a shortfall is a server abort rather than every holder of u refusing.
+    why = _short(state, u4, _to_unmask(g, state.u3, dropped), "signed their view")
+    if why:
+        return _abort(state, step, why)
+    out = {}
+    for v in sorted(u4):
+        alive, gone = _view(g, state.u3, dropped, v)
+        signers = consistency.signers_for(g, alive + gone, u4)
+        out[v] = UnmaskRequest(v, alive, gone, MappingProxyType({w: got[w] for w in sorted(signers)}))
+    return replace(state, phase="unmask", u4=u4), out
 
 
 def finish(
@@ -167,7 +219,8 @@ def finish(
     if state.phase != "unmask":
         return _abort(state, step, f"called in phase {state.phase!r}")
     cfg, g = state.config, state.config.graph
-    got = _first_by_sender(msgs, state.u3)
+    # Malicious mode: only the signers were sent an unmask request.
+    got = _first_by_sender(msgs, state.u4 if cfg.malicious else state.u3)
     u5 = frozenset(got)
     dropped = state.u2 - state.u3
     k, dim, rid = cfg.modulus_bits, cfg.dim, cfg.round_id

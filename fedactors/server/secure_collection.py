@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -32,6 +33,7 @@ from fedactors.aggregation.base import Aggregator, SummedContributions
 from fedactors.errors import ConfigError
 from fedactors.messages import RoundDeadline
 from fedactors.reporting.events import EventLog
+from fedactors.runtime.mailbox import Mailbox
 from fedactors.secagg import encoding, server
 from fedactors.secagg.envelopes import (
     ADVERTISE,
@@ -100,7 +102,7 @@ def unmask_seconds(setup: SecAggSetup, result: SecAggResult) -> float:
 
 class SecureCollection:
     def __init__(self, option: SecureAggregation, *, aggregator: Aggregator, seeds: SeedTree,
-                 log: EventLog, mailbox: asyncio.Queue, network: Any, cohort_size: int) -> None:
+                 log: EventLog, mailbox: Mailbox, network: Any, cohort_size: int) -> None:
         check_aggregator(aggregator)
         self.option = option
         self.aggregator = aggregator
@@ -237,8 +239,25 @@ class SecureCollection:
         got: dict[int, Any] = {}
         if want <= 0:
             return got, "target"
+        # Everything queued at this instant is read at once (one wake-up, not one per
+        # message); what the step did not get to goes back to the front, in order.
+        mail: deque[Any] = deque()
+        try:
+            return await self._gather_from(mail, r, step, allowed, want, tally, got,
+                                           round_deadline, config, protocol)
+        finally:
+            if mail:
+                self.mailbox.put_back(list(mail))
+
+    async def _gather_from(self, mail: deque[Any], r: int, step: str, allowed: set[int],
+                           want: int, tally: _Tally, got: dict[int, Any], round_deadline: bool,
+                           config: Optional[SecAggConfig], protocol: Protocol,
+                           ) -> tuple[dict[int, Any], str]:
         while True:
-            message = await self.mailbox.get()
+            if not mail:
+                mail.append(await self.mailbox.get())
+                mail.extend(self.mailbox.take_all())
+            message = mail.popleft()
             if isinstance(message, RoundDeadline):
                 if round_deadline and message.round == r:
                     return got, "deadline"

@@ -16,15 +16,17 @@ def random_inputs(ids, rng, dim=DIM, k=K):
     return {u: rng.integers(0, 2**k, size=dim, dtype=np.uint64) for u in ids}
 
 
-def run_to_delivery(n=5, t=3, seed=0, graph=None, round_id=0):
+def run_to_delivery(n=5, t=3, seed=0, graph=None, round_id=0, signing=None):
     """Run rounds 0-1 honestly; return (config, states, deliveries, inputs, server, rngs).
 
     ``graph``: the communication graph (default: the complete graph over 1..n, t-of-n).
+    ``signing``: every device's ``keys.SigningKey``, for a malicious-mode round (its PKI).
     """
     rng = np.random.default_rng(seed)
     graph = complete_graph(list(range(1, n + 1)), t) if graph is None else graph
     ids = sorted(graph.ids)
-    cfg = SecAggConfig(round_id, graph, K, DIM)
+    pki = {u: k.public for u, k in (signing or {}).items()}
+    cfg = SecAggConfig(round_id, graph, K, DIM, signing is not None, pki)
     inputs = random_inputs(ids, rng)
     rngs = {u: np.random.default_rng([seed, u]) for u in ids}
     states, msgs = {}, []

@@ -7,7 +7,7 @@ import pytest
 from fedactors.errors import ConfigError
 from fedactors.secagg.calibration import CALIBRATED
 from fedactors.secagg.costs import MASK_WORD_BYTES, CryptoCosts
-from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, UNMASK, STEPS
+from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, STEPS, UNMASK
 
 PRICES = dict(keygen=1.0, agree=10.0, encrypt=100.0, decrypt=1000.0, share=1e4,
               reconstruct=1e5, mask_byte=1e-6, sign=1e6, verify=1e7)
@@ -54,7 +54,7 @@ def test_free_cryptography_costs_nothing_anywhere() -> None:
 
 def test_the_calibration_is_real_and_every_price_positive() -> None:
     assert CryptoCosts.calibrated() is CALIBRATED
-    for name, value in PRICES.items():
+    for name in PRICES:
         assert getattr(CALIBRATED, name) > 0, name
     assert "benchmarks/secagg_costs.py" in CALIBRATED.source
     # Orders of magnitude a reader can check: an X25519 agreement costs tens of

@@ -23,3 +23,22 @@ def test_agreement_symmetric_and_binding():
 def test_keys_reproducible_from_rng():
     assert (keys.generate_keypair(np.random.default_rng(9)).public
             == keys.generate_keypair(np.random.default_rng(9)).public)
+
+
+def test_signatures_verify_only_for_their_key_and_data():
+    a = keys.generate_signing_key(np.random.default_rng(1))
+    b = keys.generate_signing_key(np.random.default_rng(2))
+    assert a.public == keys.generate_signing_key(np.random.default_rng(1)).public  # reproducible
+    assert len(a.public) == keys.VERIFICATION_KEY_BYTES
+    sig = keys.sign(a, b"view")
+    assert len(sig) == keys.SIGNATURE_BYTES
+    assert keys.verify(a.public, sig, b"view")
+    assert not keys.verify(b.public, sig, b"view")
+    assert not keys.verify(a.public, sig, b"vieW")
+    flipped = bytes([sig[0] ^ 1]) + sig[1:]
+    assert not keys.verify(a.public, flipped, b"view")
+    # Malformed keys and signatures are invalid, not errors.
+    assert not keys.verify(a.public[:31], sig, b"view")
+    assert not keys.verify(a.public, sig[:63], b"view")
+    with pytest.raises(ValueError, match="32 bytes"):
+        keys.signing_key_from_private_bytes(b"x" * 31)
