@@ -122,15 +122,16 @@ def measure(repeats: int) -> dict[str, float]:
 
 
 def render(prices: dict[str, float], source: str) -> str:
-    body = "\n".join(f"    {name}={value:.4g}," for name, value in prices.items())
+    body = "\n".join(f"    {name!r}: {value:.4g}," for name, value in prices.items())
     return (
         '"""Secure aggregation\'s cost model, as measured by benchmarks/secagg_costs.py.\n\n'
         "Written by that script; do not edit by hand. Seconds per operation on the\n"
-        "machine named in ``source`` (see fedactors.secagg.costs).\n"
+        "machine named in ``SOURCE``; ``CryptoCosts.calibrated()`` reads them\n"
+        "(see fedactors.secagg.costs).\n"
         '"""\n\n'
-        "from fedactors.secagg.costs import CryptoCosts\n\n"
-        f"CALIBRATED = CryptoCosts(\n{body}\n    reference_compute=1000.0,\n"
-        f"    source={source!r},\n)\n"
+        f"PRICES = {{\n{body}\n}}\n"
+        "REFERENCE_COMPUTE = 1000.0\n"
+        f"SOURCE = {source!r}\n"
     )
 
 

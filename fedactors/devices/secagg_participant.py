@@ -29,11 +29,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fedactors.secagg import encoding
+from fedactors.secagg import encoding, keys
 from fedactors.secagg.envelopes import (
     ADVERTISE,
     MASKED,
     SHARE,
+    SIGN,
     UNMASK,
     SecAggSetup,
     ToDevice,
@@ -41,6 +42,8 @@ from fedactors.secagg.envelopes import (
     protocol_id,
 )
 from fedactors.secagg.messages import Abort
+from fedactors.secagg.pki import Pki
+from fedactors.secagg.protocol import Protocol
 
 
 @dataclass
@@ -66,9 +69,12 @@ def _nonfinite(delta: Optional[np.ndarray], contribution: dict[str, np.ndarray])
 class SecAggParticipants:
     """Every device's protocol state, keyed by device; at most one run per device."""
 
-    def __init__(self, world: Any) -> None:
+    def __init__(self, world: Any, pki: Optional[Pki] = None) -> None:
         self.world = world  # fedactors.devices.actor.DeviceWorld
         self._runs: dict[int, _Run] = {}
+        #: Malicious-server mode: each device's long-term signing key (shared with the server's
+        #: view of the public halves; fedactors.secagg.pki).
+        self.pki = pki
 
     def start(self, device: int, round_: int, setup: SecAggSetup,
               contribution: dict[str, np.ndarray], rng: np.random.Generator,
@@ -107,6 +113,8 @@ class SecAggParticipants:
             run.state, out = protocol.share_keys(run.state, p, run.secrets)
         elif message.step == MASKED and isinstance(p, protocol.share_delivery):
             run.state, out = protocol.masked_input(run.state, p, run.x)
+        elif message.step == SIGN and isinstance(p, protocol.view_request):
+            run.state, out = protocol.sign_view(run.state, p, self._signing_key(device, protocol))
         elif message.step == UNMASK and isinstance(p, protocol.unmask_request):
             run.state, out = protocol.unmask(run.state, p)
         else:
@@ -118,9 +126,17 @@ class SecAggParticipants:
             w.log.device(device, "secagg.device_abort", round=run.round, step=out.step,
                          reason=out.reason)
             return
-        self._send(device, message.step, out, peers=p.peers)
+        views = p.view_count if message.step == UNMASK else 0
+        self._send(device, message.step, out, peers=p.peers, views=views)
         if message.step == UNMASK and device in self._runs:
             del self._runs[device]
+
+    def _signing_key(self, device: int, protocol: Protocol) -> Optional[keys.SigningKey]:
+        if not protocol.draws_secrets:
+            return None  # modeled: no signature is made
+        if self.pki is None:
+            raise RuntimeError("malicious-server secure aggregation needs the PKI")
+        return self.pki.signing_key(device)
 
     def active(self, device: int) -> Optional[int]:
         """The round of the device's protocol run in progress, if any."""
@@ -132,7 +148,7 @@ class SecAggParticipants:
         run = self._runs[device]
         return bool(run.drops.random() < run.setup.step_dropout)
 
-    def _send(self, device: int, step: str, msg: Any, peers: int) -> None:
+    def _send(self, device: int, step: str, msg: Any, peers: int, views: int = 0) -> None:
         """Compute ``step`` (simulated seconds from the cost model), then send ``msg``.
 
         The dropout draw comes first: a device that vanishes before this step's
@@ -145,7 +161,7 @@ class SecAggParticipants:
             return
         setup = run.setup
         compute = setup.costs.device_seconds(step, peers, setup.config.dim,
-                                             float(w.fleet.compute[device]))
+                                             float(w.fleet.compute[device]), views)
         envelope = ToServer(run.round, device, step, msg)
         upload = w.network.to_server(device, envelope, after=compute)
         w.log.device(device, "secagg.sent", round=run.round, step=step, nbytes=envelope.nbytes,

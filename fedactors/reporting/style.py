@@ -39,6 +39,7 @@ PHASE_COLOURS = {
     "advertise_keys": "#CC79A7",
     "share_keys": "#F0E442",
     "masked_input": "#8C564B",
+    "sign_view": "#88CCEE",
     "unmask": "#332288",
     # The device's own protocol compute inside a step (the cost model's seconds).
     "crypto": "#000000",

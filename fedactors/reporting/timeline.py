@@ -41,7 +41,7 @@ from fedactors.reporting.rundir import iter_jsonl
 from fedactors.reporting.style import PHASE_COLOURS, paper_style, time_unit
 
 #: Secure aggregation's steps, in protocol order (fedactors.secagg.envelopes.STEPS).
-SECAGG_STEPS = ("advertise_keys", "share_keys", "masked_input", "unmask")
+SECAGG_STEPS = ("advertise_keys", "share_keys", "masked_input", "sign_view", "unmask")
 #: ... and the device's compute inside them.
 SECAGG_KINDS = (*SECAGG_STEPS, "crypto")
 KINDS = ("download", "train", "upload", "dropped", "late", "surplus", *SECAGG_KINDS)
@@ -55,6 +55,7 @@ KIND_LABELS = {
     "advertise_keys": "SecAgg: advertise keys",
     "share_keys": "SecAgg: share keys",
     "masked_input": "SecAgg: masked input",
+    "sign_view": "SecAgg: sign view (malicious-server mode)",
     "unmask": "SecAgg: unmask",
     "crypto": "SecAgg: device computing",
 }

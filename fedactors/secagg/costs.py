@@ -42,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from fedactors.errors import ConfigError
+from fedactors.secagg import calibration
 from fedactors.validation import non_negative, positive
 
 #: Bytes of AES-CTR keystream per mask element: one little-endian uint64 word.
@@ -103,9 +104,8 @@ class CryptoCosts:
     @classmethod
     def calibrated(cls) -> CryptoCosts:
         """The prices measured on this project's implementation (see the module doc)."""
-        from fedactors.secagg.calibration import CALIBRATED
-
-        return CALIBRATED
+        return cls(**calibration.PRICES, reference_compute=calibration.REFERENCE_COMPUTE,
+                   source=calibration.SOURCE)
 
     @classmethod
     def free(cls) -> CryptoCosts:
@@ -140,7 +140,7 @@ class CryptoCosts:
             # neighbour plus the self-mask b_u.
             return (peers * (self.decrypt + self.agree)
                     + (peers + 1) * dim * MASK_WORD_BYTES * self.mask_byte)
-        if step == "consistency":
+        if step == "sign_view":
             return self.sign
         if step == "unmask":
             return views * self.verify  # picking shares is bookkeeping

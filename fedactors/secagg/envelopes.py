@@ -19,7 +19,9 @@ from fedactors.secagg.protocol import REAL, Protocol
 ENVELOPE_BYTES = 12
 
 ADVERTISE, SHARE, MASKED, UNMASK = "advertise_keys", "share_keys", "masked_input", "unmask"
-STEPS = (ADVERTISE, SHARE, MASKED, UNMASK)
+#: Malicious-server mode only: the consistency check, between masked input and unmasking.
+SIGN = "sign_view"
+STEPS = (ADVERTISE, SHARE, MASKED, SIGN, UNMASK)
 
 
 def protocol_id(device: int) -> int:

@@ -202,6 +202,11 @@ class UnmaskRequest:
         return len(self.alive) + len(self.dropped)
 
     @property
+    def view_count(self) -> int:
+        """Signed views to check before unmasking (0 in honest-but-curious mode)."""
+        return len(self.views)
+
+    @property
     def nbytes(self) -> int:
         base = ID_BYTES + _lists_nbytes(self.alive, self.dropped)
         if not self.views:  # the honest-but-curious encoding has no views section

@@ -28,7 +28,7 @@ from typing import Union
 
 import numpy as np
 
-from fedactors.secagg import keys, server, shamir
+from fedactors.secagg import consistency, keys, server, shamir
 from fedactors.secagg.client import SECRET_BYTES
 from fedactors.secagg.messages import (
     ID_BYTES,
@@ -98,8 +98,8 @@ class Delivered:
 
 
 @dataclass(frozen=True)
-class UnmaskCounts:
-    """Stands for ``UnmaskRequest``: how many of the recipient's holders are alive, dropped."""
+class ViewCounts:
+    """Stands for ``ConsistencyRequest`` (malicious mode): the view the recipient signs."""
 
     recipient: int
     alive: int
@@ -112,6 +112,49 @@ class UnmaskCounts:
     @property
     def nbytes(self) -> int:
         return ID_BYTES + 8 + ID_BYTES * (self.alive + self.dropped)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """Stands for ``SignedView``: a view of ``listed`` devices and a signature."""
+
+    sender: int
+    listed: int
+
+    @property
+    def nbytes(self) -> int:
+        return view_nbytes(self.listed)
+
+
+def view_nbytes(listed: int) -> int:
+    """``SignedView.nbytes`` of a view listing ``listed`` devices."""
+    return ID_BYTES + 8 + ID_BYTES * listed + keys.SIGNATURE_BYTES
+
+
+@dataclass(frozen=True)
+class UnmaskCounts:
+    """Stands for ``UnmaskRequest``: how many of the recipient's holders are alive, dropped,
+    and (malicious mode) how many signed views, of how many bytes in all, come with it."""
+
+    recipient: int
+    alive: int
+    dropped: int
+    views: int = 0
+    views_nbytes: int = 0
+
+    @property
+    def peers(self) -> int:
+        return self.alive + self.dropped
+
+    @property
+    def view_count(self) -> int:
+        return self.views
+
+    @property
+    def nbytes(self) -> int:
+        base = ID_BYTES + 8 + ID_BYTES * (self.alive + self.dropped)
+        # As UnmaskRequest: a views section (count, then the views) only when there are views.
+        return base + (ID_BYTES + self.views_nbytes if self.views else 0)
 
 
 @dataclass(frozen=True)
@@ -136,7 +179,7 @@ class ModeledClient:
     # honest server computed, and a million short-lived sets would cost the collector.
     config: SecAggConfig
     device_id: int
-    phase: str  # advertised -> shared -> masked -> done | aborted
+    phase: str  # advertised -> shared -> masked -> [signed, malicious mode] -> done | aborted
 
     @property
     def threshold(self) -> int:
@@ -183,11 +226,24 @@ def masked_input(state: ModeledClient, msg: Delivered,
     return replace(state, phase="masked"), MaskedInput(me, y, cfg.modulus_bits)
 
 
+def sign_view(state: ModeledClient, msg: ViewCounts,
+              signing_key: object = None) -> tuple[ModeledClient, Union[Signed, Abort]]:
+    """Malicious mode, round 3: a view of ``msg.peers`` devices, signed (no signature made)."""
+    step = "sign_view"
+    if not state.config.malicious:
+        return _client_abort(state, step, "no consistency check in an honest-but-curious round")
+    if state.phase != "masked":
+        return _client_abort(state, step, f"called in phase {state.phase!r}")
+    if msg.alive < state.threshold:
+        return _client_abort(state, step, f"{msg.alive} alive < threshold {state.threshold}")
+    return replace(state, phase="signed"), Signed(state.device_id, msg.peers)
+
+
 def unmask(state: ModeledClient,
            msg: UnmaskCounts) -> tuple[ModeledClient, Union[Unmasked, Abort]]:
-    """Round 3: one share per listed peer, counted."""
+    """Round 3 (4 in malicious mode): one share per listed peer, counted."""
     step = "unmask"
-    if state.phase != "masked":
+    if state.phase != ("signed" if state.config.malicious else "masked"):
         return _client_abort(state, step, f"called in phase {state.phase!r}")
     if msg.alive < state.threshold:
         return _client_abort(state, step, f"{msg.alive} alive < threshold {state.threshold}")
@@ -204,6 +260,7 @@ class ModeledServer:
     u1: frozenset[int] = frozenset()
     u2: frozenset[int] = frozenset()
     u3: frozenset[int] = frozenset()
+    u4: frozenset[int] = frozenset()  # malicious mode: who signed their view
     masked: Mapping[int, np.ndarray] = field(default_factory=empty_mapping)
 
 
@@ -259,10 +316,33 @@ def collect_masked(state: ModeledServer, msgs: Sequence[MaskedInput],
                "to hide any one")
     if why:
         return _server_abort(state, step, why)
-    out = {v: UnmaskCounts(v, g.holders_in(v, u3), g.holders_in(v, dropped))
-           for v in sorted(u3)}
+    # Malicious mode: the same lists, first to be signed (collect_views sends them to unmask).
+    kind, phase = (ViewCounts, "views") if cfg.malicious else (UnmaskCounts, "unmask")
+    out = {v: kind(v, g.holders_in(v, u3), g.holders_in(v, dropped)) for v in sorted(u3)}
     masked = MappingProxyType({u: m.y for u, m in got.items()})
-    return replace(state, phase="unmask", u3=u3, masked=masked), out
+    return replace(state, phase=phase, u3=u3, masked=masked), out
+
+
+def collect_views(state: ModeledServer, msgs: Sequence[Signed],
+                  ) -> tuple[ModeledServer, Union[dict[int, UnmaskCounts], Abort]]:
+    """Malicious mode: U4 = the signers; each is told how many views (and bytes) it gets."""
+    step, g = "collect_views", state.config.graph
+    if state.phase != "views":
+        return _server_abort(state, step, f"called in phase {state.phase!r}")
+    dropped = state.u2 - state.u3
+    u4 = frozenset(server._first_by_sender([m for m in msgs if isinstance(m, Signed)], state.u3))
+    why = server._short(state, u4, server._to_unmask(g, state.u3, dropped), "signed their view")
+    if why:
+        return _server_abort(state, step, why)
+    # Each signer's view lists its holders in U2: its size is known without the view.
+    sizes = {w: view_nbytes(g.holders_in(w, state.u2)) for w in u4}
+    out = {}
+    for v in sorted(u4):
+        listed = (g.neighbours[v] | {v}) & state.u2
+        signers = consistency.signers_for(g, listed, u4)
+        out[v] = UnmaskCounts(v, g.holders_in(v, state.u3), g.holders_in(v, dropped),
+                              len(signers), sum(sizes[w] for w in signers))
+    return replace(state, phase="unmask", u4=u4), out
 
 
 def finish(state: ModeledServer, msgs: Sequence[Unmasked],
@@ -271,7 +351,8 @@ def finish(state: ModeledServer, msgs: Sequence[Unmasked],
     step, cfg, g = "finish", state.config, state.config.graph
     if state.phase != "unmask":
         return _server_abort(state, step, f"called in phase {state.phase!r}")
-    u5 = frozenset(server._first_by_sender(msgs, state.u3))
+    # Malicious mode: only the signers were sent an unmask request.
+    u5 = frozenset(server._first_by_sender(msgs, state.u4 if cfg.malicious else state.u3))
     # Honest holders answer for every peer listed to them, so the shares that arrive are
     # exactly those of the holders that answered; the same checks, in the same order.
     for u in sorted(state.u3):

@@ -8,6 +8,7 @@ the sum, and that can bound every coordinate they emit, qualify.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +22,17 @@ from fedactors.secagg.parameters import (
     DEFAULT_FAILURE_LOG2,
     DEFAULT_SECURITY_LOG2,
     PlusParameters,
+    abort_log2,
+    collusion_log2,
+    complete_threshold,
+    equivocation_log2,
     plus_parameters,
 )
 from fedactors.validation import finite, non_negative_int, positive, probability
 
 GRAPHS = ("auto", "complete", "sparse")
 MODES = ("real", "modeled")
+THREATS = ("honest-but-curious", "malicious")
 #: What a run in each mode establishes, in the words summary.json and the report use.
 MODE_PROVES = {
     "real": "every protocol message was computed with real cryptography (X25519, "
@@ -76,7 +82,8 @@ class SecureAggregation:
     (``Aggregator.contribution_bounds``), e.g. ``DPMean`` or
     ``Clipped(clip_norm, WeightedMean(weighted=False))``; ``rounds.cohort_size``
     must be at least 2 and ``mode=FedBuff(...)`` is refused. The server is
-    modelled honest-but-curious. See docs/secure_aggregation.md.
+    modelled honest-but-curious unless ``server="malicious"``. See
+    docs/secure_aggregation.md.
 
     Args:
         graph: ``"auto"`` (default), ``"complete"`` or ``"sparse"``, as above.
@@ -116,6 +123,14 @@ class SecureAggregation:
             ``CryptoCosts.calibrated()``, measured on this project's
             implementation; ``CryptoCosts.free()`` makes the cryptography
             instantaneous.
+        server: ``"honest-but-curious"`` (default: the server follows the
+            protocol) or ``"malicious"``: it may lie about who dropped, so
+            devices sign their views in a consistency-check round (Ed25519,
+            keys from a PKI) and abort on inconsistent ones, and (k, t) also
+            meet Bell et al.'s equivocation condition, 2t > k + 1 + corrupt
+            neighbours, at ``security_log2`` (on the complete graph t is
+            derived the same way and ``threshold_fraction`` is ignored). Far
+            larger k: 766 of 999 at 1,000 devices under the defaults.
 
     Examples:
         >>> from fedactors import SecureAggregation
@@ -142,6 +157,7 @@ class SecureAggregation:
     step_dropout: float = 0.0
     mode: str = "real"
     costs: CryptoCosts = field(default_factory=CryptoCosts.calibrated)
+    server: str = "honest-but-curious"
 
     def __post_init__(self) -> None:
         if self.graph not in GRAPHS:
@@ -150,6 +166,9 @@ class SecureAggregation:
         if self.mode not in MODES:
             raise ConfigError("secure_aggregation.mode",
                               f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.server not in THREATS:
+            raise ConfigError("secure_aggregation.server",
+                              f"must be one of {', '.join(THREATS)}, got {self.server!r}")
         if not isinstance(self.costs, CryptoCosts):
             raise ConfigError("secure_aggregation.costs",
                               f"must be a CryptoCosts, got {type(self.costs).__name__}")
@@ -198,16 +217,45 @@ class SecureAggregation:
         admitted / selected. The ring order is random, so it is independent
         of who is cut.
         """
+        return plus_parameters(selected, self._dropout(selected, admitted), self.max_corrupt,
+                               self.failure_log2, self.security_log2, self.malicious)
+
+    @property
+    def malicious(self) -> bool:
+        """Whether the server is modelled as lying about dropouts (``server="malicious"``)."""
+        return self.server == "malicious"
+
+    def _dropout(self, selected: int, admitted: int) -> float:
         keep = (1.0 - self.max_dropout) * min(1.0, admitted / max(selected, 1))
-        return plus_parameters(selected, 1.0 - keep, self.max_corrupt, self.failure_log2,
-                               self.security_log2)
+        return 1.0 - keep
+
+    def complete_parameters(self, selected: int, admitted: int) -> PlusParameters:
+        """(k = n - 1, t) for the complete graph over ``selected`` devices.
+
+        Honest-but-curious: t = floor(threshold_fraction * n) + 1 (its margins are
+        not checked against the targets, as before). Malicious: the largest t
+        meeting the abort target and the equivocation bound (``complete_threshold``);
+        ``threshold_fraction`` is then ignored.
+        """
+        n = selected
+        if not self.malicious:
+            t = min(n, math.floor(self.threshold_fraction * n) + 1)
+            return PlusParameters(n, n - 1, t, math.inf, math.inf, True)
+        dropout = self._dropout(selected, admitted)
+        span = complete_threshold(n, dropout, self.max_corrupt, self.failure_log2,
+                                  self.security_log2, malicious=True)
+        t = span.highest
+        failure = -abort_log2(n, n - 1, t, dropout) if n > 1 else math.inf
+        security = (-max(collusion_log2(n, n - 1, t, self.max_corrupt),
+                         equivocation_log2(n, n - 1, t, self.max_corrupt)) if n > 1 else math.inf)
+        return PlusParameters(n, n - 1, t, failure, security, span.meets_targets)
 
     def describe(self) -> dict[str, Any]:
         """What a run with this option states in ``summary.json`` (``secure_aggregation``)."""
         return {
             "mode": self.mode,
             "graph": self.graph,
-            "server": "honest-but-curious",
+            "server": self.server,
             "crypto_costs": self.costs.source,
             "proves": MODE_PROVES[self.mode],
         }

@@ -14,10 +14,12 @@ from typing import Any, Callable
 from fedactors.secagg import client, modeled, server
 from fedactors.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyRequest,
     KeyBroadcast,
     MaskedInput,
     ShareDelivery,
     ShareKeys,
+    SignedView,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -33,34 +35,40 @@ class Protocol:
     advertise_keys: Step
     share_keys: Step
     masked_input: Step
+    sign_view: Step  # malicious-server mode only, as is collect_views
     unmask: Step
     start: Callable[[Any], Any]
     collect_keys: Step
     collect_shares: Step
     collect_masked: Step
+    collect_views: Step
     finish: Step
     #: Whether the steps use the device's secret randomness (keys, shares, nonces).
     draws_secrets: bool
-    #: What the server sends for share_keys, masked_input and unmask (a device checks it).
+    #: What the server sends for share_keys, masked_input, sign_view and unmask (a device
+    #: checks it).
     key_broadcast: type
     share_delivery: type
+    view_request: type
     unmask_request: type
-    #: What a device sends at each step, in protocol order (the server checks the type).
+    #: What a device sends at each step, in envelopes.STEPS order (the server checks it).
     replies: tuple[type, ...]
 
 
 REAL = Protocol("real", client.advertise_keys, client.share_keys, client.masked_input,
-                client.unmask, server.start, server.collect_keys, server.collect_shares,
-                server.collect_masked, server.finish, draws_secrets=True,
-                key_broadcast=KeyBroadcast, share_delivery=ShareDelivery,
-                unmask_request=UnmaskRequest,
-                replies=(AdvertiseKeys, ShareKeys, MaskedInput, UnmaskResponse))
+                client.sign_view, client.unmask, server.start, server.collect_keys,
+                server.collect_shares, server.collect_masked, server.collect_views, server.finish,
+                draws_secrets=True, key_broadcast=KeyBroadcast, share_delivery=ShareDelivery,
+                view_request=ConsistencyRequest, unmask_request=UnmaskRequest,
+                replies=(AdvertiseKeys, ShareKeys, MaskedInput, SignedView, UnmaskResponse))
 
 MODELED = Protocol("modeled", modeled.advertise_keys, modeled.share_keys, modeled.masked_input,
-                   modeled.unmask, modeled.start, modeled.collect_keys, modeled.collect_shares,
-                   modeled.collect_masked, modeled.finish, draws_secrets=False,
-                   key_broadcast=modeled.KeysOf, share_delivery=modeled.Delivered,
+                   modeled.sign_view, modeled.unmask, modeled.start, modeled.collect_keys,
+                   modeled.collect_shares, modeled.collect_masked, modeled.collect_views,
+                   modeled.finish, draws_secrets=False, key_broadcast=modeled.KeysOf,
+                   share_delivery=modeled.Delivered, view_request=modeled.ViewCounts,
                    unmask_request=modeled.UnmaskCounts,
-                   replies=(modeled.Advertised, modeled.Shared, MaskedInput, modeled.Unmasked))
+                   replies=(modeled.Advertised, modeled.Shared, MaskedInput, modeled.Signed,
+                            modeled.Unmasked))
 
 PROTOCOLS = {p.name: p for p in (REAL, MODELED)}

@@ -35,6 +35,7 @@ from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.runtime.mailbox import Mailbox
 from fedactors.secagg.option import SecureAggregation
+from fedactors.secagg.pki import Pki
 from fedactors.seeding import SeedTree
 from fedactors.server.outcome import ReleaseOutcome
 from fedactors.server.release import ACTOR, ReleaseStep, ServerState
@@ -66,6 +67,7 @@ class ServerActor:
         initial_weights: np.ndarray,
         stop_devices: Callable[[int], None] = lambda r: None,
         secure_aggregation: Optional[SecureAggregation] = None,
+        pki: Optional[Pki] = None,
     ) -> None:
         self.rounds = rounds
         self.fleet = fleet
@@ -79,7 +81,7 @@ class ServerActor:
         # Secure aggregation replaces only the collection phase (secure_collection.py).
         self.secure = None if secure_aggregation is None else SecureCollection(
             secure_aggregation, aggregator=step.aggregator, seeds=seeds, log=log, mailbox=mailbox,
-            network=network, cohort_size=rounds.cohort_size)
+            network=network, cohort_size=rounds.cohort_size, pki=pki)
         self.state: ServerState = step.initial_state(initial_weights)
 
     async def run(self, count: int, on_round: Callable[[ReleaseOutcome], Optional[str]]) -> str:

@@ -215,6 +215,7 @@ class FedBuffServer:
         # on its devices, and secure aggregation is refused at load.
         stop_devices: Callable[[int], None] = lambda r: None,
         secure_aggregation: Any = None,
+        pki: Any = None,  # secure aggregation's; never used here
     ) -> None:
         if secure_aggregation is not None:  # the scenario check refuses this first
             raise ConfigError("secure_aggregation", "is not implemented for FedBuff buffers")

@@ -20,7 +20,6 @@ global model left as it is.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -39,6 +38,7 @@ from fedactors.secagg.envelopes import (
     ADVERTISE,
     MASKED,
     SHARE,
+    SIGN,
     STEPS,
     UNMASK,
     SecAggSetup,
@@ -49,12 +49,14 @@ from fedactors.secagg.envelopes import (
     protocol_id,
 )
 from fedactors.secagg.graph import complete_graph, harary_graph
+from fedactors.secagg.keys import VERIFICATION_KEY_BYTES
 from fedactors.secagg.messages import (
     Abort,
     SecAggConfig,
     SecAggResult,
 )
 from fedactors.secagg.option import SecureAggregation, check_aggregator
+from fedactors.secagg.pki import Pki
 from fedactors.secagg.protocol import PROTOCOLS, REAL, Protocol
 from fedactors.seeding import SeedTree
 
@@ -102,9 +104,12 @@ def unmask_seconds(setup: SecAggSetup, result: SecAggResult) -> float:
 
 class SecureCollection:
     def __init__(self, option: SecureAggregation, *, aggregator: Aggregator, seeds: SeedTree,
-                 log: EventLog, mailbox: Mailbox, network: Any, cohort_size: int) -> None:
+                 log: EventLog, mailbox: Mailbox, network: Any, cohort_size: int,
+                 pki: Optional[Pki] = None) -> None:
         check_aggregator(aggregator)
         self.option = option
+        # Malicious-server mode: the devices' verification keys, from the PKI they trust.
+        self.pki = pki if pki is not None or not option.malicious else Pki(seeds)
         self.aggregator = aggregator
         self.seeds = seeds
         self.log = log
@@ -115,6 +120,15 @@ class SecureCollection:
         self._below_target: dict[int, tuple[float, float]] = {}
 
     # -- before the broadcast ------------------------------------------------------
+
+    def _verification_keys(self, rows: list[int]) -> dict[int, bytes]:
+        if not self.option.malicious:
+            return {}
+        if not PROTOCOLS[self.option.mode].draws_secrets:
+            # Modeled mode makes and checks no signature: stand-in keys of the right size.
+            return dict.fromkeys((protocol_id(d) for d in rows), bytes(VERIFICATION_KEY_BYTES))
+        assert self.pki is not None
+        return self.pki.verification_keys(rows)
 
     def setup(self, r: int, cohort: Iterable[int], params: Any, dim: int,
               admit: Optional[int] = None) -> Optional[SecAggSetup]:
@@ -140,19 +154,18 @@ class SecureCollection:
         m_max = min(admit, len(rows))  # at most this many devices are admitted
         layout = encoding.make_layout(shapes, bounds, m_max, self.option.scale_bits)
         ids = [protocol_id(d) for d in rows]
-        if self.option.uses_sparse_graph(len(rows)):
-            plus = self.option.plus_parameters(len(ids), m_max)
-            if not plus.meets_targets:
-                self._below_target[r] = (plus.failure_log2, plus.security_log2)
-                self.log.emit(ACTOR, "secagg.parameters_below_target", round=r, selected=len(ids),
-                              degree=plus.degree, threshold=plus.threshold,
-                              failure_log2=plus.failure_log2, security_log2=plus.security_log2)
-            graph = harary_graph(ids, plus.degree, self.seeds.generator("secagg-graph", r),
-                                 plus.threshold)
-        else:
-            t = min(len(ids), math.floor(self.option.threshold_fraction * len(ids)) + 1)
-            graph = complete_graph(ids, t)
-        config = SecAggConfig(r, graph, layout.modulus_bits, layout.dim)
+        sparse = self.option.uses_sparse_graph(len(rows))
+        plus = (self.option.plus_parameters if sparse
+                else self.option.complete_parameters)(len(ids), m_max)
+        if not plus.meets_targets:
+            self._below_target[r] = (plus.failure_log2, plus.security_log2)
+            self.log.emit(ACTOR, "secagg.parameters_below_target", round=r, selected=len(ids),
+                          degree=plus.degree, threshold=plus.threshold,
+                          failure_log2=plus.failure_log2, security_log2=plus.security_log2)
+        graph = (harary_graph(ids, plus.degree, self.seeds.generator("secagg-graph", r),
+                              plus.threshold) if sparse else complete_graph(ids, plus.threshold))
+        config = SecAggConfig(r, graph, layout.modulus_bits, layout.dim, self.option.malicious,
+                              self._verification_keys(rows))
         return SecAggSetup(config, layout, self.option.stochastic_rounding,
                            self.option.step_dropout, PROTOCOLS[self.option.mode],
                            self.option.costs)
@@ -176,14 +189,25 @@ class SecureCollection:
             return SecureOutcome(None, (), tally.rejected, closed_by)
         protocol = setup.protocol
         state = protocol.start(setup.config)
-        steps = [(protocol.collect_keys, SHARE), (protocol.collect_shares, MASKED),
-                 (protocol.collect_masked, UNMASK)]
+        steps = [(protocol.collect_keys, SHARE), (protocol.collect_shares, MASKED)]
+        if setup.config.malicious:  # the consistency check between masked input and unmasking
+            steps += [(protocol.collect_masked, SIGN), (protocol.collect_views, UNMASK)]
+        else:
+            steps += [(protocol.collect_masked, UNMASK)]
         result: Any = None
+        compute = 0.0
         for server_step, next_step in steps:
-            state, replies = tally.timed(server_step, state, [got[d] for d in sorted(got)])
+            received = [got[d] for d in sorted(got)]
+            state, replies = tally.timed(server_step, state, received)
             if isinstance(replies, Abort):
                 result = replies
                 break
+            if next_step == UNMASK and setup.config.malicious:
+                # The server checked every view's signature before forwarding any.
+                seconds = len(received) * setup.costs.verify
+                compute += seconds
+                if seconds > 0:
+                    await asyncio.sleep(seconds)
             for pid, msg in replies.items():
                 env = ToDevice(r, next_step, msg)
                 tally.down += env.nbytes
@@ -193,14 +217,14 @@ class SecureCollection:
             got, _ = await self._gather(r, next_step, expected, len(expected), tally,
                                         config=setup.config, protocol=protocol)
             timer.cancel()  # closed early or fired: either way it has nothing more to say
-        compute = 0.0
         if result is None:
             state, result = tally.timed(protocol.finish, state, [got[d] for d in sorted(got)])
             if isinstance(result, SecAggResult):
                 # Unmasking takes the server simulated time: the sum is ready only then.
-                compute = unmask_seconds(setup, result)
-                if compute > 0:
-                    await asyncio.sleep(compute)
+                seconds = unmask_seconds(setup, result)
+                compute += seconds
+                if seconds > 0:
+                    await asyncio.sleep(seconds)
 
         measurements = {
             "secagg_bytes_up_per_device": tally.up / u1 if u1 else 0.0,

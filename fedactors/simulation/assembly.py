@@ -30,6 +30,7 @@ from fedactors.runtime.network import Network
 from fedactors.runtime.snapshot import WorldSnapshot
 from fedactors.scenarios.loader import line_in
 from fedactors.scenarios.spec import Scenario
+from fedactors.secagg.pki import Pki
 from fedactors.seeding import SeedTree
 from fedactors.server.actor import ServerActor
 from fedactors.server.fedbuff import FedBuffServer, server_class
@@ -159,8 +160,11 @@ def assemble(
     world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
                         scenario.training.epochs,
                         {int(d): scenario.byzantine.attack for d in attackers})
+    pki = None
     if scenario.secure_aggregation is not None:
-        world.secagg = SecAggParticipants(world)
+        # One PKI for devices and server: under system randomness keys cannot be re-derived.
+        pki = Pki(seeds) if scenario.secure_aggregation.malicious else None
+        world.secagg = SecAggParticipants(world, pki)
     directory = DeviceDirectory(world, failures.append)
     network = Network(loop, fleet, server_mailbox, directory.deliver)
     world.network = network
@@ -179,7 +183,7 @@ def assemble(
         rounds=scenario.rounds, fleet=fleet, step=step, seeds=seeds, log=log,
         mailbox=server_mailbox, network=network, initial_weights=initial_weights,
         stop_devices=lambda r: (network.drop_round(r), directory.cancel_round(r)),
-        secure_aggregation=scenario.secure_aggregation,
+        secure_aggregation=scenario.secure_aggregation, pki=pki,
     )
     return Actors(server, directory, network, tally, failures)
 

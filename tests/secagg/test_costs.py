@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from fedactors.errors import ConfigError
-from fedactors.secagg.calibration import CALIBRATED
 from fedactors.secagg.costs import MASK_WORD_BYTES, CryptoCosts
-from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, STEPS, UNMASK
+from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, SIGN, STEPS, UNMASK
 
+CALIBRATED = CryptoCosts.calibrated()
 PRICES = dict(keygen=1.0, agree=10.0, encrypt=100.0, decrypt=1000.0, share=1e4,
               reconstruct=1e5, mask_byte=1e-6, sign=1e6, verify=1e7)
 
@@ -22,7 +22,7 @@ def test_each_step_counts_its_operations() -> None:
     # 3 bundles: opened, 3 pairwise seeds agreed, 4 masks (3 pairwise + b_u) of 50 words.
     assert c.device_base_seconds(MASKED, 3, 50) == pytest.approx(
         3 * (1000 + 10) + 4 * 50 * MASK_WORD_BYTES * 1e-6)
-    assert c.device_base_seconds("consistency", 7, 50) == 1e6
+    assert c.device_base_seconds(SIGN, 7, 50) == 1e6
     assert c.device_base_seconds(UNMASK, 7, 50) == 0.0
     assert c.device_base_seconds(UNMASK, 7, 50, views=3) == 3e7
 
@@ -47,13 +47,13 @@ def test_the_server_pays_for_every_reconstruction_and_every_mask_it_removes() ->
 
 def test_free_cryptography_costs_nothing_anywhere() -> None:
     free = CryptoCosts.free()
-    for step in (*STEPS, "consistency"):
+    for step in STEPS:
         assert free.device_seconds(step, 100, 10_000, compute=1.0, views=50) == 0.0
     assert free.unmask_seconds(10_000, [5] * 10, [(5, 9)]) == 0.0
 
 
 def test_the_calibration_is_real_and_every_price_positive() -> None:
-    assert CryptoCosts.calibrated() is CALIBRATED
+    assert CryptoCosts.calibrated() == CALIBRATED
     for name in PRICES:
         assert getattr(CALIBRATED, name) > 0, name
     assert "benchmarks/secagg_costs.py" in CALIBRATED.source

@@ -19,7 +19,7 @@ import pytest
 from fedactors.devices.profile import DeviceClass, NetworkProfile
 from fedactors.runtime import loop as virtual_time
 from fedactors.scenarios.loader import load_scenario
-from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, UNMASK
+from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, SIGN, UNMASK
 from fedactors.secagg.option import SecureAggregation
 from fedactors.server.rounds import Rounds
 from fedactors.simulation import WALL_CLOCK_KEYS, RunOptions, run_scenario
@@ -46,6 +46,8 @@ PATTERNS: Mapping[str, Mapping[tuple[int, int], str]] = {
     "abort-then-recover": {(1, 0): MASKED, (1, 1): MASKED, (1, 2): MASKED, (1, 3): MASKED,
                            (1, 4): MASKED, (1, 5): MASKED},
     "abort-at-unmasking": {(1, d): UNMASK for d in range(7)},
+    # Malicious-server mode: silent before signing its view, or after.
+    "drops-around-the-consistency-check": {(1, 0): SIGN, (1, 1): UNMASK, (2, 2): SIGN},
 }
 
 
@@ -54,10 +56,11 @@ def drop_pattern(world, pattern: Mapping[tuple[int, int], str]) -> None:
     participants.goes_silent = lambda d, r, step: pattern.get((r, d)) == step
 
 
-async def run_world(mode: str, graph: str, pattern: str, rounds: int = 2) -> dict:
+async def run_world(mode: str, graph: str, pattern: str, rounds: int = 2,
+                    server: str = "honest-but-curious") -> dict:
     agg = Recording(clipped_mean(5.0))
-    option = SecureAggregation(graph=graph, mode=mode, step_timeout=3.0, **NEAREST,
-                               **SMALL_SPARSE)
+    option = SecureAggregation(graph=graph, mode=mode, step_timeout=3.0, server=server,
+                               **NEAREST, **SMALL_SPARSE)
     world = build_secure_world(fleet(10), Rounds(cohort_size=10, deadline=30.0), option, agg,
                                crypto_time=True)
     drop_pattern(world, PATTERNS[pattern])
@@ -75,12 +78,19 @@ async def run_world(mode: str, graph: str, pattern: str, rounds: int = 2) -> dic
     }
 
 
-@pytest.mark.parametrize("graph", ["complete", "sparse"])
-@pytest.mark.parametrize("pattern", list(PATTERNS), ids=list(PATTERNS))
-def test_modeled_mode_matches_real_mode_in_everything_observable(graph: str, pattern: str) -> None:
+CASES = [(graph, pattern, "honest-but-curious") for graph in ("complete", "sparse")
+         for pattern in PATTERNS if pattern != "drops-around-the-consistency-check"]
+CASES += [("complete", pattern, "malicious") for pattern in
+          ("nobody-drops", "drops-around-the-consistency-check", "abort-at-unmasking")]
+
+
+@pytest.mark.parametrize("graph, pattern, server", CASES,
+                         ids=[f"{g}-{p}-{s.split('-')[0]}" for g, p, s in CASES])
+def test_modeled_mode_matches_real_mode_in_everything_observable(graph: str, pattern: str,
+                                                                 server: str) -> None:
     # Each world on its own virtual clock from 0, as a run has.
-    real = virtual_time.run(run_world("real", graph, pattern))
-    modeled = virtual_time.run(run_world("modeled", graph, pattern))
+    real = virtual_time.run(run_world("real", graph, pattern, server=server))
+    modeled = virtual_time.run(run_world("modeled", graph, pattern, server=server))
     # The scenario does what its name says, so the comparison covers that path.
     aborted = [o.measurements["secagg_aborted"] for o in real["outcomes"]]
     assert aborted == ([1, 0] if pattern.startswith("abort") else [0, 0])
@@ -91,8 +101,11 @@ def test_modeled_mode_matches_real_mode_in_everything_observable(graph: str, pat
         assert got == want
     # The protocol's compute took simulated time: the comparison is not of zeros.
     # (Unmasking only picks shares: its price is zero unless views are checked.)
-    sent = [e for e in real["events"] if e["event"] == "secagg.sent" and e["step"] != UNMASK]
+    sent = [e for e in real["events"] if e["event"] == "secagg.sent"
+            and (e["step"] != UNMASK or server == "malicious")]
     assert sent and all(e["compute_s"] > 0 for e in sent)
+    steps = {e["step"] for e in real["events"] if e["event"] == "secagg.received"}
+    assert (SIGN in steps) == (server == "malicious")
     done = [o for o in real["outcomes"] if o.measurements["secagg_aborted"] == 0]
     assert all(o.measurements["secagg_server_compute_s"] > 0 for o in done)
 
