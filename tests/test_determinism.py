@@ -192,8 +192,8 @@ def _traced_run(monkeypatch: pytest.MonkeyPatch, scenario) -> dict:
         finally:
             seen["in_device"] = False
 
-    def record_keys(config, device_id, rng):
-        state, msg = advertise(config, device_id, rng)
+    def record_keys(config, device_id, rng, *signing):
+        state, msg = advertise(config, device_id, rng, *signing)
         seen["keys"].append((config.round_id, device_id, msg.c_public, msg.s_public))
         return state, msg
 

@@ -98,7 +98,9 @@ class SecAggParticipants:
         secrets = (w.seeds.secret("device", round_, device, "secagg") if protocol.draws_secrets
                    else None)
         drops = w.seeds.generator("device", round_, device, "secagg-dropout")
-        state, msg = protocol.advertise_keys(setup.config, protocol_id(device), secrets)
+        signing_key = self._signing_key(device, protocol) if setup.config.malicious else None
+        state, msg = protocol.advertise_keys(setup.config, protocol_id(device), secrets,
+                                             signing_key)
         self._runs[device] = _Run(round_, setup, state, x, secrets, drops)
         self._send(device, ADVERTISE, msg, peers=0)
 
@@ -161,7 +163,8 @@ class SecAggParticipants:
             return
         setup = run.setup
         compute = setup.costs.device_seconds(step, peers, setup.config.dim,
-                                             float(w.fleet.compute[device]), views)
+                                             float(w.fleet.compute[device]), views,
+                                             setup.config.malicious)
         envelope = ToServer(run.round, device, step, msg)
         upload = w.network.to_server(device, envelope, after=compute)
         w.log.device(device, "secagg.sent", round=run.round, step=step, nbytes=envelope.nbytes,

@@ -6,15 +6,15 @@ machine named in ``SOURCE``; ``CryptoCosts.calibrated()`` reads them
 """
 
 PRICES = {
-    'keygen': 7.178e-05,
-    'agree': 6.495e-05,
-    'encrypt': 1.903e-05,
-    'decrypt': 3.597e-05,
-    'share': 2.008e-06,
-    'reconstruct': 1.872e-06,
-    'mask_byte': 1.878e-09,
-    'sign': 5.172e-05,
-    'verify': 0.000162,
+    'keygen': 6.39e-05,
+    'agree': 4.652e-05,
+    'encrypt': 1.194e-05,
+    'decrypt': 2.189e-05,
+    'share': 1.349e-06,
+    'reconstruct': 1.177e-06,
+    'mask_byte': 1.361e-09,
+    'sign': 3.69e-05,
+    'verify': 0.0001169,
 }
 REFERENCE_COMPUTE = 1000.0
 SOURCE = 'benchmarks/secagg_costs.py on x86_64, CPython 3.11.7, 2026-12-02'

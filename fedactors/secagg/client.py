@@ -83,14 +83,24 @@ def _unbundle(data: bytes) -> tuple[int, int, shamir.Share, shamir.Share]:
 
 
 def advertise_keys(
-    config: SecAggConfig, device_id: int, rng: np.random.Generator
+    config: SecAggConfig, device_id: int, rng: np.random.Generator,
+    signing_key: Optional[keys.SigningKey] = None,
 ) -> tuple[ClientState, AdvertiseKeys]:
-    """Round 0: fresh key pairs c (encrypting shares) and s (pairwise masks)."""
+    """Round 0: fresh key pairs c (encrypting shares) and s (pairwise masks).
+
+    Malicious-server mode: signed with ``signing_key`` (the device's PKI key), so that a
+    server relaying them cannot put keys of its own in their place and read the bundles."""
     if device_id not in config.graph.neighbours:
         raise ValueError(f"device_id {device_id!r} is not in the communication graph")
     c, s = keys.generate_keypair(rng), keys.generate_keypair(rng)
     state = ClientState(config, device_id, "advertised", c, s)
-    return state, AdvertiseKeys(device_id, c.public, s.public)
+    signature = b""
+    if config.malicious:
+        if signing_key is None or signing_key.public != config.verification_keys[device_id]:
+            raise ValueError(f"device {device_id} needs its PKI signing key in malicious mode")
+        signature = keys.sign(signing_key, consistency.keys_bytes(
+            config.round_id, device_id, c.public, s.public))
+    return state, AdvertiseKeys(device_id, c.public, s.public, signature)
 
 
 def share_keys(
@@ -110,6 +120,11 @@ def share_keys(
     flat = [k for pair in msg.keys.values() for k in pair]
     if len(set(flat)) != len(flat):
         return _abort(state, step, "public keys are not all distinct")
+    if state.config.malicious:
+        for v in sorted(msg.keys):
+            sig = msg.signatures.get(v, b"")
+            if not consistency.keys_signed(state.config, v, *msg.keys[v], sig):
+                return _abort(state, step, f"keys of device {v} are not signed by its PKI key")
     if len(msg.keys) < state.threshold:
         return _abort(state, step, f"{len(msg.keys)} peers < threshold {state.threshold}")
     holders = sorted(msg.keys)

@@ -48,6 +48,23 @@ def view_bytes(round_id: int, sender: int, alive: Iterable[int], dropped: Iterab
             + struct.pack(f"<{len(a) + len(d)}I", *a, *d))
 
 
+#: Round 0's signatures (malicious mode) are over another label: no view can pass for keys.
+_KEYS_LABEL = b"fedactors/secagg/v1/keys"
+
+
+def keys_bytes(round_id: int, sender: int, c_public: bytes, s_public: bytes) -> bytes:
+    """What a device signs when it advertises its keys: label, round, itself, both keys."""
+    return _KEYS_LABEL + struct.pack("<QI", round_id, sender) + c_public + s_public
+
+
+def keys_signed(config: SecAggConfig, sender: int, c_public: bytes, s_public: bytes,
+                signature: bytes) -> bool:
+    """Whether ``sender``'s key pair carries its signature under its PKI key."""
+    public = config.verification_keys.get(sender)
+    return public is not None and keys.verify(
+        public, signature, keys_bytes(config.round_id, sender, c_public, s_public))
+
+
 def sign(key: keys.SigningKey, round_id: int, sender: int, alive: Iterable[int],
          dropped: Iterable[int]) -> SignedView:
     """``sender``'s signed view (its lists sorted)."""

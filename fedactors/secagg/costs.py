@@ -115,26 +115,32 @@ class CryptoCosts:
     # -- devices -------------------------------------------------------------
 
     def device_seconds(self, step: str, peers: int, dim: int, compute: float,
-                       views: int = 0) -> float:
+                       views: int = 0, signed: bool = False) -> float:
         """Simulated seconds a device of training speed ``compute`` spends on ``step``.
 
         ``peers`` is what the step works on, read from the message that
         starts it (``0`` for advertising keys): key pairs broadcast (the
         device's own included) for ``share_keys``, bundles delivered for
         ``masked_input``, devices listed for the consistency check and
-        unmasking. ``views``: signed views to check before unmasking
-        (malicious-server mode). ``dim``: masked elements.
+        unmasking. ``views``: signed views to check before unmasking;
+        ``signed``: key advertisements are signed and checked (both
+        malicious-server mode). ``dim``: masked elements.
         """
-        return self.device_base_seconds(step, peers, dim, views) * self.reference_compute / compute
+        return (self.device_base_seconds(step, peers, dim, views, signed)
+                * self.reference_compute / compute)
 
-    def device_base_seconds(self, step: str, peers: int, dim: int, views: int = 0) -> float:
+    def device_base_seconds(self, step: str, peers: int, dim: int, views: int = 0,
+                            signed: bool = False) -> float:
         """``device_seconds`` for a device at ``reference_compute``."""
         if step == "advertise_keys":
-            return 2 * self.keygen  # c (bundle encryption) and s (pairwise masks)
+            # c (bundle encryption) and s (pairwise masks); signed under a malicious server.
+            return 2 * self.keygen + (self.sign if signed else 0.0)
         if step == "share_keys":
             others = max(peers - 1, 0)
-            # b_u and s_u^SK are each shared to every holder, itself included.
-            return others * (self.agree + self.encrypt) + 2 * peers * self.share
+            # b_u and s_u^SK are each shared to every holder, itself included; under a
+            # malicious server every other holder's signed keys are checked first.
+            return (others * (self.agree + self.encrypt + (self.verify if signed else 0.0))
+                    + 2 * peers * self.share)
         if step == "masked_input":
             # One agreement per bundle sender for the pairwise seed, one mask per
             # neighbour plus the self-mask b_u.

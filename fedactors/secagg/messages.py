@@ -74,13 +74,17 @@ class Abort:
 
 @dataclass(frozen=True)
 class AdvertiseKeys:
+    """Round 0: a device's two public keys; in malicious-server mode signed with its PKI key,
+    so the server cannot substitute them (empty signature otherwise)."""
+
     sender: int
     c_public: bytes
     s_public: bytes
+    signature: bytes = b""
 
     @property
     def nbytes(self) -> int:
-        return ID_BYTES + len(self.c_public) + len(self.s_public)
+        return ID_BYTES + len(self.c_public) + len(self.s_public) + len(self.signature)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class KeyBroadcast:
 
     recipient: int
     keys: Mapping[int, tuple[bytes, bytes]]
+    #: Malicious-server mode: each key pair's signature by its owner (empty otherwise).
+    signatures: Mapping[int, bytes] = field(default_factory=empty_mapping, hash=False)
 
     @property
     def peers(self) -> int:
@@ -97,7 +103,8 @@ class KeyBroadcast:
 
     @property
     def nbytes(self) -> int:
-        return ID_BYTES + sum(ID_BYTES + len(c) + len(s) for c, s in self.keys.values())
+        return (ID_BYTES + sum(ID_BYTES + len(c) + len(s) for c, s in self.keys.values())
+                + sum(len(sig) for sig in self.signatures.values()))
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,14 @@ BUNDLE_BYTES = keys.NONCE_BYTES + 2 * ID_BYTES + 2 * SHARE_BYTES + keys.TAG_BYTE
 
 @dataclass(frozen=True)
 class Advertised:
-    """Stands for ``AdvertiseKeys``."""
+    """Stands for ``AdvertiseKeys`` (signed in malicious-server mode)."""
 
     sender: int
+    signed: bool = False
 
     @property
     def nbytes(self) -> int:
-        return ID_BYTES + KEY_PAIR_BYTES
+        return ID_BYTES + KEY_PAIR_BYTES + (keys.SIGNATURE_BYTES if self.signed else 0)
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,12 @@ class KeysOf:
 
     recipient: int
     peers: int
+    signed: bool = False  # malicious mode: each pair with its owner's signature
 
     @property
     def nbytes(self) -> int:
-        return ID_BYTES + self.peers * (ID_BYTES + KEY_PAIR_BYTES)
+        per_pair = ID_BYTES + KEY_PAIR_BYTES + (keys.SIGNATURE_BYTES if self.signed else 0)
+        return ID_BYTES + self.peers * per_pair
 
 
 @dataclass(frozen=True)
@@ -190,12 +193,12 @@ def _client_abort(state: ModeledClient, step: str, reason: str) -> tuple[Modeled
     return replace(state, phase="aborted"), Abort(f"device {state.device_id}", step, reason)
 
 
-def advertise_keys(config: SecAggConfig, device_id: int,
-                   rng: object = None) -> tuple[ModeledClient, Advertised]:
+def advertise_keys(config: SecAggConfig, device_id: int, rng: object = None,
+                   signing_key: object = None) -> tuple[ModeledClient, Advertised]:
     """Round 0: no keys are made; the message has the size of two public keys."""
     if device_id not in config.graph.neighbours:
         raise ValueError(f"device_id {device_id!r} is not in the communication graph")
-    return ModeledClient(config, device_id, "advertised"), Advertised(device_id)
+    return ModeledClient(config, device_id, "advertised"), Advertised(device_id, config.malicious)
 
 
 def share_keys(state: ModeledClient, msg: KeysOf,
@@ -281,7 +284,8 @@ def collect_keys(state: ModeledServer, msgs: Sequence[Advertised],
     why = server._short(state, u1, u1) if u1 else "no device advertised keys"
     if why:
         return _server_abort(state, step, why)
-    out = {u: KeysOf(u, g.holders_in(u, u1)) for u in sorted(u1)}
+    signed = state.config.malicious
+    out = {u: KeysOf(u, g.holders_in(u, u1), signed) for u in sorted(u1)}
     return replace(state, phase="shares", u1=u1), out
 
 

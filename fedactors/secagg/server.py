@@ -105,8 +105,17 @@ def collect_keys(
         return _abort(state, step, why)
     pks = {u: (m.c_public, m.s_public) for u, m in got.items()}
     g = state.config.graph
-    out = {u: KeyBroadcast(u, MappingProxyType({v: pks[v] for v in sorted(g.holders(u) & u1)}))
-           for u in sorted(u1)}
+
+    def signatures(who: list[int]) -> Mapping[int, bytes]:
+        # Malicious mode: each pair travels with its owner's signature, for holders to check.
+        if not state.config.malicious:
+            return empty_mapping()
+        return MappingProxyType({v: got[v].signature for v in who})
+
+    out = {}
+    for u in sorted(u1):
+        who = sorted(g.holders(u) & u1)
+        out[u] = KeyBroadcast(u, MappingProxyType({v: pks[v] for v in who}), signatures(who))
     return replace(state, phase="shares", public_keys=MappingProxyType(pks)), out
 
 

@@ -78,7 +78,7 @@ def run_protocol(
     srv = server.start(cfg)
     inbox = []
     for u in ids:
-        states[u], msg = client.advertise_keys(cfg, u, rngs[u])
+        states[u], msg = client.advertise_keys(cfg, u, rngs[u], signing.get(u))
         if sends(u, ADVERTISE):
             inbox.append(msg)
     steps = [

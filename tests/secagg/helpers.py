@@ -31,7 +31,7 @@ def run_to_delivery(n=5, t=3, seed=0, graph=None, round_id=0, signing=None):
     rngs = {u: np.random.default_rng([seed, u]) for u in ids}
     states, msgs = {}, []
     for u in ids:
-        states[u], m = client.advertise_keys(cfg, u, rngs[u])
+        states[u], m = client.advertise_keys(cfg, u, rngs[u], (signing or {}).get(u))
         msgs.append(m)
     srv = server.start(cfg)
     srv, bc = server.collect_keys(srv, msgs)

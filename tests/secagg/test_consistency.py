@@ -606,3 +606,55 @@ def test_view_encoding_is_unambiguous_and_order_free():
     for other in [consistency.view_bytes(0, 1, (1,), (2, 3)), consistency.view_bytes(1, 1, (1, 2), (3,)),
                   consistency.view_bytes(0, 2, (1, 2), (3,)), consistency.view_bytes(0, 1, (1, 2, 3), ())]:
         assert other != a
+
+
+# --- round 0: keys the server relays but cannot replace -------------------------------------
+
+def _substitute_keys_of(victim: int):
+    """A server that puts a key pair of its own in place of ``victim``'s, keeping the
+    victim's signature (it cannot make one), to read the bundles sent to the victim."""
+    mine = keys.generate_keypair(np.random.default_rng(99))
+
+    def tamper(step, received, replies):
+        if step != "collect_keys" or isinstance(replies, Abort):
+            return replies
+        out = {}
+        for u, r in replies.items():
+            pairs = dict(r.keys)
+            if victim in pairs and u != victim:
+                pairs[victim] = (mine.public, pairs[victim][1])
+            out[u] = type(r)(u, pairs, r.signatures)
+        return out
+
+    return tamper
+
+
+def test_a_server_substituting_a_devices_keys_is_refused_before_any_share_is_sent():
+    _, trace = _run(tamper=_substitute_keys_of(3))
+    # Everyone but the victim was handed the forged pair: they refuse before sharing.
+    assert set(trace.client_aborts) == set(IDS) - {3}
+    assert all(a.step == "share_keys" and a.reason == "keys of device 3 are not signed by "
+               "its PKI key" for a in trace.client_aborts.values())
+    assert isinstance(trace.result, Abort)
+
+
+def test_honest_but_curious_rounds_do_not_check_key_signatures():
+    # The same substitution goes unnoticed without the malicious-server mode: the reason
+    # the mode exists (the bundles to device 3 would be readable by the server).
+    _, trace = _run(malicious=False, tamper=_substitute_keys_of(3))
+    assert not any(a.step == "share_keys" for a in trace.client_aborts.values())
+
+
+def test_signed_key_advertisements_are_counted_in_the_traffic():
+    signing = {u: keys.generate_signing_key(np.random.default_rng(u)) for u in IDS}
+    pki = {u: k.public for u, k in signing.items()}
+    cfg = SecAggConfig(0, complete_graph(IDS, T), K, DIM, True, pki)
+    plain_cfg = SecAggConfig(0, complete_graph(IDS, T), K, DIM)
+    _, signed = client.advertise_keys(cfg, 1, np.random.default_rng(0), signing[1])
+    _, plain = client.advertise_keys(plain_cfg, 1, np.random.default_rng(0))
+    assert signed.nbytes == plain.nbytes + keys.SIGNATURE_BYTES
+    assert consistency.keys_signed(cfg, 1, signed.c_public, signed.s_public, signed.signature)
+    assert not consistency.keys_signed(cfg, 2, signed.c_public, signed.s_public,
+                                       signed.signature)
+    with pytest.raises(ValueError, match="PKI signing key"):
+        client.advertise_keys(cfg, 1, np.random.default_rng(0), signing[2])
