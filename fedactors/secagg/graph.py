@@ -12,8 +12,10 @@ from :mod:`fedactors.secagg.parameters` (stated dropout and corruption rates).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Optional
 
 import numpy as np
 
@@ -32,6 +34,11 @@ from fedactors.secagg.shamir import MAX_HOLDER_ID
 class CommGraph:
     neighbours: Mapping[int, frozenset[int]]
     thresholds: Mapping[int, int]
+    # Set by the constructors below for holder_counts: a complete graph, or a regular one's
+    # sorted ids and neighbour positions (row i: the positions of ids[i]'s neighbours).
+    _complete: bool = field(default=False, init=False, repr=False, compare=False)
+    _table: Optional[tuple[np.ndarray, np.ndarray]] = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for u, nbrs in self.neighbours.items():
@@ -66,6 +73,22 @@ class CommGraph:
         """``len(holders(u) & group)``, without building the closed neighbourhood."""
         return len(self.neighbours[u] & group) + (u in group)
 
+    def holder_counts(self, group: AbstractSet[int]) -> dict[int, int]:
+        """``holders_in(u, group)`` for every device u, at once.
+
+        The server asks this of every device at every step; at 10,000 devices of
+        degree ~100 one set intersection each was a tenth of a second, one
+        gather over the neighbour table is a few milliseconds."""
+        if self._complete:
+            inside = len(self.neighbours.keys() & group)
+            return dict.fromkeys(self.neighbours, inside)
+        if self._table is None:
+            return {u: self.holders_in(u, group) for u in self.neighbours}
+        ids, positions = self._table
+        inside = np.isin(ids, np.fromiter(group, np.int64, len(group)))
+        counts = inside[positions].sum(axis=1) + inside
+        return dict(zip(ids.tolist(), counts.tolist()))
+
     def max_degree(self) -> int:
         return max(len(n) for n in self.neighbours.values())
 
@@ -92,7 +115,9 @@ def complete_graph(ids: Iterable[int], threshold: int) -> CommGraph:
     if not 1 <= threshold <= len(nodes):
         raise ConfigError("threshold", f"must be in [1, {len(nodes)}], got {threshold!r}")
     adj = {u: set(nodes) - {u} for u in nodes}
-    return _build(adj, {u: threshold for u in nodes})
+    graph = _build(adj, {u: threshold for u in nodes})
+    object.__setattr__(graph, "_complete", True)
+    return graph
 
 
 def harary_graph(ids: Iterable[int], degree: int, rng: np.random.Generator,
@@ -108,7 +133,9 @@ def harary_graph(ids: Iterable[int], degree: int, rng: np.random.Generator,
     ring = np.asarray(nodes, dtype=np.int64)[rng.permutation(n)]
     if degree >= n - 1:  # the ring is too short for a sparse graph: fall back to complete
         adj = {u: set(nodes) - {u} for u in nodes}
-        return _build(adj, {u: int(threshold) for u in nodes})
+        graph = _build(adj, {u: int(threshold) for u in nodes})
+        object.__setattr__(graph, "_complete", True)
+        return graph
     half = degree // 2
     # Row p holds the ids at ring positions p - half .. p - 1, p + 1 .. p + half: since
     # 2 * half < n they are distinct and never p itself, and the relation is symmetric.
@@ -129,6 +156,13 @@ def harary_graph(ids: Iterable[int], degree: int, rng: np.random.Generator,
     object.__setattr__(graph, "neighbours", MappingProxyType(neighbours))
     object.__setattr__(graph, "thresholds",
                        MappingProxyType(dict.fromkeys(neighbours, int(threshold))))
+    # Rows by sorted id: the ring position of each id, then its neighbours' positions
+    # in the sorted order (ids are sorted, so searchsorted finds them).
+    ids_sorted = np.asarray(nodes, dtype=np.int64)
+    by_id = np.argsort(ring, kind="stable")
+    object.__setattr__(graph, "_complete", False)
+    object.__setattr__(graph, "_table",
+                       (ids_sorted, np.searchsorted(ids_sorted, around[by_id])))
     return graph
 
 

@@ -285,7 +285,8 @@ def collect_keys(state: ModeledServer, msgs: Sequence[Advertised],
     if why:
         return _server_abort(state, step, why)
     signed = state.config.malicious
-    out = {u: KeysOf(u, g.holders_in(u, u1), signed) for u in sorted(u1)}
+    counts = g.holder_counts(u1)
+    out = {u: KeysOf(u, counts[u], signed) for u in sorted(u1)}
     return replace(state, phase="shares", u1=u1), out
 
 
@@ -299,7 +300,8 @@ def collect_shares(state: ModeledServer, msgs: Sequence[Shared],
     if why:
         return _server_abort(state, step, why)
     # u's bundles go to every other holder in U1; v in U2 gets those of its neighbours in U2.
-    out = {v: Delivered(v, len(g.neighbours[v] & u2)) for v in sorted(u2)}
+    counts = g.holder_counts(u2)  # v itself is in U2: its neighbours there are one fewer
+    out = {v: Delivered(v, counts[v] - 1) for v in sorted(u2)}
     return replace(state, phase="masked", u2=u2), out
 
 
@@ -322,7 +324,8 @@ def collect_masked(state: ModeledServer, msgs: Sequence[MaskedInput],
         return _server_abort(state, step, why)
     # Malicious mode: the same lists, first to be signed (collect_views sends them to unmask).
     kind, phase = (ViewCounts, "views") if cfg.malicious else (UnmaskCounts, "unmask")
-    out = {v: kind(v, g.holders_in(v, u3), g.holders_in(v, dropped)) for v in sorted(u3)}
+    alive, gone = g.holder_counts(u3), g.holder_counts(dropped)
+    out = {v: kind(v, alive[v], gone[v]) for v in sorted(u3)}
     masked = MappingProxyType({u: m.y for u, m in got.items()})
     return replace(state, phase=phase, u3=u3, masked=masked), out
 
@@ -339,13 +342,15 @@ def collect_views(state: ModeledServer, msgs: Sequence[Signed],
     if why:
         return _server_abort(state, step, why)
     # Each signer's view lists its holders in U2: its size is known without the view.
-    sizes = {w: view_nbytes(g.holders_in(w, state.u2)) for w in u4}
+    listed_of = g.holder_counts(state.u2)
+    sizes = {w: view_nbytes(listed_of[w]) for w in u4}
+    alive, gone = g.holder_counts(state.u3), g.holder_counts(dropped)
     out = {}
     for v in sorted(u4):
         listed = (g.neighbours[v] | {v}) & state.u2
         signers = consistency.signers_for(g, listed, u4)
-        out[v] = UnmaskCounts(v, g.holders_in(v, state.u3), g.holders_in(v, dropped),
-                              len(signers), sum(sizes[w] for w in signers))
+        out[v] = UnmaskCounts(v, alive[v], gone[v], len(signers),
+                              sum(sizes[w] for w in signers))
     return replace(state, phase="unmask", u4=u4), out
 
 
@@ -357,10 +362,11 @@ def finish(state: ModeledServer, msgs: Sequence[Unmasked],
         return _server_abort(state, step, f"called in phase {state.phase!r}")
     # Malicious mode: only the signers were sent an unmask request.
     u5 = frozenset(server._first_by_sender(msgs, state.u4 if cfg.malicious else state.u3))
+    answered = g.holder_counts(u5)
     # Honest holders answer for every peer listed to them, so the shares that arrive are
     # exactly those of the holders that answered; the same checks, in the same order.
     for u in sorted(state.u3):
-        have = g.holders_in(u, u5)
+        have = answered[u]
         if have < g.thresholds[u]:
             return _server_abort(state, step, f"{have} b-shares of device {u}, need "
                                               f"{g.thresholds[u]}")
@@ -368,7 +374,7 @@ def finish(state: ModeledServer, msgs: Sequence[Unmasked],
     for v in sorted(dropped):
         if not g.neighbours[v] & state.u3:
             continue
-        have = g.holders_in(v, u5)
+        have = answered[v]
         if have < g.thresholds[v]:
             return _server_abort(state, step, f"{have} key shares of dropped device {v}, need "
                                               f"{g.thresholds[v]}")

@@ -72,8 +72,9 @@ def _first_by_sender(msgs: Iterable, allowed: Iterable[int]) -> dict:
 def _short(state: ServerState, alive: frozenset[int], who: Iterable[int],
            what: str = "remain") -> Optional[str]:
     g = state.config.graph
+    counts = g.holder_counts(alive)
     for u in sorted(who):
-        have = len(g.holders(u) & alive)
+        have = counts[u]
         if have < g.thresholds[u]:
             return (f"device {u}: only {have} of its share holders {what}, "
                     f"threshold {g.thresholds[u]}")

@@ -40,3 +40,17 @@ def test_deterministic_given_rng():
 def test_complete_graph_threshold_validated():
     with pytest.raises(ConfigError, match="got 6"):
         complete_graph([1, 2, 3, 4, 5], 6)
+
+
+@pytest.mark.parametrize("n, degree", [(12, 4), (100, 10), (41, 40), (7, 6)])
+def test_holder_counts_agree_with_one_intersection_per_device(n: int, degree: int) -> None:
+    # The server's vectorized count must be exactly len(holders(u) & group), for any group
+    # (strangers included), on sparse, complete-fallback and complete graphs alike.
+    rng = np.random.default_rng(n)
+    ids = sorted(int(i) for i in rng.choice(np.arange(1, 3 * n), size=n, replace=False))
+    graphs = [harary_graph(ids, degree, np.random.default_rng(1), 2), complete_graph(ids, 2)]
+    for _ in range(25):
+        size = int(rng.integers(0, 2 * n))
+        group = {int(i) for i in rng.choice(np.arange(1, 4 * n), size=size, replace=False)}
+        for g in graphs:
+            assert g.holder_counts(group) == {u: len(g.holders(u) & group) for u in g.ids}
