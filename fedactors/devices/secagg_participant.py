@@ -58,10 +58,11 @@ class _Run:
 
 def _nonfinite(delta: Optional[np.ndarray], contribution: dict[str, np.ndarray]) -> Optional[str]:
     """``"delta"`` or ``"contribution:<key>"`` if that holds a NaN/inf, else None."""
-    if delta is not None and not np.all(np.isfinite(np.asarray(delta, np.float64))):
+    # isfinite on the arrays as they are: a float32 value is finite iff its float64 is.
+    if delta is not None and not np.isfinite(delta).all():
         return "delta"
     for key in sorted(contribution):
-        if not np.all(np.isfinite(np.asarray(contribution[key], np.float64))):
+        if not np.isfinite(contribution[key]).all():
             return f"contribution:{key}"
     return None
 

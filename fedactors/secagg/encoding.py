@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -53,6 +54,12 @@ class Layout:
         for f in self.fields:
             check_parameters(f.bound, self.scale_bits, self.modulus_bits)
 
+    @cached_property
+    def bounds(self) -> np.ndarray:
+        """Each element's bound, in the order of the summed vector."""
+        return np.concatenate([np.full(f.size, f.bound) for f in self.fields]
+                              or [np.zeros(0)])
+
     @property
     def dim(self) -> int:
         return sum(f.size for f in self.fields)
@@ -91,12 +98,16 @@ def encode(
         x = np.asarray(contribution[f.key], dtype=np.float64).reshape(-1)
         if x.size != f.size:
             raise ValueError(f"contribution {f.key!r} has {x.size} values, layout says {f.size}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"contribution {f.key!r} holds NaN or inf values: a non-finite "
-                             "contribution cannot be encoded for secure aggregation")
-        # The layout's bounds and modulus were checked when it was made (make_layout).
-        parts.append(quantize_finite(x, f.bound, layout.scale_bits, layout.modulus_bits, rng))
-    return np.concatenate(parts)
+        parts.append(x)
+    x = np.concatenate(parts)
+    if not np.isfinite(x).all():
+        bad = next(f.key for f, part in zip(layout.fields, parts) if not np.isfinite(part).all())
+        raise ValueError(f"contribution {bad!r} holds NaN or inf values: a non-finite "
+                         "contribution cannot be encoded for secure aggregation")
+    # All keys in one call, each element against its key's bound: the same values as key
+    # by key (stochastic rounding draws them in the same order), at one call per device.
+    # The layout's bounds and modulus were checked when it was made.
+    return quantize_finite(x, layout.bounds, layout.scale_bits, layout.modulus_bits, rng)
 
 
 def decode_sum(total: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:

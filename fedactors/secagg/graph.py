@@ -130,7 +130,9 @@ def harary_graph(ids: Iterable[int], degree: int, rng: np.random.Generator,
     n = len(nodes)
     if not isinstance(degree, (int, np.integer)) or degree < 1 or (degree % 2 and degree < n - 1):
         raise ConfigError("degree", f"must be an even int >= 2 (or >= n - 1), got {degree!r}")
-    ring = np.asarray(nodes, dtype=np.int64)[rng.permutation(n)]
+    ids_sorted = np.asarray(nodes, dtype=np.int64)
+    perm = rng.permutation(n)  # ring position p holds the id at sorted position perm[p]
+    ring = ids_sorted[perm]
     if degree >= n - 1:  # the ring is too short for a sparse graph: fall back to complete
         adj = {u: set(nodes) - {u} for u in nodes}
         graph = _build(adj, {u: int(threshold) for u in nodes})
@@ -140,7 +142,8 @@ def harary_graph(ids: Iterable[int], degree: int, rng: np.random.Generator,
     # Row p holds the ids at ring positions p - half .. p - 1, p + 1 .. p + half: since
     # 2 * half < n they are distinct and never p itself, and the relation is symmetric.
     offsets = np.concatenate([np.arange(-half, 0), np.arange(1, half + 1)])
-    around = ring[(np.arange(n)[:, None] + offsets[None, :]) % n]
+    window = (np.arange(n)[:, None] + offsets[None, :]) % n  # ring positions around each
+    around = ring[window]
     neighbours = {int(u): frozenset(row) for u, row in zip(ring.tolist(), around.tolist())}
     graph = CommGraph.__new__(CommGraph)
     # Symmetric, loop-free and of one degree by construction: CommGraph's O(n k) checks
@@ -156,13 +159,12 @@ def harary_graph(ids: Iterable[int], degree: int, rng: np.random.Generator,
     object.__setattr__(graph, "neighbours", MappingProxyType(neighbours))
     object.__setattr__(graph, "thresholds",
                        MappingProxyType(dict.fromkeys(neighbours, int(threshold))))
-    # Rows by sorted id: the ring position of each id, then its neighbours' positions
-    # in the sorted order (ids are sorted, so searchsorted finds them).
-    ids_sorted = np.asarray(nodes, dtype=np.int64)
-    by_id = np.argsort(ring, kind="stable")
+    # Rows by sorted id: sorted position s sits at ring position p with perm[p] = s, and
+    # its neighbours' sorted positions are perm of the ring positions around p.
+    at_ring = np.empty(n, dtype=np.int64)
+    at_ring[perm] = np.arange(n)
     object.__setattr__(graph, "_complete", False)
-    object.__setattr__(graph, "_table",
-                       (ids_sorted, np.searchsorted(ids_sorted, around[by_id])))
+    object.__setattr__(graph, "_table", (ids_sorted, perm[window[at_ring]]))
     return graph
 
 

@@ -89,7 +89,7 @@ def quantize(
     return quantize_finite(x, bound, scale_bits, modulus_bits, rng)
 
 
-def quantize_finite(x: np.ndarray, bound: float, scale_bits: int, modulus_bits: int,
+def quantize_finite(x: np.ndarray, bound: float | np.ndarray, scale_bits: int, modulus_bits: int,
                     rng: np.random.Generator | None = None) -> np.ndarray:
     """``quantize`` for float64 ``x`` already known finite, with checked parameters.
 
