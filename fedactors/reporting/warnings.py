@@ -31,7 +31,7 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         failure = min(r["secagg_failure_log2"] for r in below)
         security = min(r["secagg_security_log2"] for r in below)
         out.append(
-            f"secure aggregation: in {len(below)} of {len(records)} rounds the SecAgg+ graph "
+            f"secure aggregation: in {len(below)} of {len(records)} rounds the graph's (k, t) "
             f"missed the stated targets (abort probability up to 2^-{failure:.1f}, collusion or "
             f"disconnection up to 2^-{security:.1f}); the cohort was too small for them"
         )
