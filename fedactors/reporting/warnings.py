@@ -32,9 +32,14 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         security = min(r["secagg_security_log2"] for r in below)
         out.append(
             f"secure aggregation: in {len(below)} of {len(records)} rounds the graph's (k, t) "
-            f"missed the stated targets (abort probability up to 2^-{failure:.1f}, collusion or "
-            f"disconnection up to 2^-{security:.1f}); the cohort was too small for them"
+            f"missed the stated targets (abort probability {_bound(failure)}, share collusion, "
+            f"disconnection or a lying server {_bound(security)}); the cohort was too small "
+            "for them under the stated dropout and corruption"
         )
+    aborted = sum(1 for r in records if r.get("secagg_aborted"))
+    if aborted:
+        out.append(f"secure aggregation: {aborted} of {len(records)} rounds aborted (fewer than "
+                   "t survivors somewhere) and left the model as it was")
     short = sum(1 for r in records if r.get("noise_shares_below_minimum"))
     if short:
         out.append(
@@ -96,3 +101,10 @@ def _canary_warnings(records: Sequence[Mapping[str, Any]],
             f"docs/privacy.md) or a run that does not add the noise it accounts for; "
             f"privacy.epsilon is the guarantee")
     return out
+
+
+def _bound(log2_margin: float) -> str:
+    """A union bound 2^-margin in words; at or below 0 bits it bounds nothing."""
+    if log2_margin <= 0:
+        return "not bounded below 1 (no guarantee)"
+    return f"up to 2^-{log2_margin:.1f}"

@@ -234,5 +234,10 @@ def _complete_fallback(n: int, dropout: float, corrupt: float, failure_log2: flo
         else:
             hi = mid - 1
     t = max((lo, min(lo + 1, n)), key=balance)
+    if malicious:
+        # Below a majority the consistency check proves nothing even with no corrupt
+        # device (two disjoint halves can each back a different story), so a lying
+        # server could unmask one device. Keep the majority; pay in aborts instead.
+        t = max(t, (k + 1) // 2 + 1)
     fail, sec = margins(t)
     return PlusParameters(n, k, t, fail, sec, fail >= failure_log2 and sec >= security_log2)

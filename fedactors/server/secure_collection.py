@@ -91,14 +91,15 @@ class _Tally:
             self.seconds += time.perf_counter() - t
 
 
-def unmask_seconds(setup: SecAggSetup, result: SecAggResult) -> float:
-    """The server's simulated compute to unmask ``result`` (the cost model's count)."""
+def unmask_seconds(setup: SecAggSetup, shared: frozenset[int], survivors: frozenset[int]) -> float:
+    """The server's simulated compute to unmask the sum of ``survivors`` (U3), given who
+    shared keys (U2): the cost model's count."""
     g = setup.config.graph
-    survivors = result.contributors
     thresholds = [g.thresholds[u] for u in sorted(survivors)]
-    # Dropped after sharing keys and masked against by some survivor: their s^SK is rebuilt.
+    # Only devices that shared keys (U2) and then dropped were masked against by a
+    # survivor: their s^SK is rebuilt. One that never shared its keys left no mask.
     dropped = [(g.thresholds[v], len(g.neighbours[v] & survivors))
-               for v in sorted(result.dropped) if g.neighbours[v] & survivors]
+               for v in sorted(shared - survivors) if g.neighbours[v] & survivors]
     return setup.costs.unmask_seconds(setup.config.dim, thresholds, dropped)
 
 
@@ -221,7 +222,7 @@ class SecureCollection:
             state, result = tally.timed(protocol.finish, state, [got[d] for d in sorted(got)])
             if isinstance(result, SecAggResult):
                 # Unmasking takes the server simulated time: the sum is ready only then.
-                seconds = unmask_seconds(setup, result)
+                seconds = unmask_seconds(setup, state.u2, state.u3)
                 compute += seconds
                 if seconds > 0:
                     await asyncio.sleep(seconds)
@@ -235,6 +236,8 @@ class SecureCollection:
             "secagg_aborted": 0,
             "secagg_modulus_bits": setup.config.modulus_bits,
             "secagg_max_degree": setup.config.graph.max_degree(),
+            # t (every device's: one threshold per round), so 2t > k + 1 can be checked.
+            "secagg_threshold": min(setup.config.graph.thresholds.values()),
             # 1 when this round's SecAgg+ graph missed the stated failure/security targets.
             "secagg_below_target": int(below is not None),
         }

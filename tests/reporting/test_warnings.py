@@ -90,3 +90,14 @@ def test_a_modeled_secure_run_says_it_proves_no_secrecy_and_a_real_one_says_noth
     (line,) = run_warnings([{"round": 1}], None, None, secure=modeled)
     assert line.startswith("secure aggregation ran modeled") and "not secrecy" in line
     assert run_warnings([{"round": 1}], None, None, secure=SecureAggregation().describe()) == []
+
+
+def test_a_bound_above_one_is_said_to_bound_nothing_and_aborted_rounds_are_counted() -> None:
+    rows = [{"round": 1, "secagg_below_target": 1, "secagg_failure_log2": -2.0,
+             "secagg_security_log2": 3.5, "secagg_aborted": 1},
+            {"round": 2, "secagg_below_target": 0, "secagg_aborted": 0}]
+    secagg, aborted = run_warnings(rows, None, None)
+    assert "2^--" not in secagg and "abort probability not bounded below 1" in secagg
+    assert "a lying server up to 2^-3.5" in secagg
+    assert aborted == ("secure aggregation: 1 of 2 rounds aborted (fewer than t survivors "
+                       "somewhere) and left the model as it was")

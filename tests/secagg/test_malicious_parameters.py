@@ -161,3 +161,18 @@ def test_malicious_degree_is_monotone_in_corruption():
     ks = [plus_parameters(2000, 0.1, g, 20.0, 40.0, malicious=True).degree
           for g in (0.0, 0.02, 0.05, 0.08)]
     assert ks == sorted(ks) and np.all(np.diff(ks) >= 0)
+
+
+@pytest.mark.parametrize("graph", ["complete", "sparse"])
+def test_a_malicious_server_always_faces_a_majority_threshold_even_below_the_targets(graph):
+    # Over-selection raises the effective dropout until no (k, t) meets the targets; the
+    # fallback may then give up liveness (more aborts) but never the majority that the
+    # consistency check needs (below it a lying server unmasks a device with no help).
+    from fedactors import SecureAggregation
+
+    option = SecureAggregation(graph=graph, server="malicious")
+    for selected in range(5, 201, 7):
+        admitted = max(2, int(selected / 1.3))
+        p = (option.complete_parameters(selected, admitted) if graph == "complete"
+             else option.plus_parameters(selected, admitted))
+        assert 2 * p.threshold > p.degree + 1, (selected, p)

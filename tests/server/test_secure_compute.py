@@ -72,3 +72,23 @@ async def test_an_aborted_round_charges_no_unmasking() -> None:
     outcome = await world.actors.server.run_round(1)
     assert not outcome.applied and outcome.measurements["secagg_aborted"] == 1
     assert outcome.measurements["secagg_server_compute_s"] == 0.0
+
+
+@pytest.mark.asyncio
+async def test_unmasking_is_charged_only_for_masks_that_exist() -> None:
+    # Device 0 never advertises (no keys, no mask to remove); device 1 shares its keys and
+    # drops before masking: its s^SK (t = 4 of 6 shares) is rebuilt and its pairwise masks
+    # with the 4 survivors regenerated. The four survivors' b_u: 4 shares each.
+    costs = CryptoCosts(keygen=0.5, agree=1.0, reconstruct=0.25, reference_compute=100.0)
+    option = SecureAggregation.complete(stochastic_rounding=False, step_timeout=10.0,
+                                        costs=costs)
+    world = build_secure_world(fleet([1.0] * 6), Rounds(cohort_size=6, deadline=100.0), option,
+                               crypto_time=True)
+    participants = world.actors.directory.world.secagg
+    participants.goes_silent = lambda d, r, step: (d, step) in {(0, ADVERTISE), (1, MASKED)}
+    outcome = await world.actors.server.run_round(1)
+    assert outcome.applied and outcome.reported == (2, 3, 4, 5)
+    assert outcome.measurements["secagg_threshold"] == 4
+    survivors = 4 * 4 * 0.25
+    dropped = 4 * 0.25 + 0.5 + 4 * 1.0
+    assert outcome.measurements["secagg_server_compute_s"] == survivors + dropped
