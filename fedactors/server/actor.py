@@ -137,11 +137,13 @@ class ServerActor:
             self.network.to_device(int(d), request)
         self.network.server_timer(self.rounds.deadline, RoundDeadline(r))
         contributions: Optional[Contributions]
+        late: Optional[frozenset[int]] = None
         if self.secure is not None:
             secure = await self.secure.collect(r, setup, cohort_set, admit=target)
             self.stop_devices(r)
             contributions, reported = secure.contributions, secure.contributors
             closed_by, rejected, measurements = secure.closed_by, secure.rejected, secure.measurements
+            late = secure.late
         else:
             accepted, rejected, closed_by = await self._collect_plain(r, cohort_set, params, target)
             reported = tuple(sorted(accepted))
@@ -165,7 +167,7 @@ class ServerActor:
             reported=reported, closed_by=closed_by, applied=released.applied, rejected=rejected,
             measurements={**measurements, **released.measurements}, metrics=released.metrics,
             given_up=tuple((r, d) for d in sorted(cohort_set - set(reported))),
-            shares=released.shares or (),
+            shares=released.shares or (), late_devices=late,
         )
         self.log.emit(ACTOR, "round.end", round=r, reported=len(reported), closed_by=closed_by,
                       applied=released.applied, **released.metrics)

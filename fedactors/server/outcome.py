@@ -38,6 +38,9 @@ class ReleaseOutcome:
     #: Each reported contribution's share in the release, in ``reported`` order (robust
     #: stages: Krum's choice, the coordinates kept); empty: every one counted in full.
     shares: tuple[float, ...] = ()
+    #: Secure aggregation: the devices a deadline cut (the round's or a protocol step's);
+    #: the others given up were not needed. None: decided by ``closed_by`` alone.
+    late_devices: Optional[frozenset[int]] = None
 
 
 def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -> dict:
@@ -46,13 +49,25 @@ def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -
     ``dropped``: devices the server gave up on that had in fact gone silent;
     the rest of those given up were still working: ``late`` if the release
     was closed by a deadline or timeouts, ``surplus`` (simply not needed) if
-    it was closed at its target.
+    it was closed at its target. Under secure aggregation the collection says
+    which devices a deadline cut (``late_devices``: the round's deadline while
+    keys were taken, or a protocol step's); the others were not needed: not
+    admitted once the target was met, or their work discarded by an abort.
     """
-    dropped = 0
+    dropped, missing = 0, []
     for key in sorted({k for k, _ in outcome.given_up}):
         silent = tally.take(key, outcome.end)
-        dropped += sum(1 for k, d in outcome.given_up if k == key and d in silent)
-    missing = len(outcome.given_up) - dropped
+        for k, d in outcome.given_up:
+            if k != key:
+                continue
+            if d in silent:
+                dropped += 1
+            else:
+                missing.append(d)
+    if outcome.late_devices is None:
+        late = len(missing) if outcome.closed_by != "target" else 0
+    else:
+        late = sum(1 for d in missing if d in outcome.late_devices)
     row: dict[str, Any] = {
         "round": outcome.round,
         "time": outcome.end,
@@ -60,8 +75,8 @@ def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -
         "selected": len(outcome.selected),
         "reported": len(outcome.reported),
         "dropped": dropped,
-        "late": missing if outcome.closed_by != "target" else 0,
-        "surplus": missing if outcome.closed_by == "target" else 0,
+        "late": late,
+        "surplus": len(missing) - late,
         "closed_by": outcome.closed_by,
         "applied": outcome.applied,
         "bytes_down": traffic[0],

@@ -72,6 +72,9 @@ class SecureOutcome:
     rejected: dict[str, int]
     closed_by: str  # how the advertise-keys phase ended: target, deadline, nobody-online
     measurements: dict[str, float] = field(default_factory=dict)
+    #: Devices a deadline cut (the round's, while keys were taken; a step's, after): for
+    #: metrics.jsonl's ``late``. The others given up were not needed (``surplus``).
+    late: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -186,8 +189,11 @@ class SecureCollection:
                                             self.cohort_size if admit is None else admit, tally,
                                             round_deadline=True, protocol=setup.protocol)
         u1 = len(got)
+        # Still training at the round deadline: late. Not admitted once the target was
+        # met: surplus (as on the plain path).
+        late = set(cohort) - set(got) if closed_by == "deadline" else set()
         if not got:  # nobody finished training: a skipped round, not a protocol abort
-            return SecureOutcome(None, (), tally.rejected, closed_by)
+            return SecureOutcome(None, (), tally.rejected, closed_by, late=frozenset(late))
         protocol = setup.protocol
         state = protocol.start(setup.config)
         steps = [(protocol.collect_keys, SHARE), (protocol.collect_shares, MASKED)]
@@ -215,8 +221,10 @@ class SecureCollection:
                 self.network.to_device(device_of(pid), env)
             expected = {device_of(pid) for pid in replies}
             timer = self.network.server_timer(self.option.step_timeout, StepDeadline(r, next_step))
-            got, _ = await self._gather(r, next_step, expected, len(expected), tally,
-                                        config=setup.config, protocol=protocol)
+            got, how = await self._gather(r, next_step, expected, len(expected), tally,
+                                          config=setup.config, protocol=protocol)
+            if how == "deadline":  # still computing, or on the wire, when the step closed
+                late |= expected - set(got)
             timer.cancel()  # closed early or fired: either way it has nothing more to say
         if result is None:
             state, result = tally.timed(protocol.finish, state, [got[d] for d in sorted(got)])
@@ -247,7 +255,8 @@ class SecureCollection:
             measurements["secagg_aborted"] = 1
             self.log.emit(ACTOR, "secagg.aborted", round=r, step=result.step, reason=result.reason,
                           advertised=u1)
-            return SecureOutcome(None, (), tally.rejected, closed_by, measurements)
+            return SecureOutcome(None, (), tally.rejected, closed_by, measurements,
+                                 frozenset(late))
         assert isinstance(result, SecAggResult)
         t = time.perf_counter()
         sums = encoding.decode_sum(result.total, setup.layout)
@@ -257,7 +266,7 @@ class SecureCollection:
         measurements["secagg_survivors"] = len(contributors)
         self.log.emit(ACTOR, "secagg.done", round=r, advertised=u1, survivors=len(contributors))
         return SecureOutcome(SummedContributions(sums, len(contributors)), contributors,
-                             tally.rejected, closed_by, measurements)
+                             tally.rejected, closed_by, measurements, frozenset(late))
 
     async def _gather(self, r: int, step: str, allowed: set[int], want: int, tally: _Tally,
                       round_deadline: bool = False, config: Optional[SecAggConfig] = None,

@@ -8,6 +8,7 @@ from fedactors.devices.profile import DeviceClass
 from fedactors.secagg.costs import CryptoCosts
 from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, UNMASK
 from fedactors.secagg.option import SecureAggregation
+from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
 from tests.server.harness import device, events
 from tests.server.secure_harness import build_secure_world
@@ -56,6 +57,10 @@ async def test_a_device_too_slow_at_crypto_misses_the_step_deadline() -> None:
     (share,) = [e for e in events(slow, "secagg.sent") if e["actor"] == "device-4"
                 and e["step"] == SHARE]
     assert share["compute_s"] == 32.0
+    # Cut by the share step's deadline while computing: late, not surplus (the key phase
+    # closed at its target, which says nothing about this device).
+    row = metrics_row(outcome, slow.actors.tally, (0, 0))
+    assert (row["reported"], row["dropped"], row["late"], row["surplus"]) == (4, 0, 1, 0)
     # The same fleet with free crypto: device 4 is in the sum.
     free = build_secure_world(fleet([1.0] * 4 + [8.0]), rounds, SECURE)
     assert (await free.actors.server.run_round(1)).reported == (0, 1, 2, 3, 4)
@@ -72,6 +77,9 @@ async def test_an_aborted_round_charges_no_unmasking() -> None:
     outcome = await world.actors.server.run_round(1)
     assert not outcome.applied and outcome.measurements["secagg_aborted"] == 1
     assert outcome.measurements["secagg_server_compute_s"] == 0.0
+    # Two went silent; the other two finished their part, which the abort discarded.
+    row = metrics_row(outcome, world.actors.tally, (0, 0))
+    assert (row["dropped"], row["late"], row["surplus"]) == (2, 0, 2)
 
 
 @pytest.mark.asyncio
