@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+import numpy as np
+
 from fedactors.errors import ConfigError
 
 
@@ -24,10 +26,11 @@ def whole_number(minimum: int):
 
 
 def finite(field: str, value: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(field, f"must be a number, got {value!r}") from None
+    # A number, not something float() happens to parse: "5" or True accepted here would
+    # reach the simulation as a string or a 1 (callers keep the value they were given).
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(field, f"must be a number, got {value!r}")
+    v = float(value)
     if not math.isfinite(v):
         raise ConfigError(field, f"must be finite, got {value!r}")
     return v

@@ -98,6 +98,8 @@ class CryptoCosts:
                     continue
                 non_negative(f.name, getattr(self, f.name))
             positive("reference_compute", self.reference_compute)
+            if not isinstance(self.source, str):
+                raise ConfigError("source", f"must be a string, got {self.source!r}")
         except ConfigError as exc:
             raise exc.within("costs") from None
 

@@ -64,7 +64,10 @@ def test_the_calibration_is_real_and_every_price_positive() -> None:
 
 
 @pytest.mark.parametrize("field,value", [("agree", -1e-6), ("mask_byte", float("nan")),
-                                         ("reference_compute", 0.0), ("sign", "fast")])
+                                         ("reference_compute", 0.0), ("sign", "fast"),
+                                         # float() parses these, but they are not numbers
+                                         ("agree", "0.001"), ("reference_compute", "1000"),
+                                         ("verify", True), ("source", None)])
 def test_a_bad_price_is_refused_naming_it(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"costs\.{field}"):
         CryptoCosts(**{field: value})
@@ -87,3 +90,12 @@ def test_the_documented_calibration_is_the_one_the_code_uses() -> None:
     table = doc.split("<!-- calibration-table")[1].split("\n\n")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "µs" not in line]
     assert rows == calibration_rows(CALIBRATED)
+
+
+@pytest.mark.parametrize("field,value", [("step_timeout", "5"), ("max_dropout", "0.2"),
+                                         ("scale_bits", True), ("step_dropout", False)])
+def test_secure_aggregation_refuses_a_value_that_only_looks_like_a_number(field, value) -> None:
+    from fedactors import SecureAggregation
+
+    with pytest.raises(ConfigError, match=rf"secure_aggregation\.{field}"):
+        SecureAggregation(**{field: value})
