@@ -55,7 +55,7 @@ KIND_LABELS = {
     "advertise_keys": "SecAgg: advertise keys",
     "share_keys": "SecAgg: share keys",
     "masked_input": "SecAgg: masked input",
-    "sign_view": "SecAgg: sign view (malicious-server mode)",
+    "sign_view": "SecAgg: sign view",
     "unmask": "SecAgg: unmask",
     "crypto": "SecAgg: device computing",
 }
@@ -189,10 +189,12 @@ def build_timeline(
     shown_rounds = {w.round for w in windows}
     work: dict[tuple[int, int], dict[str, Any]] = {}
     for ev in events():
-        if ev.get("actor") == "server" and ev.get("sender") in chosen:
+        if ev.get("actor") == "server":
             # Secure aggregation: which of the sample's step messages the server took in.
-            item = work.setdefault((int(ev["sender"]), ev.get("round")), {})
-            if ev.get("event") == "secagg.received":
+            # Only those: a refusal is logged under the server's current round, which may
+            # be one the sender was not even selected for.
+            if ev.get("event") == "secagg.received" and ev.get("sender") in chosen:
+                item = work.setdefault((int(ev["sender"]), ev.get("round")), {})
                 item.setdefault("taken", set()).add(ev.get("step"))
             continue
         d = _device_id(ev.get("actor"))
@@ -378,7 +380,9 @@ def timeline_figure(timeline: Timeline, title: str = "") -> Optional[Figure]:
                    label="round deadline"),
             Patch(facecolor="white", edgecolor="#BBBBBB", label="blank: not selected / idle"),
         ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=7)
+        # Secure aggregation's steps add up to six entries: three columns keep them inside.
+        fig.legend(handles=handles, loc="outside lower center",
+                   ncols=4 if len(handles) <= 12 else 3, fontsize=7)
     return fig
 
 

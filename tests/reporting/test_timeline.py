@@ -192,3 +192,12 @@ def test_secure_aggregation_steps_are_drawn_from_the_log(tmp_path) -> None:
         for a, b in zip(bars, bars[1:]):
             assert a.end <= b.start + 1e-9, (device, a, b)
     assert timeline_figure(timeline, "secure") is not None
+
+
+def test_a_refusal_logged_in_a_later_round_draws_nothing_for_that_round() -> None:
+    # Device 3's round-1 message reaches the server in round 2, which did not select it:
+    # the server logs the refusal under round 2, and no round-2 bar may appear for it.
+    events = EVENTS + [ev(13, "server", "update.late", round=2, step="advertise_keys",
+                          sender=3, update_round=1, update_step="advertise_keys")]
+    timeline = timeline_from_events(events)
+    assert not [s for s in timeline.segments if s.device == 3 and s.round == 2]
