@@ -36,10 +36,17 @@ THREATS = ("honest-but-curious", "malicious")
 #: What a run in each mode establishes, in the words summary.json and the report use.
 MODE_PROVES = {
     "real": "every protocol message was computed with real cryptography (X25519, "
-            "ChaCha20-Poly1305, Shamir sharing, AES-CTR masks) and the server unmasked the sum",
+            "ChaCha20-Poly1305, Shamir sharing, AES-CTR masks); in each round that completed "
+            "the server unmasked only the sum, and an aborted round released nothing",
     "modeled": "no cryptography ran: the protocol's messages, sizes, dropouts, deadlines, aborts "
                "and compute time were simulated and the sum computed directly, so the run "
                "shows cost and behaviour, not secrecy",
+}
+#: What a malicious-server run adds to it (real mode: checked; modeled: only priced).
+MALICIOUS_PROVES = {
+    "real": "; devices signed their keys and their view of who dropped (Ed25519, PKI keys) "
+            "and checked every view forwarded to them before releasing a share",
+    "modeled": "; the signed keys and views were priced and sized, not made or checked",
 }
 
 #: Cohorts above this size use the SecAgg+ sparse graph under ``graph="auto"``.
@@ -73,8 +80,8 @@ class SecureAggregation:
     generator (else round-to-nearest). ``step_timeout``: simulated seconds the
     server waits for each protocol step after advertising keys.
     ``step_dropout``: probability that a device which finished training goes
-    silent before each of its four protocol messages (on top of its class's
-    training dropout).
+    silent before each of its protocol messages (four; five under a malicious
+    server), on top of its class's training dropout.
 
     The server then learns only the sum of the cohort's contributions, so the
     scenario's aggregator must need nothing else (``needs_individual_updates``
@@ -109,8 +116,8 @@ class SecureAggregation:
         step_timeout: Simulated seconds (> 0) the server waits for each
             protocol step after advertising keys. Default 10.0.
         step_dropout: Probability in [0, 1] that a device goes silent before
-            each of its four protocol messages, on top of its class's training
-            dropout. Default 0.0.
+            each of its protocol messages (four; five under a malicious
+            server), on top of its class's training dropout. Default 0.0.
         mode: ``"real"`` (default) runs the cryptography; ``"modeled"`` skips
             it and keeps everything else (messages and their sizes, graph,
             dropouts, deadlines, aborts, compute time), computing the sum
@@ -257,7 +264,8 @@ class SecureAggregation:
             "graph": self.graph,
             "server": self.server,
             "crypto_costs": self.costs.source,
-            "proves": MODE_PROVES[self.mode],
+            "proves": MODE_PROVES[self.mode]
+                      + (MALICIOUS_PROVES[self.mode] if self.malicious else ""),
         }
 
     def uses_sparse_graph(self, selected: int) -> bool:
