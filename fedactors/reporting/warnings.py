@@ -20,6 +20,8 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
     out: list[str] = []
     if secure is not None and secure.get("mode") == "modeled":
         out.append(f"secure aggregation ran modeled: {secure['proves']}")
+    if secure is not None:
+        out += _dropout_warnings(records, secure)
     if randomness == SYSTEM:
         # Asked for, but it gives up what every other run promises: a replay from its seed.
         out.append("randomness: DP noise and secure-aggregation secrets came from the operating "
@@ -108,3 +110,22 @@ def _bound(log2_margin: float) -> str:
     if log2_margin <= 0:
         return "not bounded below 1 (no guarantee)"
     return f"up to 2^-{log2_margin:.1f}"
+
+
+def _dropout_warnings(records: Sequence[Mapping[str, Any]],
+                      secure: Mapping[str, Any]) -> list[str]:
+    """Rounds in which more devices dropped out of the protocol than (k, t) assumed."""
+    assumed = secure.get("max_dropout")
+    if assumed is None:
+        return []
+    # Of those that advertised keys, the share missing from the sum: a floor on the
+    # dropout the bounds assumed (training failures before the keys are not counted).
+    seen = [1.0 - r["secagg_survivors"] / r["secagg_advertised"] for r in records
+            if r.get("secagg_advertised")]
+    over = [d for d in seen if d > assumed]
+    if not over:
+        return []
+    return [f"secure aggregation: in {len(over)} of {len(records)} rounds more than "
+            f"max_dropout={assumed:g} of the devices that advertised keys dropped out "
+            f"(up to {max(over):.0%}); the abort and security bounds assumed at most "
+            f"{assumed:.0%}"]

@@ -263,6 +263,8 @@ class SecureAggregation:
             "mode": self.mode,
             "graph": self.graph,
             "server": self.server,
+            "max_dropout": self.max_dropout,
+            "max_corrupt": self.max_corrupt,
             "crypto_costs": self.costs.source,
             "proves": MODE_PROVES[self.mode]
                       + (MALICIOUS_PROVES[self.mode] if self.malicious else ""),

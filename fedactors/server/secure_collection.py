@@ -240,6 +240,7 @@ class SecureCollection:
             "secagg_bytes_down_per_device": tally.down / u1 if u1 else 0.0,
             "secagg_server_seconds": tally.seconds,
             "secagg_server_compute_s": compute,
+            "secagg_advertised": u1,
             "secagg_survivors": 0,
             "secagg_aborted": 0,
             "secagg_modulus_bits": setup.config.modulus_bits,

@@ -101,3 +101,14 @@ def test_a_bound_above_one_is_said_to_bound_nothing_and_aborted_rounds_are_count
     assert "a lying server up to 2^-3.5" in secagg
     assert aborted == ("secure aggregation: 1 of 2 rounds aborted (fewer than t survivors "
                        "somewhere) and left the model as it was")
+
+
+def test_more_protocol_dropout_than_assumed_is_said() -> None:
+    secure = {"mode": "real", "max_dropout": 0.1, "proves": "..."}
+    rows = [{"round": 1, "secagg_advertised": 20, "secagg_survivors": 19},  # 5%: fine
+            {"round": 2, "secagg_advertised": 20, "secagg_survivors": 11},  # 45%
+            {"round": 3, "secagg_advertised": 0, "secagg_survivors": 0}]
+    (line,) = run_warnings(rows, None, None, secure=secure)
+    assert "in 1 of 3 rounds more than max_dropout=0.1" in line and "up to 45%" in line
+    rows[1]["secagg_survivors"] = 18
+    assert run_warnings(rows, None, None, secure=secure) == []

@@ -54,7 +54,7 @@ SMALL_SPARSE = dict(max_dropout=0.2, max_corrupt=0.05, failure_log2=4, security_
 SECAGG_KEYS = {"secagg_bytes_up_per_device", "secagg_bytes_down_per_device",
                "secagg_server_seconds", "secagg_survivors", "secagg_aborted",
                "secagg_modulus_bits", "secagg_max_degree", "secagg_below_target",
-               "secagg_server_compute_s", "secagg_threshold"}
+               "secagg_server_compute_s", "secagg_threshold", "secagg_advertised"}
 
 
 def fleet(n: int, seconds: float = 1.0):
@@ -189,7 +189,7 @@ async def test_forged_envelopes_during_a_secure_step_are_refused_by_reason_logge
         "secagg_survivors": 6, "secagg_aborted": 0,
         "secagg_modulus_bits": config.modulus_bits, "secagg_max_degree": 5,
         "secagg_below_target": 1, "secagg_server_compute_s": 0.0,  # free crypto (harness)
-        "secagg_threshold": config.graph.thresholds[1],
+        "secagg_threshold": config.graph.thresholds[1], "secagg_advertised": 6,
         "secagg_failure_log2": plus.failure_log2, "secagg_security_log2": plus.security_log2,
     }
     assert below["round"] == 1 and below["failure_log2"] == plus.failure_log2
