@@ -14,8 +14,11 @@ three ways in one process, one after the other:
   modeled mode saves.
 
 Each figure is the median wall time of the rounds after the first (the first
-builds the graph and compiles the model). It writes the table into
-docs/benchmarks.md under "## Secure aggregation, modeled" (only that section).
+builds the graph and compiles the model), over ``--repeats`` runs made in
+turn (plain, modeled, plain, modeled, ...), so that a change in the machine's
+load during the benchmark weighs on both sides of the ratio. It writes the
+table into docs/benchmarks.md under "## Secure aggregation, modeled" (only
+that section).
 """
 
 from __future__ import annotations
@@ -64,25 +67,34 @@ def main() -> None:
     parser.add_argument("--cohort", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--real-cohort", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dry-run", action="store_true", help="print, do not write the docs")
     args = parser.parse_args()
-    rows = []
-    for label, cohort, secure in (
+    configs = (
         ("plain", args.cohort, None),
         ("SecAgg+, modeled", args.cohort, SecureAggregation.sparse(mode="modeled")),
         ("plain", args.real_cohort, None),
         ("SecAgg+, modeled", args.real_cohort, SecureAggregation.sparse(mode="modeled")),
         ("SecAgg+, real", args.real_cohort, SecureAggregation.sparse(mode="real")),
-    ):
-        out = run(cohort, args.rounds, secure)
-        out.update(label=label, cohort=cohort)
-        print(out, flush=True)
-        rows.append(out)
+    )
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
+    for _ in range(args.repeats):
+        for i, (label, cohort, secure) in enumerate(configs):
+            out = run(cohort, args.rounds, secure)
+            out.update(label=label, cohort=cohort)
+            print(out, flush=True)
+            runs[i].append(out)
+    rows = []
+    for i in range(len(configs)):
+        row = dict(runs[i][0])
+        row["round_s"] = statistics.median(r["round_s"] for r in runs[i])
+        rows.append(row)
     plain = {r["cohort"]: r["round_s"] for r in rows if r["label"] == "plain"}
     lines = [
         SECTION, "",
         f"`python benchmarks/secagg_modeled.py` on {platform.processor() or platform.machine()}, "
-        f"one run, {args.rounds} rounds each, median wall seconds of the rounds after the first. "
+        f"{args.repeats} runs of each made in turn, {args.rounds} rounds each: the median over "
+        "runs of the median wall seconds of the rounds after the first. "
         "Reference workload (MLP 20-32-2, 100 examples per device) with the clipped mean "
         "(clip 1) secure aggregation needs; every selected device always online, no dropout. "
         "SecAgg+ (k, t) from the SecureAggregation defaults; the calibrated compute model on.",

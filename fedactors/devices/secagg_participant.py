@@ -7,10 +7,10 @@ the device's own memory between messages. The cryptography is
 replies through the simulated network, and decides when a device goes silent.
 
 Dropout: a device that finished training can still vanish before each of its
-four protocol messages, with probability ``SecAggSetup.step_dropout`` per
-step, drawn from its own per-round stream ``("device", round, id,
-"secagg-dropout")`` (one draw per step, always, so the stream never depends on
-the probability). Its secrets (keys, self-mask seed, Shamir coefficients, AEAD
+protocol messages, with probability ``SecAggSetup.step_dropout`` per step,
+drawn from its own per-round stream ``("device", round, id, "secagg-dropout")``
+(one draw per step whatever the probability; with a probability of 0 the
+stream, which feeds nothing else, is not made). Its secrets (keys, self-mask seed, Shamir coefficients, AEAD
 nonces) come from ``seeds.secret("device", round, id, "secagg")``: that seeded
 stream by default, the OS CSPRNG under ``randomness="system"``.
 
@@ -53,7 +53,7 @@ class _Run:
     state: Any = field(repr=False)  # the protocol's client state
     x: np.ndarray = field(repr=False)  # the quantized contribution: never leaves unmasked
     secrets: Optional[np.random.Generator] = field(repr=False)  # None in modeled mode
-    drops: np.random.Generator = field(repr=False)
+    drops: Optional[np.random.Generator] = field(repr=False)  # None: step_dropout is 0
 
 
 def _nonfinite(delta: Optional[np.ndarray], contribution: dict[str, np.ndarray]) -> Optional[str]:
@@ -98,7 +98,10 @@ class SecAggParticipants:
         protocol = setup.protocol
         secrets = (w.seeds.secret("device", round_, device, "secagg") if protocol.draws_secrets
                    else None)
-        drops = w.seeds.generator("device", round_, device, "secagg-dropout")
+        # The dropout stream is the device's own and feeds nothing else: with no step
+        # dropout its draws could never matter, so it is not even made.
+        drops = (w.seeds.generator("device", round_, device, "secagg-dropout")
+                 if setup.step_dropout > 0 else None)
         signing_key = self._signing_key(device, protocol) if setup.config.malicious else None
         state, msg = protocol.advertise_keys(setup.config, protocol_id(device), secrets,
                                              signing_key)
@@ -149,7 +152,7 @@ class SecAggParticipants:
     def goes_silent(self, device: int, round_: int, step: str) -> bool:
         """Whether the device drops just before sending its ``step`` message."""
         run = self._runs[device]
-        return bool(run.drops.random() < run.setup.step_dropout)
+        return run.drops is not None and bool(run.drops.random() < run.setup.step_dropout)
 
     def _send(self, device: int, step: str, msg: Any, peers: int, views: int = 0) -> None:
         """Compute ``step`` (simulated seconds from the cost model), then send ``msg``.

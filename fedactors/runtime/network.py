@@ -94,16 +94,18 @@ class Network:
     def to_device(self, device: int, message: Any, after: float = 0.0) -> float:
         """Send ``message`` to ``device`` once ``after`` seconds of the sender's compute
         are over; returns its simulated transfer time."""
-        delay = self._fleet.download_time(device, message.nbytes)
-        self.bytes_down += message.nbytes
+        nbytes = message.nbytes
+        delay = self._fleet.download_time(device, nbytes)
+        self.bytes_down += nbytes
         self._send(after + delay, message, device)
         return delay
 
     def to_server(self, device: int, message: Any, after: float = 0.0) -> float:
         """Send ``message`` from ``device`` once it has computed for ``after`` seconds
         (it is on the wire, and dropped with its round, from now); returns its transfer time."""
-        delay = self._fleet.upload_time(device, message.nbytes)
-        self.bytes_up += message.nbytes
+        nbytes = message.nbytes
+        delay = self._fleet.upload_time(device, nbytes)
+        self.bytes_up += nbytes
         self._send(after + delay, message, None)
         return delay
 

@@ -12,8 +12,7 @@ Pure functions; the device's generator is passed in for stochastic rounding.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -47,18 +46,18 @@ class Layout:
     scale_bits: int
     modulus_bits: int
     m_max: int
+    bounds: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # quantize's parameter checks, once here instead of per device and round:
         # encode quantizes with quantize_finite, which trusts them.
         for f in self.fields:
             check_parameters(f.bound, self.scale_bits, self.modulus_bits)
-
-    @cached_property
-    def bounds(self) -> np.ndarray:
-        """Each element's bound, in the order of the summed vector."""
-        return np.concatenate([np.full(f.size, f.bound) for f in self.fields]
-                              or [np.zeros(0)])
+        # Each element's bound, in the order of the summed vector (encode's per-element
+        # clip). Made once here: a functools.cached_property takes a lock on every read.
+        bounds = np.concatenate([np.full(f.size, f.bound) for f in self.fields] or [np.zeros(0)])
+        bounds.setflags(write=False)
+        object.__setattr__(self, "bounds", bounds)
 
     @property
     def dim(self) -> int:

@@ -8,7 +8,6 @@ screened, and so the simulated network can charge their ``nbytes``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from fedactors.secagg.costs import CryptoCosts
@@ -61,9 +60,8 @@ class ToServer:
     step: str
     payload: Any = field(repr=False)
 
-    @cached_property
+    @property
     def nbytes(self) -> int:
-        # Asked by the network, the server's tally and the log: counted once.
         return ENVELOPE_BYTES + self.payload.nbytes
 
 
@@ -73,7 +71,7 @@ class ToDevice:
     step: str
     payload: Any = field(repr=False)
 
-    @cached_property
+    @property
     def nbytes(self) -> int:
         return ENVELOPE_BYTES + self.payload.nbytes
 
