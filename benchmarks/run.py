@@ -373,8 +373,8 @@ _PROFILE_NOTES = [
 ]
 
 
-#: Sections other scripts write into docs/benchmarks.md (benchmarks/secagg.py, accounting.py).
-OTHER_SECTIONS = ("Secure aggregation", "Privacy accounting")
+#: Sections other scripts write into docs/benchmarks.md (secagg.py, secagg_modeled.py, accounting.py).
+OTHER_SECTIONS = ("Secure aggregation", "Secure aggregation, modeled", "Privacy accounting")
 
 
 def keep_other_sections(text: str) -> str:
