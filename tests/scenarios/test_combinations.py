@@ -186,9 +186,9 @@ def server_mail(monkeypatch: pytest.MonkeyPatch) -> list:
     sent: list = []
     original = Network.to_server
 
-    def spy(self, device, message):
+    def spy(self, device, message, after=0.0):
         sent.append(message)
-        return original(self, device, message)
+        return original(self, device, message, after)
 
     monkeypatch.setattr(Network, "to_server", spy)
     return sent

@@ -399,15 +399,8 @@ def test_a_view_from_a_corrupt_non_holder_does_not_count_towards_a_threshold():
     # Ring of 20, k = 4, t = 4: a corrupt w two places from v signs v's own view (consistent
     # with it, and w neighbours v, so it is a view v may be sent). The server withholds two
     # holders' views of v's neighbour u, hoping w stands in for them: w holds none of u's shares.
-    ids = list(range(1, 21))
-    graph = harary_graph(ids, 4, np.random.default_rng(8), 4)
-    signing = _signing(ids)
-    cfg, states, dl, inputs, srv, _ = run_to_delivery(graph=graph, signing=signing)
-    msgs = []
-    for u, m in dl.items():
-        states[u], out = client.masked_input(states[u], m, inputs[u])
-        msgs.append(out)
-    srv, req = server.collect_masked(srv, msgs)
+    graph = harary_graph(list(range(1, 21)), 4, np.random.default_rng(8), 4)
+    cfg, states, req, srv, signing = _to_consistency(graph=graph)
     views = {}
     for x, r in req.items():
         states[x], views[x] = client.sign_view(states[x], r, signing[x])
@@ -429,9 +422,10 @@ def _signing(ids):
     return {u: keys.generate_signing_key(np.random.default_rng([1, u])) for u in ids}
 
 
-def _to_consistency(n=6, t=4, drop_before_masked=()):
-    signing = _signing(range(1, n + 1))
-    cfg, states, dl, inputs, srv, _ = run_to_delivery(n, t, signing=signing)
+def _to_consistency(n=6, t=4, drop_before_masked=(), graph=None):
+    """Rounds 0-2 of a malicious-mode round (``graph``: default complete, n and t)."""
+    signing = _signing(range(1, n + 1) if graph is None else sorted(graph.ids))
+    cfg, states, dl, inputs, srv, _ = run_to_delivery(n, t, graph=graph, signing=signing)
     msgs = []
     for u, m in dl.items():
         states[u], out = client.masked_input(states[u], m, inputs[u])
