@@ -69,6 +69,11 @@ class CommGraph:
         """Devices that hold shares of u's secrets: its closed neighbourhood."""
         return self.neighbours[u] | {u}
 
+    @property
+    def is_complete(self) -> bool:
+        """Built as the complete graph (every device neighbours every other)."""
+        return self._complete
+
     def holders_in(self, u: int, group: frozenset[int] | set[int]) -> int:
         """``len(holders(u) & group)``, without building the closed neighbourhood."""
         return len(self.neighbours[u] & group) + (u in group)
@@ -88,6 +93,19 @@ class CommGraph:
         inside = np.isin(ids, np.fromiter(group, np.int64, len(group)))
         counts = inside[positions].sum(axis=1) + inside
         return dict(zip(ids.tolist(), counts.tolist()))
+
+    def reach_mask(self, listed: AbstractSet[int]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """(sorted ids, mask of the ids holding shares of some device in ``listed``): the
+        union of their closed neighbourhoods, as ``consistency.signers_for`` takes it.
+        None when the graph has no neighbour table (the caller unions sets instead)."""
+        if self._table is None:
+            return None
+        ids, positions = self._table
+        rows = np.searchsorted(ids, np.fromiter(listed, np.int64, len(listed)))
+        mask = np.zeros(ids.size, dtype=bool)
+        mask[rows] = True
+        mask[positions[rows]] = True
+        return ids, mask
 
     def max_degree(self) -> int:
         return max(len(n) for n in self.neighbours.values())

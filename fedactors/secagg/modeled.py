@@ -21,15 +21,16 @@ check that the two agree on sums, aborts, metrics, bytes and times).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
 from fedactors.secagg import consistency, keys, server, shamir
 from fedactors.secagg.client import SECRET_BYTES
+from fedactors.secagg.graph import CommGraph
 from fedactors.secagg.messages import (
     ID_BYTES,
     Abort,
@@ -349,13 +350,38 @@ def collect_views(state: ModeledServer, msgs: Sequence[Signed],
     listed_of = g.holder_counts(state.u2)
     sizes = {w: view_nbytes(listed_of[w]) for w in u4}
     alive, gone = g.holder_counts(state.u3), g.holder_counts(dropped)
-    out = {}
-    for v in sorted(u4):
-        listed = (g.neighbours[v] | {v}) & state.u2
-        signers = consistency.signers_for(g, listed, u4)
-        out[v] = UnmaskCounts(v, alive[v], gone[v], len(signers),
-                              sum(sizes[w] for w in signers))
+    forwarded = _forwarded_views(g, state.u2, u4, sizes)
+    out = {v: UnmaskCounts(v, alive[v], gone[v], *forwarded(v)) for v in sorted(u4)}
     return replace(state, phase="unmask", u4=u4), out
+
+
+def _forwarded_views(g: CommGraph, u2: frozenset[int], u4: frozenset[int],
+                     sizes: Mapping[int, int]) -> Callable[[int], tuple[int, int]]:
+    """v -> (views, bytes) the real server forwards to signer v: those of every signer
+    holding shares of a device listed for v (``consistency.signers_for``), counted
+    without building the sets where the graph allows (the two-hop union is O(k^2))."""
+    if g.is_complete:
+        # Every device holds shares of every other: each signer gets every view.
+        everything = (len(u4), sum(sizes.values()))
+        return lambda v: everything
+    signer_mask: Optional[np.ndarray] = None
+    size_of: Optional[np.ndarray] = None
+
+    def forwarded(v: int) -> tuple[int, int]:
+        nonlocal signer_mask, size_of
+        listed = (g.neighbours[v] | {v}) & u2
+        reach = g.reach_mask(listed)
+        if reach is None:
+            signers = consistency.signers_for(g, listed, u4)
+            return len(signers), sum(sizes[w] for w in signers)
+        ids, mask = reach
+        if signer_mask is None:
+            signer_mask = np.isin(ids, np.fromiter(u4, np.int64, len(u4)))
+            size_of = np.array([sizes.get(int(w), 0) for w in ids], dtype=np.int64)
+        chosen = mask & signer_mask
+        return int(chosen.sum()), int(size_of[chosen].sum())
+
+    return forwarded
 
 
 def finish(state: ModeledServer, msgs: Sequence[Unmasked],

@@ -57,11 +57,12 @@ def drop_pattern(world, pattern: Mapping[tuple[int, int], str]) -> None:
 
 
 async def run_world(mode: str, graph: str, pattern: str, rounds: int = 2,
-                    server: str = "honest-but-curious") -> dict:
+                    server: str = "honest-but-curious", n: int = 10,
+                    assumptions: Mapping = SMALL_SPARSE) -> dict:
     agg = Recording(clipped_mean(5.0))
     option = SecureAggregation(graph=graph, mode=mode, step_timeout=3.0, server=server,
-                               **NEAREST, **SMALL_SPARSE)
-    world = build_secure_world(fleet(10), Rounds(cohort_size=10, deadline=30.0), option, agg,
+                               **NEAREST, **assumptions)
+    world = build_secure_world(fleet(n), Rounds(cohort_size=n, deadline=30.0), option, agg,
                                crypto_time=True)
     drop_pattern(world, PATTERNS[pattern])
     server = world.actors.server
@@ -108,6 +109,19 @@ def test_modeled_mode_matches_real_mode_in_everything_observable(graph: str, pat
     assert (SIGN in steps) == (server == "malicious")
     done = [o for o in real["outcomes"] if o.measurements["secagg_aborted"] == 0]
     assert all(o.measurements["secagg_server_compute_s"] > 0 for o in done)
+
+
+def test_a_sparse_malicious_round_forwards_the_same_views_in_both_modes() -> None:
+    # 24 devices under mild assumptions: a sparse graph (k = 8, t = 6) even for a malicious
+    # server, so each signer gets the views of its two-hop neighbourhood, not everyone's.
+    mild = dict(max_dropout=0.05, max_corrupt=0.01, failure_log2=4, security_log2=8)
+    runs = [virtual_time.run(run_world(mode, "sparse", "drops-around-the-consistency-check",
+                                       server="malicious", n=24, assumptions=mild))
+            for mode in ("real", "modeled")]
+    for key in ("outcomes", "sums", "weights", "bytes", "events"):
+        assert runs[1][key] == runs[0][key], key
+    degree = runs[0]["outcomes"][0].measurements["secagg_max_degree"]
+    assert degree < 23  # sparse indeed
 
 
 def _with_mode(mode: str, **changes):
