@@ -84,6 +84,15 @@ def signers_for(graph: CommGraph, listed: Iterable[int], signed: Iterable[int]) 
 
     These are the views relevant to a device that unmasks for ``listed``: every holder of a
     listed device (so a neighbour of one of its neighbours, or a neighbour, or itself)."""
+    listed = set(listed)
+    if not listed:
+        return frozenset()
+    if graph.is_complete:  # every device holds shares of every other
+        return frozenset(graph.ids.intersection(signed))
+    table = graph.reach_mask(listed)
+    if table is not None:  # one gather over the neighbour table, not k set unions
+        ids, mask = table
+        return frozenset(ids[mask].tolist()).intersection(signed)
     reach: set[int] = set()
     for u in listed:
         reach |= graph.holders(u)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 
@@ -285,8 +285,8 @@ def collect_keys(state: ModeledServer, msgs: Sequence[Advertised],
     step, g = "collect_keys", state.config.graph
     if state.phase != "keys":
         return _server_abort(state, step, f"called in phase {state.phase!r}")
-    u1 = frozenset(server._first_by_sender(msgs, g.ids))
-    why = server._short(state, u1, u1) if u1 else "no device advertised keys"
+    u1 = frozenset(server.first_by_sender(msgs, g.ids))
+    why = server.short_neighbourhood(state, u1, u1) if u1 else "no device advertised keys"
     if why:
         return _server_abort(state, step, why)
     signed = state.config.malicious
@@ -300,8 +300,8 @@ def collect_shares(state: ModeledServer, msgs: Sequence[Shared],
     step, g = "collect_shares", state.config.graph
     if state.phase != "shares":
         return _server_abort(state, step, f"called in phase {state.phase!r}")
-    u2 = frozenset(server._first_by_sender(msgs, state.u1))
-    why = server._short(state, u2, u2) if u2 else "no device shared keys"
+    u2 = frozenset(server.first_by_sender(msgs, state.u1))
+    why = server.short_neighbourhood(state, u2, u2) if u2 else "no device shared keys"
     if why:
         return _server_abort(state, step, why)
     # u's bundles go to every other holder in U1; v in U2 gets those of its neighbours in U2.
@@ -315,18 +315,11 @@ def collect_masked(state: ModeledServer, msgs: Sequence[MaskedInput],
     step, cfg = "collect_masked", state.config
     if state.phase != "masked":
         return _server_abort(state, step, f"called in phase {state.phase!r}")
-    ok = [m for m in msgs if server.masked_input_problem(cfg, m) is None]
-    got = server._first_by_sender(ok, state.u2)
-    u3 = frozenset(got)
-    g = cfg.graph
-    dropped = state.u2 - u3
-    relevant = set(u3) | {v for v in dropped if g.neighbours[v] & u3}
-    why = server._short(state, u3, relevant) if u3 else "no device sent a masked input"
-    if not why and len(u3) < server.MIN_INPUTS:
-        why = (f"only {len(u3)} masked input; a sum needs at least {server.MIN_INPUTS} "
-               "to hide any one")
+    got, why = server.accept_masked(state, msgs)
     if why:
         return _server_abort(state, step, why)
+    u3, g = frozenset(got), cfg.graph
+    dropped = state.u2 - u3
     # Malicious mode: the same lists, first to be signed (collect_views sends them to unmask).
     kind, phase = (ViewCounts, "views") if cfg.malicious else (UnmaskCounts, "unmask")
     alive, gone = g.holder_counts(u3), g.holder_counts(dropped)
@@ -342,8 +335,8 @@ def collect_views(state: ModeledServer, msgs: Sequence[Signed],
     if state.phase != "views":
         return _server_abort(state, step, f"called in phase {state.phase!r}")
     dropped = state.u2 - state.u3
-    u4 = frozenset(server._first_by_sender([m for m in msgs if isinstance(m, Signed)], state.u3))
-    why = server._short(state, u4, server._to_unmask(g, state.u3, dropped), "signed their view")
+    u4 = frozenset(server.first_by_sender([m for m in msgs if isinstance(m, Signed)], state.u3))
+    why = server.short_neighbourhood(state, u4, server.to_unmask(g, state.u3, dropped), "signed their view")
     if why:
         return _server_abort(state, step, why)
     # Each signer's view lists its holders in U2: its size is known without the view.
@@ -358,28 +351,10 @@ def collect_views(state: ModeledServer, msgs: Sequence[Signed],
 def _forwarded_views(g: CommGraph, u2: frozenset[int], u4: frozenset[int],
                      sizes: Mapping[int, int]) -> Callable[[int], tuple[int, int]]:
     """v -> (views, bytes) the real server forwards to signer v: those of every signer
-    holding shares of a device listed for v (``consistency.signers_for``), counted
-    without building the sets where the graph allows (the two-hop union is O(k^2))."""
-    if g.is_complete:
-        # Every device holds shares of every other: each signer gets every view.
-        everything = (len(u4), sum(sizes.values()))
-        return lambda v: everything
-    signer_mask: Optional[np.ndarray] = None
-    size_of: Optional[np.ndarray] = None
-
+    holding shares of a device listed for v (``consistency.signers_for``)."""
     def forwarded(v: int) -> tuple[int, int]:
-        nonlocal signer_mask, size_of
-        listed = (g.neighbours[v] | {v}) & u2
-        reach = g.reach_mask(listed)
-        if reach is None:
-            signers = consistency.signers_for(g, listed, u4)
-            return len(signers), sum(sizes[w] for w in signers)
-        ids, mask = reach
-        if signer_mask is None:
-            signer_mask = np.isin(ids, np.fromiter(u4, np.int64, len(u4)))
-            size_of = np.array([sizes.get(int(w), 0) for w in ids], dtype=np.int64)
-        chosen = mask & signer_mask
-        return int(chosen.sum()), int(size_of[chosen].sum())
+        signers = consistency.signers_for(g, (g.neighbours[v] | {v}) & u2, u4)
+        return len(signers), sum(sizes[w] for w in signers)
 
     return forwarded
 
@@ -391,7 +366,7 @@ def finish(state: ModeledServer, msgs: Sequence[Unmasked],
     if state.phase != "unmask":
         return _server_abort(state, step, f"called in phase {state.phase!r}")
     # Malicious mode: only the signers were sent an unmask request.
-    u5 = frozenset(server._first_by_sender(msgs, state.u4 if cfg.malicious else state.u3))
+    u5 = frozenset(server.first_by_sender(msgs, state.u4 if cfg.malicious else state.u3))
     answered = g.holder_counts(u5)
     # Honest holders answer for every peer listed to them, so the shares that arrive are
     # exactly those of the holders that answered; the same checks, in the same order.

@@ -28,10 +28,11 @@ from fedactors.secagg.parameters import (
     equivocation_log2,
     plus_parameters,
 )
+from fedactors.secagg.protocol import PROTOCOLS
 from fedactors.validation import finite, non_negative_int, positive, probability
 
 GRAPHS = ("auto", "complete", "sparse")
-MODES = ("real", "modeled")
+MODES = tuple(PROTOCOLS)  # "real", "modeled"
 THREATS = ("honest-but-curious", "malicious")
 #: What a run in each mode establishes, in the words summary.json and the report use.
 MODE_PROVES = {

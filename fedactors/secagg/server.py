@@ -59,7 +59,7 @@ def _abort(state: ServerState, step: str, reason: str) -> tuple[ServerState, Abo
     return replace(state, phase="aborted", abort=a), a
 
 
-def _first_by_sender(msgs: Iterable, allowed: Iterable[int]) -> dict:
+def first_by_sender(msgs: Iterable, allowed: Iterable[int]) -> dict:
     # Late duplicates and strangers are ignored rather than trusted.
     allowed = set(allowed)
     out: dict = {}
@@ -69,7 +69,7 @@ def _first_by_sender(msgs: Iterable, allowed: Iterable[int]) -> dict:
     return out
 
 
-def _short(state: ServerState, alive: frozenset[int], who: Iterable[int],
+def short_neighbourhood(state: ServerState, alive: frozenset[int], who: Iterable[int],
            what: str = "remain") -> Optional[str]:
     g = state.config.graph
     counts = g.holder_counts(alive)
@@ -81,7 +81,7 @@ def _short(state: ServerState, alive: frozenset[int], who: Iterable[int],
     return None
 
 
-def _to_unmask(g: CommGraph, u3: frozenset[int], dropped: frozenset[int]) -> set[int]:
+def to_unmask(g: CommGraph, u3: frozenset[int], dropped: frozenset[int]) -> set[int]:
     """Devices whose secret the server must rebuild: every survivor's b_u, and s_v^SK of each
     dropped v that some survivor masked against."""
     return set(u3) | {v for v in dropped if g.neighbours[v] & u3}
@@ -99,9 +99,9 @@ def collect_keys(
     step = "collect_keys"
     if state.phase != "keys":
         return _abort(state, step, f"called in phase {state.phase!r}")
-    got = _first_by_sender(msgs, state.config.graph.ids)
+    got = first_by_sender(msgs, state.config.graph.ids)
     u1 = frozenset(got)
-    why = _short(state, u1, u1) if u1 else "no device advertised keys"
+    why = short_neighbourhood(state, u1, u1) if u1 else "no device advertised keys"
     if why:
         return _abort(state, step, why)
     pks = {u: (m.c_public, m.s_public) for u, m in got.items()}
@@ -126,9 +126,9 @@ def collect_shares(
     step = "collect_shares"
     if state.phase != "shares":
         return _abort(state, step, f"called in phase {state.phase!r}")
-    got = _first_by_sender(msgs, state.public_keys)
+    got = first_by_sender(msgs, state.public_keys)
     u2 = frozenset(got)
-    why = _short(state, u2, u2) if u2 else "no device shared keys"
+    why = short_neighbourhood(state, u2, u2) if u2 else "no device shared keys"
     if why:
         return _abort(state, step, why)
     inbox: dict[int, dict[int, bytes]] = {v: {} for v in u2}
@@ -163,25 +163,37 @@ def masked_input_problem(config: SecAggConfig, m: Any) -> Optional[str]:
     return None
 
 
+def accept_masked(state: Any, msgs: Sequence[Any]) -> tuple[dict[int, MaskedInput],
+                                                             Optional[str]]:
+    """The masked inputs kept (U3, by sender), or why the round must abort.
+
+    Shared by the real server and ``modeled`` (``state`` needs ``config`` and ``u2``): a
+    malformed masked input is not accepted, its sender counting as dropped at this step.
+    """
+    ok = [m for m in msgs if masked_input_problem(state.config, m) is None]
+    got = first_by_sender(ok, state.u2)
+    u3 = frozenset(got)
+    if not u3:
+        return got, "no device sent a masked input"
+    why = short_neighbourhood(state, u3, to_unmask(state.config.graph, u3, state.u2 - u3))
+    if not why and len(u3) < MIN_INPUTS:
+        # Unmasking a "sum" of one input would hand the server that device's update.
+        why = f"only {len(u3)} masked input; a sum needs at least {MIN_INPUTS} to hide any one"
+    return got, why
+
+
 def collect_masked(
     state: ServerState, msgs: Sequence[MaskedInput]
 ) -> tuple[ServerState, Union[dict[int, UnmaskRequest], Abort]]:
     step = "collect_masked"
     if state.phase != "masked":
         return _abort(state, step, f"called in phase {state.phase!r}")
-    cfg = state.config
-    # A malformed masked input is not accepted: its sender counts as dropped at this step.
-    ok = [m for m in msgs if masked_input_problem(cfg, m) is None]
-    got = _first_by_sender(ok, state.u2)
-    u3 = frozenset(got)
-    g = cfg.graph
-    dropped = state.u2 - u3
-    why = _short(state, u3, _to_unmask(g, u3, dropped)) if u3 else "no device sent a masked input"
-    if not why and len(u3) < MIN_INPUTS:
-        # Unmasking a "sum" of one input would hand the server that device's update.
-        why = f"only {len(u3)} masked input; a sum needs at least {MIN_INPUTS} to hide any one"
+    cfg, g = state.config, state.config.graph
+    got, why = accept_masked(state, msgs)
     if why:
         return _abort(state, step, why)
+    u3 = frozenset(got)
+    dropped = state.u2 - u3
     # Malicious mode: the same lists, first to be signed (collect_views sends them to unmask).
     kind, phase = (ConsistencyRequest, "views") if cfg.malicious else (UnmaskRequest, "unmask")
     out = {v: kind(v, *_view(g, u3, dropped, v)) for v in sorted(u3)}
@@ -206,11 +218,11 @@ def collect_views(
                 and (m.alive, m.dropped) == _view(g, state.u3, dropped, m.sender)
                 and consistency.is_validly_signed(cfg, m))
 
-    got = _first_by_sender([m for m in msgs if valid(m)], state.u3)
+    got = first_by_sender([m for m in msgs if valid(m)], state.u3)
     u4 = frozenset(got)
     # A device unmasks only with t_u signers in N[u] behind u's status: check that here too,
     # so a shortfall is a server abort rather than every holder of u refusing.
-    why = _short(state, u4, _to_unmask(g, state.u3, dropped), "signed their view")
+    why = short_neighbourhood(state, u4, to_unmask(g, state.u3, dropped), "signed their view")
     if why:
         return _abort(state, step, why)
     out = {}
@@ -230,7 +242,7 @@ def finish(
         return _abort(state, step, f"called in phase {state.phase!r}")
     cfg, g = state.config, state.config.graph
     # Malicious mode: only the signers were sent an unmask request.
-    got = _first_by_sender(msgs, state.u4 if cfg.malicious else state.u3)
+    got = first_by_sender(msgs, state.u4 if cfg.malicious else state.u3)
     u5 = frozenset(got)
     dropped = state.u2 - state.u3
     k, dim, rid = cfg.modulus_bits, cfg.dim, cfg.round_id

@@ -652,3 +652,22 @@ def test_signed_key_advertisements_are_counted_in_the_traffic():
                                        signed.signature)
     with pytest.raises(ValueError, match="PKI signing key"):
         client.advertise_keys(cfg, 1, np.random.default_rng(0), signing[2])
+
+
+def test_signers_for_equals_the_union_of_the_listed_devices_closed_neighbourhoods() -> None:
+    # signers_for takes shortcuts (the complete graph; a gather over the Harary graph's
+    # neighbour table); whatever the graph, U4 or list, it must be exactly the definition.
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n = int(rng.integers(8, 60))
+        degree = 2 * int(rng.integers(1, (n - 2) // 2 + 1))
+        ids = sorted(int(i) for i in rng.choice(np.arange(1, 4 * n), size=n, replace=False))
+        for graph in (harary_graph(ids, degree, np.random.default_rng(trial), 2),
+                      complete_graph(ids, 2)):
+            u2 = frozenset(i for i in ids if rng.random() < 0.9)
+            u4 = frozenset(i for i in u2 if rng.random() < 0.8)
+            for v in sorted(u4):
+                listed = (graph.neighbours[v] | {v}) & u2
+                reach = set().union(*(graph.holders(u) for u in listed))
+                assert consistency.signers_for(graph, listed, u4) == reach & u4
+            assert consistency.signers_for(graph, set(), u4) == frozenset()
