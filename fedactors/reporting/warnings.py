@@ -120,8 +120,9 @@ def _dropout_warnings(records: Sequence[Mapping[str, Any]],
         return []
     # Of those that advertised keys, the share missing from the sum: a floor on the
     # dropout the bounds assumed (training failures before the keys are not counted).
+    # An aborted round has no survivors whoever dropped; its own warning counts it.
     seen = [1.0 - r["secagg_survivors"] / r["secagg_advertised"] for r in records
-            if r.get("secagg_advertised")]
+            if r.get("secagg_advertised") and not r.get("secagg_aborted")]
     over = [d for d in seen if d > assumed]
     if not over:
         return []

@@ -107,8 +107,11 @@ def test_more_protocol_dropout_than_assumed_is_said() -> None:
     secure = {"mode": "real", "max_dropout": 0.1, "proves": "..."}
     rows = [{"round": 1, "secagg_advertised": 20, "secagg_survivors": 19},  # 5%: fine
             {"round": 2, "secagg_advertised": 20, "secagg_survivors": 11},  # 45%
-            {"round": 3, "secagg_advertised": 0, "secagg_survivors": 0}]
-    (line,) = run_warnings(rows, None, None, secure=secure)
-    assert "in 1 of 3 rounds more than max_dropout=0.1" in line and "up to 45%" in line
+            {"round": 3, "secagg_advertised": 0, "secagg_survivors": 0},
+            # Aborted: no survivors because of the abort, not 100% dropout.
+            {"round": 4, "secagg_advertised": 20, "secagg_survivors": 0, "secagg_aborted": 1}]
+    line, aborted = run_warnings(rows, None, None, secure=secure)
+    assert aborted.startswith("secure aggregation: 1 of 4 rounds aborted")
+    assert "in 1 of 4 rounds more than max_dropout=0.1" in line and "up to 45%" in line
     rows[1]["secagg_survivors"] = 18
-    assert run_warnings(rows, None, None, secure=secure) == []
+    assert not [w for w in run_warnings(rows, None, None, secure=secure) if "max_dropout" in w]
