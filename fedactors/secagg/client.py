@@ -221,6 +221,17 @@ def _lists_problem(state: ClientState, alive_list: tuple[int, ...],
         return f"devices omitted from both lists: {sorted(state.u2 - listed)}"
     if len(alive) < state.threshold:
         return f"{len(alive)} alive < threshold {state.threshold}"
+    return short_sum(state.config, me, len(alive))
+
+
+def short_sum(config: SecAggConfig, me: int, alive: int) -> Optional[str]:
+    """Why a device that holds shares of every device refuses to help unmask a sum of
+    ``alive`` inputs (None if it may). On the complete graph its alive list is the whole
+    sum, so it can hold a lying server to ``min_inputs``; on a sparse graph no device sees
+    the whole sum and only the server's own check applies. Shared with ``modeled``."""
+    if len(config.graph.neighbours[me]) + 1 == len(config.graph.neighbours) \
+            and alive < config.min_inputs:
+        return f"{alive} alive < min_inputs {config.min_inputs}: too few inputs in the sum"
     return None
 
 

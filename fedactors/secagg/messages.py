@@ -14,6 +14,8 @@ from fedactors.secagg.keys import SIGNATURE_BYTES, VERIFICATION_KEY_BYTES
 from fedactors.secagg.shamir import Share
 
 ID_BYTES = 4
+#: The fewest inputs whose sum the server may unmask: a sum of one is that input.
+MIN_INPUTS = 2
 
 
 def empty_mapping() -> Mapping:
@@ -28,6 +30,12 @@ class SecAggConfig:
     check, :mod:`fedactors.secagg.consistency`). It then needs ``verification_keys``, every
     device's Ed25519 public key: a PKI fixed before the round, which the server cannot
     substitute (it must reach the devices by a channel the server does not control).
+
+    ``min_inputs``: the fewest masked inputs a sum may have. The server unmasks no
+    smaller sum, and a device that holds shares of every device (the complete graph,
+    where its list of who is alive is the whole sum) refuses to help unmask one. With
+    distributed DP noise it is the aggregator's ``min_survivors``: a sum of fewer noise
+    shares carries less noise than the privacy accounting charges.
     """
 
     round_id: int
@@ -36,8 +44,13 @@ class SecAggConfig:
     dim: int
     malicious: bool = False
     verification_keys: Mapping[int, bytes] = field(default_factory=empty_mapping)
+    min_inputs: int = MIN_INPUTS
 
     def __post_init__(self) -> None:
+        if isinstance(self.min_inputs, bool) or not isinstance(self.min_inputs, int) \
+                or self.min_inputs < MIN_INPUTS:
+            raise ValueError(f"min_inputs must be a whole number >= {MIN_INPUTS}, "
+                             f"got {self.min_inputs!r}")
         if not 1 <= self.modulus_bits <= 62:
             raise ValueError(f"modulus_bits must be in [1, 62], got {self.modulus_bits!r}")
         if self.dim < 1:

@@ -29,7 +29,7 @@ from typing import Union
 import numpy as np
 
 from fedactors.secagg import consistency, keys, server, shamir
-from fedactors.secagg.client import SECRET_BYTES
+from fedactors.secagg.client import SECRET_BYTES, short_sum
 from fedactors.secagg.graph import CommGraph
 from fedactors.secagg.messages import (
     ID_BYTES,
@@ -242,8 +242,9 @@ def sign_view(state: ModeledClient, msg: ViewCounts,
         return _client_abort(state, step, "no consistency check in an honest-but-curious round")
     if state.phase != "masked":
         return _client_abort(state, step, f"called in phase {state.phase!r}")
-    if msg.alive < state.threshold:
-        return _client_abort(state, step, f"{msg.alive} alive < threshold {state.threshold}")
+    why = _alive_problem(state, msg.alive)
+    if why:
+        return _client_abort(state, step, why)
     return state.moved_to("signed"), Signed(state.device_id, msg.peers)
 
 
@@ -253,9 +254,18 @@ def unmask(state: ModeledClient,
     step = "unmask"
     if state.phase != ("signed" if state.config.malicious else "masked"):
         return _client_abort(state, step, f"called in phase {state.phase!r}")
-    if msg.alive < state.threshold:
-        return _client_abort(state, step, f"{msg.alive} alive < threshold {state.threshold}")
+    why = _alive_problem(state, msg.alive)
+    if why:
+        return _client_abort(state, step, why)
     return state.moved_to("done"), Unmasked(state.device_id, msg.alive, msg.dropped)
+
+
+def _alive_problem(state: ModeledClient, alive: int) -> Union[str, None]:
+    """The real device's count checks on the server's alive list (``client._lists_problem``
+    also checks the list's members, which counts cannot carry)."""
+    if alive < state.threshold:
+        return f"{alive} alive < threshold {state.threshold}"
+    return short_sum(state.config, state.device_id, alive)
 
 
 # -- the server ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 from fedactors.secagg import consistency, keys, prg, shamir
 from fedactors.secagg.graph import CommGraph
 from fedactors.secagg.messages import (
+    MIN_INPUTS,
     Abort,
     AdvertiseKeys,
     ConsistencyRequest,
@@ -33,9 +34,6 @@ from fedactors.secagg.messages import (
     UnmaskResponse,
     empty_mapping,
 )
-
-#: The fewest inputs whose sum the server may unmask: a sum of one is that input.
-MIN_INPUTS = 2
 
 
 @dataclass(frozen=True)
@@ -176,9 +174,14 @@ def accept_masked(state: Any, msgs: Sequence[Any]) -> tuple[dict[int, MaskedInpu
     if not u3:
         return got, "no device sent a masked input"
     why = short_neighbourhood(state, u3, to_unmask(state.config.graph, u3, state.u2 - u3))
-    if not why and len(u3) < MIN_INPUTS:
-        # Unmasking a "sum" of one input would hand the server that device's update.
-        why = f"only {len(u3)} masked input; a sum needs at least {MIN_INPUTS} to hide any one"
+    need = state.config.min_inputs
+    if not why and len(u3) < need:
+        # Unmasking a "sum" of one input would hand the server that device's update; one of
+        # fewer than min_survivors noise shares, an update less noised than accounted.
+        why = (f"only {len(u3)} masked input; a sum needs at least {MIN_INPUTS} to hide any one"
+               if need == MIN_INPUTS else
+               f"only {len(u3)} masked inputs; the aggregator's min_survivors is {need} (a "
+               "smaller sum carries less noise than the privacy accounting charges)")
     return got, why
 
 

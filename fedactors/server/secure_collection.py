@@ -55,6 +55,7 @@ from fedactors.secagg.messages import (
     SecAggConfig,
     SecAggResult,
 )
+from fedactors.secagg.min_inputs import min_inputs_for
 from fedactors.secagg.option import SecureAggregation, check_aggregator
 from fedactors.secagg.pki import Pki
 from fedactors.secagg.protocol import PROTOCOLS, REAL, Protocol
@@ -169,7 +170,7 @@ class SecureCollection:
         graph = (harary_graph(ids, plus.degree, self.seeds.generator("secagg-graph", r),
                               plus.threshold) if sparse else complete_graph(ids, plus.threshold))
         config = SecAggConfig(r, graph, layout.modulus_bits, layout.dim, self.option.malicious,
-                              self._verification_keys(rows))
+                              self._verification_keys(rows), min_inputs_for(self.aggregator))
         return SecAggSetup(config, layout, self.option.stochastic_rounding,
                            self.option.step_dropout, PROTOCOLS[self.option.mode],
                            self.option.costs)

@@ -57,6 +57,9 @@ class Recording(Aggregator[Any]):
     def contribution_bounds(self, params, dim):
         return self.inner.contribution_bounds(params, dim)
 
+    def private_release(self):
+        return self.inner.private_release()
+
 
 def clipped_mean(clip: float = 100.0) -> Aggregator:
     return Clipped(clip, WeightedMean(weighted=False))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fedactors.devices.profile import DeviceClass, NetworkProfile
+from fedactors.privacy.dp_mean import DPMean
 from fedactors.runtime import loop as virtual_time
 from fedactors.scenarios.loader import load_scenario
 from fedactors.secagg.envelopes import ADVERTISE, MASKED, SHARE, SIGN, UNMASK
@@ -46,6 +47,8 @@ PATTERNS: Mapping[str, Mapping[tuple[int, int], str]] = {
     "abort-then-recover": {(1, 0): MASKED, (1, 1): MASKED, (1, 2): MASKED, (1, 3): MASKED,
                            (1, 4): MASKED, (1, 5): MASKED},
     "abort-at-unmasking": {(1, d): UNMASK for d in range(7)},
+    # Eight masked inputs in round 1, nine in round 2.
+    "two-then-one-before-masking": {(1, 0): MASKED, (1, 1): MASKED, (2, 2): MASKED},
     # Malicious-server mode: silent before signing its view, or after.
     "drops-around-the-consistency-check": {(1, 0): SIGN, (1, 1): UNMASK, (2, 2): SIGN},
 }
@@ -58,8 +61,8 @@ def drop_pattern(world, pattern: Mapping[tuple[int, int], str]) -> None:
 
 async def run_world(mode: str, graph: str, pattern: str, rounds: int = 2,
                     server: str = "honest-but-curious", n: int = 10,
-                    assumptions: Mapping = SMALL_SPARSE) -> dict:
-    agg = Recording(clipped_mean(5.0))
+                    assumptions: Mapping = SMALL_SPARSE, stage=None) -> dict:
+    agg = Recording(clipped_mean(5.0) if stage is None else stage)
     option = SecureAggregation(graph=graph, mode=mode, step_timeout=3.0, server=server,
                                **NEAREST, **assumptions)
     world = build_secure_world(fleet(n), Rounds(cohort_size=n, deadline=30.0), option, agg,
@@ -80,7 +83,8 @@ async def run_world(mode: str, graph: str, pattern: str, rounds: int = 2,
 
 
 CASES = [(graph, pattern, "honest-but-curious") for graph in ("complete", "sparse")
-         for pattern in PATTERNS if pattern != "drops-around-the-consistency-check"]
+         for pattern in PATTERNS if pattern not in ("drops-around-the-consistency-check",
+                                                    "two-then-one-before-masking")]
 CASES += [("complete", pattern, "malicious") for pattern in
           ("nobody-drops", "drops-around-the-consistency-check", "abort-at-unmasking")]
 
@@ -152,3 +156,19 @@ def test_a_shipped_scenario_runs_the_same_in_both_modes(changes: dict) -> None:
             modeled.summary["secure_aggregation"]["mode"]) == ("real", "modeled")
     assert [w for w in modeled.summary["warnings"] if w not in real.summary["warnings"]] == [
         f"secure aggregation ran modeled: {modeled.summary['secure_aggregation']['proves']}"]
+
+
+@pytest.mark.parametrize("graph", ["complete", "sparse"])
+def test_a_sum_of_fewer_noise_shares_than_min_survivors_is_never_unmasked(graph: str) -> None:
+    # Distributed noise sized for 9 shares: round 1 keeps 8 masked inputs, which every
+    # neighbourhood could still unmask (t is lower), so only the floor stops it.
+    stage = DPMean.fixed(5.0, 1.0, 10, distributed_noise=True, min_survivors=9)
+    real, modeled = (virtual_time.run(run_world(mode, graph, "two-then-one-before-masking",
+                                                stage=stage)) for mode in ("real", "modeled"))
+    assert [o.measurements["secagg_aborted"] for o in real["outcomes"]] == [1, 0]
+    reasons = [e["reason"] for e in real["events"] if e["event"] == "secagg.aborted"]
+    assert len(reasons) == 1 and "min_survivors is 9" in reasons[0]
+    done = [e for e in real["events"] if e["event"] == "secagg.done"]
+    assert [e["survivors"] for e in done] == [9]
+    for key in ("outcomes", "sums", "weights", "bytes", "events"):
+        assert modeled[key] == real[key], key
