@@ -3,16 +3,33 @@
 Each line carries the simulated time ``t``, the ``actor`` and the ``event``
 first, then its fields. No wall-clock value ever goes in, so two runs with the
 same seed write byte-identical logs.
+
+Every line is strict JSON (RFC 8259), which has no NaN or infinity: a
+non-finite number in a field (a device's ``train_loss`` on data holding a NaN,
+say) is written as ``null``, at any depth. Records kept in memory
+(``keep=True``) hold the values as emitted.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any, Optional, TextIO
 
 import numpy as np
 import structlog
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth, replaced by None (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -58,7 +75,10 @@ class EventLog:
 
     @staticmethod
     def _render(_logger: Any, _method: str, event_dict: dict) -> str:
-        return json.dumps(event_dict, separators=(",", ":"))
+        try:
+            return json.dumps(event_dict, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # a NaN or an infinity (rare): strict JSON writes it as null
+            return json.dumps(_finite(event_dict), separators=(",", ":"), allow_nan=False)
 
     def emit(self, actor: str, event: str, **fields: Any) -> None:
         if self._stream is None and not self._keep:

@@ -74,6 +74,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def final_epsilon(run: RunData) -> Optional[float]:
+    """The run's final ε as summary.json (and the report's table) states it, if finite."""
+    eps = (run.summary.get("privacy") or {}).get("epsilon")
+    return float(eps) if _is_number(eps) else None
+
+
 def _marker(n: int) -> Optional[str]:
     return "o" if n <= 40 else None
 
@@ -168,32 +174,43 @@ def _line_handle(label: str):
 
 
 def epsilon_figure(runs: Sequence[RunData]) -> Optional[Figure]:
-    """The differential-privacy budget spent so far, for runs that report ``epsilon``."""
+    """ε after each round, for runs that report ``epsilon``: the curve is metrics.jsonl's
+    per-round figure, an upper bound cheap enough to compute every round (RDP, or DP-FTRL's
+    closed form); a filled star at the last round is the run's final ε as summary.json and
+    the report's table state it (the accountant's tightest, PLD or exact), which may lie
+    below the curve's last point."""
     with_dp = [(i, run) for i, run in enumerate(runs) if _series(run, "epsilon")[0]]
     if not with_dp:
         return None
     with paper_style():
         fig = Figure(figsize=(4.8, 2.9))
         ax = fig.subplots()
-        estimates = False
+        marks = False
         for i, run in with_dp:
             rounds, _, values = _series(run, "epsilon")
             ax.plot(rounds, values, color=run_colour(i), marker=_marker(len(rounds)),
                     markersize=3, label=run.label)
+            final = final_epsilon(run)
+            if final is not None:
+                # The figure the table states, where the run ended: the curve's bound may
+                # be looser, so the final ε is drawn, never left to be read off the curve.
+                marks = True
+                ax.plot([rounds[-1]], [final], linestyle="none", marker="*", markersize=9,
+                        color=run_colour(i), label=f"{run.label}: final ε {final:.4g} (table)")
             empirical = (run.summary.get("privacy") or {}).get("empirical") or {}
             if _is_number(empirical.get("epsilon")):
                 # The canary estimate of the final model, at the last round, beside the
                 # accountant's curve: a hollow diamond, so it never reads as a bound.
-                estimates = True
+                marks = True
                 ax.plot([rounds[-1]], [empirical["epsilon"]], linestyle="none", marker="D",
                         markersize=6, markerfacecolor="none", color=run_colour(i),
                         label=f"{run.label}: empirical estimate (canaries)")
         ax.set_xlabel("Round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("Privacy budget ε (cumulative)")
+        ax.set_ylabel("ε after each round (upper bound)")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        if len(runs) > 1 or estimates:
+        if len(runs) > 1 or marks:
             ax.legend(loc="best")
     return fig
 

@@ -22,6 +22,7 @@ from fedactors.reporting.plots import (
     epsilon_figure,
     eval_metrics,
     extras_figure,
+    final_epsilon,
     metric_figure,
     participation_figure,
     pretty,
@@ -149,8 +150,15 @@ def _privacy(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
     fig = epsilon_figure(runs)
     if fig is None:
         return []
-    caption = ("Cumulative differential-privacy ε spent after each round, for runs with DP "
-               "(lower is more private).")
+    caption = ("Differential-privacy ε after each round at the run's δ, for runs with DP "
+               "(lower is more private). The curve is the per-round upper bound metrics.jsonl "
+               "logs (RDP for DP-FedAvg, the closed-form bound for DP-FTRL): cheap at every "
+               "round and never below the run's final ε.")
+    if any(final_epsilon(r) is not None for r in runs):
+        caption += (" A filled star at the last round marks the final ε the table states, the "
+                    "tightest bound the accountant has (PLD under Poisson sampling, the exact "
+                    "search over participation for DP-FTRL); it may lie below the curve's last "
+                    "point.")
     if any("empirical" in (r.summary.get("privacy") or {}) for r in runs):
         caption += (" A hollow diamond at the last round marks a run's empirical ε estimate "
                     "from canaries (docs/privacy.md): what the final model alone revealed "

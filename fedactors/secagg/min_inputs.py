@@ -11,21 +11,24 @@ the complete graph, every device refuses to help unmask one.
 
 from __future__ import annotations
 
-from fedactors.aggregation.base import Aggregator
+from typing import Any
+
 from fedactors.errors import ConfigError
 from fedactors.secagg.messages import MIN_INPUTS
 from fedactors.secagg.option import SecureAggregation
 
 
-def min_inputs_for(aggregator: Aggregator) -> int:
-    """The fewest masked inputs whose sum the server may unmask under ``aggregator``."""
+def min_inputs_for(aggregator: Any) -> int:
+    """The fewest masked inputs whose sum the server may unmask under ``aggregator`` (an
+    ``Aggregator``: typed loosely, as ``option.check_aggregator``, since secure aggregation
+    sits below the aggregation layer)."""
     release = aggregator.private_release()
     if release is None or release.min_survivors is None:
         return MIN_INPUTS
     return max(MIN_INPUTS, int(release.min_survivors))
 
 
-def check_min_inputs(option: SecureAggregation, aggregator: Aggregator,
+def check_min_inputs(option: SecureAggregation, aggregator: Any,
                      most_selected: int) -> None:
     """Refuse a malicious server that the devices could not hold to the floor.
 

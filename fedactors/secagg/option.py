@@ -75,7 +75,10 @@ class SecureAggregation:
     adds the over-selection margin itself), ``max_corrupt`` (probability that
     a device colludes with the server), ``failure_log2`` (abort probability
     <= 2**-failure_log2 per round) and ``security_log2`` (share collusion or
-    graph disconnection <= 2**-security_log2).
+    graph disconnection <= 2**-security_log2). On the complete graph t comes
+    from ``threshold_fraction`` (or, with a malicious server, from the
+    targets), and the same four assumptions are checked against it: a t that
+    misses a target is reported (``secagg_below_target``, a run warning).
     ``scale_bits``: fixed-point precision f (values are rounded to multiples
     of 2**-f). ``stochastic_rounding``: unbiased rounding with the device's
     generator (else round-to-nearest). ``step_timeout``: simulated seconds the
@@ -99,14 +102,18 @@ class SecureAggregation:
             many devices are selected. Default 100 (measured break-even).
         threshold_fraction: Complete graph only: fraction in (0, 1) of the n
             devices whose shares rebuild a secret, t = floor(fraction * n) + 1.
-            Default 0.5.
+            Default 0.5, a majority: at the default ``max_dropout`` it misses the
+            abort target on every complete graph up to 100 devices
+            (``parameters.complete_threshold`` gives the t, if any, that meet both).
         max_dropout: Assumed probability in [0, 1) that an admitted device drops
-            out during the protocol (sizes SecAgg+'s k and t). Default 0.3.
+            out during the protocol (sizes SecAgg+'s k and t; checked against the
+            complete graph's t). Default 0.3.
         max_corrupt: Assumed probability in [0, 1) that a device colludes with
-            the server (sizes SecAgg+'s k and t). Default 0.1.
-        failure_log2: SecAgg+ target: a round aborts with probability at most
+            the server (sizes SecAgg+'s k and t; checked against the complete
+            graph's t). Default 0.1.
+        failure_log2: Target (either graph; a miss is reported): a round aborts with probability at most
             ``2 ** -failure_log2``, in bits, in (0, 1000]. Default 20.
-        security_log2: SecAgg+ target: shares leak or the masking graph
+        security_log2: Target (either graph; a miss is reported): shares leak or the masking graph
             disconnects with probability at most ``2 ** -security_log2``, in
             bits, in (0, 1000]. Default 40.
         scale_bits: Fixed-point precision f in bits, 0 to 52: values are
@@ -238,25 +245,34 @@ class SecureAggregation:
         return 1.0 - keep
 
     def complete_parameters(self, selected: int, admitted: int) -> PlusParameters:
-        """(k = n - 1, t) for the complete graph over ``selected`` devices.
+        """(k = n - 1, t) for the complete graph over ``selected`` devices, and its real margins.
 
-        Honest-but-curious: t = floor(threshold_fraction * n) + 1 (its margins are
-        not checked against the targets, as before). Malicious: the largest t
+        Honest-but-curious: t = floor(threshold_fraction * n) + 1. Malicious: the largest t
         meeting the abort target and the equivocation bound (``complete_threshold``);
-        ``threshold_fraction`` is then ignored.
+        ``threshold_fraction`` is then ignored. Either way the margins are those of
+        ``plus_parameters`` at degree n - 1 under ``max_dropout`` (scaled for over-selection)
+        and ``max_corrupt``: abort (fewer than t survivors) and share collusion (t or more of a
+        device's holders corrupt; with a malicious server also equivocation). A complete graph
+        cannot disconnect, so there is no connectivity bound. ``meets_targets`` is true only
+        when both margins reach ``failure_log2`` and ``security_log2``.
         """
         n = selected
-        if not self.malicious:
-            t = min(n, math.floor(self.threshold_fraction * n) + 1)
-            return PlusParameters(n, n - 1, t, math.inf, math.inf, True)
+        if n <= 1:  # nobody else holds a share: nothing to abort on or collude over
+            return PlusParameters(n, 0, 1, math.inf, math.inf, True)
         dropout = self._dropout(selected, admitted)
-        span = complete_threshold(n, dropout, self.max_corrupt, self.failure_log2,
-                                  self.security_log2, malicious=True)
-        t = span.highest
-        failure = -abort_log2(n, n - 1, t, dropout) if n > 1 else math.inf
-        security = (-max(collusion_log2(n, n - 1, t, self.max_corrupt),
-                         equivocation_log2(n, n - 1, t, self.max_corrupt)) if n > 1 else math.inf)
-        return PlusParameters(n, n - 1, t, failure, security, span.meets_targets)
+        if self.malicious:
+            t = complete_threshold(n, dropout, self.max_corrupt, self.failure_log2,
+                                   self.security_log2, malicious=True).highest
+        else:
+            t = min(n, math.floor(self.threshold_fraction * n) + 1)
+        k = n - 1
+        failure = -abort_log2(n, k, t, dropout)
+        leak = collusion_log2(n, k, t, self.max_corrupt)
+        if self.malicious:
+            leak = max(leak, equivocation_log2(n, k, t, self.max_corrupt))
+        security = -leak
+        return PlusParameters(n, k, t, failure, security,
+                              failure >= self.failure_log2 and security >= self.security_log2)
 
     def describe(self) -> dict[str, Any]:
         """What a run with this option states in ``summary.json`` (``secure_aggregation``)."""

@@ -66,7 +66,14 @@ class Hinge(StalenessWeight):
 
     def __call__(self, staleness: np.ndarray) -> np.ndarray:
         s = np.asarray(staleness, np.float64)
-        return np.where(s <= self.cutoff, 1.0, 1.0 / (self.slope * (s - self.cutoff) + 1.0))
+        # Only staleness past the cutoff counts. Clamping it at 0, rather than choosing with
+        # np.where (which computes both branches), keeps the denominator >= 1 for every s:
+        # below the cutoff the discarded branch would divide by zero (s = cutoff - 1/slope)
+        # or go negative, and numpy would print its warning on the user's terminal.
+        excess = np.maximum(s - float(self.cutoff), 0.0)
+        # A slope * excess past float64 gives weight 1/inf = 0 (the true one is below 1e-305).
+        with np.errstate(over="ignore", under="ignore"):
+            return np.asarray(1.0 / (float(self.slope) * excess + 1.0))
 
 
 def scale_delta(contribution: dict[str, np.ndarray], factor: float, dim: int) -> dict[str, np.ndarray]:

@@ -50,6 +50,8 @@ def test_the_tally_adds_up_the_server_time_of_every_timed_step() -> None:
 # -- a secure round under attack: forged envelopes of every kind ------------------------------
 
 NEAREST = dict(stochastic_rounding=False)
+# No dropout or collusion assumed: a 6-device complete graph meets the targets (not reported).
+NO_RISK = dict(max_dropout=0.0, max_corrupt=0.0)
 SMALL_SPARSE = dict(max_dropout=0.2, max_corrupt=0.05, failure_log2=4, security_log2=8)
 SECAGG_KEYS = {"secagg_bytes_up_per_device", "secagg_bytes_down_per_device",
                "secagg_server_seconds", "secagg_survivors", "secagg_aborted",
@@ -200,7 +202,7 @@ async def test_forged_envelopes_during_a_secure_step_are_refused_by_reason_logge
 async def test_a_round_whose_keys_stop_at_the_deadline_or_at_admit_says_so() -> None:
     # Devices finish at 1..6 s; the deadline at 4.5 s lets 0-3 in (t = 4 of 6: no abort).
     world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=4.5),
-                               SecureAggregation.complete(**NEAREST))
+                               SecureAggregation.complete(**NEAREST, **NO_RISK))
     outcome = await world.actors.server.run_round(1)
     assert outcome.closed_by == "deadline" and outcome.reported == (0, 1, 2, 3)
     assert outcome.rejected == {}
@@ -237,7 +239,7 @@ async def test_nobody_training_in_time_under_secure_aggregation_is_a_deadline_sk
 @pytest.mark.asyncio
 async def test_an_abort_logs_its_step_and_reason_and_measures_no_survivors() -> None:
     world = build_secure_world(fleet(6), Rounds(cohort_size=6, deadline=20.0),
-                               SecureAggregation.complete(step_timeout=5.0, **NEAREST))
+                               SecureAggregation.complete(step_timeout=5.0, **NEAREST, **NO_RISK))
     participants = world.actors.directory.world.secagg
     participants.goes_silent = lambda d, r, step: r == 1 and d in (0, 2, 4) and step == MASKED
     outcome = await world.actors.server.run_round(1)
