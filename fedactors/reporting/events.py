@@ -12,24 +12,13 @@ say) is written as ``null``, at any depth. Records kept in memory
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable
 from typing import Any, Optional, TextIO
 
 import numpy as np
 import structlog
 
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float, at any depth, replaced by None (JSON null)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+from fedactors.reporting import strict_json
 
 
 def _plain(value: Any) -> Any:
@@ -75,10 +64,7 @@ class EventLog:
 
     @staticmethod
     def _render(_logger: Any, _method: str, event_dict: dict) -> str:
-        try:
-            return json.dumps(event_dict, separators=(",", ":"), allow_nan=False)
-        except ValueError:  # a NaN or an infinity (rare): strict JSON writes it as null
-            return json.dumps(_finite(event_dict), separators=(",", ":"), allow_nan=False)
+        return strict_json.dumps(event_dict, separators=(",", ":"))
 
     def emit(self, actor: str, event: str, **fields: Any) -> None:
         if self._stream is None and not self._keep:

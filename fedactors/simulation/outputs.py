@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import ExitStack
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from fedactors.reporting import strict_json
 from fedactors.runtime import checkpoint
 from fedactors.scenarios.spec import Scenario
 from fedactors.training.model_runner import Evaluator
@@ -42,7 +42,7 @@ class RunDirectory:
 
     def write_row(self, row: dict) -> None:
         if self.metrics is not None:
-            self.metrics.write(json.dumps(row, separators=(",", ":")) + "\n")
+            self.metrics.write(strict_json.dumps(row, separators=(",", ":")) + "\n")
             self.metrics.flush()
 
 

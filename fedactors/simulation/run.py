@@ -14,6 +14,7 @@ from fedactors.aggregation.base import TreeRelease
 from fedactors.data.partitioned import PartitionedData
 from fedactors.devices.fleet import Fleet
 from fedactors.errors import ConfigError, ScenarioError
+from fedactors.reporting import strict_json
 from fedactors.reporting.events import EventLog
 from fedactors.reporting.partitions import write_partitions
 from fedactors.reporting.warnings import run_warnings
@@ -205,7 +206,7 @@ def run_scenario(
                                        secure=summary.get("secure_aggregation"))
     if options.out_dir is not None:
         save_model(scenario, evaluator, weights, options.out_dir / "model.keras")
-        (options.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (options.out_dir / "summary.json").write_text(strict_json.dumps(summary, indent=2) + "\n")
     return RunResult(scenario, seed, records, weights, summary, log.records)
 
 
