@@ -48,9 +48,10 @@ def test_a_run_that_finishes_no_round_writes_a_valid_summary_and_report(tmp_path
         "import dataclasses, sys\n"
         f"sys.path.insert(0, {str(ROOT / 'scenarios')!r})\n"
         "from linear_regression import scenario as base\n"
-        "from fedactors import DeviceClass, FedBuff, OnlineShare\n"
+        "from fedactors import DeviceClass, FedBuff, OnlineShare, Rounds\n"
         "scenario = dataclasses.replace(base, name='idle',\n"
         "    fleet=[DeviceClass('never', count=2, availability=OnlineShare(0.0))],\n"
+        "    rounds=Rounds(count=base.rounds.count, deadline=base.rounds.deadline),\n"
         "    mode=FedBuff(buffer_size=1, concurrency=1, poll_interval=60.0, max_idle=600.0))\n"
     )
     out = tmp_path / "run"

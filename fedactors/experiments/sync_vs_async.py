@@ -43,7 +43,12 @@ def fedbuff_variant(scenario: Any, buffer_size: int, concurrency: Optional[int],
 
     mode = FedBuff(buffer_size=buffer_size,
                    concurrency=concurrency or scenario.rounds.selected_size)
-    rounds = dataclasses.replace(scenario.rounds, count=updates)
+    from fedactors.server.rounds import Rounds
+
+    # Only what FedBuff uses (the scenario refuses the other fields set): the deadline
+    # becomes the per-device timeout.
+    rounds = Rounds(count=updates, deadline=scenario.rounds.deadline,
+                    eval_every=scenario.rounds.eval_every)
     return dataclasses.replace(scenario, name=f"{scenario.name}-fedbuff", mode=mode, rounds=rounds)
 
 

@@ -24,6 +24,16 @@ sampled report that arrives by the deadline, never cutting at a target. Where
 the run departs from that (availability, dropouts, a target that cuts the
 slowest of an over-selected cohort) the audit says so in ``violations``.
 
+**Poisson rounds release whatever the count.** Under add-or-remove-one one
+device's presence changes how many were sampled, and the subsampled Gaussian
+the accountant charges releases the noised sum for *every* sample, the empty
+one included. So with central noise the server never skips a Poisson round
+for too few reports (:attr:`PrivacyBudget.releases_whatever_the_count`; a
+``rounds.min_reports`` above 1 is refused at load, and so is distributed
+noise, whose empty sum has no noise to release). A Poisson round that still
+released nothing (a secure round that aborted) is not that mechanism: the
+audit counts it (``rounds_not_released``) and ``violations`` says so.
+
 **FedBuff buffers.** Buffer membership is whoever finished training first
 among the devices online: not a sample of any kind. The *guarantee* is
 therefore the no-amplification bound: each buffer a Gaussian mechanism on
@@ -67,6 +77,9 @@ class PrivacyState:
     rounds_missing_reports: int = 0
     #: Rounds closed at the target while selected devices were still working.
     rounds_cut_at_target: int = 0
+    #: Rounds charged but not released (skipped by the server, an aborted secure
+    #: round, too few distributed-noise shares): under Poisson sampling a violation.
+    rounds_not_released: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,19 @@ class PrivacyBudget:
     def initial_state(self) -> PrivacyState:
         return PrivacyState(self.initial_ledger, self.indicative_ledger)
 
+    @property
+    def poisson(self) -> bool:
+        """Synchronous rounds with Poisson sampling (add-or-remove-one neighbours)."""
+        return self.releases == ROUNDS and self.initial_ledger.sampling == "poisson"
+
+    @property
+    def releases_whatever_the_count(self) -> bool:
+        """Whether the server must release every round, over no report too (the noise
+        alone): Poisson rounds with central noise. The accounted mechanism releases the
+        noised sum of whatever was sampled, so skipping by the count would be another
+        mechanism, one that reveals the count, which one device's presence changes."""
+        return self.poisson and not self.declared.distributed_noise
+
     # -- charging -------------------------------------------------------------
 
     def multiplier_charged(self, summed: int) -> float:
@@ -171,8 +197,11 @@ class PrivacyBudget:
         """The state after one more release, and what it did to the assumptions.
 
         A release the server skipped (``aggregated`` False) is charged too, at
-        the nominal noise: over-stating ε rather than leaving it out."""
+        the nominal noise: over-stating ε rather than leaving it out; so is one
+        the stage made no update for (fewer distributed-noise shares than its
+        minimum). Both are counted in ``rounds_not_released``."""
         z = self.multiplier_charged(summed)
+        released = aggregated and self.declared.noise_multiplier_for(summed) is not None
         new = replace(
             state,
             ledger=state.ledger.compose(1, noise_multiplier=z),
@@ -191,6 +220,7 @@ class PrivacyBudget:
             rounds_missing_reports=state.rounds_missing_reports
             + (summed < selected and not participation.cut_at_target),
             rounds_cut_at_target=state.rounds_cut_at_target + participation.cut_at_target,
+            rounds_not_released=state.rounds_not_released + (not released),
         )
 
     # -- what ε is ------------------------------------------------------------
@@ -279,6 +309,14 @@ class PrivacyBudget:
                 "selected devices (still training, or dropped out); which devices are slowest "
                 "depends on how much data they hold, so ε holds only if it does not"
             )
+        if state.rounds_not_released and self.poisson:
+            out.append(
+                f"skipped releases: in {state.rounds_not_released} of {rounds} Poisson rounds "
+                "nothing was released (a secure round that aborted, too few noise shares or "
+                "too few reports); whether a round is released then depends on how many devices took "
+                "part, which one device's presence changes and the noise does not cover, so "
+                "the ε of Poisson sampling does not hold"
+            )
         return out
 
     def summary(self, state: PrivacyState, stopped: str) -> dict[str, Any]:
@@ -292,6 +330,7 @@ class PrivacyBudget:
             "target_epsilon": self.target_epsilon,
             "rounds_accounted": rounds,
             "releases": self.releases,
+            "releases_skipped": state.rounds_not_released,
             "accounting": {
                 "population": led.population,
                 "sample_size": led.cohort_size,

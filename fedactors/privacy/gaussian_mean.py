@@ -32,10 +32,15 @@ declared (``dp_event``) is the mechanism's, with that noise.
 counts as "below the clip" (its record has norm 0).
 
 **Zero reports**: ``aggregate`` still releases the noise divided by ``m``; the
-mechanism's output does not special-case the number of reports. (The server's
-release step skips a round with fewer than ``rounds.min_reports`` reports before
-any aggregator runs: that decision depends on the count, which this noise does
-not cover.)
+mechanism's output does not special-case the number of reports. The server's
+release step relies on that: on Poisson rounds (add-or-remove-one, where one
+device's presence changes the count) it never skips a release for too few
+reports, since that decision would depend on the count, which this noise does
+not cover; ``rounds.min_reports`` above 1 is refused there at load
+(:attr:`fedactors.server.release.ReleaseStep.releases_every_step`). On
+fixed-size rounds (replace-one: the count is the same for both neighbours) a
+round with fewer than ``rounds.min_reports`` is still skipped before any
+aggregator runs.
 """
 
 from __future__ import annotations

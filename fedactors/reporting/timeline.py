@@ -15,7 +15,8 @@ Built from events.jsonl alone. Per device and round:
   device's protocol compute (``compute_s`` of ``secagg.sent``, from the cost
   model) is drawn as its own segment, crypto;
 * late / surplus: any of the above that continued past the round's close,
-  when the deadline closed it (late) or the target was already met (surplus),
+  when the deadline closed it (late) or the target was already met, or in a
+  Poisson round every sampled device had reported (surplus),
   the same split as ``late`` and ``surplus`` in metrics.jsonl. The server stops
   such work at the close (the device's ``cut`` event); the bar shows how long it
   would have needed, up to where the device's next round begins (bars of one
@@ -288,7 +289,8 @@ def _add_work(timeline: Timeline, d: int, window: RoundWindow, item: dict[str, f
                 pieces.append(("upload", item["sent"], arrival))
                 if arrival <= window.end:
                     timeline.arrivals.append((d, arrival))
-    after = {"deadline": "late", "target": "surplus"}.get(window.closed_by)
+    after = {"deadline": "late", "target": "surplus", "all-reported": "surplus"}.get(
+        window.closed_by)
     for kind, start, end in pieces:
         if end <= start:
             continue

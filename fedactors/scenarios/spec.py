@@ -23,6 +23,7 @@ from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
 from fedactors.errors import ConfigError
 from fedactors.privacy.spec import Privacy
+from fedactors.secagg.min_inputs import check_min_inputs
 from fedactors.secagg.option import SecureAggregation, check_aggregator
 from fedactors.seeding import RANDOMNESS, SEEDED
 from fedactors.server.fedbuff import FedBuff
@@ -32,6 +33,10 @@ from fedactors.training.spec import LocalTraining
 
 #: ``data(fleet, rng)`` returns each device's private data plus the server's test set.
 DataBuilder = Callable[[Fleet, np.random.Generator], FederatedData]
+
+#: The ``Rounds`` fields a FedBuff run does not use: refused when not at their default.
+FEDBUFF_UNUSED_ROUNDS = ("cohort_size", "over_selection", "min_reports", "sampling",
+                         "outlier_factor")
 
 
 def _is_dp_mean(stage: Aggregator) -> bool:
@@ -175,6 +180,10 @@ class Scenario:
                 raise ConfigError("secure_aggregation", "must be a SecureAggregation or None, "
                                                         f"got {self.secure_aggregation!r}")
             check_aggregator(self.aggregator)
+            # Poisson rounds may select more than expected: at most the whole fleet.
+            check_min_inputs(self.secure_aggregation, self.aggregator,
+                             self.fleet_size if self.rounds.sampling == "poisson"
+                             else self.rounds.selected_size)
             if self.rounds.cohort_size < 2:
                 raise ConfigError(
                     "rounds.cohort_size",
@@ -208,6 +217,9 @@ class Scenario:
                 f"is {declared.expected_count!r} but rounds.cohort_size is "
                 f"{self.rounds.cohort_size!r}; they must be equal",
             )
+        if self.mode is None and self.rounds.sampling == "poisson" and (
+                declared is not None and not isinstance(declared, (TreeRelease, SkellamRelease))):
+            self._check_poisson_dp_fedavg(declared)
         if isinstance(declared, SkellamRelease):
             if self.mode is not None:
                 # Said first: "add secure aggregation" would send the user in a circle.
@@ -245,6 +257,27 @@ class Scenario:
             self._check_canaries(declared)
         if self.privacy.min_separation:
             self._check_min_separation(declared)
+
+    def _check_poisson_dp_fedavg(self, declared: PrivateRelease) -> None:
+        """DP-FedAvg on Poisson rounds: whether a round is released must not depend on
+        how many devices reported (one device's presence changes that number, and the
+        accounted subsampled Gaussian releases the noised sum of every sample, the
+        empty one included: docs/privacy.md, "Poisson rounds release every round")."""
+        if declared.distributed_noise:
+            raise ConfigError(
+                "rounds.sampling",
+                "'poisson' cannot be used with distributed_noise=True: the devices add the "
+                "noise, so a release's noise grows with the number sampled and shows it, and "
+                "a round with fewer than min_survivors shares has no noise to release; the ε "
+                "of Poisson sampling covers neither. Use 'fixed_size' or central noise")
+        if self.rounds.min_reports > 1:
+            raise ConfigError(
+                "rounds.min_reports",
+                f"is {self.rounds.min_reports} with sampling='poisson' and a DP-FedAvg "
+                "aggregator: skipping a round with fewer reports would reveal how many "
+                "devices took part, which one device's presence changes and the noise does "
+                "not cover; leave it at 1 (every Poisson round is released, the noise alone "
+                "if nobody reported)")
 
     def _check_min_separation(self, declared: PrivateRelease) -> None:
         """The separation rule is DP-FTRL's, and FedBuff needs devices enough to keep it."""
@@ -305,6 +338,15 @@ class Scenario:
                 "is not implemented for mode=FedBuff(...): buffers are summed in plain, so the "
                 "server would see every update; drop one of secure_aggregation and mode",
             )
+        defaults = Rounds()
+        for name in FEDBUFF_UNUSED_ROUNDS:
+            value = getattr(self.rounds, name)
+            if value != getattr(defaults, name):
+                raise ConfigError(
+                    f"rounds.{name}",
+                    f"is {value!r}, but FedBuff does not use it (it uses only rounds.count, "
+                    "rounds.deadline as a per-device timeout and rounds.eval_every; buffers "
+                    "are sized by mode.buffer_size); remove it")
         # A DP aggregator is calibrated for a cohort of expected_count; in FedBuff
         # each release is over one buffer of buffer_size updates.
         declared = self.aggregator.private_release()

@@ -9,11 +9,11 @@ and evaluates. The asynchronous driver (:mod:`fedactors.server.fedbuff`)
 composes the same step; neither inherits from the other.
 
 **When a round closes.** Fixed-size rounds close at ``cohort_size`` reports
-or the deadline. Poisson rounds have no target: every sampled device's
-report that arrives by the deadline is summed (the round closes early only
-once every sampled device has reported), so the sample the accountant
-assumes is exactly the sample summed, and a sampled device is never cut for
-being slow.
+(``closed_by: "target"``) or the deadline. Poisson rounds have no target:
+every sampled device's report that arrives by the deadline is summed (the
+round closes early only once every sampled device has reported,
+``closed_by: "all-reported"``), so the sample the accountant assumes is
+exactly the sample summed, and a sampled device is never cut for being slow.
 
 The server holds the global model, the aggregator's state and its own
 held-out evaluation data. It never holds any device's data: it only learns
@@ -37,7 +37,7 @@ from fedactors.runtime.mailbox import Mailbox
 from fedactors.secagg.option import SecureAggregation
 from fedactors.secagg.pki import Pki
 from fedactors.seeding import SeedTree
-from fedactors.server.outcome import ReleaseOutcome
+from fedactors.server.outcome import ALL_REPORTED, ReleaseOutcome
 from fedactors.server.release import ACTOR, ReleaseStep, ServerState
 from fedactors.server.rounds import Rounds
 from fedactors.server.screening import (
@@ -104,8 +104,10 @@ class ServerActor:
         return "completed"
 
     def target(self, selected: int) -> int:
-        """Reports that close round early: ``cohort_size``, or for Poisson rounds
-        every sampled device (no cut by arrival order)."""
+        """Reports that close a round before its deadline: ``cohort_size`` for
+        fixed-size rounds; Poisson rounds have no target, they wait for every
+        sampled device (``selected``: no cut by arrival order) and then close as
+        ``"all-reported"``, not ``"target"``."""
         return selected if self.rounds.sampling == "poisson" else self.rounds.cohort_size
 
     async def run_round(self, r: int) -> ReleaseOutcome:
@@ -149,6 +151,10 @@ class ServerActor:
             reported = tuple(sorted(accepted))
             contributions = PlainContributions([accepted[d].contribution for d in reported])
             measurements = {}
+        if closed_by == "target" and self.rounds.sampling == "poisson":
+            # No target was reached: every sampled device reported (under secure
+            # aggregation: advertised its keys), which is what ended the wait.
+            closed_by = ALL_REPORTED
         if closed_by == "nobody-online" and len(online):
             # Devices were online, but none was selected: a Poisson draw of nobody, or
             # DP-FTRL's separation rule keeping every one of them out.

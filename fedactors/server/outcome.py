@@ -9,6 +9,12 @@ import numpy as np
 
 from fedactors.server.screening import REJECT_REASONS
 
+#: ``closed_by`` of a Poisson round whose every sampled device reported (it has no target).
+ALL_REPORTED = "all-reported"
+#: Rounds closed before their deadline because the reports they waited for were in:
+#: devices given up on then were not needed (``surplus``), not ``late``.
+NOT_BY_DEADLINE = ("target", ALL_REPORTED)
+
 
 @dataclass(frozen=True)
 class ReleaseOutcome:
@@ -25,7 +31,9 @@ class ReleaseOutcome:
     end: float
     selected: tuple[int, ...]  # devices asked to train for this release
     reported: tuple[int, ...]  # devices whose contribution was summed
-    closed_by: str  # "target", "deadline", "nobody-online", "nobody-selected" or "buffer"
+    #: "target", "all-reported" (a Poisson round: every sampled device reported),
+    #: "deadline", "nobody-online", "nobody-selected" or "buffer"
+    closed_by: str
     applied: bool
     rejected: dict[str, int]
     measurements: dict[str, Any]
@@ -49,7 +57,8 @@ def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -
     ``dropped``: devices the server gave up on that had in fact gone silent;
     the rest of those given up were still working: ``late`` if the release
     was closed by a deadline or timeouts, ``surplus`` (simply not needed) if
-    it was closed at its target. Under secure aggregation the collection says
+    it was closed at its target or, a Poisson round, once every sampled device
+    had reported. Under secure aggregation the collection says
     which devices a deadline cut (``late_devices``: the round's deadline while
     keys were taken, or a protocol step's); the others were not needed: not
     admitted once the target was met, or their work discarded by an abort.
@@ -65,7 +74,7 @@ def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -
             else:
                 missing.append(d)
     if outcome.late_devices is None:
-        late = len(missing) if outcome.closed_by != "target" else 0
+        late = 0 if outcome.closed_by in NOT_BY_DEADLINE else len(missing)
     else:
         late = sum(1 for d in missing if d in outcome.late_devices)
     row: dict[str, Any] = {

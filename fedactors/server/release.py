@@ -6,7 +6,10 @@ A *release* is the server turning what it collected into a new global model:
    refuse the release if charging it would take ε above the target;
 2. **aggregate** the collected contributions with the scenario's stage chain
    (skipped, model unchanged, when fewer than ``min_reports`` contributed or
-   the secure protocol aborted);
+   the secure protocol aborted; a DP release whose accounting does not cover
+   the number of reports is never skipped for it: DP-FTRL, and DP-FedAvg with
+   central noise on Poisson rounds, release their noise even over no report,
+   see :attr:`ReleaseStep.releases_every_step`);
 3. **server optimizer** (FedAvg step, FedAdam, FedYogi) on the aggregate;
 4. **non-finite guard**: a candidate model with a NaN/inf is never adopted;
 5. **privacy charge**: every release attempt of a DP run is charged at the
@@ -28,7 +31,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from fedactors.aggregation.base import Aggregator, Contributions, RoundContext, TreeRelease
+from fedactors.aggregation.base import (
+    Aggregator,
+    Contributions,
+    PlainContributions,
+    RoundContext,
+    TreeRelease,
+)
 from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
@@ -85,14 +94,33 @@ class ReleaseStep:
 
     @property
     def releases_every_step(self) -> bool:
-        """DP-FTRL releases its noise even when too few reported: skipping by the
-        count of reports would reveal it, and the tree's noise does not cover it."""
-        return self.privacy is not None and isinstance(self.privacy.declared, TreeRelease)
+        """Whether every release is made whatever the number of reports (``min_reports``
+        does not apply; a release over no report is the noise alone).
+
+        Skipping a release because too few reported would reveal that number, and
+        where one device's presence can change it the noise does not cover it:
+
+        * DP-FTRL: the tree's noise is accounted from who contributed, not from
+          how many;
+        * DP-FedAvg with central noise on Poisson rounds: the subsampled Gaussian
+          the accountant charges is "sum what was sampled, add N(0, (zC)^2),
+          divide by m" for every sample, the empty one included (add-or-remove-one:
+          one device's presence changes the count). Distributed noise on Poisson
+          rounds is refused at load (an empty sum has no noise to release).
+        """
+        if self.privacy is None:
+            return False
+        if isinstance(self.privacy.declared, TreeRelease):
+            return True
+        from fedactors.privacy.budget import PrivacyBudget
+
+        return isinstance(self.privacy, PrivacyBudget) and self.privacy.releases_whatever_the_count
 
     def eligible(self, state: ServerState, devices: np.ndarray) -> np.ndarray:
         """The ``devices`` the privacy rules let take part in the next release (all of
         them unless DP-FTRL's separation rule keeps some out)."""
-        if not self.releases_every_step or not self.privacy.min_separation:
+        if (self.privacy is None or not isinstance(self.privacy.declared, TreeRelease)
+                or not self.privacy.min_separation):
             return devices
         nxt = state.round + 1
         keep = [self.privacy.eligible(state.privacy, int(d), nxt) for d in devices]
@@ -122,6 +150,10 @@ class ReleaseStep:
         """Release version ``state.round + 1`` from ``contributions`` (None: the secure
         protocol aborted). ``participation`` feeds the privacy audit of a DP run."""
         version = state.round + 1
+        if contributions is None and selected == 0:
+            # Nobody was asked (a secure collection then has no sum to return): the sum
+            # is the empty one, known to be, as in a plain round that selected nobody.
+            contributions = PlainContributions([])
         count = 0 if contributions is None else contributions.count
         applied, measurements, shares = False, {}, None
         skipped = contributions is None or (count < self.min_reports

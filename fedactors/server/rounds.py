@@ -39,7 +39,8 @@ class Rounds:
     screen off.
 
     In ``Scenario(mode=FedBuff(...))`` only ``count``, ``deadline`` (then a
-    per-device timeout) and ``eval_every`` are used (docs/async.md).
+    per-device timeout) and ``eval_every`` are used (docs/async.md); the
+    scenario refuses any other field set away from its default.
 
     Args:
         count: Number of rounds to run (under FedBuff: of server updates).
@@ -57,7 +58,9 @@ class Rounds:
         min_reports: Fewest reports (1 to ``cohort_size``) for a round to be
             aggregated; below it the round is skipped. Default 1. DP-FTRL
             (``DPMean.tree``) ignores it: it releases its noise every round
-            (docs/privacy.md, "DP-FTRL").
+            (docs/privacy.md, "DP-FTRL"); so does DP-FedAvg with central noise
+            on ``"poisson"`` rounds, where a value above 1 is refused by the
+            scenario (a skip would reveal how many took part).
         eval_every: Evaluate the global model on the server's test set every
             this many rounds. Default 1 (every round).
         sampling: ``"fixed_size"`` (default) or ``"poisson"``, as above; the

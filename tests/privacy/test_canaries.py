@@ -321,7 +321,8 @@ def test_canaries_run_with_dp_mean_fixed_adaptive_and_wrapped() -> None:
 
 
 @pytest.mark.parametrize("make_changes, reason", [
-    (lambda: {"mode": FedBuff(buffer_size=4, concurrency=6)}, "FedBuff"),
+    (lambda: {"mode": FedBuff(buffer_size=4, concurrency=6), "rounds": Rounds(count=2)},
+     "FedBuff"),
     (lambda: {"secure_aggregation": SecureAggregation()}, "secure_aggregation"),
     (lambda: {"aggregator": DPMean.fixed(1.0, 1.0, 4, distributed_noise=True)},
      "distributed_noise"),

@@ -239,3 +239,33 @@ def test_for_scenario_refuses_a_wrapper_that_hides_the_dp_declaration() -> None:
         PrivacyBudget.for_scenario(scenario(Hiding(1.0, DPMean.fixed(1.0, Z, M))), N)
     assert err.value.field == "aggregator"
     assert "does not forward its private_release()" in err.value.message
+
+
+@pytest.mark.parametrize("sampling, aggregated, summed, violation", [
+    ("poisson", False, M, True),  # skipped (a secure round that aborted)
+    ("poisson", True, 3, True),  # fewer distributed-noise shares than min_survivors
+    ("poisson", True, 7, False),  # enough shares: released
+    ("fixed_size", False, M, False),  # replace-one: counted, not a violation
+    ("fixed_size", True, 3, False),
+])
+def test_a_round_not_released_is_counted_and_on_poisson_rounds_a_violation(
+        sampling, aggregated, summed, violation) -> None:
+    b = budget(sampling, min_survivors=7)
+    s = b.charge(b.initial_state(), Participation(online=N, selected=summed), summed,
+                 aggregated=aggregated)
+    not_released = not aggregated or summed < 7
+    assert s.rounds_not_released == not_released
+    assert s.ledger.rounds == 1  # charged either way
+    block = b.summary(s, "rounds")
+    assert block["releases_skipped"] == not_released
+    skipped = [v for v in block["violations"] if v.startswith("skipped releases:")]
+    assert bool(skipped) == violation and block["assumption_held"] is not violation
+    if violation:
+        assert "1 of 1 Poisson rounds" in skipped[0] and "does not cover" in skipped[0]
+
+
+def test_only_central_noise_on_poisson_rounds_releases_whatever_the_count() -> None:
+    assert budget("poisson").releases_whatever_the_count
+    assert not budget("poisson", min_survivors=7).releases_whatever_the_count
+    assert not budget("fixed_size").releases_whatever_the_count
+    assert not budget(releases=BUFFERS).releases_whatever_the_count

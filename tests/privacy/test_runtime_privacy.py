@@ -167,3 +167,38 @@ def test_epsilon_with_over_selection_accounts_the_selected_sample(sampling: str,
         expected = min(expected, pld_acc.get_epsilon(delta))
     assert summary["epsilon"] == pytest.approx(expected, rel=1e-9)
     assert summary["accounting"]["sample_size"] == selected
+
+
+def test_poisson_rounds_with_nobody_sampled_release_the_noise_and_epsilon_holds(
+        tmp_path: Path) -> None:
+    """The new-user trial's case, small: Poisson rounds at q = 1/6 over 6 devices, so a
+    third of them sample nobody. Each is still a release of the accounted mechanism (the
+    noise alone), so the stated ε is dp-accounting's for every round, and it holds."""
+    n, rounds = 6, 8
+    scenario = dataclasses.replace(
+        _scenario("poisson"), fleet=[DeviceClass("d", count=n)],
+        rounds=Rounds(count=rounds, cohort_size=1, deadline=60.0, sampling="poisson"),
+        aggregator=DPMean.fixed(C, Z, 1), privacy=Privacy(delta=1e-5))
+    result = run_scenario(scenario, RunOptions(out_dir=tmp_path, device_events=False,
+                                               checkpoint=False))
+    rows = result.records
+    assert len(rows) == rounds
+    empty = [r for r in rows if r["selected"] == 0]
+    assert empty, "this seed must draw an empty Poisson round for the test to mean anything"
+    # Every round was released, the empty ones as noise alone.
+    assert all(r["applied"] for r in rows)
+    assert all(r["closed_by"] == "nobody-selected" for r in empty)
+    assert all(r["closed_by"] == "all-reported" for r in rows
+               if r["selected"] and r["reported"] == r["selected"])
+    assert all(r["closed_by"] != "target" for r in rows)  # Poisson rounds have no target
+    # ε is the Poisson subsampled Gaussian's over all rounds, computed independently.
+    event = dp_accounting.PoissonSampledDpEvent(1 / n, dp_accounting.GaussianDpEvent(Z))
+    r_acc, p_acc = rdp.RdpAccountant(), pld.PLDAccountant(value_discretization_interval=1e-3)
+    r_acc.compose(event, rounds)
+    p_acc.compose(event, rounds)
+    p = result.summary["privacy"]
+    assert p["epsilon"] == pytest.approx(min(r_acc.get_epsilon(1e-5), p_acc.get_epsilon(1e-5)),
+                                         rel=1e-9)
+    assert p["assumption_held"] is True and p["violations"] == []
+    assert p["releases_skipped"] == 0
+    assert not any(w.startswith("privacy:") for w in result.summary["warnings"])

@@ -30,7 +30,8 @@ N, M, Z, C, DELTA = 20, 4, 2.0, 1.0, 1e-5
 
 def scenario(aggregator: Aggregator, fedbuff: bool = False, **privacy) -> Scenario:
     return Scenario(name="tree_budget", model=lambda: None, loss="mse", data=lambda f, r: None,
-                    fleet=[DeviceClass("d", count=N)], rounds=Rounds(cohort_size=M),
+                    fleet=[DeviceClass("d", count=N)],
+                    rounds=Rounds() if fedbuff else Rounds(cohort_size=M),  # FedBuff: unused
                     mode=FedBuff(buffer_size=M, staleness=Unweighted()) if fedbuff else None,
                     aggregator=aggregator, privacy=Privacy(**privacy) if privacy else None)
 

@@ -201,3 +201,18 @@ def test_a_refusal_logged_in_a_later_round_draws_nothing_for_that_round() -> Non
                           sender=3, update_round=1, update_step="advertise_keys")]
     timeline = timeline_from_events(events)
     assert not [s for s in timeline.segments if s.device == 3 and s.round == 2]
+
+
+def test_a_poisson_round_closed_by_all_reported_draws_the_rest_as_surplus() -> None:
+    """``all-reported`` (a Poisson round: every sampled device reported) is no deadline:
+    work past the round's end was not needed, as after a target, never late."""
+    def bars(closed_by: str) -> set[str]:
+        log = [ev(0, "server", "round.start", round=1, deadline=50.0, cohort=[1]),
+               ev(1, "device-1", "request.received", round=1, compute_s=9.0),
+               ev(5, "server", "round.end", round=1, closed_by=closed_by),
+               ev(10, "device-1", "update.sent", round=1, upload_s=1.0)]  # past the end
+        timeline = timeline_from_events(log)
+        return {s.kind for s in timeline.segments if s.start >= 5.0}
+
+    assert bars("all-reported") == bars("target") == {"surplus"}
+    assert bars("deadline") == {"late"}

@@ -151,7 +151,10 @@ def _model() -> keras.Model:
 
 def build(mode: str, aggregator: str, secure: str, **changes) -> Scenario:
     fields = dict(
-        rounds=Rounds(count=2, cohort_size=COHORT, deadline=60.0), mode=MODES[mode],
+        # FedBuff uses only count, deadline and eval_every of Rounds (and refuses the rest).
+        rounds=(Rounds(count=2, cohort_size=COHORT, deadline=60.0) if MODES[mode] is None
+                else Rounds(count=2, deadline=60.0)),
+        mode=MODES[mode],
         privacy=PRIVACY.get(aggregator),
     )
     fields.update(changes)

@@ -274,6 +274,8 @@ def test_fedbuff_with_too_few_devices_for_the_rule_is_refused_at_load():
     assert base.fleet_size == 40
     tree = DPMean.tree(clip_norm=1.0, noise_multiplier=1.0, expected_count=8)
     fits = dataclasses.replace(base, mode=FedBuff(buffer_size=8, concurrency=8),
+                               rounds=Rounds(count=base.rounds.count,  # what FedBuff uses
+                                             deadline=base.rounds.deadline),
                                aggregator=tree, privacy=Privacy(min_separation=4))
     assert fits.privacy.min_separation == 4  # 5 * 8 = 40 devices: accepted
     with pytest.raises(ConfigError) as err:

@@ -271,6 +271,11 @@ def test_metrics_row_fields() -> None:
     tally.record_drop(3, 3, 12.0)
     row = metrics_row(outcome(closed_by="target"), tally, (0, 0))
     assert (row["dropped"], row["late"], row["surplus"]) == (1, 0, 1)
+    # A Poisson round closed once all its sampled devices reported: not by the deadline
+    # either (those given up then, e.g. rejected as outliers, were not late).
+    tally.record_drop(3, 3, 12.0)
+    row = metrics_row(outcome(closed_by="all-reported"), tally, (0, 0))
+    assert (row["dropped"], row["late"], row["surplus"]) == (1, 0, 1)
 
 
 def test_metrics_row_takes_each_given_up_key_once_and_counts_its_devices() -> None:

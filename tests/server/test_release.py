@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
 from fedactors import DeviceClass, Privacy, Rounds, Scenario
-from fedactors.aggregation.base import Aggregate, Aggregator, PlainContributions, SummedContributions
+from fedactors.aggregation.base import (
+    Aggregate,
+    Aggregator,
+    PlainContributions,
+    RoundContext,
+    SummedContributions,
+)
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.privacy.budget import STOPPED_BY_BUDGET, PrivacyBudget
 from fedactors.privacy.dp_mean import DPMean
@@ -37,8 +44,11 @@ def scenario(aggregator: Aggregator, **privacy) -> Scenario:
                     aggregator=aggregator, privacy=Privacy(**privacy) if privacy else None)
 
 
-def step_for(aggregator: Aggregator, min_reports: int = 1, **privacy) -> ReleaseStep:
-    budget = PrivacyBudget.for_scenario(scenario(aggregator, **privacy), N)
+def step_for(aggregator: Aggregator, min_reports: int = 1, sampling: str = "fixed_size",
+             **privacy) -> ReleaseStep:
+    sc = scenario(aggregator, **privacy)
+    sc = dataclasses.replace(sc, rounds=Rounds(cohort_size=M, sampling=sampling))
+    budget = PrivacyBudget.for_scenario(sc, N)
     return ReleaseStep(aggregator, FedAvgStep(), lambda w: {"loss": float(w.sum())},
                        SeedTree(0), EventLog(lambda: 0.0, keep=True), min_reports=min_reports,
                        eval_every=2, privacy=budget)
@@ -114,3 +124,84 @@ def test_the_budget_check_refuses_the_release_that_would_pass_the_target() -> No
                              participation=Participation(online=N, selected=M)).state
     assert stops == [None, None, STOPPED_BY_BUDGET]
     assert step.privacy.epsilon(state.privacy) <= target < step.privacy.next_epsilon(state.privacy)
+
+
+# -- Poisson rounds: a DP-FedAvg release never depends on the count -------------------------
+
+
+CENTRAL = {"fixed": lambda: DPMean.fixed(1.0, 1.0, M),
+           "adaptive": lambda: DPMean.adaptive_clipping(0.5, 1.0, M)}
+
+
+def dp_rows(agg: Aggregator, n: int) -> PlainContributions:
+    params = agg.client_params(agg.initial_state(DIM))
+    return PlainContributions([agg.encode(params, np.full(DIM, 0.3 * (i + 1), np.float32), 1,
+                                          np.random.default_rng(i)) for i in range(n)])
+
+
+def mechanism_output(step: ReleaseStep, contributions, selected: int) -> np.ndarray:
+    """What the accounted mechanism releases over ``contributions`` in round 1."""
+    agg = step.aggregator
+    ctx = RoundContext(1, M, selected, step.seeds.secret("server", 1))
+    return agg.aggregate(agg.initial_state(DIM), contributions, ctx).delta
+
+
+@pytest.mark.parametrize("make", CENTRAL.values(), ids=CENTRAL.keys())
+@pytest.mark.parametrize("reported", [0, 2])
+def test_a_poisson_round_is_released_whatever_the_count(make, reported: int) -> None:
+    """Nobody, or fewer than ``min_reports``, reported: the round still releases the
+    mechanism's output (the noise alone over nobody), uncounted as a skip."""
+    agg = make()
+    step = step_for(agg, min_reports=3, sampling="poisson")
+    assert step.releases_every_step
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    out = step.release(state, dp_rows(agg, reported), expected_count=M, selected=reported,
+                       participation=Participation(online=N, selected=reported))
+    assert out.applied and out.state.round == 1
+    expected = mechanism_output(step, dp_rows(agg, reported), reported)
+    np.testing.assert_array_equal(out.state.weights, expected)
+    assert np.all(expected != 0)  # the noise, not a model left as it was
+    assert not any(e["event"] == "round.skipped" for e in step.log.records)
+    assert out.state.privacy.ledger.rounds == 1
+    assert out.state.privacy.rounds_not_released == 0
+    assert step.privacy.summary(out.state.privacy, "completed")["assumption_held"] is True
+
+
+def test_fixed_size_rounds_keep_min_reports() -> None:
+    """Replace-one neighbours sum as many devices: the skip reveals nothing there."""
+    agg = DPMean.fixed(1.0, 1.0, M)
+    step = step_for(agg, min_reports=3)
+    assert not step.releases_every_step
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    out = step.release(state, dp_rows(agg, 2), expected_count=M, selected=M,
+                       participation=Participation(online=N, selected=M))
+    assert not out.applied and out.state.privacy.ledger.rounds == 1
+    block = step.privacy.summary(out.state.privacy, "completed")
+    assert block["releases_skipped"] == 1
+    assert not any(v.startswith("skipped releases") for v in block["violations"])
+
+
+def test_a_secure_poisson_round_that_selected_nobody_releases_the_noise() -> None:
+    agg = DPMean.fixed(1.0, 1.0, M)
+    step = step_for(agg, sampling="poisson")
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    out = step.release(state, None, expected_count=M, selected=0,
+                       participation=Participation(online=N, selected=0))
+    assert out.applied
+    np.testing.assert_array_equal(out.state.weights,
+                                  mechanism_output(step, PlainContributions([]), 0))
+    assert out.state.privacy.rounds_not_released == 0
+
+
+def test_a_secure_poisson_round_that_aborted_is_a_stated_violation() -> None:
+    """No sum to noise: skipped, charged, and said to break the Poisson ε."""
+    agg = DPMean.fixed(1.0, 1.0, M)
+    step = step_for(agg, sampling="poisson")
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    out = step.release(state, None, expected_count=M, selected=3,
+                       participation=Participation(online=N, selected=3))
+    assert not out.applied and out.state.privacy.ledger.rounds == 1
+    block = step.privacy.summary(out.state.privacy, "completed")
+    assert block["releases_skipped"] == 1 and block["assumption_held"] is False
+    assert any(v.startswith("skipped releases: in 1 of 1 Poisson rounds")
+               for v in block["violations"])

@@ -145,7 +145,8 @@ async def test_a_poisson_round_sums_every_sampled_report_however_many_and_howeve
     assert outcome.selected == tuple(range(6))
     # No cut at cohort_size: the slowest (6 s) is summed too, and the round ends with it.
     assert outcome.reported == tuple(range(6))
-    assert outcome.closed_by == "target" and outcome.end == pytest.approx(6.0)
+    # A Poisson round has no target: it closed because every sampled device reported.
+    assert outcome.closed_by == "all-reported" and outcome.end == pytest.approx(6.0)
     np.testing.assert_allclose(world.actors.server.state.weights, np.full(3, 3.5), rtol=1e-6)
 
 

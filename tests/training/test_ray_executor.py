@@ -9,6 +9,7 @@ import pytest
 
 from fedactors.scenarios.loader import load_scenario
 from fedactors.server.fedbuff import FedBuff
+from fedactors.server.rounds import Rounds
 from fedactors.simulation import WALL_CLOCK_KEYS, RunOptions, run_scenario
 from fedactors.training.ray_executor import chunk_bounds
 
@@ -31,7 +32,10 @@ def test_ray_backend_is_bit_identical_to_local() -> None:
     import ray
 
     sync = load_scenario(SCENARIO)
-    asynchronous = dataclasses.replace(sync, mode=FedBuff(buffer_size=4, concurrency=6))
+    asynchronous = dataclasses.replace(sync, mode=FedBuff(buffer_size=4, concurrency=6),
+                                       # FedBuff uses only these of Rounds (refuses the rest)
+                                       rounds=Rounds(count=sync.rounds.count,
+                                                     deadline=sync.rounds.deadline))
     try:
         for scenario in (sync, asynchronous):
             t0 = time.perf_counter()

@@ -1,0 +1,126 @@
+"""Load-time refusals of ``Scenario``: options no run could honour, or honour only by
+breaking the guarantee it states, are one line naming the field (exit 2 from the CLI)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from fedactors import DeviceClass, FedBuff, Privacy, Rounds, Scenario
+from fedactors.aggregation.clipping import Clipped
+from fedactors.aggregation.fedavg import WeightedMean
+from fedactors.cli import main
+from fedactors.errors import ConfigError
+from fedactors.privacy.dp_mean import DPMean
+from fedactors.scenarios.spec import FEDBUFF_UNUSED_ROUNDS
+
+N, M = 60, 10
+
+
+def scenario(aggregator=None, **rounds) -> Scenario:
+    return Scenario(name="spec", model=lambda: None, loss="mse", data=lambda f, r: None,
+                    fleet=[DeviceClass("d", count=N)],
+                    rounds=Rounds(**{"count": 5, "cohort_size": M, "deadline": 60.0, **rounds}),
+                    aggregator=aggregator if aggregator is not None else DPMean.fixed(1.0, 1.2, M))
+
+
+def refusal(make) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        make()
+    assert "\n" not in str(caught.value)
+    return caught.value
+
+
+# -- DP-FedAvg on Poisson rounds: no release may depend on the count ---------------------------
+
+
+CENTRAL = {
+    "fixed": lambda: DPMean.fixed(1.0, 1.2, M),
+    "adaptive": lambda: DPMean.adaptive_clipping(0.5, 1.2, M),
+    "wrapped": lambda: Clipped(2.0, DPMean.fixed(1.0, 1.2, M)),
+}
+
+
+@pytest.mark.parametrize("make", CENTRAL.values(), ids=CENTRAL.keys())
+def test_poisson_dp_fedavg_refuses_a_min_reports_above_one(make) -> None:
+    err = refusal(lambda: scenario(make(), sampling="poisson", min_reports=2))
+    assert err.field == "rounds.min_reports"
+    assert "Poisson" in err.message or "poisson" in err.message
+    # The default is accepted: such a round is released whatever the count.
+    assert scenario(make(), sampling="poisson").rounds.min_reports == 1
+
+
+@pytest.mark.parametrize("min_reports", [1, 5])
+def test_poisson_refuses_distributed_noise(min_reports: int) -> None:
+    dist = DPMean.fixed(1.0, 1.2, M, distributed_noise=True)
+    err = refusal(lambda: scenario(dist, sampling="poisson", min_reports=min_reports))
+    assert err.field == "rounds.sampling" and "distributed_noise=True" in err.message
+    adaptive = DPMean.adaptive_clipping(0.5, 1.2, M, distributed_noise=True, min_survivors=5)
+    assert refusal(lambda: scenario(adaptive, sampling="poisson")).field == "rounds.sampling"
+    # Fixed-size rounds keep it (replace-one: both neighbours sum as many).
+    scenario(dist, min_reports=min_reports)
+
+
+def test_min_reports_stays_where_the_count_is_not_what_neighbours_differ_in() -> None:
+    scenario(min_reports=M)  # fixed-size DP-FedAvg: replace-one, same count for both
+    scenario(WeightedMean(), sampling="poisson", min_reports=M)  # no DP: nothing claimed
+    tree = DPMean.tree(1.0, 1.2, M)  # DP-FTRL releases every step, min_reports or not
+    dataclasses.replace(scenario(tree, sampling="poisson", min_reports=M), privacy=Privacy())
+
+
+def test_the_cli_refuses_it_in_one_line_naming_file_and_field(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "dp_poisson_minrep.py"
+    path.write_text(
+        "from fedactors import DeviceClass, Privacy, Rounds, Scenario\n"
+        "from fedactors.privacy.dp_mean import DPMean\n"
+        "scenario = Scenario(name='dp_poisson_minrep', model=lambda: None, loss='mse',\n"
+        "    data=lambda f, r: None, fleet=[DeviceClass('d', count=60)],\n"
+        "    rounds=Rounds(count=5, cohort_size=10, deadline=60.0, sampling='poisson',\n"
+        "                  min_reports=10),\n"
+        "    aggregator=DPMean.fixed(clip_norm=1.0, noise_multiplier=1.2, expected_count=10),\n"
+        "    privacy=Privacy(delta=1e-5), seed=1)\n")
+    code = main([str(path), "--rounds", "8"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith(f"error: {path}:3: rounds.min_reports: is 10 with sampling='poisson'")
+
+
+# -- FedBuff uses only count, deadline and eval_every ------------------------------------------
+
+
+UNUSED = {"cohort_size": 7, "over_selection": 2.0, "min_reports": 3, "sampling": "poisson",
+          "outlier_factor": None}
+
+
+def fedbuff(**rounds) -> Scenario:
+    return Scenario(name="fedbuff", model=lambda: None, loss="mse", data=lambda f, r: None,
+                    fleet=[DeviceClass("d", count=N)], rounds=Rounds(**rounds),
+                    mode=FedBuff(buffer_size=5, concurrency=8))
+
+
+def test_the_unused_fields_are_the_ones_named() -> None:
+    assert set(FEDBUFF_UNUSED_ROUNDS) == set(UNUSED)
+
+
+@pytest.mark.parametrize("name", UNUSED)
+def test_fedbuff_refuses_each_rounds_option_it_does_not_use(name: str) -> None:
+    err = refusal(lambda: fedbuff(**{name: UNUSED[name]}))
+    assert err.field == f"rounds.{name}" and "FedBuff does not use it" in err.message
+    # The same option in synchronous rounds is accepted.
+    dataclasses.replace(fedbuff(), mode=None, rounds=Rounds(**{name: UNUSED[name]}))
+
+
+def test_fedbuff_accepts_what_it_uses_and_the_defaults() -> None:
+    s = fedbuff(count=7, deadline=30.0, eval_every=2)
+    assert (s.rounds.count, s.rounds.deadline, s.rounds.eval_every) == (7, 30.0, 2)
+    # A default written out is no option set.
+    fedbuff(cohort_size=10, over_selection=1.0, min_reports=1, sampling="fixed_size",
+            outlier_factor=1e6)
+
+
+def test_the_reported_trial_combination_is_refused_naming_one_field() -> None:
+    err = refusal(lambda: fedbuff(sampling="poisson", cohort_size=7, min_reports=3,
+                                  over_selection=2))
+    assert err.field in {f"rounds.{n}" for n in UNUSED} and "FedBuff" in err.message
