@@ -298,9 +298,10 @@ class PrivacyBudget:
             )
         if state.rounds_missing_reports:
             out.append(
-                f"missing reports: in {state.rounds_missing_reports} of {rounds} rounds selected "
-                "devices were cut by the deadline or dropped out; ε holds only if who drops "
-                "does not depend on the data"
+                f"missing reports: in {state.rounds_missing_reports} of {rounds} rounds fewer "
+                "updates were summed than devices selected (cut by the deadline, dropped out, "
+                "or a secure round that aborted); ε holds only if who drops does not depend "
+                "on the data"
             )
         if state.rounds_cut_at_target:
             out.append(

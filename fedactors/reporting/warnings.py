@@ -35,13 +35,15 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         out.append(
             f"secure aggregation: in {len(below)} of {len(records)} rounds the graph's (k, t) "
             f"missed the stated targets (abort probability {_bound(failure)}, share collusion, "
-            f"disconnection or a lying server {_bound(security)}); the cohort was too small "
-            "for them under the stated dropout and corruption"
+            f"disconnection or a lying server {_bound(security)}); under the stated dropout and "
+            "corruption the cohort was too small for them, or threshold_fraction set t outside "
+            "the range that meets them"
         )
     aborted = sum(1 for r in records if r.get("secagg_aborted"))
     if aborted:
         out.append(f"secure aggregation: {aborted} of {len(records)} rounds aborted (fewer than "
-                   "t survivors somewhere) and left the model as it was")
+                   "t survivors somewhere, or fewer masked inputs than the sum's floor) and "
+                   "left the model as it was")
     short = sum(1 for r in records if r.get("noise_shares_below_minimum"))
     if short:
         out.append(
