@@ -44,6 +44,13 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         out.append(f"secure aggregation: {aborted} of {len(records)} rounds aborted (fewer than "
                    "t survivors somewhere, or fewer masked inputs than the sum's floor) and "
                    "left the model as it was")
+    zeroed = [r["nonfinite_zeroed"] for r in records if r.get("nonfinite_zeroed")]
+    if zeroed:
+        out.append(
+            f"clipping: in {len(zeroed)} of {len(records)} rounds {sum(zeroed)} reported "
+            "updates in all were not finite (NaN or inf) and the clipping stage zeroed them: "
+            "those devices took part with no update (nonfinite_zeroed in metrics.jsonl)"
+        )
     short = sum(1 for r in records if r.get("noise_shares_below_minimum"))
     if short:
         out.append(

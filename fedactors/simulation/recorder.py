@@ -84,8 +84,9 @@ def ground_truth_row(tally: Any, traffic: Traffic) -> Step:
 
 def clipping(tally: Any) -> Step:
     """For stages that clip: the share of the round's reported deltas that were clipped
-    and their median L2 norm before clipping, with the round's bound. Ground truth the
-    simulator sees and the protocol never releases (not covered by any ε)."""
+    and their median L2 norm before clipping, with the round's bound, and how many were
+    not finite (zeroed by the stage). Ground truth the simulator sees and the protocol
+    never releases (not covered by any ε)."""
 
     def step(outcome: ReleaseOutcome, row: dict) -> None:
         norms = tally.take_norms(outcome.round)
@@ -95,6 +96,9 @@ def clipping(tally: Any) -> Step:
             row["clipped_fraction"] = float(np.mean([n > b for n, b in pairs]))
             row["update_norm_median"] = float(np.median(values))
             row["clip_bound"] = float(max(b for _, b in pairs))
+            # A non-finite delta (its norm was recorded as infinite) is zeroed by the
+            # stage: the device took part with nothing, which the report must show.
+            row["nonfinite_zeroed"] = int(np.isinf(values).sum())
 
     return step
 

@@ -6,14 +6,21 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedactors.aggregation.clipping import Clipped
 from fedactors.aggregation.fedavg import WeightedMean
+from fedactors.data.generated import GeneratedData
 from fedactors.scenarios.loader import load_scenario
 from fedactors.simulation import RunOptions, run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def line(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.uniform(-1.0, 1.0, (n, 1)).astype(np.float32)
+    return x, (2.0 * x[:, 0] + 1.0).astype(np.float32)
 
 
 def _rows(scenario, rounds: int = 2) -> list[dict]:
@@ -40,3 +47,28 @@ def test_a_dp_run_reports_its_clipping_beside_the_accountant() -> None:
     for row in rows:
         assert 0.0 <= row["clipped_fraction"] <= 1.0 and row["update_norm_median"] > 0
         assert row["clip_bound"] == pytest.approx(row["clip_norm"])
+
+
+def test_a_device_whose_update_is_not_finite_is_counted_as_zeroed_and_warned() -> None:
+    # Device 1's data holds a NaN: its delta is NaN every round, the clipping stage
+    # zeroes it (the device takes part with nothing), and the run must say so.
+    base = load_scenario(ROOT / "scenarios/linear_regression.py")
+
+    def poisoned(fleet, rng):
+        # Generated data: checked in full on device 0 only (as a lazily made fleet is),
+        # so a NaN on device 1 gets through to its training.
+        def make(device, n, stream):
+            x, y = line(n, stream)
+            if device == 1:
+                x[0, 0] = np.nan
+            return x, y
+
+        return GeneratedData.create([100, 100], make, line(200, rng), rng)
+
+    scenario = replace(base, data=poisoned, aggregator=Clipped(1.0, WeightedMean()))
+    result = run_scenario(scenario, RunOptions(rounds=2, device_events=False))
+    assert [r["nonfinite_zeroed"] for r in result.records] == [1, 1]
+    warning = [w for w in result.summary["warnings"] if w.startswith("clipping:")]
+    assert warning and "2 reported updates" in warning[0]
+    clean = _rows(replace(base, aggregator=Clipped(1.0, WeightedMean())))
+    assert [r["nonfinite_zeroed"] for r in clean] == [0, 0]
