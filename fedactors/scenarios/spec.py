@@ -220,6 +220,14 @@ class Scenario:
         if self.mode is None and self.rounds.sampling == "poisson" and (
                 declared is not None and not isinstance(declared, (TreeRelease, SkellamRelease))):
             self._check_poisson_dp_fedavg(declared)
+        if isinstance(declared, TreeRelease) and self.mode is None and self.rounds.min_reports > 1:
+            # DP-FTRL releases every round whatever the count (skipping by it would reveal
+            # it); a min_reports that could never take effect is refused, not ignored.
+            raise ConfigError(
+                "rounds.min_reports",
+                f"is {self.rounds.min_reports}, but DPMean.tree (DP-FTRL) releases every "
+                "round whatever the number of reports (skipping by that number would reveal "
+                "it, and the tree's noise does not cover it); leave it at 1")
         if isinstance(declared, SkellamRelease):
             if self.mode is not None:
                 # Said first: "add secure aggregation" would send the user in a circle.

@@ -66,8 +66,14 @@ def test_poisson_refuses_distributed_noise(min_reports: int) -> None:
 def test_min_reports_stays_where_the_count_is_not_what_neighbours_differ_in() -> None:
     scenario(min_reports=M)  # fixed-size DP-FedAvg: replace-one, same count for both
     scenario(WeightedMean(), sampling="poisson", min_reports=M)  # no DP: nothing claimed
-    tree = DPMean.tree(1.0, 1.2, M)  # DP-FTRL releases every step, min_reports or not
-    dataclasses.replace(scenario(tree, sampling="poisson", min_reports=M), privacy=Privacy())
+    tree = DPMean.tree(1.0, 1.2, M)  # DP-FTRL releases every step: 1 is all it takes
+    dataclasses.replace(scenario(tree, sampling="poisson"), privacy=Privacy())
+
+
+@pytest.mark.parametrize("sampling", ["fixed_size", "poisson"])
+def test_dp_ftrl_refuses_a_min_reports_it_would_ignore(sampling: str) -> None:
+    err = refusal(lambda: scenario(DPMean.tree(1.0, 1.2, M), sampling=sampling, min_reports=2))
+    assert err.field == "rounds.min_reports" and "DP-FTRL" in err.message
 
 
 def test_the_cli_refuses_it_in_one_line_naming_file_and_field(capsys, tmp_path: Path) -> None:
