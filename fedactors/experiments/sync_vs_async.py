@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
+
+from fedactors.reporting import strict_json
 
 HOUR = 3600.0
 
@@ -114,10 +115,10 @@ def compare(scenario_path: Path, out: Path, hours: float, target: float, buffer_
             st = [r["staleness_mean"] for r in result.records]
             summary[key]["staleness_mean"] = sum(st) / max(len(st), 1)
             summary[key]["staleness_max"] = max((r["staleness_max"] for r in result.records), default=0)
-        print(json.dumps(summary[key]), flush=True)
+        print(strict_json.dumps(summary[key]), flush=True)
     plot(runs, target, out / "sync_vs_async.png",
          f"{sync.name}: {sync.fleet_size:,} devices, seed {result.seed}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.json").write_text(strict_json.dumps(summary, indent=2) + "\n")
     return summary
 
 
