@@ -2,7 +2,8 @@
 
 Every configuration runs as its own process (so peak RSS is its own), ``--runs``
 times; the report gives the median. Flower runs in benchmarks/.venv-flower
-(created here on first use: Flower needs numpy 2, fedactors numpy 1). Raw
+(created here on first use: Flower needs numpy 2, fedactors numpy 1),
+pfl-research in benchmarks/.venv-pfl (likewise: pfl 0.6.0 with tf-keras). Raw
 results go to benchmarks/results/results.jsonl; ``--report-only`` rewrites
 the document from them.
 """
@@ -25,6 +26,13 @@ RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
 FLOWER_VENV = ROOT / "benchmarks" / ".venv-flower"
 FLOWER_PYTHON = FLOWER_VENV / "bin" / "python"
 FLOWER_REQUIREMENTS = ["flwr[simulation]==1.42.0", "tensorflow==2.21.*"]
+PFL_VENV = ROOT / "benchmarks" / ".venv-pfl"
+PFL_PYTHON = PFL_VENV / "bin" / "python"
+# pfl[tf] pulls tensorflow-probability[tf], whose tf-keras must match TensorFlow's
+# minor version (tested: TensorFlow 2.21.0, tf-keras 2.21.0, tensorflow-probability 0.25.0,
+# numpy 2.4); pfl_bench.py sets TF_USE_LEGACY_KERAS=1 so pfl gets tf-keras (Keras 2).
+PFL_REQUIREMENTS = ["pfl[tf]==0.6.0", "tensorflow==2.21.*", "tf-keras==2.21.*",
+                    "tensorflow-probability==0.25.0"]
 DOC = ROOT / "docs" / "benchmarks.md"
 TIMEOUT = 900
 
@@ -35,6 +43,7 @@ Config = tuple[str, list[str], int]
 def configs(runs: int) -> list[Config]:
     ours = [sys.executable, "-m", "benchmarks.measure"]
     flower = [str(FLOWER_PYTHON), "-m", "benchmarks.flower_bench"]
+    pfl = [str(PFL_PYTHON), "-m", "benchmarks.pfl_bench"]
     out: list[Config] = []
     # The compute limit next to fedactors, in the same run (docs/benchmarks.md's ratios).
     for cohort, rounds in ((10, 5), (100, 5), (1000, 5), (10000, 3)):
@@ -54,6 +63,10 @@ def configs(runs: int) -> list[Config]:
         out.append(("flower", flower + [str(cohort), str(rounds), "numpy"], n))
     for cohort, rounds, n in ((10, 3, runs), (100, 2, runs)):
         out.append(("flower", flower + [str(cohort), str(rounds), "keras"], n))
+    # pfl-research: 2 worker processes (one per core); ~3-5 s of start-up, then
+    # ~300-700 updates/s.
+    for cohort, rounds in ((10, 5), (100, 5), (1000, 4)):
+        out.append(("pfl", pfl + [str(cohort), str(rounds), "2"], runs))
     # Scale: 100,000 registered devices, rounds of 1,000 and 10,000; a million registered
     # devices online mostly at night (Diurnal), 10,000 per round.
     for cohort in (1000, 10000):
@@ -72,6 +85,19 @@ def ensure_flower() -> str | None:
                        check=True, timeout=TIMEOUT)
     except (subprocess.SubprocessError, OSError) as exc:
         return f"could not install Flower: {exc}"
+    return None
+
+
+def ensure_pfl() -> str | None:
+    """Create the pfl-research venv if needed; None if ready, else why not."""
+    if PFL_PYTHON.exists():
+        return None
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(PFL_VENV)], check=True)
+        subprocess.run([str(PFL_PYTHON), "-m", "pip", "install", "-q", *PFL_REQUIREMENTS],
+                       check=True, timeout=TIMEOUT)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"could not install pfl-research: {exc}"
     return None
 
 
@@ -98,15 +124,17 @@ def run_one(argv: list[str]) -> dict:
 def measure(runs: int, only: str = "") -> list[dict]:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     flower_problem = ensure_flower()
+    pfl_problem = ensure_pfl()
     results = [{"meta": "load", "start": os.getloadavg(), "time": time.time()}]
     with open(RESULTS, "w") as f:
         f.write(json.dumps(results[0]) + "\n")
         for label, argv, n in configs(runs):
-            if only and only not in " ".join(argv[3:]) + " ":
+            if only and only not in f"{label} {' '.join(argv[3:])} ":
                 continue
             for i in range(n):
-                if label == "flower" and flower_problem:
-                    out = {"error": flower_problem, "argv": argv}
+                problem = {"flower": flower_problem, "pfl": pfl_problem}.get(label)
+                if problem:
+                    out = {"error": problem, "argv": argv}
                 else:
                     out = run_one(argv)
                 out.update(label=label, run=i, args=argv[3:])
@@ -205,12 +233,24 @@ def report(results: list[dict]) -> str:
         "  trainers: `keras` (Keras `fit`, as the seed loop) and `numpy` (the same MLP",
         "  math hand-written in NumPy, far cheaper per client than Keras: it shows",
         "  Flower's own per-client cost). Flower runs only the mlp workload.",
+        "* **pfl-research**: pfl 0.6.0 simulation (`FederatedAveraging` over a",
+        "  `SimulatedBackend`, `TFModel` on tf-keras, central SGD of learning rate 1,",
+        "  no evaluation inside its rounds) in its own virtualenv",
+        "  (`benchmarks/.venv-pfl`: TensorFlow 2.21 with tf-keras 2.21, run with",
+        "  `TF_USE_LEGACY_KERAS=1`; under Keras 3 pfl keys variables by their short",
+        "  names and averages only the last layer). 2 worker processes, pfl's own",
+        "  multi-process mode (`PFL_WORKER_ADDRESSES`/`PFL_WORKER_RANK`, a TensorFlow",
+        "  `MultiWorkerMirroredStrategy` on localhost, no MPI): each trains half the",
+        "  cohort, and the sums are all-reduced every round; one TensorFlow thread per",
+        "  worker. Each run checks that all layers are averaged (round 1 equals FedAvg",
+        "  computed in NumPy) and reports held-out accuracy. mlp workload only.",
         "",
         "*updates/s* is clients per round divided by the median wall time of the",
         "rounds after the first (steady state: the first round pays for Ray start-up,",
-        "`tf.function` tracing, ...); *whole run* divides all updates by the whole",
-        "run's wall time including that start-up. Peak RSS is the process's",
-        "`ru_maxrss` (for Flower: the sum over the driver and all Ray processes,",
+        "pfl's workers connecting, `tf.function` tracing, ...); *whole run* divides",
+        "all updates by the whole run's wall time including that start-up. Peak RSS",
+        "is the process's `ru_maxrss` (for Flower: the sum over the driver and all",
+        "Ray processes; for pfl-research: the sum over its worker processes; both",
         "sampled every 0.5 s).",
         "",
         "## Client updates per second",
@@ -218,7 +258,8 @@ def report(results: list[dict]) -> str:
         "| workload | clients/round | system | updates/s | whole run | peak RSS | runs |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
-    order = {"seed-loop": 0, "flower-keras": 1, "flower-numpy": 2, "limit": 3, "fedactors": 4}
+    order = {"seed-loop": 0, "flower-keras": 1, "flower-numpy": 2, "pfl-research": 3,
+             "limit": 4, "fedactors": 5}
     rows = sorted(
         (k for k in groups if k[0] != "scale"),
         key=lambda k: (k[2] != "mlp", k[3], order.get(k[1], 9)),
@@ -289,7 +330,9 @@ def _targets(groups) -> list[str]:
         out.append(f"* Reference workload at 1,000 clients/round: **{_fmt_rate(a)} updates/s**, "
                    f"{a / b:.2f} of the limit measured in the same run ({_fmt_rate(b)}) "
                    "(targets: 25,000 updates/s, within 2x of the limit).")
-    for trainer in ("flower-keras", "flower-numpy"):
+    # The 1,000x target is against Flower; pfl-research has none.
+    for trainer, target in (("flower-keras", " (target 1,000x)"),
+                            ("flower-numpy", " (target 1,000x)"), ("pfl-research", "")):
         theirs = (_find(groups, trainer, "mlp", 1000) or _find(groups, trainer, "mlp", 100))
         if ours and theirs:
             a, b = _median(ours, "updates_per_s"), _median(theirs, "updates_per_s")
@@ -298,8 +341,8 @@ def _targets(groups) -> list[str]:
             spread = (f" (its runs ranged {_fmt_rate(rates[0])}-{_fmt_rate(rates[-1])}: "
                       f"{a / rates[-1]:,.0f}x-{a / rates[0]:,.0f}x)" if len(rates) > 1 else "")
             out.append(f"* fedactors at 1,000 clients/round vs {trainer} at {size:,}: "
-                       f"{_fmt_rate(a)} / {_fmt_rate(b)} = **{a / b:,.0f}x**{spread} "
-                       "(target 1,000x).")
+                       f"{_fmt_rate(a)} / {_fmt_rate(b)} = **{a / b:,.0f}x**{spread}"
+                       f"{target}.")
     for devices, wall_target, rss_target in ((100_000, 0.8, 1.5), (1_000_000, 1.5, 3.0)):
         big = next((g for k, g in groups.items()
                     if k[0] == "scale" and k[3] == 10000 and k[4] == devices), None)
@@ -332,6 +375,14 @@ _NOTES = [
     "  fedactors' grouped convolution, so fedactors / limit is above 1 for conv:",
     "  the limit as defined is not the fastest conv training, and the conv ratio",
     "  says nothing about fedactors' own overhead there.",
+    "* pfl-research pays TensorFlow dispatch from Python per client: its local",
+    "  optimizer's reset (a `tf.function` taking the optimizer), one `train_step`",
+    "  call per batch, reading and restoring the model's variables, summing the",
+    "  update: a few ms per client in each worker. Its two workers run the cohort",
+    "  in parallel on the two cores, one TensorFlow thread each (with TensorFlow's",
+    "  default pools, as large as the machine, the two contended: at 1,000 clients",
+    "  a median ~440 instead of ~630 updates/s over 3 trial runs each; one worker",
+    "  alone ~240-320).",
     "* fedactors numbers include everything a simulated round does: selection,",
     "  simulated network delays, per-device seed streams, lazy data generation,",
     "  FedAvg and the server's evaluation on 1,000 test examples.",
@@ -394,7 +445,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per configuration")
     parser.add_argument("--only", default="",
-                        help="only configurations whose arguments contain this text (a trial)")
+                        help="only configurations whose label and arguments contain this text "
+                             "(a trial: e.g. 'pfl', 'flower', 'fedactors mlp 1000 ')")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite docs/benchmarks.md from the last results")
     args = parser.parse_args()
