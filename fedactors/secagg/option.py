@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -102,9 +102,11 @@ class SecureAggregation:
             many devices are selected. Default 100 (measured break-even).
         threshold_fraction: Complete graph only: fraction in (0, 1) of the n
             devices whose shares rebuild a secret, t = floor(fraction * n) + 1.
-            Default 0.5, a majority: at the default ``max_dropout`` it misses the
-            abort target on every complete graph up to 100 devices
-            (``parameters.complete_threshold`` gives the t, if any, that meet both).
+            Default None: t from the targets, as SecAgg+ chooses its own: the
+            largest t meeting both the abort and the collusion target
+            (``parameters.complete_threshold``), or, where none does, a majority
+            n // 2 + 1 (secrecy first; the run then warns that the targets were
+            missed). At the defaults a t meeting both exists from 89 devices.
         max_dropout: Assumed probability in [0, 1) that an admitted device drops
             out during the protocol (sizes SecAgg+'s k and t; checked against the
             complete graph's t). Default 0.3.
@@ -161,7 +163,7 @@ class SecureAggregation:
 
     graph: str = "auto"
     sparse_above: int = SPARSE_ABOVE
-    threshold_fraction: float = 0.5
+    threshold_fraction: Optional[float] = None
     max_dropout: float = DEFAULT_DROPOUT
     max_corrupt: float = DEFAULT_CORRUPT
     failure_log2: float = DEFAULT_FAILURE_LOG2
@@ -189,10 +191,11 @@ class SecureAggregation:
                               f"must be a CryptoCosts, got {type(self.costs).__name__}")
         try:
             non_negative_int("sparse_above", self.sparse_above)
-            probability("threshold_fraction", self.threshold_fraction)
-            if not 0.0 < self.threshold_fraction < 1.0:
-                raise ConfigError("threshold_fraction",
-                                  f"must be in (0, 1), got {self.threshold_fraction!r}")
+            if self.threshold_fraction is not None:
+                probability("threshold_fraction", self.threshold_fraction)
+                if not 0.0 < self.threshold_fraction < 1.0:
+                    raise ConfigError("threshold_fraction",
+                                      f"must be in (0, 1), got {self.threshold_fraction!r}")
             for name in ("max_dropout", "max_corrupt"):
                 value = getattr(self, name)
                 # 1.0 would make every device drop (or collude): no graph helps.
@@ -247,14 +250,16 @@ class SecureAggregation:
     def complete_parameters(self, selected: int, admitted: int) -> PlusParameters:
         """(k = n - 1, t) for the complete graph over ``selected`` devices, and its real margins.
 
-        Honest-but-curious: t = floor(threshold_fraction * n) + 1. Malicious: the largest t
-        meeting the abort target and the equivocation bound (``complete_threshold``);
-        ``threshold_fraction`` is then ignored. Either way the margins are those of
-        ``plus_parameters`` at degree n - 1 under ``max_dropout`` (scaled for over-selection)
-        and ``max_corrupt``: abort (fewer than t survivors) and share collusion (t or more of a
-        device's holders corrupt; with a malicious server also equivocation). A complete graph
-        cannot disconnect, so there is no connectivity bound. ``meets_targets`` is true only
-        when both margins reach ``failure_log2`` and ``security_log2``.
+        Honest-but-curious with ``threshold_fraction`` set: t = floor(threshold_fraction * n)
+        + 1; by default the largest t meeting both targets (``complete_threshold``), or a
+        majority n // 2 + 1 when none does. Malicious: the largest t meeting the abort
+        target and the equivocation bound (``threshold_fraction`` is then ignored).
+        Either way the margins are those of ``plus_parameters`` at degree n - 1 under
+        ``max_dropout`` (scaled for over-selection) and ``max_corrupt``: abort (fewer than
+        t survivors) and share collusion (t or more of a device's holders corrupt; with a
+        malicious server also equivocation). A complete graph cannot disconnect, so there
+        is no connectivity bound. ``meets_targets`` is true only when both margins reach
+        ``failure_log2`` and ``security_log2``.
         """
         n = selected
         if n <= 1:  # nobody else holds a share: nothing to abort on or collude over
@@ -263,8 +268,14 @@ class SecureAggregation:
         if self.malicious:
             t = complete_threshold(n, dropout, self.max_corrupt, self.failure_log2,
                                    self.security_log2, malicious=True).highest
-        else:
+        elif self.threshold_fraction is not None:
             t = min(n, math.floor(self.threshold_fraction * n) + 1)
+        else:
+            span = complete_threshold(n, dropout, self.max_corrupt, self.failure_log2,
+                                      self.security_log2)
+            # Where no t meets both targets, secrecy first: a majority (a round that
+            # aborts leaks nothing; a lower t would let fewer colluders unmask).
+            t = span.highest if span.meets_targets else n // 2 + 1
         k = n - 1
         failure = -abort_log2(n, k, t, dropout)
         leak = collusion_log2(n, k, t, self.max_corrupt)

@@ -40,12 +40,27 @@ def test_a_low_threshold_against_many_corrupt_devices_is_reported_below_target()
     assert p.security_log2 == pytest.approx(margins(20, 2, 0.3, 0.3)[1])
 
 
-def test_the_default_majority_misses_the_abort_target_at_the_default_dropout() -> None:
-    """t = 11 of 20 with 30% dropout: an abort is far likelier than 2^-20."""
+def test_where_no_threshold_meets_the_targets_the_default_is_a_majority_and_says_so() -> None:
+    """20 devices at 30% dropout: no t meets both targets; the default keeps secrecy first
+    (t = 11 of 20) and reports the abort margin it misses."""
+    assert not complete_threshold(20, 0.3, 0.1).meets_targets
     p = SecureAggregation.complete().complete_parameters(20, 20)
     assert p.threshold == 11 and not p.meets_targets
     assert p.failure_log2 < SecureAggregation().failure_log2
     assert p.failure_log2 == pytest.approx(margins(20, 11, 0.3, 0.1)[0])
+
+
+@pytest.mark.parametrize("n", [89, 100, 150, 188])
+def test_where_thresholds_meet_the_targets_the_default_takes_the_largest(n: int) -> None:
+    """From 89 devices some t meets both targets at the defaults, but a majority misses
+    the abort one below 189: the default takes the largest t that meets both."""
+    span = complete_threshold(n, 0.3, 0.1)
+    p = SecureAggregation.complete().complete_parameters(n, n)
+    assert span.meets_targets and p.meets_targets
+    assert p.threshold == max(span.thresholds) < n // 2 + 1
+    # Set explicitly, the fraction still rules (and is reported when it misses).
+    majority = SecureAggregation.complete(threshold_fraction=0.5).complete_parameters(n, n)
+    assert majority.threshold == n // 2 + 1 and not majority.meets_targets
 
 
 def test_a_threshold_inside_the_working_range_meets_the_targets() -> None:

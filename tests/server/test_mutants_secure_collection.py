@@ -50,8 +50,9 @@ def test_the_tally_adds_up_the_server_time_of_every_timed_step() -> None:
 # -- a secure round under attack: forged envelopes of every kind ------------------------------
 
 NEAREST = dict(stochastic_rounding=False)
-# No dropout or collusion assumed: a 6-device complete graph meets the targets (not reported).
-NO_RISK = dict(max_dropout=0.0, max_corrupt=0.0)
+# No dropout or collusion assumed: a 6-device complete graph meets the targets (not reported);
+# a majority threshold, t = 4 of 6, set explicitly (by default t would be the largest meeting them).
+NO_RISK = dict(max_dropout=0.0, max_corrupt=0.0, threshold_fraction=0.5)
 SMALL_SPARSE = dict(max_dropout=0.2, max_corrupt=0.05, failure_log2=4, security_log2=8)
 SECAGG_KEYS = {"secagg_bytes_up_per_device", "secagg_bytes_down_per_device",
                "secagg_server_seconds", "secagg_survivors", "secagg_aborted",
