@@ -200,9 +200,10 @@ def report(results: list[dict]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `python benchmarks/run.py` (about 10-15 minutes); raw numbers in",
-        "`benchmarks/results/` (not committed). Every configuration is a separate",
-        "process; figures are the median over runs (the *runs* column).",
+        "Written by `python benchmarks/run.py` (about 25 minutes, plus the peers'",
+        "virtualenvs on a first run); raw numbers in `benchmarks/results/` (not",
+        "committed). Every configuration is a separate process; figures are the",
+        "median over runs (the *runs* column).",
         "",
         f"Machine: {os.cpu_count()} cores ({model}), CPU only, Python "
         f"{platform.python_version()}.",
@@ -329,7 +330,9 @@ def _targets(groups) -> list[str]:
         a, b = _median(ours, "updates_per_s"), _median(limit, "updates_per_s")
         out.append(f"* Reference workload at 1,000 clients/round: **{_fmt_rate(a)} updates/s**, "
                    f"{a / b:.2f} of the limit measured in the same run ({_fmt_rate(b)}) "
-                   "(targets: 25,000 updates/s, within 2x of the limit).")
+                   "(targets: 25,000 updates/s, within 2x of the limit"
+                   + ("; the limit itself is below 25,000 on this machine, so only the "
+                      "ratio can be met here)." if b < 25_000 else ")."))
     # The 1,000x target is against Flower; pfl-research has none.
     for trainer, target in (("flower-keras", " (target 1,000x)"),
                             ("flower-numpy", " (target 1,000x)"), ("pfl-research", "")):
@@ -417,15 +420,30 @@ _PROFILE_NOTES = [
     "Each of these left every shipped scenario's weights and event log bit for",
     "bit as they were.",
     "",
-    "Not done (measured, not reached): the 2x target. At 1,000 clients per round",
-    "the cohort's training is ~40 ms of a ~150-190 ms round on this machine; the",
-    "rest, ~100-120 us per device, is spread over some 30 Python steps per device",
-    "(its task, two timers, its stream, its batch order, encode, the update",
-    "message, screening, the sum), none above ~10% of the round. What would",
-    "remove whole steps rather than shave them: the cohort's batch orders drawn in",
-    "one vectorized step from the devices' keys (a stream change), coalescing the",
+    "Where a 10,000-client round on 100,000 devices goes (2026-12-02, py-spy at 200",
+    "Hz over 8 rounds, rounds of 1.2-1.8 s on the shared machine; 6 further runs with",
+    "`run_batch` timed: 0.27-0.47 s of 1.15-1.68 s rounds). Of the time Python is",
+    "busy: the devices' data made on demand under their own streams (the workload's",
+    "`make_client`, mostly `standard_normal`) 18%, the devices' seed streams 8%, the",
+    "executor's work around the compiled graph (batch orders, stacking the cohort's",
+    "data, copying deltas out) ~17%, the server (screening, the norm screen, the sum)",
+    "~17%, the network and delivery ~10%, the rest each device's own steps. The",
+    "asyncio skeleton alone (six handles per device: arrival, task start, timer,",
+    "wake-up, upload arrival, task end) measured 0.12 s per round of 10,000 devices.",
+    "",
+    "Not done (measured, not reached): the ratio target holds at 100 and 1,000",
+    "clients per round (fedactors / limit 0.5) but not at 10 (fixed per-round costs:",
+    "the server's evaluation, dispatch) nor quite at 10,000; 25,000 updates/s is",
+    "above what the limit itself reaches on this machine; the 0.8 s and 1.5 s rounds",
+    "at 10,000 clients are not reached (about 1.2-2.4 s). What remains is some 30",
+    "Python steps per device, none above ~10% of the round. What would remove whole",
+    "steps rather than shave them: the cohort's batch orders drawn in one",
+    "vectorized step from the devices' keys (a stream change), coalescing the",
     "timers of devices that fall due at one instant (FedBuff checkpoints name each",
-    "device's timer), and an encode that runs on the cohort's stacked deltas.",
+    "device's timer), an encode that runs on the cohort's stacked deltas, and",
+    "training chunks of the cohort on a second thread while later devices make",
+    "their data (checked possible: training in 4 chunks instead of 1 gave the same",
+    "weights_sha256; at most the ~0.25 s of training per round would be hidden).",
 ]
 
 
