@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,30 +76,25 @@ def configs(runs: int) -> list[Config]:
     return out
 
 
-def ensure_flower() -> str | None:
-    """Create the Flower venv if needed; None if ready, else why not."""
-    if FLOWER_PYTHON.exists():
+def ensure_venv(name: str, venv: Path, python: Path, requirements: Sequence[str]) -> str | None:
+    """Create a peer's venv if needed; None if ready, else why not."""
+    if python.exists():
         return None
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(FLOWER_VENV)], check=True)
-        subprocess.run([str(FLOWER_PYTHON), "-m", "pip", "install", "-q", *FLOWER_REQUIREMENTS],
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements],
                        check=True, timeout=TIMEOUT)
     except (subprocess.SubprocessError, OSError) as exc:
-        return f"could not install Flower: {exc}"
+        return f"could not install {name}: {exc}"
     return None
+
+
+def ensure_flower() -> str | None:
+    return ensure_venv("Flower", FLOWER_VENV, FLOWER_PYTHON, FLOWER_REQUIREMENTS)
 
 
 def ensure_pfl() -> str | None:
-    """Create the pfl-research venv if needed; None if ready, else why not."""
-    if PFL_PYTHON.exists():
-        return None
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(PFL_VENV)], check=True)
-        subprocess.run([str(PFL_PYTHON), "-m", "pip", "install", "-q", *PFL_REQUIREMENTS],
-                       check=True, timeout=TIMEOUT)
-    except (subprocess.SubprocessError, OSError) as exc:
-        return f"could not install pfl-research: {exc}"
-    return None
+    return ensure_venv("pfl-research", PFL_VENV, PFL_PYTHON, PFL_REQUIREMENTS)
 
 
 def run_one(argv: list[str]) -> dict:
