@@ -22,6 +22,15 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         out.append(f"secure aggregation ran modeled: {secure['proves']}")
     if secure is not None:
         out += _dropout_warnings(records, secure)
+    accounting = (privacy or {}).get("accounting") or {}
+    if secure is None and accounting.get("distributed_noise_min_survivors"):
+        # Legitimate (the released model's ε holds) but rarely what was meant: the point
+        # of device-added noise is a server that sees only the sum.
+        out.append(
+            "privacy: distributed noise without secure aggregation: the server saw each "
+            "device's update carrying only its share of the noise (1/min_survivors of the "
+            "variance); the ε covers the released model, not what the server saw"
+        )
     if randomness == SYSTEM:
         # Asked for, but it gives up what every other run promises: a replay from its seed.
         out.append("randomness: DP noise and secure-aggregation secrets came from the operating "
@@ -50,6 +59,14 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
             f"clipping: in {len(zeroed)} of {len(records)} rounds {sum(zeroed)} reported "
             "updates in all were not finite (NaN or inf) and the clipping stage zeroed them: "
             "those devices took part with no update (nonfinite_zeroed in metrics.jsonl)"
+        )
+    withheld = [r["nonfinite_withheld"] for r in records if r.get("nonfinite_withheld")]
+    if withheld:
+        out.append(
+            f"secure aggregation: in {len(withheld)} of {len(records)} rounds "
+            f"{sum(withheld)} devices in all had a non-finite update (NaN or inf) and kept "
+            "out of the protocol; they are counted as dropped (nonfinite_withheld in "
+            "metrics.jsonl)"
         )
     short = sum(1 for r in records if r.get("noise_shares_below_minimum"))
     if short:

@@ -358,6 +358,15 @@ class Scenario:
         # A DP aggregator is calibrated for a cohort of expected_count; in FedBuff
         # each release is over one buffer of buffer_size updates.
         declared = self.aggregator.private_release()
+        if declared is not None and declared.distributed_noise:
+            # The devices add the noise before the server scales each contribution by its
+            # staleness weight, so a buffer carries z*C*sqrt(sum(w^2)/k), less than charged.
+            raise ConfigError(
+                "aggregator",
+                "distributed_noise=True cannot be used with mode=FedBuff(...): each device's "
+                "noise share is scaled down with its update by the staleness weight, so a "
+                "buffer carries less noise than the accounting charges (and FedBuff has no "
+                "secure aggregation for device-added noise to serve); use central noise")
         if declared is not None:
             # A staleness weight above 1 scales a clipped update past the sensitivity
             # the DP release is accounted at; probe the staleness values a run can see.

@@ -115,3 +115,14 @@ def test_more_protocol_dropout_than_assumed_is_said() -> None:
     assert "in 1 of 4 rounds more than max_dropout=0.1" in line and "up to 45%" in line
     rows[1]["secagg_survivors"] = 18
     assert not [w for w in run_warnings(rows, None, None, secure=secure) if "max_dropout" in w]
+
+
+def test_distributed_noise_without_secure_aggregation_is_said_to_show_the_server_more() -> None:
+    privacy = {"accounting": {"distributed_noise_min_survivors": 10}, "violations": []}
+    lines = [w for w in run_warnings([], privacy, None) if "distributed noise" in w]
+    assert len(lines) == 1 and "not what the server saw" in lines[0]
+    secure = {"mode": "real", "server": "honest-but-curious"}
+    assert not [w for w in run_warnings([], privacy, None, secure=secure)
+                if "distributed noise" in w]
+    central = {"accounting": {"distributed_noise_min_survivors": None}, "violations": []}
+    assert not [w for w in run_warnings([], central, None) if "distributed noise" in w]

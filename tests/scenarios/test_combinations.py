@@ -123,6 +123,9 @@ def expected_refusal(mode: str, aggregator: str, secure: str) -> Optional[tuple[
         # Each Skellam record carries 1/min_survivors of the noise: the server must not read it
         # (and FedBuff, which has no secure aggregation, is named as the obstacle).
         return ("mode",) if mode == "fedbuff" else ("secure_aggregation",)
+    if secure == "plain" and mode == "fedbuff" and aggregator == "dp-distributed":
+        # Device-added noise is scaled down with each update by its staleness weight.
+        return ("aggregator", "mode")
     if secure == "plain":
         return None
     if mode == "fedbuff":

@@ -130,3 +130,15 @@ def test_the_reported_trial_combination_is_refused_naming_one_field() -> None:
     err = refusal(lambda: fedbuff(sampling="poisson", cohort_size=7, min_reports=3,
                                   over_selection=2))
     assert err.field in {f"rounds.{n}" for n in UNUSED} and "FedBuff" in err.message
+
+
+def test_fedbuff_refuses_device_added_noise_its_staleness_weights_would_shrink() -> None:
+    # Each device's noise share is scaled with its update by the staleness weight (<= 1),
+    # so a buffer would carry less noise than charged; central noise is added after.
+    def with_aggregator(agg):
+        return dataclasses.replace(fedbuff(), aggregator=agg, privacy=Privacy())
+
+    err = refusal(lambda: with_aggregator(
+        DPMean.fixed(1.0, 1.0, 5, distributed_noise=True, min_survivors=5)))
+    assert err.field == "aggregator" and "staleness weight" in err.message
+    with_aggregator(DPMean.fixed(1.0, 1.0, 5))  # central noise: accepted

@@ -13,6 +13,7 @@ from fedactors.aggregation.clipping import Clipped
 from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.data.generated import GeneratedData
 from fedactors.scenarios.loader import load_scenario
+from fedactors.secagg.option import SecureAggregation
 from fedactors.simulation import RunOptions, run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,21 +50,22 @@ def test_a_dp_run_reports_its_clipping_beside_the_accountant() -> None:
         assert row["clip_bound"] == pytest.approx(row["clip_norm"])
 
 
+def poisoned(fleet, rng):
+    """Device 1's data holds a NaN. Generated data is checked in full on device 0 only (as
+    a lazily made fleet is), so the NaN gets through to device 1's training."""
+    def make(device, n, stream):
+        x, y = line(n, stream)
+        if device == 1:
+            x[0, 0] = np.nan
+        return x, y
+
+    return GeneratedData.create([100] * fleet.size, make, line(200, rng), rng)
+
+
 def test_a_device_whose_update_is_not_finite_is_counted_as_zeroed_and_warned() -> None:
     # Device 1's data holds a NaN: its delta is NaN every round, the clipping stage
     # zeroes it (the device takes part with nothing), and the run must say so.
     base = load_scenario(ROOT / "scenarios/linear_regression.py")
-
-    def poisoned(fleet, rng):
-        # Generated data: checked in full on device 0 only (as a lazily made fleet is),
-        # so a NaN on device 1 gets through to its training.
-        def make(device, n, stream):
-            x, y = line(n, stream)
-            if device == 1:
-                x[0, 0] = np.nan
-            return x, y
-
-        return GeneratedData.create([100, 100], make, line(200, rng), rng)
 
     scenario = replace(base, data=poisoned, aggregator=Clipped(1.0, WeightedMean()))
     result = run_scenario(scenario, RunOptions(rounds=2, device_events=False))
@@ -72,3 +74,20 @@ def test_a_device_whose_update_is_not_finite_is_counted_as_zeroed_and_warned() -
     assert warning and "2 reported updates" in warning[0]
     clean = _rows(replace(base, aggregator=Clipped(1.0, WeightedMean())))
     assert [r["nonfinite_zeroed"] for r in clean] == [0, 0]
+
+
+def test_under_secure_aggregation_a_non_finite_update_is_withheld_counted_and_warned() -> None:
+    # The device keeps it out of the protocol (the server only sees it go silent): counted
+    # among the dropped, and told as what it was.
+    base = load_scenario(ROOT / "scenarios/linear_regression.py")
+    scenario = replace(base, data=poisoned,
+                       aggregator=Clipped(1.0, WeightedMean(weighted=False)),
+                       fleet=[replace(base.fleet[0], count=4)],
+                       rounds=replace(base.rounds, cohort_size=4),
+                       secure_aggregation=SecureAggregation.complete())
+    result = run_scenario(scenario, RunOptions(rounds=2, device_events=False))
+    rows = result.records
+    assert [r["nonfinite_withheld"] for r in rows] == [1, 1]
+    assert all(r["dropped"] >= 1 and r["reported"] == 3 for r in rows)
+    warning = [w for w in result.summary["warnings"] if "non-finite" in w]
+    assert len(warning) == 1 and "2 devices in all" in warning[0]
