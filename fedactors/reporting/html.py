@@ -15,7 +15,7 @@ from typing import Any
 
 from fedactors.reporting.rundir import RunData
 from fedactors.reporting.style import run_colour
-from fedactors.reporting.units import empirical_text, format_duration
+from fedactors.reporting.units import delta_text, empirical_text, format_duration
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
@@ -61,7 +61,7 @@ def _accountant_epsilon(privacy: dict[str, Any]) -> str:
         return "–"
     eps = privacy.get("epsilon")
     held = "" if privacy.get("assumption_held", True) else " (assumption broken)"
-    return f"{'∞' if eps is None else _fmt(float(eps))}; δ={_fmt(privacy.get('delta'))}{held}"
+    return f"{'∞' if eps is None else _fmt(float(eps))}; δ={delta_text(privacy)}{held}"
 
 
 def _summary_table(runs: Sequence[RunData]) -> str:

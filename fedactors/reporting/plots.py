@@ -37,7 +37,7 @@ OUTCOME_LABELS = {
     "reported": "reported in time",
     "late": "late (cut at deadline)",
     "dropped": "dropped out",
-    "surplus": "surplus (target already met)",
+    "surplus": "surplus (not needed)",
 }
 PRETTY = {
     "loss": "Loss",

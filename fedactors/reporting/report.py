@@ -122,7 +122,9 @@ def _participation(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
         "What became of each round's selected devices (black step: number selected). "
         "Reported: the server accepted the update before the round closed. Late: still "
         "working when the deadline closed the round. Dropped: went silent before the round "
-        "closed. Surplus: not needed, the target number of reports was met first.",
+        "closed. Surplus: not needed: the target number of reports was met first (a "
+        "Poisson round: every sampled device had reported), or a secure round aborted "
+        "and its survivors' work was discarded.",
     )]
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedactors.reporting.units import empirical_text, format_duration
+from fedactors.reporting.units import delta_text, empirical_text, format_duration
 
 
 class RunDisplay:
@@ -78,7 +78,7 @@ class RunDisplay:
         if "privacy" in summary:
             eps = summary["privacy"]["epsilon"]
             held = "" if summary["privacy"]["assumption_held"] else " (assumption broken)"
-            table.add_row(f"ε at δ={summary['privacy']['delta']:g}",
+            table.add_row(f"ε at δ={delta_text(summary['privacy'])}",
                           ("∞" if eps is None else f"{eps:.3f}") + held)
             if "empirical" in summary["privacy"]:
                 table.add_row("ε empirical (canaries, estimate)",

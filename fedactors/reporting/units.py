@@ -22,3 +22,12 @@ def empirical_text(block: Mapping[str, Any]) -> str:
     if eps is None:
         return "none (the model did not change)"
     return f"{eps:.3f} ({block['canaries_inserted']} canaries)"
+
+
+def delta_text(privacy: Mapping[str, Any]) -> str:
+    """The δ a run's ε holds at, as summary.json states it: ``delta``, plus Skellam's
+    ``delta_truncation`` where the noise shares' truncation adds one."""
+    delta = privacy.get("delta")
+    extra = privacy.get("delta_truncation")
+    text = "?" if delta is None else f"{delta:g}"
+    return f"{text} + {extra:.2g} (truncation)" if extra else text
