@@ -43,8 +43,8 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         security = min(r["secagg_security_log2"] for r in below)
         out.append(
             f"secure aggregation: in {len(below)} of {len(records)} rounds the graph's (k, t) "
-            f"missed the stated targets (abort probability {_bound(failure)}, share collusion, "
-            f"disconnection or a lying server {_bound(security)}); under the stated dropout and "
+            f"missed the stated targets (abort probability {_bound(failure)}, "
+            f"{_security_risks(secure)} {_bound(security)}); under the stated dropout and "
             "corruption the cohort was too small for them, or threshold_fraction set t outside "
             "the range that meets them"
         )
@@ -156,3 +156,15 @@ def _dropout_warnings(records: Sequence[Mapping[str, Any]],
             f"max_dropout={assumed:g} of the devices that advertised keys dropped out "
             f"(up to {max(over):.0%}); the abort and security bounds assumed at most "
             f"{assumed:.0%}"]
+
+
+def _security_risks(secure: Optional[Mapping[str, Any]]) -> str:
+    """What the security margin bounds for this option: share collusion always; graph
+    disconnection only where a sparse graph can be used; a lying server only when one is
+    assumed (its equivocation bound)."""
+    risks = ["share collusion"]
+    if secure is None or secure.get("graph") != "complete":
+        risks.append("disconnection")
+    if secure is None or secure.get("server") == "malicious":
+        risks.append("a lying server")
+    return ", ".join(risks[:-1]) + " or " + risks[-1] if len(risks) > 1 else risks[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fedactors.reporting.warnings import run_warnings
 
 
@@ -126,3 +128,18 @@ def test_distributed_noise_without_secure_aggregation_is_said_to_show_the_server
                 if "distributed noise" in w]
     central = {"accounting": {"distributed_noise_min_survivors": None}, "violations": []}
     assert not [w for w in run_warnings([], central, None) if "distributed noise" in w]
+
+
+@pytest.mark.parametrize("graph, server, risks", [
+    ("complete", "honest-but-curious", "share collusion up to"),
+    ("sparse", "honest-but-curious", "share collusion or disconnection up to"),
+    ("complete", "malicious", "share collusion or a lying server up to"),
+    ("auto", "malicious", "share collusion, disconnection or a lying server up to"),
+])
+def test_a_missed_security_target_names_only_the_risks_the_option_has(graph, server,
+                                                                        risks) -> None:
+    rows = [{"round": 1, "secagg_below_target": 1, "secagg_failure_log2": 30.0,
+             "secagg_security_log2": 12.0}]
+    secure = {"mode": "real", "graph": graph, "server": server}
+    (line,) = [w for w in run_warnings(rows, None, None, secure=secure) if "missed" in w]
+    assert f", {risks} 2^-12.0)" in line
