@@ -34,7 +34,6 @@ import numpy as np
 from fedactors.aggregation.base import (
     Aggregator,
     Contributions,
-    PlainContributions,
     RoundContext,
     TreeRelease,
 )
@@ -150,10 +149,6 @@ class ReleaseStep:
         """Release version ``state.round + 1`` from ``contributions`` (None: the secure
         protocol aborted). ``participation`` feeds the privacy audit of a DP run."""
         version = state.round + 1
-        if contributions is None and selected == 0:
-            # Nobody was asked (a secure collection then has no sum to return): the sum
-            # is the empty one, known to be, as in a plain round that selected nobody.
-            contributions = PlainContributions([])
         count = 0 if contributions is None else contributions.count
         applied, measurements, shares = False, {}, None
         skipped = contributions is None or (count < self.min_reports

@@ -63,12 +63,16 @@ from fedactors.seeding import SeedTree
 
 ACTOR = "server"
 
+#: What a round nobody took part in sums to (nobody selected, or nobody trained in time):
+#: known to be empty, so no protocol ran and none aborted.
+_EMPTY_SUM = SummedContributions({}, 0)
+
 
 @dataclass(frozen=True)
 class SecureOutcome:
     """What the collection phase hands back to the server actor."""
 
-    contributions: Optional[SummedContributions]  # None: aborted or nobody took part
+    contributions: Optional[SummedContributions]  # None: the protocol aborted
     contributors: tuple[int, ...]  # fleet rows in the sum (U3)
     rejected: dict[str, int]
     closed_by: str  # how the advertise-keys phase ended: target, deadline, nobody-online
@@ -185,7 +189,7 @@ class SecureCollection:
         below = self._below_target.pop(r, None)
         if setup is None:
             await self._gather(r, ADVERTISE, set(), 1, tally, round_deadline=True)
-            return SecureOutcome(None, (), tally.rejected, "nobody-online")
+            return SecureOutcome(_EMPTY_SUM, (), tally.rejected, "nobody-online")
         got, closed_by = await self._gather(r, ADVERTISE, cohort,
                                             self.cohort_size if admit is None else admit, tally,
                                             round_deadline=True, protocol=setup.protocol)
@@ -193,8 +197,9 @@ class SecureCollection:
         # Still training at the round deadline: late. Not admitted once the target was
         # met: surplus (as on the plain path).
         late = set(cohort) - set(got) if closed_by == "deadline" else set()
-        if not got:  # nobody finished training: a skipped round, not a protocol abort
-            return SecureOutcome(None, (), tally.rejected, closed_by, late=frozenset(late))
+        if not got:  # nobody finished training: the empty sum, not a protocol abort
+            return SecureOutcome(_EMPTY_SUM, (), tally.rejected, closed_by,
+                                 late=frozenset(late))
         protocol = setup.protocol
         state = protocol.start(setup.config)
         steps = [(protocol.collect_keys, SHARE), (protocol.collect_shares, MASKED)]

@@ -182,10 +182,12 @@ def test_fixed_size_rounds_keep_min_reports() -> None:
 
 
 def test_a_secure_poisson_round_that_selected_nobody_releases_the_noise() -> None:
+    # The secure collection hands back the empty sum when nobody took part (selected
+    # nobody, or nobody trained in time: tests/server/test_secure_rounds.py); None is an abort.
     agg = DPMean.fixed(1.0, 1.0, M)
     step = step_for(agg, sampling="poisson")
     state = step.initial_state(np.zeros(DIM, np.float32))
-    out = step.release(state, None, expected_count=M, selected=0,
+    out = step.release(state, SummedContributions({}, 0), expected_count=M, selected=0,
                        participation=Participation(online=N, selected=0))
     assert out.applied
     np.testing.assert_array_equal(out.state.weights,

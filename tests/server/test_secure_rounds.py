@@ -7,6 +7,7 @@ unmasked update reach the server, and composes with DP.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import numpy as np
@@ -411,3 +412,48 @@ async def test_the_plain_path_still_sends_a_non_finite_delta_encoded_as_zeros() 
     outcome = await world.actors.server.run_round(1)
     assert outcome.reported == (0, 1, 2, 3)
     assert not events(world, "secagg.nonfinite_update")
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
+def test_a_poisson_round_nobody_trained_in_time_releases_the_noise_either_way(secure) -> None:
+    # Nobody finishes training before the deadline: the sum is the empty one, not an
+    # aborted protocol, so central-noise DP-FedAvg on Poisson rounds releases the noise
+    # alone, with or without secure aggregation (a skip would be a stated violation).
+    import dataclasses
+
+    from fedactors import Privacy
+    from fedactors.data.federated import FederatedData
+    from fedactors.devices.fleet import Fleet
+    from fedactors.privacy.budget import PrivacyBudget
+    from fedactors.reporting.events import EventLog
+    from fedactors.runtime import loop as virtual_time
+    from fedactors.secagg.costs import CryptoCosts
+    from fedactors.seeding import SeedTree
+    from tests.server.harness import DeviceIdDelta, assemble
+
+    async def one_round():
+        loop = asyncio.get_running_loop()
+        seeds = SeedTree(0)
+        classes = [device(f"d{i}", 100.0) for i in range(6)]  # 100 s of training
+        fleet = Fleet.build(classes, seeds.generator("fleet"))
+        clients = [(np.zeros((int(n), 1), np.float32), np.zeros(int(n), np.float32))
+                   for n in fleet.examples]
+        data = FederatedData.from_arrays(clients, clients[0])
+        option = (dataclasses.replace(SecureAggregation.complete(), costs=CryptoCosts.free())
+                  if secure else None)
+        scenario = Scenario(name="p", model=lambda: None, loss="mse", data=lambda f, r: data,
+                            fleet=classes, aggregator=DPMean.fixed(1.0, 1.0, 3),
+                            rounds=Rounds(count=1, cohort_size=3, deadline=5.0,
+                                          sampling="poisson"),
+                            secure_aggregation=option, privacy=Privacy())
+        budget = PrivacyBudget.for_scenario(scenario, fleet.size)
+        actors = assemble(loop=loop, fleet=fleet, data=data, executor=DeviceIdDelta(),
+                          scenario=scenario, evaluate=lambda w: {}, seeds=seeds,
+                          log=EventLog(loop.time, keep=True),
+                          initial_weights=np.zeros(DIM, np.float32), privacy=budget)
+        return await actors.server.run_round(1), actors.server.state
+
+    outcome, state = virtual_time.run(one_round())
+    assert outcome.selected and not outcome.reported  # sampled, and nobody made it in time
+    assert outcome.applied and state.privacy.rounds_not_released == 0
+    assert not np.array_equal(state.weights, np.zeros(DIM))  # the noise was released
