@@ -85,7 +85,7 @@ def worker(clients: int, rounds: int) -> None:
 
     # Each worker's TensorFlow thread pools sized to its share of the cores: two workers
     # with pools the size of the machine each ran 1,000-client rounds at a median ~440
-    # updates/s, with one thread each at ~630 (3 runs each, no other load).
+    # updates/s, with one thread each at ~630 (3 runs each, 2026-12-02).
     workers = len(os.environ.get(ADDRESSES, "").split(",")) if ADDRESSES in os.environ else 1
     threads = max(1, (os.cpu_count() or 1) // workers)
     tf.config.threading.set_intra_op_parallelism_threads(threads)

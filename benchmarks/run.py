@@ -65,7 +65,7 @@ def configs(runs: int) -> list[Config]:
     for cohort, rounds, n in ((10, 3, runs), (100, 2, runs)):
         out.append(("flower", flower + [str(cohort), str(rounds), "keras"], n))
     # pfl-research: 2 worker processes (one per core); ~3-5 s of start-up, then
-    # ~300-700 updates/s.
+    # several hundred updates/s (786-828 at 1,000 clients on 2026-12-02).
     for cohort, rounds in ((10, 5), (100, 5), (1000, 4)):
         out.append(("pfl", pfl + [str(cohort), str(rounds), "2"], runs))
     # Scale: 100,000 registered devices, rounds of 1,000 and 10,000; a million registered
@@ -380,8 +380,8 @@ _NOTES = [
     "  update: a few ms per client in each worker. Its two workers run the cohort",
     "  in parallel on the two cores, one TensorFlow thread each (with TensorFlow's",
     "  default pools, as large as the machine, the two contended: at 1,000 clients",
-    "  a median ~440 instead of ~630 updates/s over 3 trial runs each; one worker",
-    "  alone ~240-320).",
+    "  a median ~440 instead of ~630 updates/s over 3 trial runs each on a loaded",
+    "  machine, 2026-12-02; one worker alone ~240-320).",
     "* fedactors numbers include everything a simulated round does: selection,",
     "  simulated network delays, per-device seed streams, lazy data generation,",
     "  FedAvg and the server's evaluation on 1,000 test examples.",
@@ -428,8 +428,8 @@ _PROFILE_NOTES = [
     "wake-up, upload arrival, task end) measured 0.12 s per round of 10,000 devices.",
     "",
     "Not done (measured, not reached): the 2x ratio. fedactors / limit at 1,000",
-    "clients was 0.52 on an Intel Xeon machine (2026-12-01) and is 0.38 in the run",
-    "above on an AMD EPYC one: the faster the machine's TensorFlow kernels, the",
+    "clients was 0.52 on an Intel Xeon machine (2026-12-01) and 0.38 on an AMD EPYC",
+    "one (2026-12-02), same code: the faster the machine's TensorFlow kernels, the",
     "larger the per-device Python's share; at 10 clients fixed per-round costs (the",
     "server's evaluation, dispatch) dominate. 25,000 updates/s at 1,000 clients and",
     "the 0.8 s round at 10,000 clients on 100,000 devices are not reached either",
@@ -440,8 +440,9 @@ _PROFILE_NOTES = [
     "timers of devices that fall due at one instant (FedBuff checkpoints name each",
     "device's timer), an encode that runs on the cohort's stacked deltas, and",
     "training chunks of the cohort on a second thread while later devices make",
-    "their data (checked possible: training in 4 chunks instead of 1 gave the same",
-    "weights_sha256; at most the ~0.25 s of training per round would be hidden).",
+    "their data (seen possible in one run, not a test: training in 4 chunks instead",
+    "of 1 gave the same weights_sha256; at most the ~0.25 s of training per round",
+    "would be hidden).",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -35,8 +36,11 @@ from fedactors.training.spec import LocalTraining
 DataBuilder = Callable[[Fleet, np.random.Generator], FederatedData]
 
 #: The ``Rounds`` fields a FedBuff run does not use: refused when not at their default.
-FEDBUFF_UNUSED_ROUNDS = ("cohort_size", "over_selection", "min_reports", "sampling",
-                         "outlier_factor")
+#: The Rounds fields FedBuff uses (the deadline as a per-device timeout); it refuses the
+#: others set away from their defaults, so a new field is refused until FedBuff uses it.
+FEDBUFF_USED_ROUNDS = ("count", "deadline", "eval_every")
+FEDBUFF_UNUSED_ROUNDS = tuple(f.name for f in dataclasses.fields(Rounds)
+                              if f.name not in FEDBUFF_USED_ROUNDS)
 
 
 def _is_dp_mean(stage: Aggregator) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -260,7 +260,7 @@ def unmask(state: ModeledClient,
     return state.moved_to("done"), Unmasked(state.device_id, msg.alive, msg.dropped)
 
 
-def _alive_problem(state: ModeledClient, alive: int) -> Union[str, None]:
+def _alive_problem(state: ModeledClient, alive: int) -> Optional[str]:
     """The real device's count checks on the server's alive list (``client._lists_problem``
     also checks the list's members, which counts cannot carry)."""
     if alive < state.threshold:

@@ -14,7 +14,7 @@ from fedactors.aggregation.fedavg import WeightedMean
 from fedactors.cli import main
 from fedactors.errors import ConfigError
 from fedactors.privacy.dp_mean import DPMean
-from fedactors.scenarios.spec import FEDBUFF_UNUSED_ROUNDS
+from fedactors.scenarios.spec import FEDBUFF_UNUSED_ROUNDS, FEDBUFF_USED_ROUNDS
 
 N, M = 60, 10
 
@@ -107,7 +107,10 @@ def fedbuff(**rounds) -> Scenario:
 
 
 def test_the_unused_fields_are_the_ones_named() -> None:
-    assert set(FEDBUFF_UNUSED_ROUNDS) == set(UNUSED)
+    # Every Rounds field is either used by FedBuff or refused: a new field cannot slip by.
+    names = {f.name for f in dataclasses.fields(Rounds)}
+    assert set(FEDBUFF_UNUSED_ROUNDS) | set(FEDBUFF_USED_ROUNDS) == names
+    assert set(FEDBUFF_UNUSED_ROUNDS) == set(UNUSED)  # each one exercised below
 
 
 @pytest.mark.parametrize("name", UNUSED)

@@ -50,6 +50,17 @@ def test_where_no_threshold_meets_the_targets_the_default_is_a_majority_and_says
     assert p.failure_log2 == pytest.approx(margins(20, 11, 0.3, 0.1)[0])
 
 
+def test_the_stated_range_ends_where_the_docs_say() -> None:
+    """docs/secure_aggregation.md: at the defaults no t meets both targets below 89
+    devices, and from 189 the majority itself does."""
+    assert not complete_threshold(88, 0.3, 0.1).meets_targets
+    assert complete_threshold(89, 0.3, 0.1).meets_targets
+    assert not SecureAggregation.complete(threshold_fraction=0.5).complete_parameters(
+        188, 188).meets_targets
+    majority = SecureAggregation.complete(threshold_fraction=0.5).complete_parameters(189, 189)
+    assert majority.threshold == 95 and majority.meets_targets
+
+
 @pytest.mark.parametrize("n", [89, 100, 150, 188])
 def test_where_thresholds_meet_the_targets_the_default_takes_the_largest(n: int) -> None:
     """From 89 devices some t meets both targets at the defaults, but a majority misses
