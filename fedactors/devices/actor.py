@@ -39,9 +39,9 @@ class RoundTally:
     #: clip bound), for stages that clip; kept only when ``clip_norms`` is on (sync rounds).
     norms: dict[int, dict[int, tuple[float, float]]] = field(default_factory=dict)
     clip_norms: bool = False
-    #: Per round, devices that kept a non-finite update out of secure aggregation (they
-    #: are also recorded as dropped: the server only sees them go silent).
-    withheld: dict[int, set[int]] = field(default_factory=dict)
+    #: Per round, how many devices kept a non-finite update out of secure aggregation
+    #: (they are also recorded as dropped: the server only sees them go silent).
+    withheld: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, clip_norms: bool = False) -> RoundTally:
@@ -57,12 +57,13 @@ class RoundTally:
     def record_drop(self, round_: int, device: int, t: float) -> None:
         self.dropped.setdefault(round_, {})[device] = t
 
-    def record_withheld(self, round_: int, device: int) -> None:
-        self.withheld.setdefault(round_, set()).add(device)
+    def record_withheld(self, round_: int) -> None:
+        self.withheld[round_] = self.withheld.get(round_, 0) + 1
 
-    def take_withheld(self, round_: int) -> set[int]:
-        """The round's devices that withheld a non-finite update; forgotten once taken."""
-        return self.withheld.pop(round_, set())
+    def take_withheld(self, round_: int) -> int:
+        """How many of the round's devices withheld a non-finite update; forgotten once
+        taken."""
+        return self.withheld.pop(round_, 0)
 
     def take(self, round_: int, t: float) -> set[int]:
         """Who went silent in ``round_`` by ``t``; the round is over, so its record

@@ -89,7 +89,7 @@ class SecAggParticipants:
         if bad is not None:
             self._runs.pop(device, None)  # like a new run, it ends any older one
             w.tally.record_drop(round_, device, asyncio.get_running_loop().time())
-            w.tally.record_withheld(round_, device)
+            w.tally.record_withheld(round_)
             # Logged even when device events are off: the server cannot see this one.
             w.log.emit(f"device-{device}", "secagg.nonfinite_update", round=round_, where=bad)
             return

@@ -91,10 +91,6 @@ def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -
         "bytes_down": traffic[0],
         "bytes_up": traffic[1],
     }
-    withheld = tally.take_withheld(outcome.round)
-    if "secagg_aborted" in outcome.measurements:
-        # Counted among the dropped (the server saw them go silent): ground truth.
-        row["nonfinite_withheld"] = len(withheld)
     if outcome.in_flight is not None:
         staleness = np.asarray(outcome.staleness, np.float64)
         row["in_flight"] = outcome.in_flight

@@ -103,6 +103,16 @@ def clipping(tally: Any) -> Step:
     return step
 
 
+def withheld(tally: Any) -> Step:
+    """Under secure aggregation: how many devices kept a non-finite update out of the
+    protocol (among the ``dropped``: the server only saw them go silent). Ground truth."""
+
+    def step(outcome: ReleaseOutcome, row: dict) -> None:
+        row["nonfinite_withheld"] = tally.take_withheld(outcome.round)
+
+    return step
+
+
 def attackers(byzantine: frozenset[int]) -> Step:
     """The simulator's ground truth about Byzantine devices (the server never knows who
     they are): how many the round selected, how many of their updates it took in, and

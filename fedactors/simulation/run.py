@@ -122,6 +122,8 @@ def run_scenario(
             recorder.stop_on_failure(actors.failures, options.scenario_path),
             recorder.ground_truth_row(actors.tally, traffic),
             recorder.clipping(actors.tally),
+            *([recorder.withheld(actors.tally)] if scenario.secure_aggregation is not None
+              else []),
             *([recorder.attackers(frozenset(byzantine))] if scenario.byzantine is not None
               else []),
             recorder.wall_clock(wall_start),
