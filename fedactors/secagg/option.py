@@ -22,10 +22,8 @@ from fedactors.secagg.parameters import (
     DEFAULT_FAILURE_LOG2,
     DEFAULT_SECURITY_LOG2,
     PlusParameters,
-    abort_log2,
-    collusion_log2,
+    complete_margins,
     complete_threshold,
-    equivocation_log2,
     plus_parameters,
 )
 from fedactors.secagg.protocol import PROTOCOLS
@@ -276,14 +274,8 @@ class SecureAggregation:
             # Where no t meets both targets, secrecy first: a majority (a round that
             # aborts leaks nothing; a lower t would let fewer colluders unmask).
             t = span.highest if span.meets_targets else n // 2 + 1
-        k = n - 1
-        failure = -abort_log2(n, k, t, dropout)
-        leak = collusion_log2(n, k, t, self.max_corrupt)
-        if self.malicious:
-            leak = max(leak, equivocation_log2(n, k, t, self.max_corrupt))
-        security = -leak
-        return PlusParameters(n, k, t, failure, security,
-                              failure >= self.failure_log2 and security >= self.security_log2)
+        return complete_margins(n, t, dropout, self.max_corrupt, self.failure_log2,
+                                self.security_log2, self.malicious)
 
     def describe(self) -> dict[str, Any]:
         """What a run with this option states in ``summary.json`` (``secure_aggregation``)."""

@@ -211,6 +211,17 @@ def complete_threshold(
     return CompleteThresholds(n, t, t, False)
 
 
+def complete_margins(n: int, t: int, dropout: float, corrupt: float, failure_log2: float,
+                     security_log2: float, malicious: bool = False) -> PlusParameters:
+    """The complete graph over n devices at threshold t, with its real margins: abort
+    (fewer than t survivors) and share secrecy (collusion; with a malicious server also
+    equivocation), and whether both reach their targets. No connectivity bound: a
+    complete graph cannot disconnect."""
+    k = n - 1
+    fail, sec = -abort_log2(n, k, t, dropout), -_security_log2(n, k, t, corrupt, malicious)
+    return PlusParameters(n, k, t, fail, sec, fail >= failure_log2 and sec >= security_log2)
+
+
 def _complete_fallback(n: int, dropout: float, corrupt: float, failure_log2: float,
                        security_log2: float, malicious: bool = False) -> PlusParameters:
     """No sparse graph works: the complete graph, with the t maximising the weaker margin."""
@@ -239,5 +250,4 @@ def _complete_fallback(n: int, dropout: float, corrupt: float, failure_log2: flo
         # device (two disjoint halves can each back a different story), so a lying
         # server could unmask one device. Keep the majority; pay in aborts instead.
         t = max(t, (k + 1) // 2 + 1)
-    fail, sec = margins(t)
-    return PlusParameters(n, k, t, fail, sec, fail >= failure_log2 and sec >= security_log2)
+    return complete_margins(n, t, dropout, corrupt, failure_log2, security_log2, malicious)
