@@ -169,6 +169,11 @@ class PrivacyBudget:
             )
         return budget
 
+    @property
+    def min_separation(self) -> int:
+        """No separation rule: that is DP-FTRL's (``TreeBudget``)."""
+        return 0
+
     def initial_state(self) -> PrivacyState:
         return PrivacyState(self.initial_ledger, self.indicative_ledger)
 

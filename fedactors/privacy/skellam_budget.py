@@ -86,6 +86,17 @@ class SkellamBudget:
     population: int
     releases: str = ROUNDS
 
+    @property
+    def min_separation(self) -> int:
+        """No separation rule: that is DP-FTRL's (``TreeBudget``)."""
+        return 0
+
+    @property
+    def releases_whatever_the_count(self) -> bool:
+        """No: zero-out neighbours, so the count of shares does not depend on any
+        device's data; a release below min_survivors shares is declined."""
+        return False
+
     def initial_state(self) -> SkellamPrivacyState:
         return SkellamPrivacyState()
 

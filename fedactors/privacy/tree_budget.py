@@ -85,6 +85,12 @@ class TreeBudget:
     def min_separation(self) -> int:
         return self.initial_ledger.min_separation
 
+    @property
+    def releases_whatever_the_count(self) -> bool:
+        """Always: the tree's noise is accounted from who contributed, not how many, so
+        skipping a release by the count of reports would reveal it."""
+        return True
+
     def checked(self) -> TreeBudget:
         """This budget, or a ``ConfigError`` if its target is below what one release costs."""
         first = self.next_epsilon(self.initial_state())

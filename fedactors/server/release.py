@@ -35,15 +35,16 @@ from fedactors.aggregation.base import (
     Aggregator,
     Contributions,
     RoundContext,
-    TreeRelease,
 )
 from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
 from fedactors.server.optimizers import ServerOptimizer
 
-if TYPE_CHECKING:  # the budget pulls in dp-accounting; only DP runs need it
+if TYPE_CHECKING:  # the budgets pull in dp-accounting; only DP runs need them
     from fedactors.privacy.budget import PrivacyBudget
+    from fedactors.privacy.skellam_budget import SkellamBudget
+    from fedactors.privacy.tree_budget import TreeBudget
 
 ACTOR = "server"
 
@@ -83,7 +84,9 @@ class ReleaseStep:
     log: EventLog
     min_reports: int = 1
     eval_every: int = 1
-    privacy: Optional[PrivacyBudget] = None
+    #: The run's accountant, whichever mechanism: each says whether it releases whatever
+    #: the count (``releases_whatever_the_count``) and its ``min_separation`` (0: none).
+    privacy: Optional[PrivacyBudget | TreeBudget | SkellamBudget] = None
 
     def initial_state(self, weights: np.ndarray) -> ServerState:
         return ServerState(
@@ -107,19 +110,12 @@ class ReleaseStep:
           one device's presence changes the count). Distributed noise on Poisson
           rounds is refused at load (an empty sum has no noise to release).
         """
-        if self.privacy is None:
-            return False
-        if isinstance(self.privacy.declared, TreeRelease):
-            return True
-        from fedactors.privacy.budget import PrivacyBudget
-
-        return isinstance(self.privacy, PrivacyBudget) and self.privacy.releases_whatever_the_count
+        return self.privacy is not None and self.privacy.releases_whatever_the_count
 
     def eligible(self, state: ServerState, devices: np.ndarray) -> np.ndarray:
         """The ``devices`` the privacy rules let take part in the next release (all of
         them unless DP-FTRL's separation rule keeps some out)."""
-        if (self.privacy is None or not isinstance(self.privacy.declared, TreeRelease)
-                or not self.privacy.min_separation):
+        if self.privacy is None or not self.privacy.min_separation:
             return devices
         nxt = state.round + 1
         keep = [self.privacy.eligible(state.privacy, int(d), nxt) for d in devices]
