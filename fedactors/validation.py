@@ -25,12 +25,25 @@ def whole_number(minimum: int):
     return parse
 
 
-def finite(field: str, value: float) -> float:
+def number(field: str, value: float) -> float:
+    """``value`` as a float, if it is a number (NaN and infinities included)."""
     # A number, not something float() happens to parse: "5" or True accepted here would
     # reach the simulation as a string or a 1 (callers keep the value they were given).
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(field, f"must be a number, got {value!r}")
-    v = float(value)
+    return float(value)
+
+
+def open_unit(field: str, value: float) -> float:
+    """A number strictly between 0 and 1: one message for 0, 1, 2, -1, inf and NaN alike."""
+    v = number(field, value)
+    if not 0.0 < v < 1.0:  # NaN fails the comparison too
+        raise ConfigError(field, f"must be strictly between 0 and 1, got {value!r}")
+    return v
+
+
+def finite(field: str, value: float) -> float:
+    v = number(field, value)
     if not math.isfinite(v):
         raise ConfigError(field, f"must be finite, got {value!r}")
     return v

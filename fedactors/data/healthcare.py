@@ -21,7 +21,7 @@ import numpy as np
 
 from fedactors.data.federated import FederatedData
 from fedactors.errors import ConfigError
-from fedactors.validation import non_negative, positive_int
+from fedactors.validation import non_negative, open_unit, positive_int
 
 #: Published (min, max) of each of the 30 features, in sklearn's column order:
 #: 10 means, 10 standard errors, 10 "worst" values.
@@ -120,11 +120,7 @@ def make_hospital_data(
     if not isinstance(rng, np.random.Generator):
         raise ConfigError("rng", f"must be a numpy Generator, got {type(rng).__name__}")
     num_hospitals = positive_int("num_hospitals", num_hospitals)
-    frac = non_negative("test_fraction", test_fraction)
-    if not 0.0 < frac < 1.0:
-        raise ConfigError(
-            "test_fraction", f"must be strictly between 0 and 1, got {test_fraction!r}"
-        )
+    frac = open_unit("test_fraction", test_fraction)
     size_skew = non_negative("size_skew", size_skew)
 
     # Imported here: sklearn's import is slow, and only this scenario needs it.

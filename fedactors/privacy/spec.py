@@ -13,11 +13,10 @@ population is the fleet size ``N`` and the sampling is the server's real one
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 from typing import Optional
 
 from fedactors.errors import ConfigError
-from fedactors.validation import non_negative_int, positive
+from fedactors.validation import non_negative_int, open_unit, positive
 
 METHODS = ("best", "rdp", "pld")
 #: Default delta is ``min(DEFAULT_DELTA, N ** -DELTA_EXPONENT)``: 1e-5 for any
@@ -98,11 +97,7 @@ class Privacy:
                 raise ConfigError("target_epsilon", f"must be a number > 0, got {self.target_epsilon!r}")
             positive("target_epsilon", self.target_epsilon)
         if self.delta is not None:
-            # One message for every number outside (0, 1): 0, 1, 2.0, -1, inf and nan alike.
-            if isinstance(self.delta, bool) or not isinstance(self.delta, Real):
-                raise ConfigError("delta", f"must be a number, got {self.delta!r}")
-            if not 0.0 < float(self.delta) < 1.0:
-                raise ConfigError("delta", f"must be strictly between 0 and 1, got {self.delta!r}")
+            open_unit("delta", self.delta)
         if self.method not in METHODS:
             raise ConfigError("method", f"must be one of {METHODS}, got {self.method!r}")
         non_negative_int("min_separation", self.min_separation)

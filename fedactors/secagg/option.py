@@ -27,7 +27,7 @@ from fedactors.secagg.parameters import (
     plus_parameters,
 )
 from fedactors.secagg.protocol import PROTOCOLS
-from fedactors.validation import finite, non_negative_int, positive, probability
+from fedactors.validation import finite, non_negative_int, open_unit, positive, probability
 
 GRAPHS = ("auto", "complete", "sparse")
 MODES = tuple(PROTOCOLS)  # "real", "modeled"
@@ -190,10 +190,7 @@ class SecureAggregation:
         try:
             non_negative_int("sparse_above", self.sparse_above)
             if self.threshold_fraction is not None:
-                probability("threshold_fraction", self.threshold_fraction)
-                if not 0.0 < self.threshold_fraction < 1.0:
-                    raise ConfigError("threshold_fraction",
-                                      f"must be in (0, 1), got {self.threshold_fraction!r}")
+                open_unit("threshold_fraction", self.threshold_fraction)
             for name in ("max_dropout", "max_corrupt"):
                 value = getattr(self, name)
                 # 1.0 would make every device drop (or collude): no graph helps.
