@@ -45,8 +45,9 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
             f"secure aggregation: in {len(below)} of {len(records)} rounds the graph's (k, t) "
             f"missed the stated targets (abort probability {_bound(failure)}, "
             f"{_security_risks(secure)} {_bound(security)}); under the stated dropout and "
-            "corruption the cohort was too small for them, or threshold_fraction set t outside "
-            "the range that meets them"
+            "corruption the cohort was too small for them"
+            + (", or threshold_fraction set t outside the range that meets them"
+               if secure is not None and secure.get("threshold_fraction") is not None else "")
         )
     aborted = sum(1 for r in records if r.get("secagg_aborted"))
     if aborted:

@@ -279,6 +279,7 @@ class SecureAggregation:
         return {
             "mode": self.mode,
             "graph": self.graph,
+            "threshold_fraction": self.threshold_fraction,
             "server": self.server,
             "max_dropout": self.max_dropout,
             "max_corrupt": self.max_corrupt,

@@ -143,3 +143,15 @@ def test_a_missed_security_target_names_only_the_risks_the_option_has(graph, ser
     secure = {"mode": "real", "graph": graph, "server": server}
     (line,) = [w for w in run_warnings(rows, None, None, secure=secure) if "missed" in w]
     assert f", {risks} 2^-12.0)" in line
+
+
+def test_threshold_fraction_is_blamed_only_when_it_was_set() -> None:
+    rows = [{"round": 1, "secagg_below_target": 1, "secagg_failure_log2": 3.0,
+             "secagg_security_log2": 50.0}]
+
+    def line(**secure):
+        return next(w for w in run_warnings(rows, None, None, secure={"mode": "real", **secure})
+                    if "missed" in w)
+
+    assert "threshold_fraction" not in line(graph="sparse", threshold_fraction=None)
+    assert "threshold_fraction set t" in line(graph="complete", threshold_fraction=0.5)
