@@ -224,14 +224,7 @@ class Scenario:
         if self.mode is None and self.rounds.sampling == "poisson" and (
                 declared is not None and not isinstance(declared, (TreeRelease, SkellamRelease))):
             self._check_poisson_dp_fedavg(declared)
-        if isinstance(declared, TreeRelease) and self.mode is None and self.rounds.min_reports > 1:
-            # DP-FTRL releases every round whatever the count (skipping by it would reveal
-            # it); a min_reports that could never take effect is refused, not ignored.
-            raise ConfigError(
-                "rounds.min_reports",
-                f"is {self.rounds.min_reports}, but DPMean.tree (DP-FTRL) releases every "
-                "round whatever the number of reports (skipping by that number would reveal "
-                "it, and the tree's noise does not cover it); leave it at 1")
+        self._check_min_reports(declared)
         if isinstance(declared, SkellamRelease):
             if self.mode is not None:
                 # Said first: "add secure aggregation" would send the user in a circle.
@@ -282,14 +275,27 @@ class Scenario:
                 "noise, so a release's noise grows with the number sampled and shows it, and "
                 "a round with fewer than min_survivors shares has no noise to release; the ε "
                 "of Poisson sampling covers neither. Use 'fixed_size' or central noise")
-        if self.rounds.min_reports > 1:
-            raise ConfigError(
-                "rounds.min_reports",
-                f"is {self.rounds.min_reports} with sampling='poisson' and a DP-FedAvg "
-                "aggregator: skipping a round with fewer reports would reveal how many "
-                "devices took part, which one device's presence changes and the noise does "
-                "not cover; leave it at 1 (every Poisson round is released, the noise alone "
-                "if nobody reported)")
+
+    def _check_min_reports(self, declared: Optional[PrivateRelease]) -> None:
+        """A DP release made whatever the number of reports takes no ``min_reports``: DP-FTRL
+        always, DP-FedAvg with central noise on Poisson rounds. Skipping a round by that
+        number would reveal it, and the noise does not cover it; an option that could never
+        take effect is refused, not ignored."""
+        if declared is None or self.mode is not None or self.rounds.min_reports <= 1:
+            return
+        if isinstance(declared, TreeRelease):
+            who = "DPMean.tree (DP-FTRL) releases every round"
+        elif (self.rounds.sampling == "poisson" and not isinstance(declared, SkellamRelease)
+              and not declared.distributed_noise):
+            who = ("with sampling='poisson' a DP-FedAvg aggregator releases every round (the "
+                   "noise alone if nobody reported)")
+        else:
+            return
+        raise ConfigError(
+            "rounds.min_reports",
+            f"is {self.rounds.min_reports}, but {who} whatever the number of reports: skipping "
+            "a round by that number would reveal how many devices took part, which one "
+            "device's presence changes and the noise does not cover; leave it at 1")
 
     def _check_min_separation(self, declared: PrivateRelease) -> None:
         """The separation rule is DP-FTRL's, and FedBuff needs devices enough to keep it."""

@@ -90,7 +90,7 @@ def test_the_cli_refuses_it_in_one_line_naming_file_and_field(capsys, tmp_path: 
     code = main([str(path), "--rounds", "8"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
-    assert err.startswith(f"error: {path}:3: rounds.min_reports: is 10 with sampling='poisson'")
+    assert err.startswith(f"error: {path}:3: rounds.min_reports: is 10, but with sampling='poisson'")
 
 
 # -- FedBuff uses only count, deadline and eval_every ------------------------------------------
