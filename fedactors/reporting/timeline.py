@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from fedactors.reporting.closed_by import cut_as
 from fedactors.reporting.rundir import iter_jsonl
 from fedactors.reporting.style import PHASE_COLOURS, paper_style, time_unit
 
@@ -289,8 +290,7 @@ def _add_work(timeline: Timeline, d: int, window: RoundWindow, item: dict[str, f
                 pieces.append(("upload", item["sent"], arrival))
                 if arrival <= window.end:
                     timeline.arrivals.append((d, arrival))
-    after = {"deadline": "late", "target": "surplus", "all-reported": "surplus"}.get(
-        window.closed_by)
+    after = cut_as(window.closed_by)
     for kind, start, end in pieces:
         if end <= start:
             continue

@@ -32,12 +32,13 @@ from fedactors.aggregation.base import Contributions, PlainContributions
 from fedactors.devices.fleet import Fleet
 from fedactors.messages import RoundDeadline, TrainRequest, Update
 from fedactors.privacy.participation import Participation
+from fedactors.reporting.closed_by import ALL_REPORTED
 from fedactors.reporting.events import EventLog
 from fedactors.runtime.mailbox import Mailbox
 from fedactors.secagg.option import SecureAggregation
 from fedactors.secagg.pki import Pki
 from fedactors.seeding import SeedTree
-from fedactors.server.outcome import ALL_REPORTED, ReleaseOutcome
+from fedactors.server.outcome import ReleaseOutcome
 from fedactors.server.release import ACTOR, ReleaseStep, ServerState
 from fedactors.server.rounds import Rounds
 from fedactors.server.screening import (

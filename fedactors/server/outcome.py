@@ -7,13 +7,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from fedactors.reporting.closed_by import NOT_BY_DEADLINE
 from fedactors.server.screening import REJECT_REASONS
-
-#: ``closed_by`` of a Poisson round whose every sampled device reported (it has no target).
-ALL_REPORTED = "all-reported"
-#: Rounds closed before their deadline because the reports they waited for were in:
-#: devices given up on then were not needed (``surplus``), not ``late``.
-NOT_BY_DEADLINE = ("target", ALL_REPORTED)
 
 
 @dataclass(frozen=True)
