@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from fedactors.training.batched import Unsupported
+from fedactors.training.batched import Unsupported, layers
 from fedactors.training.choice import executor_for
 from fedactors.training.executor import SequentialExecutor, TrainTask
 from fedactors.training.model_runner import ModelRunner, batch_schedule
@@ -152,6 +152,25 @@ def test_unsupported_optimizer_falls_back():
     with pytest.raises(Unsupported, match="RMSprop"):
         VectorizedExecutor(runner)
     assert "RMSprop" in executor_for("auto", "local", runner).fallback_reason
+
+
+def test_a_cpu_that_cannot_train_grouped_convolutions_falls_back_with_the_fix(monkeypatch):
+    # TensorFlow without oneDNN (the default on CPUs without AVX-512) computes a
+    # grouped convolution but raises on its gradients, mid-run.
+    monkeypatch.setattr(layers, "grouped_conv_trains", lambda: False)
+    runner = ModelRunner(ModelSpec(_convnet, keras.losses.SparseCategoricalCrossentropy(True)),
+                         LocalTraining(1, 5))
+    executor = executor_for("vectorized", "local", runner)
+    assert isinstance(executor, SequentialExecutor)
+    assert "TF_ENABLE_ONEDNN_OPTS=1" in executor.fallback_reason
+    assert "conv" in executor.fallback_reason  # names the layer
+    mlp = ModelRunner(ModelSpec(_mlp, "mse"), LocalTraining(1, 5))
+    assert isinstance(executor_for("vectorized", "local", mlp), VectorizedExecutor)
+
+
+def test_the_grouped_convolution_probe_matches_this_tensorflow():
+    # The probe must say what the kernels do: here (oneDNN on, tests/conftest.py) they train.
+    assert layers.grouped_conv_trains()
 
 
 def test_sequential_kind_is_the_per_device_loop():

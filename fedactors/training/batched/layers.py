@@ -8,6 +8,7 @@ faithfully raises :class:`Unsupported` with the reason.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +75,36 @@ def _dense(layer: keras.layers.Dense) -> Forward:
     return forward
 
 
+#: What to do when the CPU kernels cannot train a grouped convolution.
+ONEDNN_HINT = ("set TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is imported to train "
+               "convolutions vectorized")
+
+
+@functools.cache
+def grouped_conv_trains() -> bool:
+    """Whether TensorFlow can differentiate a grouped convolution in this process.
+
+    Its CPU kernels without oneDNN (the default on CPUs without AVX-512, such
+    as many AMD EPYC and older Intel parts) compute a grouped convolution but
+    refuse its gradients; the batched convolution below needs them. Tried
+    once per process on a tiny input, in a graph as training runs it.
+    """
+    images, filters = tf.ones([1, 3, 3, 4]), tf.ones([2, 2, 2, 2])
+
+    @tf.function
+    def gradients():
+        with tf.GradientTape() as tape:
+            tape.watch([images, filters])
+            out = tf.nn.conv2d(images, filters, strides=1, padding="VALID")
+        return tape.gradient(out, [images, filters])
+
+    try:
+        gradients()
+    except tf.errors.OpError:  # "Gradients for grouped convolutions are not supported on CPU"
+        return False
+    return True
+
+
 def _conv(layer: keras.layers.Layer, rank: int) -> Forward:
     """Conv1D/Conv2D as one grouped convolution: client c is group c.
 
@@ -82,6 +113,9 @@ def _conv(layer: keras.layers.Layer, rank: int) -> Forward:
     each client's kernel to that client's channels only.
     """
     _no_extras(layer, *_WEIGHT_EXTRAS)
+    if not grouped_conv_trains():
+        raise Unsupported(f"layer {layer.name}: this TensorFlow cannot differentiate grouped "
+                          f"convolutions on this CPU; {ONEDNN_HINT}")
     cfg = layer.get_config()
     if cfg.get("data_format", "channels_last") != "channels_last":
         raise Unsupported(f"layer {layer.name}: data_format {cfg['data_format']}")
