@@ -100,6 +100,10 @@ def ensure_pfl() -> str | None:
 def run_one(argv: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
                RAY_DEDUP_LOGS="0")
+    # oneDNN for every system, as TensorFlow itself chooses on CPUs with AVX-512:
+    # without it (CPUs without AVX-512) TensorFlow cannot differentiate fedactors'
+    # grouped convolution, and the conv rows would time the per-device fallback.
+    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     # The base venv's python would put its own site-packages first: call the
     # flower venv's interpreter bare so its numpy 2 is the one imported.
     start = time.perf_counter()
@@ -179,6 +183,17 @@ def _profile_excerpt() -> str:
     return "\n".join(ln.replace(str(ROOT) + "/", "").replace(sys.prefix, "<venv>") for ln in keep)
 
 
+def _simd() -> str:
+    """The widest x86 vector extension of this CPU (it decides TensorFlow's kernels)."""
+    try:
+        flags = next(ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo")
+                     if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return ""
+    names = {"avx512f": "AVX-512", "avx2": "AVX2", "avx": "AVX"}
+    return next((name for flag, name in names.items() if flag in flags), "")
+
+
 def report(results: list[dict]) -> str:
     groups = _group(results)
     errors = [r for r in results if "error" in r]
@@ -201,8 +216,10 @@ def report(results: list[dict]) -> str:
         "committed). Every configuration is a separate process; figures are the",
         "median over runs (the *runs* column).",
         "",
-        f"Machine: {os.cpu_count()} cores ({model}), CPU only, Python "
-        f"{platform.python_version()}.",
+        f"Machine: {os.cpu_count()} cores ({model}{', ' + _simd() if _simd() else ''}), "
+        f"CPU only, Python {platform.python_version()}; TensorFlow with oneDNN "
+        "(`TF_ENABLE_ONEDNN_OPTS=1` for every system, TensorFlow's own default only on "
+        "CPUs with AVX-512).",
         "The machine is shared with other engineers' jobs;",
         "1-minute load average at start and end of the measurement: "
         + ", ".join(f"{lo[0]:.1f}" for lo in loads if lo) + " (2 = both cores busy)."
