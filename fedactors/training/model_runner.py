@@ -183,6 +183,20 @@ class Evaluator:
             lambda xb: self.model(xb, training=False),
             input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype))],
         )
+        # Prediction, loss and every metric's update in one compiled call per batch:
+        # called eagerly, Keras' loss and metrics cost more than the model itself
+        # (a tenth of a 1,000-client round on the reference MLP).
+        self._batch_step = tf.function(
+            self._step,
+            input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype)),
+                             tf.TensorSpec([None, *y.shape[1:]], tf.as_dtype(y.dtype))],
+        )
+
+    def _step(self, xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
+        pred = self.model(xb, training=False)
+        for m in self._metrics:
+            m.update_state(yb, pred)
+        return self.loss_fn(yb, pred)
 
     def dry_run(self, x: np.ndarray, y: np.ndarray) -> None:
         """Put a few rows of ``(x, y)`` through the model, the loss and every metric.
@@ -208,10 +222,7 @@ class Evaluator:
         loss_sum, n = 0.0, len(self.x)
         for start in range(0, n, self.batch_size):
             xb, yb = self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
-            pred = self._predict(tf.constant(xb))
-            loss_sum += float(self.loss_fn(yb, pred).numpy()) * len(xb)
-            for m in self._metrics:
-                m.update_state(yb, pred)
+            loss_sum += float(self._batch_step(tf.constant(xb), tf.constant(yb)).numpy()) * len(xb)
         out = {"loss": loss_sum / max(n, 1)}
         for name, m in zip(self.metric_names, self._metrics):
             out[name] = float(m.result().numpy())
