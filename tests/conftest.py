@@ -28,11 +28,6 @@ from pathlib import Path
 from typing import Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# TensorFlow's CPU kernels train grouped convolutions (the vectorized executor's
-# batched Conv1D/Conv2D) only with oneDNN, on by default only on CPUs with AVX-512:
-# on, so the vectorized convolution paths are tested on every CPU (the fallback
-# without it is tested by patching the probe, tests/training/test_vectorized.py).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
