@@ -120,6 +120,15 @@ def test_mse_regression_matches():
                  labels=lambda rng, n: rng.normal(size=n).astype(np.float32))
 
 
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy",
+                                  keras.losses.SparseCategoricalCrossentropy(from_logits=True)])
+def test_sparse_labels_as_a_column_match(loss):
+    # (n, 1) labels, as Keras takes them: the training graph leaves every dimension
+    # open, so that 1 is not known when it is traced.
+    _assert_same(_mlp, loss, lambda: keras.optimizers.SGD(0.1), (6,),
+                 labels=lambda rng, n: _classes(rng, n)[:, None])
+
+
 def test_cohort_schedule_is_each_devices_batch_schedule():
     sizes = [5, 11, 2]
     idx, mask, active, steps = cohort_schedule(

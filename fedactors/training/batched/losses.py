@@ -25,7 +25,10 @@ def _sparse_ce(from_logits: bool) -> PerExampleLoss:
     eps = keras.config.epsilon()
 
     def loss(y, pred):
-        if len(y.shape) == len(pred.shape) and y.shape[-1] == 1:
+        if len(y.shape) == len(pred.shape):
+            # One label per example given as (n, 1), which Keras accepts: the
+            # training graph leaves every dimension open, so its size 1 is not
+            # known until run time (tf.squeeze checks it then).
             y = tf.squeeze(y, -1)
         logits = pred if from_logits else tf.math.log(tf.clip_by_value(pred, eps, 1 - eps))
         return tf.nn.sparse_softmax_cross_entropy_with_logits(
