@@ -37,21 +37,25 @@ class RunOptions:
     ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
     until: Optional[float] = None  # stop after the first round ending at/after this simulated second
 
-    def fingerprint(self, scenario: Scenario, seed: int,
-                    built: str = "") -> checkpoint.Fingerprint:
+    def fingerprint(self, scenario: Scenario, seed: int, built: str = "",
+                    fallback: Optional[str] = None) -> checkpoint.Fingerprint:
         """What a resumed run must share with the checkpointed one to replay it bit for bit.
 
         ``built``: a digest of what the scenario's functions built (the model's
         architecture, the local optimizer's settings), see ``built_sha256``.
+        ``fallback``: why the executor asked for does not train this run (the
+        machine decides that too: TensorFlow's kernels, ``TF_ENABLE_ONEDNN_OPTS``),
+        named only when there is one, so fingerprints without it are unchanged.
         """
         digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
         # Randomness is named only when it is "system", so seeded fingerprints (and the
         # checkpoints written before the option existed) are unchanged.
         system = () if scenario.randomness == SEEDED else (("randomness", scenario.randomness),)
+        fell_back = () if fallback is None else (("executor_fallback", fallback),)
         return checkpoint.Fingerprint(scenario.name, digest, seed, (
             ("device_events", self.device_events), ("executor", self.executor),
             ("backend", self.backend), ("settings", settings_sha256(scenario)),
-            ("built", built), ("streams", STREAMS_VERSION), *system,
+            ("built", built), ("streams", STREAMS_VERSION), *system, *fell_back,
         ))
 
 

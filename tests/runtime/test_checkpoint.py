@@ -73,6 +73,26 @@ def test_resuming_with_another_seed_or_scenario_is_refused(tmp_path: Path) -> No
                      RunOptions(out_dir=tmp_path, scenario_path=other, rounds=3, resume=True))
 
 
+def test_resuming_where_the_executor_falls_back_otherwise_is_refused(tmp_path: Path) -> None:
+    # The options are the same, but the machine trains otherwise: as when a conv model's
+    # run began without TF_ENABLE_ONEDNN_OPTS (per-device fallback) and resumes with it.
+    from fedactors.training.executor import SequentialExecutor
+
+    def falling_back(runner) -> SequentialExecutor:
+        executor = SequentialExecutor(runner)
+        executor.fallback_reason = "layer conv2d: no grouped-convolution gradients here"
+        return executor
+
+    scenario = load_scenario(LINEAR)
+    run_scenario(scenario, _options(tmp_path, rounds=2), executor_factory=falling_back)
+    with pytest.raises(ScenarioError, match=r"cannot resume: this run would train as asked, "
+                                            r"the checkpointed run trained one device at a time"):
+        run_scenario(scenario, _options(tmp_path, rounds=3, resume=True))
+    resumed = run_scenario(scenario, _options(tmp_path, rounds=3, resume=True),
+                           executor_factory=falling_back)
+    assert resumed.summary["rounds"] == 3
+
+
 def test_resuming_with_another_model_or_local_training_is_refused(tmp_path: Path) -> None:
     # Built by the scenario's functions, so invisible in its settings: a learning rate or
     # a layer changed in a module the scenario imports.

@@ -224,3 +224,18 @@ def test_no_file_is_refused_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / checkpoint.FILENAME).mkdir()  # not a file either
     with pytest.raises(ScenarioError, match="no checkpoint to resume from"):
         checkpoint.load(tmp_path)
+
+
+@pytest.mark.parametrize("now, then", [("layer conv2d: no grouped gradients", None),
+                                       (None, "layer conv2d: no grouped gradients")])
+def test_an_executor_that_falls_back_now_or_did_then_is_named(now, then) -> None:
+    # The same options, but the machine trains otherwise (TF_ENABLE_ONEDNN_OPTS changed):
+    # resuming would mix two executors' rounding in one model.
+    def with_fallback(reason):
+        return fingerprint(options=OPTIONS + ((("executor_fallback", reason),) if reason else ()))
+
+    problem = with_fallback(now).mismatch(with_fallback(then))
+    assert problem.startswith(f"this run would train {'as asked' if now is None else 'one device'}")
+    assert f"the checkpointed run trained {'as asked' if then is None else 'one device'}" in problem
+    assert "no grouped gradients" in problem and "TF_ENABLE_ONEDNN_OPTS" in problem
+    assert with_fallback(now).mismatch(with_fallback(now)) == ""
