@@ -164,6 +164,9 @@ class Scenario:
             raise ConfigError("model", f"must be a function returning a keras.Model, got {self.model!r}")
         if not callable(self.data):
             raise ConfigError("data", f"must be a function (fleet, rng) -> FederatedData, got {self.data!r}")
+        if not isinstance(self.metrics, (list, tuple)):  # a bare "accuracy" would be read by letter
+            raise ConfigError("metrics", "must be a list of metric names or Keras metrics, "
+                                         f"e.g. [\"accuracy\"], got {self.metrics!r}")
         fleet = tuple(self.fleet) if isinstance(self.fleet, (list, tuple)) else None
         if not fleet:
             raise ConfigError("fleet", f"must be a non-empty list of DeviceClass, got {self.fleet!r}")

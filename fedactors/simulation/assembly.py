@@ -70,7 +70,8 @@ def build_data(
         data = scenario.data(fleet, seeds.generator("data"))
     if not isinstance(data, (FederatedData, GeneratedData)):
         raise ScenarioError(
-            f"data: must return a FederatedData or GeneratedData, got {type(data).__name__}"
+            f"{path if path is not None else 'scenario'}: data: must return a FederatedData "
+            f"or GeneratedData, got {type(data).__name__}"
         )
     if data.num_devices != fleet.size:
         hint = ("; pass devices=fleet.size (or an order of fleet.size partitions)"

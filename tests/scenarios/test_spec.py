@@ -145,3 +145,31 @@ def test_fedbuff_refuses_device_added_noise_its_staleness_weights_would_shrink()
         DPMean.fixed(1.0, 1.0, 5, distributed_noise=True, min_survivors=5)))
     assert err.field == "aggregator" and "staleness weight" in err.message
     with_aggregator(DPMean.fixed(1.0, 1.0, 5))  # central noise: accepted
+
+
+# -- fields a user writes as a bare value -------------------------------------------------------
+
+
+@pytest.mark.parametrize("metrics", ["accuracy", None, {"accuracy"}])
+def test_metrics_not_given_as_a_list_are_refused_naming_the_field(metrics) -> None:
+    # A bare string was read one letter at a time ("Could not interpret metric identifier: a").
+    caught = refusal(lambda: dataclasses.replace(scenario(), metrics=metrics))
+    assert caught.field == "metrics" and '["accuracy"]' in caught.message
+    dataclasses.replace(scenario(), metrics=["accuracy"])
+    dataclasses.replace(scenario(), metrics=())  # none at all is a choice
+
+
+def test_data_returning_the_wrong_type_names_the_scenario_file(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "returns_tuple.py"
+    path.write_text(
+        "import keras\nimport numpy as np\n"
+        "from fedactors import DeviceClass, Rounds, Scenario\n"
+        "scenario = Scenario(name='t', loss='mse', fleet=[DeviceClass('d', count=2)],\n"
+        "    model=lambda: keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]),\n"
+        "    data=lambda fleet, rng: (np.zeros((2, 1)), np.zeros(2)),\n"
+        "    rounds=Rounds(count=1, cohort_size=2, deadline=60.0))\n")
+    code = main([str(path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err == (f"error: {path}: data: must return a FederatedData or GeneratedData, "
+                   "got tuple")
