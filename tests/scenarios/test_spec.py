@@ -26,6 +26,15 @@ def scenario(aggregator=None, **rounds) -> Scenario:
                     aggregator=aggregator if aggregator is not None else DPMean.fixed(1.0, 1.2, M))
 
 
+def cli_error(capsys, path: Path, source: str, *args: str) -> str:
+    """The CLI's one-line error for a scenario file of ``source`` (exit 2 asserted)."""
+    path.write_text(source)
+    code = main([str(path), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    return err
+
+
 def refusal(make) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
         make()
@@ -78,7 +87,8 @@ def test_dp_ftrl_refuses_a_min_reports_it_would_ignore(sampling: str) -> None:
 
 def test_the_cli_refuses_it_in_one_line_naming_file_and_field(capsys, tmp_path: Path) -> None:
     path = tmp_path / "dp_poisson_minrep.py"
-    path.write_text(
+    err = cli_error(
+        capsys, path,
         "from fedactors import DeviceClass, Privacy, Rounds, Scenario\n"
         "from fedactors.privacy.dp_mean import DPMean\n"
         "scenario = Scenario(name='dp_poisson_minrep', model=lambda: None, loss='mse',\n"
@@ -86,10 +96,7 @@ def test_the_cli_refuses_it_in_one_line_naming_file_and_field(capsys, tmp_path: 
         "    rounds=Rounds(count=5, cohort_size=10, deadline=60.0, sampling='poisson',\n"
         "                  min_reports=10),\n"
         "    aggregator=DPMean.fixed(clip_norm=1.0, noise_multiplier=1.2, expected_count=10),\n"
-        "    privacy=Privacy(delta=1e-5), seed=1)\n")
-    code = main([str(path), "--rounds", "8"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err
+        "    privacy=Privacy(delta=1e-5), seed=1)\n", "--rounds", "8")
     assert err.startswith(f"error: {path}:3: rounds.min_reports: is 10, but with sampling='poisson'")
 
 
@@ -161,15 +168,13 @@ def test_metrics_not_given_as_a_list_are_refused_naming_the_field(metrics) -> No
 
 def test_data_returning_the_wrong_type_names_the_scenario_file(capsys, tmp_path: Path) -> None:
     path = tmp_path / "returns_tuple.py"
-    path.write_text(
+    err = cli_error(
+        capsys, path,
         "import keras\nimport numpy as np\n"
         "from fedactors import DeviceClass, Rounds, Scenario\n"
         "scenario = Scenario(name='t', loss='mse', fleet=[DeviceClass('d', count=2)],\n"
         "    model=lambda: keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]),\n"
         "    data=lambda fleet, rng: (np.zeros((2, 1)), np.zeros(2)),\n"
-        "    rounds=Rounds(count=1, cohort_size=2, deadline=60.0))\n")
-    code = main([str(path), "--out", str(tmp_path / "run")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err
+        "    rounds=Rounds(count=1, cohort_size=2, deadline=60.0))\n", "--out", str(tmp_path / "run"))
     assert err == (f"error: {path}: data: must return a FederatedData or GeneratedData, "
                    "got tuple")
