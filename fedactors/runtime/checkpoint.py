@@ -67,14 +67,13 @@ class Fingerprint:
         if randomness[0] != randomness[1]:
             return (f"the randomness differs (checkpoint: {randomness[1]}, now: {randomness[0]}); "
                     "a run keeps the randomness it was started with")
-        fallback = (mine.get("executor_fallback"), theirs.get("executor_fallback"))
-        if fallback[0] != fallback[1]:
+        fell_back = (mine.get("executor_fell_back", False), theirs.get("executor_fell_back", False))
+        if fell_back[0] != fell_back[1]:
             # Same options, but the machine now trains otherwise: a resumed run would mix
             # two executors' rounding in one model.
-            def how(reason: Any) -> str:
-                return "as asked" if reason is None else f"one device at a time ({reason})"
-            return (f"this run would train {how(fallback[0])}, the checkpointed run trained "
-                    f"{how(fallback[1])}: resuming would mix two executors' rounding in one "
+            how = {False: "as asked", True: "one device at a time (the executor fell back)"}
+            return (f"this run would train {how[fell_back[0]]}, the checkpointed run trained "
+                    f"{how[fell_back[1]]}: resuming would mix two executors' rounding in one "
                     "model (resume in the environment the run began in, e.g. the same "
                     "TF_ENABLE_ONEDNN_OPTS)")
         if self.options != other.options:

@@ -38,24 +38,26 @@ class RunOptions:
     until: Optional[float] = None  # stop after the first round ending at/after this simulated second
 
     def fingerprint(self, scenario: Scenario, seed: int, built: str = "",
-                    fallback: Optional[str] = None) -> checkpoint.Fingerprint:
+                    fell_back: bool = False) -> checkpoint.Fingerprint:
         """What a resumed run must share with the checkpointed one to replay it bit for bit.
 
         ``built``: a digest of what the scenario's functions built (the model's
         architecture, the local optimizer's settings), see ``built_sha256``.
-        ``fallback``: why the executor asked for does not train this run (the
-        machine decides that too: TensorFlow's kernels, ``TF_ENABLE_ONEDNN_OPTS``),
-        named only when there is one, so fingerprints without it are unchanged.
+        ``fell_back``: the executor asked for does not train this run, the
+        per-device one does (the machine decides that too: TensorFlow's kernels,
+        ``TF_ENABLE_ONEDNN_OPTS``); named only when it did, so fingerprints
+        without a fallback are unchanged. Only the fact, not its reason: the
+        reason names Keras layers, whose numbering depends on the process.
         """
         digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
         # Randomness is named only when it is "system", so seeded fingerprints (and the
         # checkpoints written before the option existed) are unchanged.
         system = () if scenario.randomness == SEEDED else (("randomness", scenario.randomness),)
-        fell_back = () if fallback is None else (("executor_fallback", fallback),)
+        fallback = (("executor_fell_back", True),) if fell_back else ()
         return checkpoint.Fingerprint(scenario.name, digest, seed, (
             ("device_events", self.device_events), ("executor", self.executor),
             ("backend", self.backend), ("settings", settings_sha256(scenario)),
-            ("built", built), ("streams", STREAMS_VERSION), *system, *fell_back,
+            ("built", built), ("streams", STREAMS_VERSION), *system, *fallback,
         ))
 
 
