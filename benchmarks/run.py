@@ -432,7 +432,7 @@ _PROFILE_NOTES = [
     "2.3 s to 1.2-1.6 s, single runs, fedactors/runtime/loop.py); the server's",
     "evaluation runs prediction, loss and metrics as one compiled call per batch",
     "(Keras' loss and metrics called eagerly cost more than the model: rounds of 10",
-    "clients went from 24-30 ms to 14-17 ms, 3 alternating runs each, 2026-12-02);",
+    "clients went from 24-30 ms to 14-17 ms without oneDNN, 3 alternating runs each);",
     "FedAvg weights a delta with one float32 multiplication when the example count",
     "is exact in float32 (the same bits as the float64 route, property-tested).",
     "Each of these left every shipped scenario's weights and event log bit for",
