@@ -72,8 +72,9 @@ class PrivacyState:
     rounds_partial_fleet: int = 0
     #: Fewest devices online at the start of any round (``None`` before round 1).
     min_online: Optional[int] = None
-    #: Rounds in which fewer updates were summed than devices selected (deadline
-    #: cut-offs, dropouts) and the round was not closed at its target.
+    #: Rounds in which fewer updates were summed than the round waited for: every
+    #: selected device (deadline cut-offs, dropouts), or, closed at its target, that
+    #: many (a device it closed on dropped out mid-protocol under secure aggregation).
     rounds_missing_reports: int = 0
     #: Rounds closed at the target while selected devices were still working.
     rounds_cut_at_target: int = 0
@@ -218,12 +219,15 @@ class PrivacyBudget:
         online, selected = participation.online, participation.selected
         assert online is not None and selected is not None
         population = self.initial_ledger.population
+        # Fewer summed than the round waited for: every selected device, or, closed at its
+        # target, that many (a device it closed on dropped out before its update was summed).
+        waited_for = (participation.target if participation.cut_at_target else selected)
+        missing = waited_for is not None and summed < waited_for
         return replace(
             new,
             rounds_partial_fleet=state.rounds_partial_fleet + (online < population),
             min_online=online if state.min_online is None else min(state.min_online, online),
-            rounds_missing_reports=state.rounds_missing_reports
-            + (summed < selected and not participation.cut_at_target),
+            rounds_missing_reports=state.rounds_missing_reports + missing,
             rounds_cut_at_target=state.rounds_cut_at_target + participation.cut_at_target,
             rounds_not_released=state.rounds_not_released + (not released),
         )
@@ -304,9 +308,10 @@ class PrivacyBudget:
         if state.rounds_missing_reports:
             out.append(
                 f"missing reports: in {state.rounds_missing_reports} of {rounds} rounds fewer "
-                "updates were summed than devices selected (cut by the deadline, dropped out, "
-                "or a secure round that aborted); ε holds only if who drops does not depend "
-                "on the data"
+                "updates were summed than the round waited for (every selected device, or as "
+                "many as its target): cut by the deadline, dropped out (also after a secure "
+                "round reached its target), or a secure round that aborted; ε holds only if "
+                "who drops does not depend on the data"
             )
         if state.rounds_cut_at_target:
             out.append(

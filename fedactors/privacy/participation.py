@@ -19,5 +19,8 @@ class Participation:
     selected: Optional[int] = None  # devices selected (rounds only)
     #: The round closed at a target below the selection: the slowest were cut.
     cut_at_target: bool = False
+    #: The reports a round closed at (rounds only): under secure aggregation a device
+    #: it closed on can still drop out, and the sum is then short of it.
+    target: Optional[int] = None
     #: The devices whose contributions were summed (DP-FTRL accounts from them).
     contributors: tuple[int, ...] = ()

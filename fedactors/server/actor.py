@@ -165,7 +165,7 @@ class ServerActor:
             participation=Participation(
                 online=len(online), selected=n_select,
                 # Closed at a target below the selection: the slowest were cut.
-                cut_at_target=closed_by == "target" and target < n_select,
+                cut_at_target=closed_by == "target" and target < n_select, target=target,
                 contributors=tuple(int(d) for d in reported)),
         )
         self.state = released.state

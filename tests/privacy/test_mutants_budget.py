@@ -75,15 +75,20 @@ def test_each_broken_assumption_is_reported_with_its_counts() -> None:
     assert summary["assumption_held"] is False and summary["violations"] == out
 
 
-@pytest.mark.parametrize("summed, cut, missing, cut_rounds", [
-    (M, False, 0, 0),  # every selected device reported
-    (M - 3, False, 1, 0),  # deadline or dropouts: reports are missing
-    (M - 5, True, 0, 1),  # closed at its target: the slowest were cut, not missing
+@pytest.mark.parametrize("summed, cut, target, missing, cut_rounds", [
+    (M, False, M, 0, 0),  # every selected device reported
+    (M - 3, False, M, 1, 0),  # deadline or dropouts: reports are missing
+    (M - 5, True, M - 5, 0, 1),  # closed at its target: the slowest were cut, not missing
+    (M - 5, True, None, 0, 1),  # (a driver that does not say its target)
+    # Closed at its target, then one it closed on dropped (secure aggregation, mid-protocol):
+    # both the slowest cut and a report missing.
+    (M - 6, True, M - 5, 1, 1),
 ])
-def test_one_round_counts_as_missing_reports_or_cut_at_target_never_both(
-        summed, cut, missing, cut_rounds) -> None:
+def test_a_round_counts_as_missing_reports_when_short_of_what_it_waited_for(
+        summed, cut, target, missing, cut_rounds) -> None:
     b = budget()
-    s = b.charge(b.initial_state(), Participation(online=N, selected=M, cut_at_target=cut), summed)
+    s = b.charge(b.initial_state(), Participation(online=N, selected=M, cut_at_target=cut,
+                                                  target=target), summed)
     assert (s.rounds_missing_reports, s.rounds_cut_at_target) == (missing, cut_rounds)
     assert s.rounds_partial_fleet == 0 and s.min_online == N
 
