@@ -250,7 +250,7 @@ async def test_dp_ftrl_with_nobody_online_has_nobody_eligible() -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("over_selection, cut", [(2.0, 1), (1.0, 0)])
 async def test_a_round_closed_at_its_target_below_the_selection_is_counted_as_cut(
-        over_selection: float, cut: int) -> None:
+        over_selection: float, cut: int, monkeypatch) -> None:
     # Over-selected: the two fastest of four close the round at its target while the two
     # slow ones still train; the audit says "cut at the target", not "missing reports".
     # Without over-selection the same fleet closes with everyone: nothing cut, nothing missing.
@@ -263,11 +263,21 @@ async def test_a_round_closed_at_its_target_below_the_selection_is_counted_as_cu
                         aggregator=DPMean.fixed(1.0, 1.0, 2 if over_selection > 1 else 4),
                         privacy=Privacy(target_epsilon=100.0))
     server = world.actors.server
+    seen = []
+    release = type(server.step).release
+
+    def recording(step, *args, **kwargs):
+        seen.append(kwargs["participation"])
+        return release(step, *args, **kwargs)
+
+    monkeypatch.setattr(type(server.step), "release", recording)
     outcome = await server.run_round(1)
     assert len(outcome.selected) == 4
     assert outcome.closed_by == "target"  # reached the target either way
     assert (server.state.privacy.rounds_cut_at_target,
             server.state.privacy.rounds_missing_reports) == (cut, 0)
+    # The audit is told the count the round waited for (a secure round's sum can fall short).
+    assert [p.target for p in seen] == [2 if over_selection > 1 else 4]
 
 
 @pytest.mark.asyncio
