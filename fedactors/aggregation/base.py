@@ -27,6 +27,8 @@ from typing import Any, Generic, Optional, TypeVar
 
 import numpy as np
 
+from fedactors.arrays import stack_rows
+
 S = TypeVar("S")
 
 #: What one device sends: named arrays, each of which is summed across devices.
@@ -123,7 +125,7 @@ class PlainContributions(Contributions):
     def stacked(self) -> dict[str, np.ndarray]:
         if not self._rows:
             return {}
-        return {k: np.stack([np.asarray(r[k]) for r in self._rows]) for k in self._rows[0]}
+        return {k: stack_rows([np.asarray(r[k]) for r in self._rows]) for k in self._rows[0]}
 
     def sum(self) -> dict[str, np.ndarray]:
         # float64 accumulation: a 10,000-device sum in float32 loses digits.

@@ -19,7 +19,7 @@ import heapq
 import itertools
 from asyncio import base_events, events
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 from fedactors.errors import SimulationStalled
 
@@ -67,6 +67,7 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
         self._now = float(start)
         self._sequence = itertools.count()
         self._when_idle: list[Callable[[], None]] = []
+        self._newest: Optional[_Timer] = None
 
     # -- the clock -------------------------------------------------------
     def time(self) -> float:
@@ -82,7 +83,14 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
         timer.priority, timer.sequence = priority, next(self._sequence)
         heapq.heappush(self._scheduled, (when, priority, timer.sequence, timer))
         timer._scheduled = True
+        self._newest = timer
         return timer
+
+    def newest_timer(self) -> Optional[events.TimerHandle]:
+        """The timer set last (None before any): nothing set since runs between it
+        and a timer set now for the same instant and priority, so a caller may add
+        work to it instead (``Network`` does, for messages arriving together)."""
+        return self._newest
 
     def call_later(self, delay, callback, *args, context=None, priority: int = 0):
         return self.call_at(self._now + delay, callback, *args, context=context, priority=priority)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from fedactors.runtime.loop import DELIVERY, TIMEOUT, VirtualTimeLoop
@@ -21,6 +22,27 @@ class Links(Protocol):
     def download_time(self, device: int, nbytes: int) -> float: ...
 
     def upload_time(self, device: int, nbytes: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class Deliveries:
+    """Messages on the wire under one timer, in the order they arrive: what a
+    checkpoint saves of it, ``(device, message)`` each (device None: the server)."""
+
+    pairs: tuple[tuple[Optional[int], Any], ...]
+
+
+class _Batch:
+    """Messages of one round that arrive at one instant, one after another, on one
+    timer. A round's request reaches its whole cohort at once, and a cohort training
+    at one speed reports at once: one timer each instead of one per device."""
+
+    __slots__ = ("round", "key", "handle", "pairs")
+
+    def __init__(self, round_: int, key: int) -> None:
+        self.round, self.key = round_, key
+        self.handle: Optional[asyncio.TimerHandle] = None
+        self.pairs: list[tuple[Optional[int], Any]] = []
 
 
 class Network:
@@ -38,50 +60,67 @@ class Network:
         self.bytes_down = 0
         self.bytes_up = 0
         # Deliveries still on the wire, by round, so a closed round's can be
-        # dropped; a delivery leaves this map when it arrives. Each is
-        # (timer, device or None for the server, message), for checkpoints.
-        self._in_flight: dict[int, dict[int, tuple[asyncio.TimerHandle, Optional[int], Any]]] = {}
+        # dropped; a batch leaves this map when it arrives.
+        self._in_flight: dict[int, dict[int, _Batch]] = {}
         self._keys = itertools.count()
+        self._open: Optional[_Batch] = None  # the batch set last, while more may join it
 
     def _send(self, delay: float, message: Any, device: Optional[int]) -> None:
         """Deliver ``message`` after ``delay``: to ``device``, or to the server if None."""
         self._send_at(self._loop.time() + delay, message, device)
 
     def _send_at(self, when: float, message: Any, device: Optional[int]) -> None:
-        deliver, args = ((self._server_mailbox.put_nowait, (message,)) if device is None
-                         else (self._deliver, (device, message)))
+        loop = self._loop
         round_ = getattr(message, "round", None)
         if round_ is None:
-            self._loop.call_at(when, deliver, *args, priority=DELIVERY)
+            deliver, args = ((self._server_mailbox.put_nowait, (message,)) if device is None
+                             else (self._deliver, (device, message)))
+            loop.call_at(when, deliver, *args, priority=DELIVERY)
             return
-        key = next(self._keys)
-        handle = self._loop.call_at(when, self._arrive, round_, key, deliver, *args,
-                                    priority=DELIVERY)
-        self._in_flight.setdefault(round_, {})[key] = (handle, device, message)
+        batch = self._open
+        # Joining the batch set last runs this message right after its others, exactly
+        # where a timer of its own would have run: no timer was set in between, and
+        # the clock clamps a past ``when`` to now as ``call_at`` would.
+        if (batch is None or batch.round != round_ or batch.handle is not loop.newest_timer()
+                or not batch.handle._scheduled or batch.handle._cancelled
+                or batch.handle.when() != max(float(when), loop.time())):
+            batch = self._open = _Batch(round_, next(self._keys))
+            batch.handle = loop.call_at(when, self._arrive, batch, priority=DELIVERY)
+            self._in_flight.setdefault(round_, {})[batch.key] = batch
+        batch.pairs.append((device, message))
 
-    def _arrive(self, round_: int, key: int, deliver: Callable[..., None], *args: Any) -> None:
-        on_wire = self._in_flight.get(round_)
+    def _arrive(self, batch: _Batch) -> None:
+        put, deliver, handle = self._server_mailbox.put_nowait, self._deliver, batch.handle
+        for device, message in batch.pairs:
+            if handle._cancelled:  # its round was dropped by a delivery before it
+                return
+            if device is None:
+                put(message)
+            else:
+                deliver(device, message)
+        on_wire = self._in_flight.get(batch.round)
         if on_wire is not None:
-            on_wire.pop(key, None)
+            on_wire.pop(batch.key, None)
             if not on_wire:
-                del self._in_flight[round_]
-        deliver(*args)
+                del self._in_flight[batch.round]
 
     def drop_round(self, round_: int) -> None:
         """Discard every message of ``round_`` still in transit (the round is closed)."""
-        for handle, _, _ in self._in_flight.pop(round_, {}).values():
-            handle.cancel()
+        for batch in self._in_flight.pop(round_, {}).values():
+            batch.handle.cancel()
 
     # -- checkpoints -------------------------------------------------------
     def pending_timers(self) -> list[tuple[asyncio.TimerHandle, Any]]:
-        """Every message on the wire, as ``(device or None for the server, message)``."""
-        return [(handle, (device, message)) for on_wire in self._in_flight.values()
-                for handle, device, message in on_wire.values()]
+        """Every batch on the wire, as its :class:`Deliveries`."""
+        return [(batch.handle, Deliveries(tuple(batch.pairs)))
+                for on_wire in self._in_flight.values() for batch in on_wire.values()]
 
-    def restore_timer(self, what: tuple[Optional[int], Any], when: float, priority: int) -> None:
-        """Put a checkpointed message back on the wire, arriving at ``when``."""
-        device, message = what
-        self._send_at(when, message, device)
+    def restore_timer(self, what: Any, when: float, priority: int) -> None:
+        """Put checkpointed messages back on the wire, arriving at ``when``: a
+        :class:`Deliveries`, or one ``(device, message)`` (checkpoints written before
+        messages shared timers)."""
+        for device, message in what.pairs if isinstance(what, Deliveries) else (what,):
+            self._send_at(when, message, device)
 
     def server_timer_at(self, when: float, message: Any) -> asyncio.TimerHandle:
         """A checkpointed :meth:`server_timer`, due at ``when``."""
@@ -89,7 +128,8 @@ class Network:
 
     @property
     def messages_in_flight(self) -> int:
-        return sum(len(on_wire) for on_wire in self._in_flight.values())
+        return sum(len(batch.pairs) for on_wire in self._in_flight.values()
+                   for batch in on_wire.values())
 
     def to_device(self, device: int, message: Any, after: float = 0.0) -> float:
         """Send ``message`` to ``device`` once ``after`` seconds of the sender's compute

@@ -29,6 +29,7 @@ from typing import Any, Optional
 import numpy as np
 
 from fedactors.aggregation.base import Aggregator, Contribution
+from fedactors.arrays import stack_rows
 
 MALFORMED = "malformed"  # not an Update, or wrong keys, shapes or dtypes
 NONFINITE = "nonfinite"  # a NaN or an infinity anywhere
@@ -120,7 +121,7 @@ def _malformed(contribution: Any, expect: Expectation) -> bool:
 
 def _stacked(rows: Sequence[Mapping[str, np.ndarray]], key: str) -> np.ndarray:
     """``key`` of every row, one flat row each: (len(rows), size)."""
-    return np.stack([row[key] for row in rows]).reshape(len(rows), -1)
+    return stack_rows([row[key] for row in rows]).reshape(len(rows), -1)
 
 
 def l2(value: np.ndarray) -> float:

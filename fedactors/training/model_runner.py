@@ -69,9 +69,15 @@ def shuffled_order(num_examples: int, epochs: int, rng: np.random.Generator) -> 
     The only draws of :func:`batch_schedule`; a cohort's schedule calls it once per
     device and shares the (draw-free) step bounds among devices of one size.
     """
-    if epochs == 1:  # the usual case, without concatenate's copy
-        return rng.permutation(num_examples).astype(np.int32)
-    return np.concatenate([rng.permutation(num_examples) for _ in range(epochs)]).astype(np.int32)
+    # ``rng.permutation(n)`` is ``arange(n)`` shuffled in place; shuffling int32 rows
+    # takes the very same draws (the swaps do not depend on the dtype) and skips
+    # an int64 array and its conversion per device and epoch.
+    order = np.arange(num_examples, dtype=np.int32)
+    if epochs > 1:
+        order = np.tile(order, epochs)
+    for e in range(epochs):
+        rng.shuffle(order[e * num_examples : (e + 1) * num_examples])
+    return order
 
 
 def batch_bounds(num_examples: int, epochs: int,

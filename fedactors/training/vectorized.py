@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from fedactors.arrays import stack_rows
 from fedactors.training.batched import (
     LayerPlan,
     OptimizerPlan,
@@ -73,14 +74,17 @@ def cohort_schedule(
         per_size[int(n)] = (starts, ends)
         steps[sizes == n] = len(starts)
     s_max = int(steps.max(initial=0))
-    idx = np.zeros((s_max, c, batch_size), np.int32)
-    mask = np.zeros((s_max, c, batch_size), np.float32)
+    # Aligned, so that TensorFlow reads them where they are (``_as_tensor``).
+    idx = _aligned_empty((s_max, c, batch_size), np.int32)
+    mask = _aligned_empty((s_max, c, batch_size), np.float32)
+    idx[...] = 0
+    mask[...] = 0
     offsets = np.arange(batch_size, dtype=np.int32)
     for n, (starts, ends) in per_size.items():
         members = np.flatnonzero(sizes == n)
         positions = starts[:, None] + offsets[None, :]  # (S_n, B)
         valid = positions < ends[:, None]
-        stacked = np.stack([orders[j] for j in members])  # (G, epochs * n)
+        stacked = stack_rows([orders[j] for j in members])  # (G, epochs * n)
         picked = stacked[:, np.minimum(positions, epochs * n - 1)]  # (G, S_n, B)
         idx[: len(starts), members] = np.where(valid, picked, 0).transpose(1, 0, 2)
         mask[: len(starts), members] = valid[:, None, :]
@@ -222,8 +226,8 @@ class VectorizedExecutor(Executor):
             keys = [int(t.rng.integers(2**31)) for t in tasks]
             seed[0] = int(np.bitwise_xor.reduce(np.array(keys, np.int64) * DROPOUT_KEY_MIX % 2**31))
         x, y = staged.tensors([t.x for t in tasks], [t.y for t in tasks])
-        args = (tf.constant(np.stack(rows)), tf.constant(widx), x, y,
-                *map(tf.constant, (idx, mask, active, steps, seed)))
+        args = (tf.constant(stack_rows(rows)), tf.constant(widx), x, y, _as_tensor(idx),
+                _as_tensor(mask), *map(tf.constant, (active, steps, seed)))
         if self._train is None:
             # Every dimension left open: cohort size, data size and step count
             # change from round to round, and a retrace costs ~1 s.

@@ -434,7 +434,8 @@ def _world_cases(world) -> set[str]:
             cases.add("mail")
     for timer in world.timers:
         if timer.owner == "network":
-            cases.add("to-server" if timer.what[0] is None else "to-device")
+            cases.update("to-server" if device is None else "to-device"
+                         for device, _ in timer.what.pairs)
         elif timer.owner == "server":
             cases.add(timer.what[0])  # "timeout" or "poll"
     if world.dropped:

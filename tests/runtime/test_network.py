@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedactors.runtime.loop import VirtualTimeLoop
-from fedactors.runtime.network import Network
+from fedactors.runtime.network import Deliveries, Network
 from fedactors.runtime.snapshot import pending_timers, restore_timers
 
 
@@ -148,7 +150,8 @@ def test_pending_messages_are_listed_with_their_recipient_and_content(world: Wor
     net.to_device(2, c)
     listed = net.pending_timers()
     assert sorted(((h.when(), what) for h, what in listed), key=lambda e: e[0]) == [
-        (1.0, (0, a)), (3.0, (2, c)), (5.0, (None, b))]
+        (1.0, Deliveries(((0, a),))), (3.0, Deliveries(((2, c),))),
+        (5.0, Deliveries(((None, b),)))]
     assert all(not h.cancelled() for h, _ in listed)
 
 
@@ -220,3 +223,108 @@ def test_each_message_reaches_the_recipient_it_was_sent_to(world: World) -> None
     world.net.to_server(0, m)
     world.run_until(10.0)
     assert world.seen == [(1.0, 0, "same"), (2.0, "server", "same")]
+
+
+class SameTime:
+    """Every device downloads and uploads in ``d % 2`` seconds: many messages tie."""
+
+    def download_time(self, device: int, nbytes: int) -> float:
+        return float(device % 2)
+
+    def upload_time(self, device: int, nbytes: int) -> float:
+        return float(device % 2)
+
+
+#: One step of a sender: ("down"|"up", device, round), or ("timer", delay) for a
+#: timer of someone else's (a device waking, priority 0 as deliveries), or
+#: ("drop", round), or ("run", t): let the world run t seconds.
+STEPS = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["down", "up"]), st.integers(0, 3), st.integers(1, 2)),
+    st.tuples(st.just("timer"), st.sampled_from([0.0, 1.0])),
+    st.tuples(st.just("drop"), st.integers(1, 2)),
+    st.tuples(st.just("run"), st.sampled_from([0.0, 0.5, 1.0])),
+), max_size=30)
+
+
+def _play(steps, alone: bool) -> list:
+    """Play ``steps``; ``alone``: each message on a timer of its own, as the network's
+    reference (the arrivals the shared timers must reproduce exactly)."""
+    loop = VirtualTimeLoop()
+    seen: list = []
+    net = Network(loop, SameTime(), Mailbox(loop, seen),
+                  lambda d, m: seen.append((loop.time(), d, m.tag)))
+    own: dict[int, list] = {}
+    try:
+        for i, step in enumerate(steps):
+            if step[0] in ("down", "up"):
+                kind, device, round_ = step
+                message = Msg(round_, 0, f"{kind} {i}")
+                if not alone:
+                    (net.to_device if kind == "down" else net.to_server)(device, message)
+                    continue
+                to = device if kind == "down" else None
+                deliver = (lambda m: seen.append((loop.time(), "server", m.tag))) if to is None \
+                    else (lambda m, d=to: seen.append((loop.time(), d, m.tag)))
+                own.setdefault(round_, []).append(loop.call_later(float(device % 2), deliver,
+                                                                  message, priority=0))
+            elif step[0] == "timer":
+                loop.call_later(step[1], lambda i=i: seen.append((loop.time(), "timer", i)))
+            elif step[0] == "drop":
+                if alone:
+                    for handle in own.pop(step[1], []):
+                        handle.cancel()
+                else:
+                    net.drop_round(step[1])
+            else:
+                loop.run_until_complete(asyncio.sleep(step[1]))
+        loop.run_until_complete(asyncio.sleep(5.0))
+        return seen
+    finally:
+        loop.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEPS)
+def test_messages_sharing_a_timer_arrive_exactly_as_on_timers_of_their_own(steps) -> None:
+    assert _play(steps, alone=False) == _play(steps, alone=True)
+
+
+def test_a_cohorts_messages_of_one_instant_share_one_timer(world: World) -> None:
+    net = world.net
+    for device in (4, 4, 4):
+        net.to_device(device, Msg(1, 0, f"to {device}"))
+    assert len(world.loop.pending_timers()) == 1 and net.messages_in_flight == 3
+    world.loop.call_later(1.0, lambda: None)  # someone else's timer, set in between ...
+    net.to_device(4, Msg(1, 0, "after"))  # ... so this one waits for it: a timer of its own
+    net.to_device(4, Msg(2, 0, "round 2"))  # another round: droppable apart
+    assert len(world.loop.pending_timers()) == 4
+    net.drop_round(2)
+    world.run_until(10.0)
+    assert [tag for _, _, tag in world.seen] == ["to 4", "to 4", "to 4", "after"]
+
+
+def test_a_round_dropped_by_a_delivery_stops_the_rest_of_its_batch() -> None:
+    loop = VirtualTimeLoop()
+    seen: list = []
+
+    def deliver(device: int, message: Msg) -> None:
+        seen.append(device)
+        if device == 2:
+            net.drop_round(message.round)  # as a server closing the round would
+
+    net = Network(loop, SameTime(), Mailbox(loop, seen), deliver)
+    try:
+        for device in (0, 2, 4, 6):  # all arrive at 0, on one timer
+            net.to_device(device, Msg(3, 0, "m"))
+        loop.run_until_complete(asyncio.sleep(1.0))
+        assert seen == [0, 2] and net.messages_in_flight == 0
+    finally:
+        loop.close()
+
+
+def test_a_message_saved_alone_by_an_older_checkpoint_is_restored(world: World) -> None:
+    world.net.restore_timer((3, Msg(1, 0, "old")), 2.0, 0)
+    world.net.restore_timer(Deliveries(((None, Msg(1, 0, "new")), (5, Msg(1, 0, "new")))), 2.0, 0)
+    assert len(world.loop.pending_timers()) == 1 and world.net.messages_in_flight == 3
+    world.run_until(5.0)
+    assert world.seen == [(2.0, 3, "old"), (2.0, "server", "new"), (2.0, 5, "new")]
