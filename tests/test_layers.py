@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fedactors"
 
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"validation", "seeding", "messages"},
+    {"validation", "seeding", "messages", "arrays"},
     {"runtime", "reporting"},  # the virtual clock and network; the event log and run directories
     {"aggregation", "secagg", "training", "data"},
     {"privacy"},  # DP stages are aggregation stages; accounting reads their declared release
