@@ -62,7 +62,12 @@ from fedactors.server.outcome import ReleaseOutcome
 from fedactors.server.release import ACTOR, ReleaseStep, ServerState
 from fedactors.server.rounds import Rounds
 from fedactors.server.screening import Expectation, screen_contribution
-from fedactors.server.staleness import Polynomial, StalenessWeight, scale_delta
+from fedactors.server.staleness import (
+    Polynomial,
+    StalenessWeight,
+    clip_to_release,
+    scale_delta,
+)
 from fedactors.validation import non_negative_int, positive, positive_int
 
 
@@ -433,10 +438,22 @@ class FedBuffServer:
             raise ConfigError("mode.staleness", f"gave weights outside [0, 1] ({weights!r}), "
                                                 "which a DP release cannot account")
         dim = self.state.weights.shape[0]
-        contributions = PlainContributions([
-            scale_delta(dict(update.contribution), w, dim)
-            for (_, update, _), w in zip(buffer, weights)
-        ])
+        aggregator = self.step.aggregator
+        # The bound this release's noise is sized for: an update sent under a larger one
+        # (adaptive clipping shrank it since, a DP-FTRL tree restarted) is clipped again.
+        bound = aggregator.clip_bound(aggregator.client_params(self.state.aggregator_state))
+        rows, reclipped = [], []
+        for (_, update, _), w in zip(buffer, weights):
+            contribution = dict(update.contribution)
+            if bound is not None:
+                contribution, clipped = clip_to_release(contribution, bound, dim)
+                if clipped:
+                    reclipped.append(int(update.sender))
+            rows.append(scale_delta(contribution, w, dim))
+        if reclipped:
+            self.log.emit(ACTOR, "buffer.reclipped", round=self.state.round + 1,
+                          senders=reclipped, clip_norm=bound)
+        contributions = PlainContributions(rows)
         released = self.step.release(self.state, contributions,
                                      expected_count=self.mode.buffer_size, selected=len(buffer),
                                      participation=Participation(
@@ -450,8 +467,9 @@ class FedBuffServer:
             selected=tuple(gathering.dispatched),
             reported=tuple(u.sender for _, u, _ in buffer), closed_by="buffer",
             applied=released.applied, rejected=dict(gathering.rejected),
-            measurements=released.measurements, metrics=released.metrics,
-            given_up=tuple(gathering.timed_out),
+            measurements=released.measurements if bound is None
+            else {**released.measurements, "reclipped": len(reclipped)},
+            metrics=released.metrics, given_up=tuple(gathering.timed_out),
             staleness=tuple(int(s) for s in staleness),
             weights=tuple(float(w) for w in weights), in_flight=len(self.in_flight),
             shares=released.shares or (),

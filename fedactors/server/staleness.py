@@ -11,10 +11,12 @@ them exactly.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from fedactors.aggregation.clipping import clip_l2
 from fedactors.aggregation.fedavg import WEIGHT
 from fedactors.validation import non_negative, positive
 
@@ -76,6 +78,30 @@ class Hinge(StalenessWeight):
             return np.asarray(1.0 / (float(self.slope) * excess + 1.0))
 
 
+def _is_delta(key: str, value: np.ndarray, dim: int) -> bool:
+    """A model-shaped float array: the (weighted, clipped, ...) delta, not a weight or count."""
+    return key not in _NOT_DELTAS and value.shape == (dim,) and value.dtype.kind == "f"
+
+
+def clip_to_release(contribution: Mapping[str, np.ndarray], bound: float,
+                    dim: int) -> tuple[dict[str, np.ndarray], bool]:
+    """``contribution`` with its delta clipped to L2 norm ``bound``, and whether it was.
+
+    A device clips to the bound of the version it was sent; its update may join
+    a later release whose bound is smaller (adaptive clipping moved it, a
+    DP-FTRL tree restarted at another), and that release's noise covers only
+    records within its own bound. A delta already within it is kept bit for bit.
+    """
+    out, clipped = {}, False
+    for key, value in contribution.items():
+        arr = np.asarray(value)
+        if _is_delta(key, arr, dim):
+            arr, norm = clip_l2(arr, bound)
+            clipped |= norm > bound
+        out[key] = arr
+    return out, clipped
+
+
 def scale_delta(contribution: dict[str, np.ndarray], factor: float, dim: int) -> dict[str, np.ndarray]:
     """``contribution`` with its model-shaped arrays multiplied by ``factor``.
 
@@ -90,7 +116,7 @@ def scale_delta(contribution: dict[str, np.ndarray], factor: float, dim: int) ->
     out = {}
     for key, value in contribution.items():
         arr = np.asarray(value)
-        if key not in _NOT_DELTAS and arr.shape == (dim,) and arr.dtype.kind == "f":
+        if _is_delta(key, arr, dim):
             out[key] = (arr.astype(np.float64) * float(factor)).astype(arr.dtype)
         else:
             out[key] = arr

@@ -7,17 +7,19 @@ examples, so each server update can be computed by hand.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
+from fedactors.aggregation import Wrapper
 from fedactors.devices.availability import OnlineShare
 from fedactors.errors import ConfigError
 from fedactors.server.fedbuff import FedBuff, FedBuffServer
 from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
-from fedactors.server.staleness import Hinge, Polynomial, Unweighted, scale_delta
+from fedactors.server.staleness import Hinge, Polynomial, Unweighted, clip_to_release, scale_delta
 from tests.server.harness import build_world, device, events
 
 
@@ -443,3 +445,52 @@ async def test_the_tally_keeps_no_drop_of_a_ticket_already_accounted() -> None:
     await asyncio.sleep(1000.0)  # every device still working has finished or dropped by now
     assert events(world, "dropped")
     assert set(tally.dropped) & accounted == set()
+
+
+class _NormOverClip(Wrapper):
+    """Measures each release's largest record norm over the clip its noise is sized for."""
+
+    def encode(self, params, delta, num_examples, rng):
+        return self.inner.encode(params, delta, num_examples, rng)
+
+    def aggregate(self, state, contributions, ctx):
+        clip = self.inner.clip_bound(self.inner.client_params(state))
+        rows = contributions.stacked()["clipped_delta"].astype(np.float64)
+        result = self.inner.aggregate(state, contributions, ctx)
+        ratio = float(np.sqrt((rows * rows).sum(axis=1)).max() / clip)
+        return dataclasses.replace(result, measurements={**result.measurements,
+                                                         "max_norm_over_clip": ratio})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("staleness", [Unweighted(), Hinge(1.0, cutoff=5.0)])
+async def test_a_stale_update_is_clipped_to_the_clip_of_the_release_it_joins(staleness) -> None:
+    from fedactors.privacy.dp_mean import DPMean
+
+    # Every delta is far above every clip, and the clip halves (learning rate ln 2) each
+    # release: an update sent under an older, larger clip would carry more than the
+    # release's noise covers. Slow devices make stale updates.
+    aggregator = _NormOverClip(DPMean.adaptive_clipping(
+        initial_clip_norm=4.0, noise_multiplier=0.0, expected_count=2, target_quantile=0.0,
+        learning_rate=0.2, clipped_count_stddev=0.0))
+    world = build_world([device("fast", 1.0, count=2), device("slow", 3.5, count=2)],
+                        Rounds(count=8, deadline=100.0),
+                        mode=FedBuff(buffer_size=2, concurrency=4, staleness=staleness),
+                        aggregator=aggregator)
+    outcomes = await run(world, 8)
+    assert max(max(o.staleness) for o in outcomes) >= 2  # stale updates joined
+    assert all(o.measurements["max_norm_over_clip"] <= 1.0 for o in outcomes)
+    reclipped = events(world, "buffer.reclipped")
+    assert reclipped and all(e["clip_norm"] < 4.0 for e in reclipped)
+
+
+def test_clip_to_release_clips_only_the_delta_and_only_when_beyond_the_bound() -> None:
+    within = {"clipped_delta": np.array([0.0, -1.0, 0.0], np.float32),  # norm 1: on the bound
+              "below_clip": np.array([0.5], np.float32)}
+    out, clipped = clip_to_release(within, 1.0, 3)
+    assert not clipped and all(out[k].tobytes() == within[k].tobytes() for k in within)
+    beyond = {"clipped_delta": np.array([3.0, 4.0, 0.0], np.float32), "weight": np.ones(3, np.float32)}
+    out, clipped = clip_to_release(beyond, 1.0, 3)
+    assert clipped and np.linalg.norm(out["clipped_delta"].astype(np.float64)) <= 1.0
+    np.testing.assert_allclose(out["clipped_delta"], [0.6, 0.8, 0.0], rtol=1e-5)
+    assert out["weight"].tobytes() == beyond["weight"].tobytes()  # a weight, even model-shaped
