@@ -40,6 +40,9 @@ TAIL_PROBABILITY = 2.0**-100
 #: vector (within any bound, so never a privacy failure). With success
 #: probability >= 1 - beta per try, reaching it has probability <= beta**1000.
 MAX_ROUNDING_TRIES = 1000
+#: The largest Poisson mean numpy's generators draw (``Generator.poisson`` refuses a
+#: larger one: "lam value too large"), so the largest ``share_variance / 2``.
+POISSON_MEAN_MAX = float(np.iinfo(np.int64).max - math.sqrt(np.iinfo(np.int64).max) * 10)
 
 
 def sample_skellam(rng: np.random.Generator, variance: float, size: int) -> np.ndarray:
@@ -258,12 +261,16 @@ def calibrate(clip_norm: float, noise_multiplier: float, scale_bits: int, beta: 
     l2 = rounded_l2_bound(clip_norm * scale, dim, beta)
     variance = (noise_multiplier * l2) ** 2
     share_variance = variance / shares
+    if share_variance / 2.0 > POISSON_MEAN_MAX:
+        raise ValueError(f"one device's noise share would need variance {share_variance:.6g}, "
+                         f"beyond the {2 * POISSON_MEAN_MAX:.6g} numpy's Poisson sampler reaches")
     return SkellamCalibration(dim, scale, l2, rounded_l1_bound(l2, dim), variance, shares,
                               share_variance, truncation_level(share_variance))
 
 
 __all__ = [
     "MAX_ROUNDING_TRIES",
+    "POISSON_MEAN_MAX",
     "TAIL_PROBABILITY",
     "SkellamCalibration",
     "calibrate",

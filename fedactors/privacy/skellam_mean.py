@@ -198,8 +198,25 @@ class SkellamDPMean(Aggregator[SkellamMeanState]):
 def _calibration(release: SkellamRelease, dim: int) -> skellam.SkellamCalibration:
     """One calibration per (declaration, dim): encode runs per device per round."""
     assert release.min_survivors is not None
-    return skellam.calibrate(release.clip_norm, release.noise_multiplier, release.scale_bits,
-                             release.beta, dim, release.min_survivors)
+    try:
+        return skellam.calibrate(release.clip_norm, release.noise_multiplier, release.scale_bits,
+                                 release.beta, dim, release.min_survivors)
+    except ValueError as e:  # the grid is too fine for this clip and noise
+        fits = [b for b in range(release.scale_bits) if _share_drawable(release, b, dim)]
+        fix = f"at most {fits[-1]} fits" if fits else "no scale_bits fits"
+        raise ConfigError("scale_bits", f"{release.scale_bits} with clip_norm "
+                          f"{release.clip_norm:g}, noise_multiplier {release.noise_multiplier:g} "
+                          f"and min_survivors {release.min_survivors}: {e} ({fix}; or lower "
+                          "clip_norm or noise_multiplier, or raise min_survivors)") from None
+
+
+def _share_drawable(release: SkellamRelease, scale_bits: int, dim: int) -> bool:
+    try:
+        skellam.calibrate(release.clip_norm, release.noise_multiplier, scale_bits,
+                          release.beta, dim, release.min_survivors or 1)
+    except ValueError:
+        return False
+    return True
 
 
 def calibration_for(release: SkellamRelease, dim: int) -> skellam.SkellamCalibration:

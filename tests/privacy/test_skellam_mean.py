@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from fedactors import DPMean, SecureAggregation
 from fedactors.aggregation import PlainContributions, RoundContext, SummedContributions
 from fedactors.errors import ConfigError
+from fedactors.privacy import skellam
 from fedactors.privacy.skellam_mean import SKELLAM_DELTA, SkellamDPMean, check_scenario
 from fedactors.secagg import encoding
 from fedactors.secagg.quantize import dequantize_sum, quantize
@@ -170,3 +172,23 @@ def test_end_to_end_under_secure_aggregation_reports_the_skellam_epsilon() -> No
         assert row["skellam_noise_stddev_on_mean"] == pytest.approx(
             math.sqrt(cal.share_variance * shares) / 2**F / 4)
     assert 0 < privacy["delta_truncation"] < 1e-20
+
+
+@pytest.mark.parametrize("dim", [1, 1000])
+def test_a_grid_too_fine_for_numpys_poisson_sampler_is_refused_naming_what_fits(dim) -> None:
+    # scale_bits 40 is in range, but each share's Poisson mean would pass numpy's limit:
+    # refused naming the field and the largest scale_bits that fits, which does fit.
+    agg = _agg(scale_bits=40, min_survivors=4)
+    with pytest.raises(ConfigError, match=r"^scale_bits: 40 .*Poisson.*at most (\d+) fits") as e:
+        agg.calibration(dim)
+    fits = int(re.search(r"at most (\d+) fits", str(e.value)).group(1))
+    cal = _agg(scale_bits=fits, min_survivors=4).calibration(dim)
+    assert cal.share_variance / 2 <= skellam.POISSON_MEAN_MAX
+    skellam.sample_skellam(np.random.default_rng(0), cal.share_variance, 3)  # draws
+    with pytest.raises(ConfigError, match="^scale_bits"):
+        _agg(scale_bits=fits + 1, min_survivors=4).calibration(dim)
+
+
+def test_a_grid_too_fine_is_refused_when_the_scenario_is_built() -> None:
+    with pytest.raises(ConfigError, match="^scale_bits: 40 "):
+        _tiny(_agg(scale_bits=40), SecureAggregation(scale_bits=40))
