@@ -76,10 +76,26 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
             "min_survivors arrived, so nothing was released (the rounds were still charged)"
         )
     if privacy is not None:
+        out += _delta_warnings(privacy)
         out += [f"privacy: {v}" for v in privacy.get("violations", ())]
         out += _canary_warnings(records, privacy)
         out += _skellam_warnings(privacy)
     return out
+
+
+def _delta_warnings(privacy: Mapping[str, Any]) -> list[str]:
+    """A δ of 1/N or more: the (ε, δ) stated holds, but says little.
+
+    A mechanism that publishes one of the N devices' data outright, chosen at
+    random, is (0, 1/N)-DP; so δ must be well below 1/N for the guarantee to
+    rule that out (the default δ is, docs/privacy.md).
+    """
+    delta, population = privacy.get("delta"), privacy.get("accounting", {}).get("population")
+    if not delta or not population or delta * population < 1:
+        return []
+    return [f"privacy: δ={delta:g} is not below 1/N (N = {population} devices): an (ε, δ) "
+            "guarantee at that δ allows releasing some device's data outright; choose δ well "
+            "below 1/N (Privacy(delta=None) takes the default)"]
 
 
 #: Rounding to the Skellam grid may inflate the sensitivity by this factor before it is said.

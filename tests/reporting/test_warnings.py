@@ -155,3 +155,15 @@ def test_threshold_fraction_is_blamed_only_when_it_was_set() -> None:
 
     assert "threshold_fraction" not in line(graph="sparse", threshold_fraction=None)
     assert "threshold_fraction set t" in line(graph="complete", threshold_fraction=0.5)
+
+
+@pytest.mark.parametrize("delta,population,warned", [
+    (0.5, 12, True), (1 / 12, 12, True), (0.08, 12, False), (1e-5, 1000, False),
+])
+def test_a_delta_of_one_over_n_or_more_is_warned_about(delta, population, warned) -> None:
+    privacy = {"delta": delta, "accounting": {"population": population}, "violations": []}
+    lines = run_warnings([{"round": 1}], privacy, None)
+    assert bool(lines) == warned
+    if warned:
+        (line,) = lines
+        assert line.startswith(f"privacy: δ={delta:g} is not below 1/N (N = {population}")
