@@ -462,17 +462,29 @@ class _NormOverClip(Wrapper):
                                                          "max_norm_over_clip": ratio})
 
 
-@pytest.mark.asyncio
-@pytest.mark.parametrize("staleness", [Unweighted(), Hinge(1.0, cutoff=5.0)])
-async def test_a_stale_update_is_clipped_to_the_clip_of_the_release_it_joins(staleness) -> None:
+def _shrinking_clip(kind: str):
+    """A DP stage whose clip shrinks release after release: every delta is far above it
+    and the target quantile is 0 (adaptive clipping; a DP-FTRL tree restarted at it)."""
+    from fedactors.privacy.adaptive_clip import AdaptiveClipping
     from fedactors.privacy.dp_mean import DPMean
 
-    # Every delta is far above every clip, and the clip halves (learning rate ln 2) each
-    # release: an update sent under an older, larger clip would carry more than the
-    # release's noise covers. Slow devices make stale updates.
-    aggregator = _NormOverClip(DPMean.adaptive_clipping(
-        initial_clip_norm=4.0, noise_multiplier=0.0, expected_count=2, target_quantile=0.0,
-        learning_rate=0.2, clipped_count_stddev=0.0))
+    if kind == "adaptive":
+        return DPMean.adaptive_clipping(
+            initial_clip_norm=4.0, noise_multiplier=0.0, expected_count=2, target_quantile=0.0,
+            learning_rate=0.2, clipped_count_stddev=0.0)
+    return DPMean.tree(clip_norm=4.0, noise_multiplier=0.5, expected_count=2, restart_every=1,
+                       adaptive=AdaptiveClipping(target_quantile=0.0, learning_rate=0.2,
+                                                 clipped_count_stddev=0.0))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("staleness", [Unweighted(), Hinge(1.0, cutoff=5.0)])
+@pytest.mark.parametrize("kind", ["adaptive", "tree"])
+async def test_a_stale_update_is_clipped_to_the_clip_of_the_release_it_joins(
+        staleness, kind) -> None:
+    # An update sent under an older, larger clip would carry more than the release's
+    # noise covers. Slow devices make stale updates.
+    aggregator = _NormOverClip(_shrinking_clip(kind))
     world = build_world([device("fast", 1.0, count=2), device("slow", 3.5, count=2)],
                         Rounds(count=8, deadline=100.0),
                         mode=FedBuff(buffer_size=2, concurrency=4, staleness=staleness),
