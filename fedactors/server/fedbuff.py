@@ -43,6 +43,7 @@ for the k-th refill, ``("server", v)`` for server update v.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -199,6 +200,9 @@ class FedBuffSnapshot:
     poll_pending: bool
     idle_since: Optional[float]
     max_in_flight: int
+    #: The aggregator parameters each model version still in flight was sent with
+    #: (empty in checkpoints written before updates were screened against them).
+    sent_params: tuple[tuple[int, Any], ...] = ()
 
 
 class FedBuffServer:
@@ -242,7 +246,11 @@ class FedBuffServer:
         # (or refused) once already, so another update for it is a "duplicate".
         self._given_up: set[int] = set()
         self._next_ticket = 0
-        self._expect: Optional[tuple[int, Expectation]] = None  # (model version, expectation)
+        # What each model version with a device still at work was sent: its update is
+        # screened against that version's bounds (a later release re-clips it to its own).
+        self._sent_params: dict[int, Any] = {}
+        self._at_work: Counter[int] = Counter()  # devices at work, by the version they were sent
+        self._expect: dict[int, Expectation] = {}  # by model version
         self._refills = 0
         self._poll_pending = False
         self._poll_timer: Optional[asyncio.TimerHandle] = None
@@ -271,6 +279,7 @@ class FedBuffServer:
         if n:
             chosen = np.sort(self.seeds.generator("fedbuff-selection", k).choice(idle, n, replace=False))
             params = self.aggregator.client_params(self.state.aggregator_state)
+            self._sent_params.setdefault(self.state.round, params)
             for d in chosen:
                 self._dispatch(int(d), now, params)
         if len(self.in_flight) < self.mode.concurrency and not self._poll_pending:
@@ -284,6 +293,7 @@ class FedBuffServer:
         self.network.to_device(device, request)
         timer = self.network.server_timer(self.rounds.deadline, DeviceTimeout(ticket))
         self.in_flight[ticket] = _Dispatch(device, self.state.round, now, timer)
+        self._at_work[self.state.round] += 1
         self._busy.add(device)
         self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
         assert self._gathering is not None
@@ -296,7 +306,17 @@ class FedBuffServer:
         if job.timer is not None:
             job.timer.cancel()
         self._busy.discard(job.device)
+        self._at_work[job.version] -= 1
+        self._forget(job.version)
         return job
+
+    def _forget(self, version: int) -> None:
+        """Drop what ``version`` was sent once no device works on it and it is no longer
+        the version given out: no update will be screened against it again."""
+        if self._at_work[version] <= 0 and version != self.state.round:
+            self._at_work.pop(version, None)
+            self._sent_params.pop(version, None)
+            self._expect.pop(version, None)
 
     # -- screening ---------------------------------------------------------
     def _screen_async(self, message: Any) -> Optional[str]:
@@ -313,19 +333,24 @@ class FedBuffServer:
             return "late" if ticket in self._given_up else "duplicate"
         if message.sender != job.device:
             return "foreign"
-        return screen_contribution(message.contribution, self._expectation())
+        return screen_contribution(message.contribution, self._expectation(job.version))
 
-    def _expectation(self) -> Expectation:
-        """What a well-formed update looks like under the current model version.
+    def _expectation(self, version: int) -> Expectation:
+        """What a well-formed update looks like from a device sent model ``version``:
+        within the bounds of what it was sent (a stale update of an honest device may
+        exceed the current ones; the release it joins clips it again).
 
-        It only changes when the aggregator's state does, at a server update,
-        so it is built once per version rather than once per arriving update.
+        Built once per version rather than once per arriving update. A version
+        restored from a checkpoint that did not record what it was sent is
+        screened against the current parameters, as it was then.
         """
-        if self._expect is None or self._expect[0] != self.state.round:
-            params = self.aggregator.client_params(self.state.aggregator_state)
+        if version not in self._expect:
+            params = self._sent_params.get(version)
+            if params is None:
+                params = self.aggregator.client_params(self.state.aggregator_state)
             dim = int(self.state.weights.shape[0])
-            self._expect = (self.state.round, Expectation.for_round(self.aggregator, params, dim))
-        return self._expect[1]
+            self._expect[version] = Expectation.for_round(self.aggregator, params, dim)
+        return self._expect[version]
 
     def _stalled(self, now: float) -> bool:
         """``max_idle`` seconds since the current buffer began and none delivered yet."""
@@ -458,7 +483,9 @@ class FedBuffServer:
                                      expected_count=self.mode.buffer_size, selected=len(buffer),
                                      participation=Participation(
                                          contributors=tuple(int(u.sender) for _, u, _ in buffer)))
+        previous = self.state.round
         self.state = released.state
+        self._forget(previous)  # given out no more; forgotten now if nobody works on it
         version = self.state.round
         self.log.emit(ACTOR, "buffer.aggregated", round=version, applied=released.applied,
                       staleness=staleness, **released.metrics)
@@ -490,6 +517,7 @@ class FedBuffServer:
             next_ticket=self._next_ticket,
             refills=self._refills, poll_pending=self._poll_pending, idle_since=self._idle_since,
             max_in_flight=self.max_in_flight,
+            sent_params=tuple(sorted(self._sent_params.items(), key=lambda kv: kv[0])),
         )
 
     def restore(self, snap: FedBuffSnapshot) -> None:
@@ -505,6 +533,9 @@ class FedBuffServer:
         self._next_ticket, self._refills = snap.next_ticket, snap.refills
         self._poll_pending, self._idle_since = snap.poll_pending, snap.idle_since
         self.max_in_flight = snap.max_in_flight
+        self._sent_params = dict(snap.sent_params)
+        self._at_work = Counter(job.version for job in self.in_flight.values())
+        self._expect = {}
 
     def pending_timers(self) -> list[tuple[asyncio.TimerHandle, Any]]:
         timers: list[tuple[asyncio.TimerHandle, Any]] = [

@@ -16,7 +16,8 @@ import pytest
 from fedactors.aggregation import Wrapper
 from fedactors.devices.availability import OnlineShare
 from fedactors.errors import ConfigError
-from fedactors.server.fedbuff import FedBuff, FedBuffServer
+from fedactors.messages import Update
+from fedactors.server.fedbuff import FedBuff, FedBuffServer, _Gathering
 from fedactors.server.outcome import metrics_row
 from fedactors.server.rounds import Rounds
 from fedactors.server.staleness import Hinge, Polynomial, Unweighted, clip_to_release, scale_delta
@@ -506,3 +507,48 @@ def test_clip_to_release_clips_only_the_delta_and_only_when_beyond_the_bound() -
     assert clipped and np.linalg.norm(out["clipped_delta"].astype(np.float64)) <= 1.0
     np.testing.assert_allclose(out["clipped_delta"], [0.6, 0.8, 0.0], rtol=1e-5)
     assert out["weight"].tobytes() == beyond["weight"].tobytes()  # a weight, even model-shaped
+
+
+@pytest.mark.asyncio
+async def test_an_honest_stale_update_is_screened_against_what_it_was_sent() -> None:
+    # The clip halves each release: a stale update's coordinates exceed the current
+    # bound, but not the bound of the version it was sent. It is accepted (not refused
+    # as out of bounds) and clipped again to the release's clip.
+    from fedactors.privacy.dp_mean import DPMean
+
+    aggregator = _NormOverClip(DPMean.adaptive_clipping(
+        initial_clip_norm=4.0, noise_multiplier=0.0, expected_count=2, target_quantile=0.0,
+        learning_rate=math.log(2.0), clipped_count_stddev=0.0))
+    world = build_world([device("fast", 1.0, count=2), device("slow", 3.5, count=2)],
+                        Rounds(count=8, deadline=100.0),
+                        mode=FedBuff(buffer_size=2, concurrency=4, staleness=Unweighted()),
+                        aggregator=aggregator)
+    outcomes = await run(world, 8)
+    assert not any(o.rejected for o in outcomes)
+    assert max(max(o.staleness) for o in outcomes) >= 2
+    assert all(o.measurements["max_norm_over_clip"] <= 1.0 for o in outcomes)
+    assert sum(o.measurements["reclipped"] for o in outcomes) >= 2
+    server = world.actors.server
+    # Only versions some device still works on (and the current one) are remembered.
+    assert set(server._sent_params) <= {j.version for j in server.in_flight.values()} | {
+        server.state.round}
+
+
+@pytest.mark.asyncio
+async def test_an_update_beyond_what_its_version_was_sent_is_still_refused() -> None:
+    from fedactors.privacy.dp_mean import DPMean
+
+    world = build_world([device("a", 1.0, count=3)], Rounds(count=2, deadline=100.0),
+                        mode=FedBuff(buffer_size=2, concurrency=3, staleness=Unweighted()),
+                        aggregator=DPMean.fixed(clip_norm=1.0, noise_multiplier=0.0,
+                                                expected_count=2))
+    server = world.actors.server
+    server._gathering = _Gathering(0.0)
+    server._refill()
+    ticket, job = next(iter(server.in_flight.items()))
+    params = server.aggregator.client_params(server.state.aggregator_state)
+    honest = server.aggregator.encode(params, np.array([10.0, 0.0, 0.0], np.float32), 100,
+                                      np.random.default_rng(0))
+    assert server._screen_async(Update(ticket, job.device, honest)) is None
+    doubled = {k: v * 2 for k, v in honest.items()}  # twice what it was sent: beyond its clip
+    assert server._screen_async(Update(ticket, job.device, doubled)) == "out_of_bounds"

@@ -85,6 +85,7 @@ def busy_server() -> tuple[FedBuffServer, Handle, Handle]:
     s._poll_timer = poll
     s._idle_since = 42.0
     s.max_in_flight = 4
+    s._sent_params = {1: {"clip": 2.0}, 0: {"clip": 3.0}}
     return s, h8, poll
 
 
@@ -100,6 +101,7 @@ def test_a_snapshot_holds_every_field_and_copies_what_the_server_keeps_changing(
     assert snap.given_up == frozenset({3})
     assert (snap.next_ticket, snap.refills, snap.poll_pending, snap.idle_since,
             snap.max_in_flight) == (10, 12, True, 42.0, 4)
+    assert snap.sent_params == ((0, {"clip": 3.0}), (1, {"clip": 2.0}))
     # The server goes on changing its own gathering; the snapshot does not follow.
     s._gathering.updates.clear()
     s._gathering.rejected["late"] = 5
@@ -127,6 +129,8 @@ def test_restore_gives_back_the_server_that_was_snapshotted() -> None:
     assert isinstance(t._given_up, set)
     assert (t._next_ticket, t._refills, t._poll_pending, t._idle_since, t.max_in_flight) == (
         10, 12, True, 42.0, 4)
+    assert t._sent_params == {0: {"clip": 3.0}, 1: {"clip": 2.0}}
+    assert t._at_work == {1: 1, 0: 1}  # tickets 8 and 9 were sent versions 1 and 0
     # The restored server's gathering is its own: the snapshot can be restored again.
     t._gathering.updates.clear()
     t._gathering.rejected.clear()
@@ -187,13 +191,13 @@ def test_screen_async_reasons_by_ticket_and_sender() -> None:
 
 def test_the_expectation_is_built_once_per_model_version() -> None:
     s = make_server()
-    first = s._expectation()
-    assert s._expectation() is first
+    first = s._expectation(0)
+    assert s._expectation(0) is first
     assert set(first.spec) == {WEIGHTED_DELTA, WEIGHT}
     s.state = replace(s.state, round=1)
-    second = s._expectation()
-    assert second is not first and s._expect[0] == 1
-    assert s._expectation() is second
+    second = s._expectation(1)
+    assert second is not first and set(s._expect) == {0, 1}
+    assert s._expectation(1) is second and s._expectation(0) is first
 
 
 # -- options and the driver ------------------------------------------------------------------
@@ -245,7 +249,8 @@ def test_a_fresh_server_starts_from_ticket_zero_with_nothing_in_flight() -> None
     s = make_server()
     assert s.state.round == 0 and s.in_flight == {} and s._next_ticket == 0
     assert s._gathering is None and s.max_in_flight == 0 and s._poll_pending is False
-    assert s._idle_since is None and s._poll_timer is None and s._expect is None
+    assert s._idle_since is None and s._poll_timer is None and s._expect == {}
+    assert s._sent_params == {} and not s._at_work
     assert s._busy == set() and s._buffered == set()
     assert s._given_up == set() and s._refills == 0
 
