@@ -75,11 +75,30 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
             f"privacy: in {short} of {len(records)} rounds fewer distributed-noise shares than "
             "min_survivors arrived, so nothing was released (the rounds were still charged)"
         )
+    out += _robust_warnings(records)
     if privacy is not None:
         out += _delta_warnings(privacy)
         out += [f"privacy: {v}" for v in privacy.get("violations", ())]
         out += _canary_warnings(records, privacy)
         out += _skellam_warnings(privacy)
+    return out
+
+
+def _robust_warnings(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Rounds in which a robust stage gave less than its rule promises."""
+    out = []
+    krum = [r for r in records if "krum_guaranteed" in r]
+    unguaranteed = sum(1 for r in krum if not r["krum_guaranteed"])
+    if unguaranteed:
+        out.append(f"robust: in {unguaranteed} of {len(records)} rounds Krum had fewer than "
+                   "2f + 3 updates, so its bound on what f attackers can do did not hold "
+                   "(krum_guaranteed 0 in metrics.jsonl)")
+    trimmed = [r for r in records if "trimmed_each_side" in r]
+    untrimmed = sum(1 for r in trimmed if not r["trimmed_each_side"])
+    if untrimmed:
+        out.append(f"robust: in {untrimmed} of {len(records)} rounds TrimmedMean trimmed nothing "
+                   "(beta times the updates was below 1): those rounds took the plain mean, "
+                   "which one attacker can move arbitrarily (trimmed_each_side 0 in metrics.jsonl)")
     return out
 
 

@@ -167,3 +167,16 @@ def test_a_delta_of_one_over_n_or_more_is_warned_about(delta, population, warned
     if warned:
         (line,) = lines
         assert line.startswith(f"privacy: δ={delta:g} is not below 1/N (N = {population}")
+
+
+def test_rounds_where_a_robust_stage_gave_less_than_its_rule_are_warned_about() -> None:
+    rows = [{"round": 1, "krum_guaranteed": 1.0}, {"round": 2, "krum_guaranteed": 0.0},
+            {"round": 3}]  # skipped: nothing aggregated, nothing to say
+    (line,) = run_warnings(rows, None, None)
+    assert line.startswith("robust: in 1 of 3 rounds Krum had fewer than 2f + 3 updates")
+    rows = [{"round": 1, "trimmed_each_side": 0.0}, {"round": 2, "trimmed_each_side": 0.0},
+            {"round": 3, "trimmed_each_side": 2.0}]
+    (line,) = run_warnings(rows, None, None)
+    assert line.startswith("robust: in 2 of 3 rounds TrimmedMean trimmed nothing")
+    assert run_warnings([{"round": 1, "krum_guaranteed": 1.0, "trimmed_each_side": 1.0}],
+                        None, None) == []
