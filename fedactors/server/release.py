@@ -34,8 +34,10 @@ import numpy as np
 from fedactors.aggregation.base import (
     Aggregator,
     Contributions,
+    IndividualUpdatesHidden,
     RoundContext,
 )
+from fedactors.errors import ConfigError
 from fedactors.privacy.participation import Participation
 from fedactors.reporting.events import EventLog
 from fedactors.seeding import SeedTree
@@ -169,7 +171,16 @@ class ReleaseStep:
                expected_count: int, selected: int,
                ) -> tuple[ServerState, bool, dict, Optional[tuple[float, ...]]]:
         ctx = RoundContext(version, expected_count, selected, self.seeds.secret("server", version))
-        result = self.aggregator.aggregate(state.aggregator_state, contributions, ctx)
+        try:
+            result = self.aggregator.aggregate(state.aggregator_state, contributions, ctx)
+        except IndividualUpdatesHidden:
+            # A stage that reads every update but did not say so (needs_individual_updates),
+            # so secure aggregation was not refused at load: the server held only the sum.
+            raise ConfigError("aggregator", f"{type(self.aggregator).__name__} read individual "
+                              "updates, but under secure aggregation the server holds only "
+                              "their sum; a stage that reads them must set "
+                              "needs_individual_updates = True (it is then refused with "
+                              "secure aggregation when the scenario loads)") from None
         weights, opt_state, applied = state.weights, state.optimizer_state, False
         if result.delta is not None:
             candidate, candidate_state = self.optimizer.apply(

@@ -207,3 +207,29 @@ def test_a_secure_poisson_round_that_aborted_is_a_stated_violation() -> None:
     assert block["releases_skipped"] == 1 and block["assumption_held"] is False
     assert any(v.startswith("skipped releases: in 1 of 1 Poisson rounds")
                for v in block["violations"])
+
+
+class ReadsEveryUpdate(Aggregator[None]):
+    """A stage that reads each update but does not declare needs_individual_updates."""
+
+    def encode(self, params, delta, num_examples, rng):
+        return {"x": np.asarray(delta, np.float32)}
+
+    def aggregate(self, state, contributions, ctx):
+        return Aggregate(np.median(contributions.stacked()["x"], axis=0), state)
+
+
+def test_a_stage_reading_updates_the_server_only_holds_the_sum_of_is_one_config_error() -> None:
+    from fedactors.errors import ConfigError
+
+    step = ReleaseStep(ReadsEveryUpdate(), FedAvgStep(), lambda w: {}, SeedTree(0),
+                       EventLog(lambda: 0.0, keep=True))
+    state = step.initial_state(np.zeros(DIM, np.float32))
+    summed = SummedContributions({"x": np.ones(DIM)}, count=2)
+    with pytest.raises(ConfigError, match="^aggregator: ReadsEveryUpdate read individual "
+                                          "updates.*needs_individual_updates = True"):
+        step.release(state, summed, expected_count=2, selected=2,
+                     participation=Participation(contributors=(0, 1)))
+    plain = PlainContributions([{"x": np.ones(DIM, np.float32)}] * 2)  # in the clear: it runs
+    assert step.release(state, plain, expected_count=2, selected=2,
+                        participation=Participation(contributors=(0, 1))).applied
