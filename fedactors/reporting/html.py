@@ -75,7 +75,7 @@ def _summary_table(runs: Sequence[RunData]) -> str:
                          f"({escape(str(r.summary.get('stopped', '?')))})" for r in runs]),
              ("devices", [_fmt(r.summary.get("devices", "–")) for r in runs]),
              ("simulated time", [format_duration(_simulated_seconds(r)) for r in runs])]
-    for key in ("selected", "reported", "dropped", "late"):
+    for key in ("selected", "reported", "dropped", "late", "surplus", "refused"):
         lines.append((f"{key} (all rounds)",
                       [str(sum(int(row.get(key, 0) or 0) for row in r.rows)) for r in runs]))
     finals = []

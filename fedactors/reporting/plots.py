@@ -29,12 +29,13 @@ from fedactors.reporting.style import (
 
 #: Keys of a metrics row with a figure of their own (or no use in a plot).
 STRUCTURAL_KEYS = frozenset({
-    "round", "time", "selected", "reported", "dropped", "late", "surplus", "closed_by",
+    "round", "time", "selected", "reported", "dropped", "late", "surplus", "refused", "closed_by",
     "applied", "bytes_down", "bytes_up", "wall_seconds", "epsilon",
 })
-OUTCOMES = ("reported", "late", "dropped", "surplus")
+OUTCOMES = ("reported", "refused", "late", "dropped", "surplus")
 OUTCOME_LABELS = {
     "reported": "reported in time",
+    "refused": "reported, refused (screened out)",
     "late": "late (cut at deadline)",
     "dropped": "dropped out",
     "surplus": "surplus (not needed)",

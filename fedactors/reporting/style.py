@@ -22,6 +22,7 @@ RUN_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
 
 OUTCOME_COLOURS = {
     "reported": "#009E73",
+    "refused": "#CC79A7",
     "late": "#E69F00",
     "dropped": "#D55E00",
     "surplus": "#BBBBBB",

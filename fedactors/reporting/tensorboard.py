@@ -15,7 +15,7 @@ from typing import Any
 SKIP = frozenset({"round", "wall_seconds"})
 GROUPS = {
     "selected": "participation", "reported": "participation", "dropped": "participation",
-    "late": "participation", "surplus": "participation",
+    "late": "participation", "surplus": "participation", "refused": "participation",
     "time": "time", "duration": "time",
     "epsilon": "privacy",
 }

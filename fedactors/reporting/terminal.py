@@ -71,8 +71,9 @@ class RunDisplay:
         table.add_row("rounds", f"{summary['rounds']} ({summary['stopped']})")
         table.add_row("simulated time", format_duration(summary["simulated_seconds"]))
         table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
-        for key in ("selected", "reported", "dropped", "late"):
-            table.add_row(f"{key} (all rounds)", str(sum(r[key] for r in records)))
+        for key in ("selected", "reported", "dropped", "late", "surplus", "refused"):
+            # (.get: rows written before a key existed, FedBuff's without surplus.)
+            table.add_row(f"{key} (all rounds)", str(sum(r.get(key, 0) for r in records)))
         for key, value in summary["final"].items():
             table.add_row(f"final {key}", f"{value:.4f}")
         if "privacy" in summary:

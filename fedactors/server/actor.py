@@ -147,8 +147,10 @@ class ServerActor:
             contributions, reported = secure.contributions, secure.contributors
             closed_by, rejected, measurements = secure.closed_by, secure.rejected, secure.measurements
             late = secure.late
+            refused: frozenset[int] = frozenset()  # its screening is the protocol's
         else:
-            accepted, rejected, closed_by = await self._collect_plain(r, cohort_set, params, target)
+            accepted, rejected, closed_by, refused = await self._collect_plain(
+                r, cohort_set, params, target)
             reported = tuple(sorted(accepted))
             contributions = PlainContributions([accepted[d].contribution for d in reported])
             measurements = {}
@@ -173,19 +175,22 @@ class ServerActor:
             round=r, start=start, end=loop.time(), selected=tuple(int(d) for d in cohort),
             reported=reported, closed_by=closed_by, applied=released.applied, rejected=rejected,
             measurements={**measurements, **released.measurements}, metrics=released.metrics,
-            given_up=tuple((r, d) for d in sorted(cohort_set - set(reported))),
+            given_up=tuple((r, d) for d in sorted(cohort_set - set(reported) - refused)),
+            refused=tuple(sorted(refused)),
             shares=released.shares or (), late_devices=late,
         )
         self.log.emit(ACTOR, "round.end", round=r, reported=len(reported), closed_by=closed_by,
                       applied=released.applied, **released.metrics)
         return outcome
 
-    async def _collect_plain(self, r: int, cohort: set[int], params: Any,
-                             target: int) -> tuple[dict[int, Update], dict[str, int], str]:
-        """Read updates until ``target`` are in or the deadline; screen them."""
+    async def _collect_plain(self, r: int, cohort: set[int], params: Any, target: int,
+                             ) -> tuple[dict[int, Update], dict[str, int], str, frozenset[int]]:
+        """Read updates until ``target`` are in or the deadline; screen them. Also returns
+        the cohort's devices whose update for ``r`` came and was refused for its contents."""
         expect = Expectation.for_round(self.aggregator, params, int(self.state.weights.shape[0]))
         accepted: dict[int, Update] = {}
         rejected: dict[str, int] = {}
+        refused: set[int] = set()
         closed_by = "deadline" if cohort else "nobody-online"
         reading = True
         while reading:
@@ -199,7 +204,10 @@ class ServerActor:
                     else:
                         continue  # a deadline of a round that closed early
                 else:
-                    reason = self._screen(message, r, cohort, accepted) or contents.get(i)
+                    reason = self._screen(message, r, cohort, accepted)
+                    if reason is None and i in contents:
+                        reason = contents[i]
+                        refused.add(message.sender)
                     if reason:
                         rejected[reason] = rejected.get(reason, 0) + 1
                         self.log.emit(ACTOR, f"update.{reason}", round=r,
@@ -223,10 +231,12 @@ class ServerActor:
                                  expect.unbounded_keys, self.rounds.outlier_factor)
         for sender, (key, ratio) in sorted(outliers.items()):
             del accepted[sender]
+            refused.add(sender)
             rejected[OUTLIER] = rejected.get(OUTLIER, 0) + 1
             self.log.emit(ACTOR, f"update.{OUTLIER}", round=r, sender=sender, update_round=r,
                           key=key, norm_over_median=ratio)
-        return accepted, rejected, closed_by
+        # (A device refused once whose next update was accepted reported.)
+        return accepted, rejected, closed_by, frozenset(refused - accepted.keys())
 
     def _screen(self, message: Any, r: int, cohort: set[int], accepted: dict) -> Optional[str]:
         """Why a message is not an update for round ``r`` by who sent it and when

@@ -44,6 +44,9 @@ class ReleaseOutcome:
     #: Secure aggregation: the devices a deadline cut (the round's or a protocol step's);
     #: the others given up were not needed. None: decided by ``closed_by`` alone.
     late_devices: Optional[frozenset[int]] = None
+    #: Selected devices whose update came in time and was refused for its contents
+    #: (malformed, not finite, out of bounds, an outlier): not in ``given_up``.
+    refused: tuple[int, ...] = ()
 
 
 def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -> dict:
@@ -81,6 +84,7 @@ def metrics_row(outcome: ReleaseOutcome, tally: Any, traffic: tuple[int, int]) -
         "dropped": dropped,
         "late": late,
         "surplus": len(missing) - late,
+        "refused": len(outcome.refused),
         "closed_by": outcome.closed_by,
         "applied": outcome.applied,
         "bytes_down": traffic[0],

@@ -61,7 +61,12 @@ async def test_a_hostile_update_is_rejected_with_its_reason_and_the_round_goes_o
     assert outcome.reported == (0, 1) and outcome.applied and outcome.end == 10.0
     np.testing.assert_allclose(server.state.weights, np.full(3, 1.5))  # mean of the honest 1, 2
     assert [e["sender"] for e in events(world, f"update.{reason}")] == [2]
-    assert metrics_row(outcome, world.actors.tally, (0, 0))[f"rejected_{reason}"] == 1
+    row = metrics_row(outcome, world.actors.tally, (0, 0))
+    assert row[f"rejected_{reason}"] == 1
+    # Device 2 reported and was refused: neither late nor surplus, and the counts add up.
+    assert outcome.refused == (2,) and (row["refused"], row["late"]) == (1, 1)
+    assert sum(row[k] for k in ("reported", "refused", "dropped", "late", "surplus")) == (
+        row["selected"])
 
 
 @pytest.mark.asyncio
@@ -83,6 +88,7 @@ async def test_a_norm_a_million_times_the_median_is_an_outlier() -> None:
     forge(server, 1.5, Update(1, 2, contribution(1e7)))  # ~4e6 x the median norm
     outcome = await server.run_round(1)
     assert outcome.rejected == {"outlier": 1} and outcome.reported == (0, 1)
+    assert outcome.refused == (2,) and 2 not in {d for _, d in outcome.given_up}
     np.testing.assert_allclose(server.state.weights, np.full(3, 1.5))
     [event] = events(world, "update.outlier")
     assert event["sender"] == 2 and event["key"] == WEIGHTED_DELTA
