@@ -144,7 +144,7 @@ class SecureAggregation:
             keys from a PKI) and abort on inconsistent ones, and (k, t) also
             meet Bell et al.'s equivocation condition, 2t > k + 1 + corrupt
             neighbours, at ``security_log2`` (on the complete graph t is
-            derived the same way and ``threshold_fraction`` is ignored). Far
+            derived the same way and ``threshold_fraction`` is refused). Far
             larger k: 766 of 999 at 1,000 devices under the defaults.
 
     Examples:
@@ -191,6 +191,15 @@ class SecureAggregation:
             non_negative_int("sparse_above", self.sparse_above)
             if self.threshold_fraction is not None:
                 open_unit("threshold_fraction", self.threshold_fraction)
+                # Set where it cannot apply, it would be recorded in summary.json as if it had.
+                if self.graph == "sparse":
+                    raise ConfigError("threshold_fraction", "applies to the complete graph only; "
+                                      "graph='sparse' (SecAgg+) takes t from max_dropout, "
+                                      "max_corrupt and the targets: remove it")
+                if self.server == "malicious":
+                    raise ConfigError("threshold_fraction", "is not used with "
+                                      "server='malicious' (t comes from the targets and the "
+                                      "equivocation bound): remove it")
             for name in ("max_dropout", "max_corrupt"):
                 value = getattr(self, name)
                 # 1.0 would make every device drop (or collude): no graph helps.

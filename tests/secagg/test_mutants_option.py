@@ -153,3 +153,15 @@ def test_unbounded_aggregator_refusal_names_the_remedies() -> None:
         check_aggregator(WeightedMean())
     assert err.value.field == "aggregator"
     assert all(word in str(err.value) for word in ("Clipped(", "WeightedMean(weighted=False)", "DPMean"))
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(graph="sparse"), "applies to the complete graph only"),
+    (dict(server="malicious"), "is not used with server='malicious'"),
+])
+def test_a_threshold_fraction_that_would_be_ignored_is_refused(kwargs: dict, says: str) -> None:
+    # Else summary.json would record a threshold_fraction the run never used.
+    with pytest.raises(ConfigError, match=f"^secure_aggregation.threshold_fraction: {says}"):
+        SecureAggregation(threshold_fraction=0.5, **kwargs)
+    SecureAggregation(**kwargs)  # without it: fine
+    SecureAggregation(threshold_fraction=0.5, graph="auto")  # its complete rounds use it
