@@ -123,7 +123,7 @@ class SecureAggregation:
             nearest.
         step_timeout: Simulated seconds (> 0) the server waits for each
             protocol step after advertising keys. Default 10.0.
-        step_dropout: Probability in [0, 1] that a device goes silent before
+        step_dropout: Probability in [0, 1) that a device goes silent before
             each of its protocol messages (four; five under a malicious
             server), on top of its class's training dropout. Default 0.0.
         mode: ``"real"`` (default) runs the cryptography; ``"modeled"`` skips
@@ -217,7 +217,10 @@ class SecureAggregation:
                 raise ConfigError("stochastic_rounding",
                                   f"must be true or false, got {self.stochastic_rounding!r}")
             positive("step_timeout", self.step_timeout)
-            probability("step_dropout", self.step_dropout)
+            # 1.0: every device silent before its first protocol message; no round could run.
+            if not 0.0 <= probability("step_dropout", self.step_dropout) < 1.0:
+                raise ConfigError("step_dropout", f"must be in [0, 1) (1 silences every device "
+                                  f"before the protocol starts), got {self.step_dropout!r}")
         except ConfigError as exc:
             raise exc.within("secure_aggregation") from None
 

@@ -56,6 +56,7 @@ def test_values_at_the_edges_of_the_documented_ranges_are_accepted(kwargs: dict)
     (dict(stochastic_rounding="yes"), "stochastic_rounding"),
     (dict(step_timeout=0.0), "step_timeout"),
     (dict(step_timeout=-1.0), "step_timeout"),
+    (dict(step_dropout=1.0), "step_dropout"),  # every device silent: no round could run
 ])
 def test_a_bad_field_raises_config_error_naming_it_and_showing_the_value(kwargs: dict, field: str) -> None:
     """Every refusal names secure_aggregation.<field> and quotes the rejected value."""
