@@ -205,3 +205,22 @@ def test_a_system_randomness_run_resumes_as_one_and_a_seeded_one_cannot_switch(c
                          "--quiet", "--no-report")
     assert code == 2
     assert "cannot resume: the randomness differs (checkpoint: seeded, now: system)" in err
+
+
+def test_a_fresh_run_clears_what_an_earlier_run_left_that_it_would_not_overwrite(tmp_path) -> None:
+    from fedactors.cli import clear_previous_run
+
+    for name in ("summary.json", "model.keras", "checkpoint.pkl", "events.jsonl", "notes.txt",
+                 "tensorboard/events.out.tfevents.1.host", "tensorboard/mine.txt",
+                 "report/report.html", "report/accuracy.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("old run")
+    clear_previous_run(tmp_path)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    # events.jsonl is truncated by the run itself; the user's own files stay.
+    assert left == ["events.jsonl", "notes.txt", "tensorboard/mine.txt"]
+    clear_previous_run(tmp_path)  # nothing left to clear: fine
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "draft.md").write_text("not ours")  # a report/ fedactors did not write
+    clear_previous_run(tmp_path)
+    assert (tmp_path / "report" / "draft.md").exists()
