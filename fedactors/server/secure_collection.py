@@ -20,6 +20,7 @@ global model left as it is.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -260,7 +261,8 @@ class SecureCollection:
             measurements["secagg_failure_log2"], measurements["secagg_security_log2"] = below
         if isinstance(result, Abort):
             measurements["secagg_aborted"] = 1
-            self.log.emit(ACTOR, "secagg.aborted", round=r, step=result.step, reason=result.reason,
+            self.log.emit(ACTOR, "secagg.aborted", round=r, step=result.step,
+                          reason=in_fleet_ids(result.reason),
                           advertised=u1)
             return SecureOutcome(None, (), tally.rejected, closed_by, measurements,
                                  frozenset(late))
@@ -352,3 +354,10 @@ class SecureCollection:
         if message.sender in got:
             return "duplicate"
         return None
+
+
+def in_fleet_ids(reason: str) -> str:
+    """An abort reason with the protocol's participant ids (fleet row + 1, see
+    ``secagg.envelopes.device_of``) turned into the fleet's device ids, as every
+    other output names devices."""
+    return re.sub(r"\bdevice (\d+)\b", lambda m: f"device {device_of(int(m.group(1)))}", reason)

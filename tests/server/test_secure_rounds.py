@@ -149,6 +149,9 @@ async def test_fewer_than_t_survivors_aborts_cleanly_and_the_next_round_proceeds
     assert outcome.measurements["secagg_aborted"] == 1
     (aborted,) = events(world, "secagg.aborted")
     assert aborted["step"] == "collect_masked" and "threshold 4" in aborted["reason"]
+    # Named by fleet id, as every other output names devices: dropped device 0's secret
+    # has only survivors 1, 3 and 5 to rebuild it (the protocol's own id for 0 is 1).
+    assert aborted["reason"].startswith("device 0: only 3 of its share holders remain")
     # Training ends at 6 s; keys, shares: no waiting; masked input waits the 5 s step timeout.
     assert outcome.end == pytest.approx(11.0)
     assert len(events(world, "round.skipped")) == 1
