@@ -8,21 +8,31 @@ The figures in docs/robustness.md come from this script.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--only", nargs="*", default=None)
-    args = parser.parse_args()
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only these variants of scenarios/smart_home_byzantine.py")
+    args = parser.parse_args(argv)
+    from fedactors.training.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # its banner would bury the table
     from fedactors.scenarios.loader import load_module
     from fedactors.simulation import RunOptions, run_scenario
 
     smart_home_byzantine = load_module(ROOT / "scenarios" / "smart_home_byzantine.py")
+    unknown = sorted(set(args.only or ()) - set(smart_home_byzantine.VARIANTS))
+    if unknown:
+        parser.error(f"--only: no variant named {', '.join(map(repr, unknown))} "
+                     f"(the variants: {', '.join(map(repr, smart_home_byzantine.VARIANTS))})")
 
     print("| stage | seed | accuracy after 10 / 20 / final rounds | final loss |")
     print("|---|---|---|---|")
