@@ -171,6 +171,8 @@ def _bound(log2_margin: float) -> str:
     """A union bound 2^-margin in words; at or below 0 bits it bounds nothing."""
     if log2_margin <= 0:
         return "not bounded below 1 (no guarantee)"
+    if log2_margin == float("inf"):  # nothing assumed to go wrong (max_corrupt=0, say)
+        return "0"
     return f"up to 2^-{log2_margin:.1f}"
 
 

@@ -180,3 +180,10 @@ def test_rounds_where_a_robust_stage_gave_less_than_its_rule_are_warned_about() 
     assert line.startswith("robust: in 2 of 3 rounds TrimmedMean trimmed nothing")
     assert run_warnings([{"round": 1, "krum_guaranteed": 1.0, "trimmed_each_side": 1.0}],
                         None, None) == []
+
+
+def test_a_risk_assumed_away_is_zero_not_two_to_the_minus_infinity() -> None:
+    rows = [{"round": 1, "secagg_below_target": 1, "secagg_failure_log2": 3.0,
+             "secagg_security_log2": float("inf")}]
+    (line,) = run_warnings(rows, None, None)
+    assert "inf" not in line and "abort probability up to 2^-3.0" in line and " 0)" in line
