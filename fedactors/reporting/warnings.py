@@ -84,21 +84,26 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
     return out
 
 
+#: A robust stage's measurement that is 0 in a round where the stage's rule gave nothing,
+#: and what that round was instead.
+ROBUST_SHORTFALLS = (
+    ("krum_guaranteed", "Krum had fewer than 2f + 3 updates, so its bound on what f "
+                        "attackers can do did not hold"),
+    ("trimmed_each_side", "TrimmedMean trimmed nothing (beta times the updates was below 1): "
+                          "those rounds took the plain mean, which one attacker can move "
+                          "arbitrarily"),
+)
+
+
 def _robust_warnings(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Rounds in which a robust stage gave less than its rule promises."""
+    """Rounds in which a robust stage gave less than its rule promises (rounds with no
+    aggregation carry no measurement and are not counted)."""
     out = []
-    krum = [r for r in records if "krum_guaranteed" in r]
-    unguaranteed = sum(1 for r in krum if not r["krum_guaranteed"])
-    if unguaranteed:
-        out.append(f"robust: in {unguaranteed} of {len(records)} rounds Krum had fewer than "
-                   "2f + 3 updates, so its bound on what f attackers can do did not hold "
-                   "(krum_guaranteed 0 in metrics.jsonl)")
-    trimmed = [r for r in records if "trimmed_each_side" in r]
-    untrimmed = sum(1 for r in trimmed if not r["trimmed_each_side"])
-    if untrimmed:
-        out.append(f"robust: in {untrimmed} of {len(records)} rounds TrimmedMean trimmed nothing "
-                   "(beta times the updates was below 1): those rounds took the plain mean, "
-                   "which one attacker can move arbitrarily (trimmed_each_side 0 in metrics.jsonl)")
+    for key, what in ROBUST_SHORTFALLS:
+        short = sum(1 for r in records if key in r and not r[key])
+        if short:
+            out.append(f"robust: in {short} of {len(records)} rounds {what} ({key} 0 in "
+                       "metrics.jsonl)")
     return out
 
 
