@@ -154,6 +154,8 @@ class ReleaseStep:
         if skipped:
             self.log.emit(ACTOR, "round.skipped", round=version, reported=count,
                           min_reports=self.min_reports)
+            if contributions is not None:  # (an aborted protocol is said as such)
+                measurements = {"below_min_reports": 1}
             state = replace(state, round=version)
         else:
             state, applied, measurements, shares = self._apply(

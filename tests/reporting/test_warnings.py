@@ -187,3 +187,9 @@ def test_a_risk_assumed_away_is_zero_not_two_to_the_minus_infinity() -> None:
              "secagg_security_log2": float("inf")}]
     (line,) = run_warnings(rows, None, None)
     assert "inf" not in line and "abort probability up to 2^-3.0" in line and " 0)" in line
+
+
+def test_rounds_skipped_below_min_reports_are_counted() -> None:
+    rows = [{"round": 1, "below_min_reports": 1}, {"round": 2}, {"round": 3, "below_min_reports": 1}]
+    (line,) = run_warnings(rows, None, None)
+    assert line.startswith("rounds: 2 of 3 rounds were skipped")

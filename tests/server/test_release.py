@@ -87,6 +87,10 @@ def test_too_few_reports_skip_the_release_but_a_dp_run_is_still_charged() -> Non
     assert not out.applied and out.state.round == 1
     assert out.state.privacy.ledger.rounds == 1 and out.measurements["epsilon"] > 0
     assert out.measurements["noise_multiplier"] == 1.0
+    assert out.measurements["below_min_reports"] == 1  # for the run's warning
+    enough = step.release(state, rows(3), expected_count=M, selected=M,
+                          participation=Participation(online=N, selected=M))
+    assert enough.applied and "below_min_reports" not in enough.measurements
 
 
 def test_distributed_noise_is_charged_at_the_noise_the_release_really_had() -> None:
