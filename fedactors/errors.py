@@ -23,6 +23,15 @@ class ConfigError(ValueError):
         return ConfigError(f"{prefix}.{self.field}" if self.field else prefix, self.message)
 
 
+def stage_label(stage: object) -> str:
+    """How a refusal names ``stage`` (an aggregation stage, say): its repr when its class
+    wrote one (every built-in stage does), else its class name, not
+    ``<module.Class object at 0x...>``."""
+    if type(stage).__repr__ is object.__repr__:
+        return type(stage).__name__
+    return repr(stage)
+
+
 class ScenarioError(Exception):
     """A scenario file that cannot be loaded or run; the CLI prints it and exits 2."""
 

@@ -34,3 +34,14 @@ def test_the_options_that_take_such_a_fraction_share_the_message() -> None:
     for bad in (0.0, 1.5, math.nan):
         with pytest.raises(ConfigError, match="strictly between 0 and 1"):
             SecureAggregation(threshold_fraction=bad)
+
+
+def test_a_refusal_names_a_stage_by_its_repr_or_else_its_class() -> None:
+    from fedactors.aggregation import Median
+    from fedactors.errors import stage_label
+
+    class Mine:  # no repr of its own: named by its class, not by its address
+        pass
+
+    assert stage_label(Mine()) == "Mine"
+    assert stage_label(Median()) == repr(Median())

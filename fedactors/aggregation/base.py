@@ -28,6 +28,7 @@ from typing import Any, Generic, Optional, TypeVar
 import numpy as np
 
 from fedactors.arrays import stack_rows
+from fedactors.errors import stage_label
 
 S = TypeVar("S")
 
@@ -521,7 +522,8 @@ def check_privacy_forwarded(aggregator: Aggregator) -> Optional[PrivateRelease]:
         declared = inner.private_release()
         if declared is not None and outer.private_release() != declared:
             raise ValueError(
-                f"{type(outer).__name__} wraps the differentially private {inner!r} but does not "
+                f"{type(outer).__name__} wraps the differentially private {stage_label(inner)} "
+                "but does not "
                 "forward its private_release(); the run could not be accounted"
             )
     return aggregator.private_release()

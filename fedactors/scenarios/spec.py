@@ -22,7 +22,7 @@ from fedactors.data.federated import FederatedData
 from fedactors.devices.byzantine import Byzantine
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.profile import DeviceClass
-from fedactors.errors import ConfigError
+from fedactors.errors import ConfigError, stage_label
 from fedactors.privacy.spec import Privacy
 from fedactors.secagg.min_inputs import check_min_inputs
 from fedactors.secagg.option import SecureAggregation, check_aggregator
@@ -244,7 +244,7 @@ class Scenario:
         if declared is None:
             raise ConfigError(
                 "privacy", f"needs an aggregator that declares a DP release (private_release(), "
-                f"e.g. DPMean; a stage wrapping one must subclass Wrapper), got {agg!r}"
+                f"e.g. DPMean; a stage wrapping one must subclass Wrapper), got {stage_label(agg)}"
             )
         # (FedBuff buffers are accounted without sampling, which PLD covers.)
         if self.privacy.method == "pld" and self.mode is None and self.rounds.sampling != "poisson":
@@ -335,7 +335,8 @@ class Scenario:
         elif type(declared) is not PrivateRelease or not any(
                 _is_dp_mean(stage) for stage in stage_chain(self.aggregator)):
             why = (f"needs a DPMean.fixed or DPMean.adaptive_clipping aggregator (canaries are "
-                   f"clipped by its encode and noised by its release), got {self.aggregator!r}")
+                   f"clipped by its encode and noised by its release), got "
+                   f"{stage_label(self.aggregator)}")
         if why is not None:
             raise ConfigError("privacy.canaries", why)
 

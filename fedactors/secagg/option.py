@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fedactors.errors import ConfigError
+from fedactors.errors import ConfigError, stage_label
 from fedactors.secagg.costs import CryptoCosts
 from fedactors.secagg.parameters import (
     DEFAULT_CORRUPT,
@@ -316,7 +316,7 @@ def check_aggregator(aggregator: Any, dim: int = 1) -> None:
     if aggregator.needs_individual_updates:
         raise ConfigError(
             "aggregator",
-            f"{aggregator!r} needs individual updates (needs_individual_updates=True), "
+            f"{stage_label(aggregator)} needs individual updates (needs_individual_updates=True), "
             "which secure_aggregation hides from the server",
         )
     params = aggregator.client_params(aggregator.initial_state(dim))
@@ -324,7 +324,8 @@ def check_aggregator(aggregator: Any, dim: int = 1) -> None:
     if not bounds:
         raise ConfigError(
             "aggregator",
-            f"{aggregator!r} gives no contribution_bounds, so fixed-point secure_aggregation "
+            f"{stage_label(aggregator)} gives no contribution_bounds, so fixed-point "
+            "secure_aggregation "
             "cannot choose a range that never wraps; wrap it in Clipped(clip_norm, "
             "WeightedMean(weighted=False)) or use DPMean",
         )

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from fedactors.aggregation.base import Aggregator, SummedContributions
-from fedactors.errors import ConfigError
+from fedactors.errors import ConfigError, stage_label
 from fedactors.messages import RoundDeadline
 from fedactors.reporting.events import EventLog
 from fedactors.runtime.mailbox import Mailbox
@@ -153,7 +153,8 @@ class SecureCollection:
             return None
         bounds = self.aggregator.contribution_bounds(params, dim)
         if not bounds:
-            raise ConfigError("aggregator", f"{self.aggregator!r} gave no contribution_bounds "
+            raise ConfigError("aggregator", f"{stage_label(self.aggregator)} gave no "
+                              "contribution_bounds "
                                             f"for round {r} (params {dict(params)!r})")
         # The contribution's keys and shapes, from encoding a zero delta: the
         # aggregator's public output format, not anybody's data.

@@ -335,4 +335,4 @@ def test_an_aggregator_without_bounds_at_setup_is_a_config_error_naming_it() -> 
         coll.setup(4, [0, 1], params, DIM)
     assert err.value.field == "aggregator"
     text = str(err.value)
-    assert f"{agg!r} gave no contribution_bounds for round 4 (params {dict(params)!r})" in text
+    assert f"BoundsVanish gave no contribution_bounds for round 4 (params {dict(params)!r})" in text
