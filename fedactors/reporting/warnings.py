@@ -72,8 +72,8 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
     skipped = sum(1 for r in records if r.get("below_min_reports"))
     if skipped:
         out.append(f"rounds: {skipped} of {len(records)} rounds were skipped, the model left as "
-                   "it was: fewer updates than rounds.min_reports came in (below_min_reports "
-                   "in metrics.jsonl)")
+                   "it was: fewer updates than rounds.min_reports were accepted (some may have "
+                   "come and been refused: see refused and rejected_* in metrics.jsonl)")
     short = sum(1 for r in records if r.get("noise_shares_below_minimum"))
     if short:
         out.append(

@@ -159,10 +159,12 @@ def run_scenario(
             raise recorder.failure_line(actors.failures[0], options.scenario_path)
         weights = actors.server.state.weights
         final = next((r for r in reversed(records) if "loss" in r), None)
+        # The final model's metrics: its round's evaluation, or (eval_every skipped that
+        # round) one more evaluation now, which only summary.json then holds.
+        final_logged = bool(final and final["round"] == records[-1]["round"])
         final_metrics = (
             {k: final[k] for k in final if k in evaluator.metric_names or k == "loss"}
-            if final and final["round"] == records[-1]["round"]
-            else evaluator.evaluate(weights)
+            if final_logged else evaluator.evaluate(weights)
         )
         privacy_summary = (
             privacy.summary(actors.server.state.privacy, stopped) if privacy is not None else None
@@ -185,6 +187,9 @@ def run_scenario(
         "stopped": stopped,
         "initial": initial_metrics,
         "final": final_metrics,
+        # The round whose model "final" evaluates, and whether metrics.jsonl has it too.
+        "final_round": records[-1]["round"] if records else 0,
+        "final_in_metrics": final_logged if records else False,
         "simulated_seconds": loop.time(),
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
         "devices": fleet.size,
