@@ -27,6 +27,18 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _same_kind(field: str, who: str, x: np.ndarray, y: np.ndarray, other: str,
+               ox: np.ndarray, oy: np.ndarray) -> None:
+    """Refuse, naming ``field``, arrays whose features or labels differ from ``other``'s."""
+    verb = "have" if other == "the devices" else "has"
+    if x.shape[1:] != ox.shape[1:]:
+        raise ConfigError(f"{field}.x", f"{who} has feature shape {x.shape[1:]}, but {other} "
+                                        f"{verb} {ox.shape[1:]}")
+    if y.dtype != oy.dtype or y.shape[1:] != oy.shape[1:]:
+        raise ConfigError(f"{field}.y", f"{who} has labels {y.dtype}{list(y.shape[1:])}, but "
+                                        f"{other} {verb} {oy.dtype}{list(oy.shape[1:])}")
+
+
 def _check_pair(field: str, pair: object) -> tuple[np.ndarray, np.ndarray]:
     """One ``(x, y)`` pair's own checks: types, dtypes, lengths, finiteness."""
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -152,22 +164,16 @@ class FederatedData:
         if len(clients) == 0:
             raise ConfigError("clients", "must hold at least 1 device, got 0")
         tx, ty = _check_pair("test", test)
-        features, label_shape = tx.shape[1:], ty.shape[1:]
-        checked = []
-        for i, pair in enumerate(clients):
-            field = f"clients[{i}]"
-            x, y = _check_pair(field, pair)
-            # A model has one input shape; a mismatch here is a scenario bug.
-            if x.shape[1:] != features:
-                raise ConfigError(
-                    f"{field}.x",
-                    f"device {i} has feature shape {x.shape[1:]}, but the test set has {features}",
-                )
-            if y.dtype != ty.dtype or y.shape[1:] != label_shape:
-                raise ConfigError(
-                    f"{field}.y",
-                    f"device {i} has labels {y.dtype}{list(y.shape[1:])}, "
-                    f"but the test set has {ty.dtype}{list(label_shape)}",
-                )
-            checked.append((_frozen(x), _frozen(y)))
-        return cls(clients=tuple(checked), test=(_frozen(tx), _frozen(ty)))
+        pairs = [_check_pair(f"clients[{i}]", pair) for i, pair in enumerate(clients)]
+        # A model has one input and one label shape; a mismatch is a scenario bug. The
+        # devices are held to device 0, then the test set to them: when several devices
+        # agree and the test set does not, the test set is the one to name.
+        x0, y0 = pairs[0]
+        for i, (x, y) in enumerate(pairs[1:], start=1):
+            _same_kind(f"clients[{i}]", f"device {i}", x, y, "device 0", x0, y0)
+        if len(pairs) > 1:
+            _same_kind("test", "the test set", tx, ty, "the devices", x0, y0)
+        else:
+            _same_kind("clients[0]", "device 0", x0, y0, "the test set", tx, ty)
+        checked = tuple((_frozen(x), _frozen(y)) for x, y in pairs)
+        return cls(clients=checked, test=(_frozen(tx), _frozen(ty)))

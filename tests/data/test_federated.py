@@ -75,3 +75,13 @@ def test_empty_test_set_rejected():
     with pytest.raises(ConfigError) as info:
         FederatedData.from_arrays([pair(1)], pair(0))
     assert info.value.field == "test"
+
+
+@pytest.mark.parametrize("test, field, words", [
+    (pair(2, features=5), "test.x", "the test set has feature shape (5,), but the devices have"),
+    (pair(2, label=np.float32), "test.y", "the test set has labels float32[], but the devices"),
+])
+def test_a_test_set_unlike_every_device_is_the_one_named(test, field, words):
+    with pytest.raises(ConfigError) as info:
+        FederatedData.from_arrays([pair(2), pair(3), pair(1)], test)
+    assert info.value.field == field and words in str(info.value)
