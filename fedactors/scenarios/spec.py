@@ -82,7 +82,8 @@ class Scenario:
             (``LocalTraining``). Default ``LocalTraining()``.
         metrics: Evaluation metrics: ``"accuracy"`` (the flavour follows the
             model's output, as in ``compile``), other Keras metric names or
-            objects. Default ``("accuracy",)``.
+            ``keras.metrics.Metric`` objects (a plain function: wrap it in
+            ``keras.metrics.MeanMetricWrapper(fn, name=...)``). Default ``("accuracy",)``.
         aggregator: How the cohort's deltas become one update (an
             ``Aggregator``: ``WeightedMean``, ``Clipped``, ``DPMean``,
             ``Median``, ...; docs/aggregation.md). Default ``WeightedMean()``
@@ -167,6 +168,15 @@ class Scenario:
         if not isinstance(self.metrics, (list, tuple)):  # a bare "accuracy" would be read by letter
             raise ConfigError("metrics", "must be a list of metric names or Keras metrics, "
                                          f"e.g. [\"accuracy\"], got {self.metrics!r}")
+        for i, metric in enumerate(self.metrics):
+            if not isinstance(metric, str):
+                import keras  # (only a scenario with metric objects pays for the import here)
+
+                if not isinstance(metric, keras.metrics.Metric):
+                    raise ConfigError(f"metrics[{i}]", "must be a metric name or a "
+                                      "keras.metrics.Metric (a plain function has no name to "
+                                      "report it under: wrap it, keras.metrics.MeanMetricWrapper"
+                                      f"(fn, name=...)), got {stage_label(metric)}")
         fleet = tuple(self.fleet) if isinstance(self.fleet, (list, tuple)) else None
         if not fleet:
             raise ConfigError("fleet", f"must be a non-empty list of DeviceClass, got {self.fleet!r}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import keras
 import pytest
 
 from fedactors import DeviceClass, FedBuff, Privacy, Rounds, Scenario
@@ -164,6 +165,15 @@ def test_metrics_not_given_as_a_list_are_refused_naming_the_field(metrics) -> No
     assert caught.field == "metrics" and '["accuracy"]' in caught.message
     dataclasses.replace(scenario(), metrics=["accuracy"])
     dataclasses.replace(scenario(), metrics=())  # none at all is a choice
+
+
+@pytest.mark.parametrize("metric", [keras.losses.mean_absolute_error, lambda y, p: p, 3])
+def test_a_metric_that_is_neither_a_name_nor_a_keras_metric_is_refused(metric) -> None:
+    # A plain function has no name: Keras failed at the first evaluation, blamed on "model".
+    caught = refusal(lambda: dataclasses.replace(scenario(), metrics=["accuracy", metric]))
+    assert caught.field == "metrics[1]" and "MeanMetricWrapper" in caught.message
+    wrapped = keras.metrics.MeanMetricWrapper(keras.losses.mean_absolute_error, name="mae")
+    dataclasses.replace(scenario(), metrics=["accuracy", wrapped])
 
 
 def test_data_returning_the_wrong_type_names_the_scenario_file(capsys, tmp_path: Path) -> None:
