@@ -70,6 +70,11 @@ def _encode_name(name: str) -> bytes:
     return b"s" + len(raw).to_bytes(4, "little") + raw
 
 
+#: The word types numpy's bit generators ask :meth:`StreamKey.generate_state` for, as they
+#: pass them (the type, not a ``np.dtype``): a dictionary hit skips ``np.dtype``'s parsing.
+_WORD_TYPES = {np.uint32: np.dtype(np.uint32), np.uint64: np.dtype(np.uint64)}
+
+
 class StreamKey(ISpawnableSeedSequence):
     """The seed of one stream: 32 bytes of BLAKE2b over (root seed, path).
 
@@ -90,6 +95,9 @@ class StreamKey(ISpawnableSeedSequence):
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
         """``n_words`` words of ``dtype`` (uint32 or uint64) from the key: its own 32
         bytes first, then BLAKE2b of (key, block number) for as many more as asked."""
+        word = _WORD_TYPES.get(dtype)  # numpy's bit generators pass the type and want <= 32 bytes
+        if word is not None and 0 <= n_words * word.itemsize <= len(self.digest):
+            return np.frombuffer(self.digest, word, count=n_words).copy()
         dtype = np.dtype(dtype)
         if dtype.kind != "u" or dtype.itemsize not in (4, 8):
             raise ValueError(f"dtype must be uint32 or uint64, got {dtype}")

@@ -25,6 +25,7 @@ from fedactors.devices.fleet import Fleet
 from fedactors.errors import one_line
 from fedactors.messages import TrainRequest, Update
 from fedactors.reporting.events import EventLog
+from fedactors.runtime.alarms import Alarm, AlarmClock, WakeUps
 from fedactors.secagg.envelopes import ToDevice
 from fedactors.seeding import SeedTree
 from fedactors.training.executor import Executor, TrainingFailed, TrainResult, TrainTask
@@ -139,16 +140,17 @@ class DeviceFailed(Exception):
 
 
 class DeviceActor:
-    def __init__(self, device: int, world: DeviceWorld) -> None:
+    def __init__(self, device: int, world: DeviceWorld, alarms: AlarmClock) -> None:
         self.id = device
         self.world = world
+        self.alarms = alarms
         # A plain FIFO: the actor never waits on it (delivery activates the actor, which
         # drains it), so an asyncio.Queue's waiters and futures would be dead weight per device.
         self.mailbox: deque[Any] = deque()
         self.round: Optional[int] = None  # the round being worked on, if any
         self.ticket: Optional[int] = None  # its training submitted to the executor
         self.work: Optional[Union[Dropping, Training]] = None  # what it waits to finish
-        self.wake: Optional[asyncio.TimerHandle] = None  # when it will have finished
+        self.wake: Optional[Alarm] = None  # when it will have finished
 
     async def run(self) -> None:
         """Drain the mailbox, then let the actor be deactivated."""
@@ -222,29 +224,30 @@ class DeviceActor:
 
     # -- waiting, and resuming a wait from a checkpoint ------------------------
     async def _sleep(self, delay: float) -> None:
-        """``asyncio.sleep(delay)``, with the timer kept where a checkpoint can see it."""
+        """``asyncio.sleep(delay)``, on an alarm a checkpoint can see (devices that
+        finish at one instant share one: :mod:`fedactors.runtime.alarms`)."""
         if delay <= 0:
             await asyncio.sleep(0)
             return
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
-        await self._until(woken, loop.call_later(delay, _wake, woken))
+        await self._until(woken, self.alarms.wake_at(loop, loop.time() + delay, self.id, woken))
 
-    async def _until(self, woken: asyncio.Future, timer: asyncio.TimerHandle) -> None:
-        self.wake = timer
+    async def _until(self, woken: asyncio.Future, alarm: Alarm) -> None:
+        self.wake = alarm
         try:
             await woken
         finally:
-            timer.cancel()
+            alarm.leave(self.id)
             self.wake = None
 
-    async def resume(self, woken: asyncio.Future, timer: asyncio.TimerHandle) -> None:
+    async def resume(self, woken: asyncio.Future, alarm: Alarm) -> None:
         """Carry on with ``self.work`` from a checkpoint: wait out the rest of it,
         finish it as :meth:`train` would have, then read any mail that came."""
         work = self.work
         assert work is not None
         self.round = work.round
-        await self._until(woken, timer)
+        await self._until(woken, alarm)
         if isinstance(work, Dropping):
             self._go_silent(work.round)
         else:
@@ -264,11 +267,6 @@ class DeviceActor:
         return DeviceSnapshot(self.id, self.work, result, submitted, tuple(mail))
 
 
-def _wake(future: asyncio.Future) -> None:
-    if not future.done():  # cancelled if the device was stopped meanwhile
-        future.set_result(None)
-
-
 class DeviceDirectory:
     """Routes mail to device actors, activating them on demand."""
 
@@ -276,6 +274,7 @@ class DeviceDirectory:
         self.world = world
         self.active: dict[int, DeviceActor] = {}
         self._tasks: dict[int, asyncio.Task] = {}
+        self.alarms = AlarmClock()
         #: Called with a DeviceFailed; the run replaces it to stop at once.
         self.on_failure = on_failure
         # Only while a checkpoint is restored: its loop and each device's wake-up future.
@@ -285,7 +284,7 @@ class DeviceDirectory:
     def deliver(self, device: int, message: Any) -> None:
         actor = self.active.get(device)
         if actor is None:
-            actor = self.active[device] = DeviceActor(device, self.world)
+            actor = self.active[device] = DeviceActor(device, self.world, self.alarms)
             actor.mailbox.append(message)
             task = asyncio.get_running_loop().create_task(actor.run(), name=f"device-{device}")
             task.add_done_callback(lambda t, d=device: self._deactivate(d, t))
@@ -315,9 +314,10 @@ class DeviceDirectory:
         return tuple(self.active[d].snapshot() for d in sorted(self.active))
 
     def pending_timers(self) -> list[tuple[asyncio.TimerHandle, Any]]:
-        """Each waiting device's wake-up timer, named by its device."""
-        return [(actor.wake, device) for device, actor in self.active.items()
-                if actor.wake is not None]
+        """Each alarm devices wait on, as the :class:`WakeUps` of its devices."""
+        alarms = {id(actor.wake): actor.wake for actor in self.active.values()
+                  if actor.wake is not None and actor.wake.pending}
+        return [(alarm.handle, alarm.saved()) for alarm in alarms.values()]
 
     def restore(self, loop: asyncio.AbstractEventLoop, snapshots: Sequence[DeviceSnapshot]) -> None:
         """Re-create the devices of a checkpoint, their work and their mail.
@@ -331,7 +331,7 @@ class DeviceDirectory:
         self._loop = loop
         self._woken = {}
         for snap in sorted(snapshots, key=lambda s: (s.submitted is None, s.submitted or 0)):
-            actor = self.active[snap.device] = DeviceActor(snap.device, self.world)
+            actor = self.active[snap.device] = DeviceActor(snap.device, self.world, self.alarms)
             actor.work = snap.work
             if isinstance(snap.work, Training):
                 if snap.result is not None:
@@ -345,11 +345,13 @@ class DeviceDirectory:
                 actor.mailbox.append(message)
             self._woken[snap.device] = loop.create_future()
 
-    def restore_timer(self, device: int, when: float, priority: int) -> None:
-        """Set a restored device's wake-up timer (see :meth:`restore`)."""
+    def restore_timer(self, what: Any, when: float, priority: int) -> None:
+        """Set restored devices' wake-ups (see :meth:`restore`): a :class:`WakeUps`,
+        or one device (checkpoints written before devices shared alarms)."""
         assert self._loop is not None, "restore() first"
-        self.active[device].wake = self._loop.call_at(when, _wake, self._woken[device],
-                                                      priority=priority)
+        for device in what.keys if isinstance(what, WakeUps) else (what,):
+            self.active[device].wake = self.alarms.wake_at(
+                self._loop, when, device, self._woken[device], priority)
 
     def start_restored(self) -> None:
         """Start the restored devices' tasks, once all their timers are set."""

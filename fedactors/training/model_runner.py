@@ -69,15 +69,24 @@ def shuffled_order(num_examples: int, epochs: int, rng: np.random.Generator) -> 
     The only draws of :func:`batch_schedule`; a cohort's schedule calls it once per
     device and shares the (draw-free) step bounds among devices of one size.
     """
-    # ``rng.permutation(n)`` is ``arange(n)`` shuffled in place; shuffling int32 rows
-    # takes the very same draws (the swaps do not depend on the dtype) and skips
-    # an int64 array and its conversion per device and epoch.
-    order = np.arange(num_examples, dtype=np.int32)
-    if epochs > 1:
-        order = np.tile(order, epochs)
-    for e in range(epochs):
-        rng.shuffle(order[e * num_examples : (e + 1) * num_examples])
+    order = np.tile(np.arange(num_examples, dtype=np.int32), epochs)
+    shuffle_epochs(order, num_examples, rng)
     return order
+
+
+def shuffle_epochs(order: np.ndarray, num_examples: int, rng: np.random.Generator) -> None:
+    """Shuffle each epoch's ``num_examples`` of ``order`` (1-D) in place.
+
+    ``rng.permutation(n)`` is ``arange(n)`` shuffled in place, and the swaps do not
+    depend on the dtype: the very same draws for any row of ``arange`` copies, so a
+    cohort shuffles the rows of one array instead of making one per device. (int64
+    rows take numpy's faster 8-byte path: 2.5 against 3.2 us per 100 examples.)
+    """
+    if len(order) == num_examples:
+        rng.shuffle(order)
+        return
+    for start in range(0, len(order), num_examples):
+        rng.shuffle(order[start : start + num_examples])
 
 
 def batch_bounds(num_examples: int, epochs: int,

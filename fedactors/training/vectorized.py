@@ -40,7 +40,7 @@ from fedactors.training.batched import (
     plan_optimizer,
 )
 from fedactors.training.executor import Executor, TrainResult, TrainTask
-from fedactors.training.model_runner import ModelRunner, batch_bounds, shuffled_order
+from fedactors.training.model_runner import ModelRunner, batch_bounds, shuffle_epochs
 
 #: Working-memory budget of one vectorized chunk; bigger cohorts run in chunks.
 DEFAULT_MEMORY_BUDGET = 768 * 2**20
@@ -64,7 +64,6 @@ def cohort_schedule(
     the sequential path.
     """
     sizes = np.asarray(sizes, np.int64)
-    orders = [shuffled_order(n, epochs, rng) for n, rng in zip(sizes.tolist(), rngs)]
     c = len(sizes)
     steps = np.zeros(c, np.int32)
     per_size = {}
@@ -84,7 +83,11 @@ def cohort_schedule(
         members = np.flatnonzero(sizes == n)
         positions = starts[:, None] + offsets[None, :]  # (S_n, B)
         valid = positions < ends[:, None]
-        stacked = stack_rows([orders[j] for j in members])  # (G, epochs * n)
+        # The group's orders as rows of one array, each shuffled by its own device.
+        stacked = np.empty((len(members), epochs * int(n)), np.int64)  # (G, epochs * n)
+        stacked[...] = np.tile(np.arange(n), epochs)
+        for row, j in zip(stacked, members.tolist()):
+            shuffle_epochs(row, int(n), rngs[j])
         picked = stacked[:, np.minimum(positions, epochs * n - 1)]  # (G, S_n, B)
         idx[: len(starts), members] = np.where(valid, picked, 0).transpose(1, 0, 2)
         mask[: len(starts), members] = valid[:, None, :]

@@ -21,6 +21,7 @@ from fedactors.server.screening import (
     Expectation,
     l2,
     norm_outliers,
+    row_norms,
     screen_contribution,
 )
 from fedactors.server.staleness import Hinge, Polynomial, Unweighted, scale_delta
@@ -164,6 +165,18 @@ def test_l2_is_taken_in_float64_so_huge_float32_updates_do_not_overflow() -> Non
     x = np.full(4, 1e30, np.float32)  # each square overflows float32
     assert l2(x) == pytest.approx(2e30, rel=1e-6)
     assert np.isfinite(l2(x))
+
+
+@pytest.mark.parametrize("size", [1, 7, 738, 4097])
+def test_row_norms_are_each_rows_l2_to_the_last_bit(size: int) -> None:
+    rng = np.random.default_rng(size)
+    rows = [(rng.standard_normal((size,)) * rng.uniform(1e-3, 1e3)).astype(np.float32)
+            for _ in range(64)]
+    rows[5] = np.full(size, 1e30, np.float32)  # squares beyond float32
+    got = row_norms(rows)
+    assert got.dtype == np.float64
+    assert got.tolist() == [l2(row) for row in rows]
+    assert row_norms([]).shape == (0,)
 
 
 def test_norm_outliers_with_float32_norms_that_overflow_still_finds_the_outlier() -> None:

@@ -129,17 +129,21 @@ def test_sparse_labels_as_a_column_match(loss):
                  labels=lambda rng, n: _classes(rng, n)[:, None])
 
 
-def test_cohort_schedule_is_each_devices_batch_schedule():
-    sizes = [5, 11, 2]
-    idx, mask, active, steps = cohort_schedule(
-        sizes, 2, 4, [np.random.default_rng(i) for i in range(3)]
-    )
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_cohort_schedule_is_each_devices_batch_schedule(epochs: int):
+    # Devices of one size are shuffled together (rows of one array): each must
+    # still get its own stream's order, and leave its stream where its own would.
+    sizes = [5, 11, 2, 5, 5, 11, 0]
+    rngs = [np.random.default_rng(i) for i in range(len(sizes))]
+    idx, mask, active, steps = cohort_schedule(sizes, epochs, 4, rngs)
     for c, n in enumerate(sizes):
-        order, starts, ends = batch_schedule(n, 2, 4, np.random.default_rng(c))
+        own = np.random.default_rng(c)
+        order, starts, ends = batch_schedule(n, epochs, 4, own)
         assert steps[c] == len(starts)
         assert not active[len(starts):, c].any()
         for s, (a, b) in enumerate(zip(starts, ends)):
             np.testing.assert_array_equal(idx[s, c][mask[s, c] > 0], order[a:b])
+        assert rngs[c].random() == own.random()
 
 
 class _Scale(keras.layers.Layer):
