@@ -7,7 +7,8 @@ optimizer and running a compiled loop over the device's batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -207,6 +208,20 @@ class Evaluator:
                              tf.TensorSpec([None, *y.shape[1:]], tf.as_dtype(y.dtype))],
         )
 
+    @functools.cached_property
+    def _load(self) -> Callable[[np.ndarray], None]:
+        """``model.set_weights(layout.unflatten(flat))`` as one compiled call: Keras
+        checks and assigns each variable eagerly, half of an evaluation of the
+        reference MLP (0.95 against 0.42 ms). Assigning is exact either way."""
+        variables, sizes, shapes = list(self.model.weights), list(self.layout.sizes), self.layout.shapes
+
+        def load(flat: tf.Tensor) -> None:
+            pieces = tf.split(flat, sizes) if sizes else []  # (a model with no weights)
+            for variable, piece, shape in zip(variables, pieces, shapes):
+                variable.assign(tf.reshape(tf.cast(piece, variable.dtype), shape))
+
+        return tf.function(load, input_signature=[tf.TensorSpec([self.layout.dim], tf.float32)])
+
     def _step(self, xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
         pred = self.model(xb, training=False)
         for m in self._metrics:
@@ -231,7 +246,9 @@ class Evaluator:
         return tuple(self.model.outputs[0].shape) if self.model.outputs else ()
 
     def evaluate(self, flat: np.ndarray) -> dict[str, float]:
-        self.model.set_weights(self.layout.unflatten(flat))
+        if flat.shape != (self.layout.dim,):
+            raise ValueError(f"expected a flat vector of {self.layout.dim}, got shape {flat.shape}")
+        self._load(flat)
         for m in self._metrics:
             m.reset_state()
         loss_sum, n = 0.0, len(self.x)
