@@ -12,23 +12,29 @@ import numpy as np
 import pytest
 
 from fedactors import DeviceClass, FederatedData, LocalTraining, Rounds, Scenario
+from fedactors.data.generated import GeneratedData
 from fedactors.errors import ScenarioError
 from fedactors.simulation import RunOptions, run_scenario
 
 BAD = 5
 
 
-def _data(bad_device=None):
+def _data(bad_device=None, generated=False):
+    """Every device's data in memory, or (``generated``) made when a device trains:
+    in memory, a class the model does not have is refused at load; generated, the
+    device's training fails mid-run."""
+    def pair(d, n, rng):
+        x = rng.normal(size=(n, 3)).astype(np.float32)
+        y = (x[:, 0] > 0).astype(np.int32)
+        if d == bad_device:
+            y = np.full_like(y, 9)  # a class the model does not have
+        return x, y
+
     def build(fleet, rng):
-        clients = []
-        for d in range(fleet.size):
-            x = rng.normal(size=(20, 3)).astype(np.float32)
-            y = (x[:, 0] > 0).astype(np.int32)
-            if d == bad_device:
-                y = np.full_like(y, 9)  # a class the model does not have
-            clients.append((x, y))
-        xt = rng.normal(size=(40, 3)).astype(np.float32)
-        return FederatedData.from_arrays(clients, (xt, (xt[:, 0] > 0).astype(np.int32)))
+        test = pair(None, 40, rng)
+        if generated:
+            return GeneratedData.create(np.full(fleet.size, 20), pair, test, rng)
+        return FederatedData.from_arrays([pair(d, 20, rng) for d in range(fleet.size)], test)
     return build
 
 
@@ -54,9 +60,21 @@ def test_a_model_whose_output_does_not_fit_the_labels_is_refused_before_round_on
     assert not (tmp_path / "metrics.jsonl").exists()  # no round was simulated
 
 
+def test_a_class_id_the_model_lacks_on_any_device_in_memory_is_refused_before_round_one(
+        tmp_path: Path) -> None:
+    scenario = _scenario(data=_data(bad_device=BAD))
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=Path("s.py")))
+    assert str(caught.value) == (
+        f"s.py: model: output shape (None, 2) does not fit the labels of device {BAD}: class "
+        "ids 9..9, but the model outputs 2 classes (ids 0..1) under loss "
+        "'sparse_categorical_crossentropy'")
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
 @pytest.mark.parametrize("executor", ["vectorized", "sequential"])
 def test_a_failing_device_stops_the_run_at_once_and_is_named(tmp_path: Path, executor: str) -> None:
-    scenario = _scenario(data=_data(bad_device=BAD))
+    scenario = _scenario(data=_data(bad_device=BAD, generated=True))
     path, out = tmp_path / "s.py", tmp_path / "run"
     path.write_text("# stands for the scenario file\n")
     with pytest.raises(ScenarioError) as caught:

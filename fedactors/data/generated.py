@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -95,8 +96,7 @@ class GeneratedData:
                 or x.dtype != self.test[0].dtype or y.dtype != self.test[1].dtype
                 or x.shape[1:] != self.test[0].shape[1:] or len(x) != self.sizes[d]
                 or len(y) != len(x)):
-            raise ConfigError(f"clients[{d}]", "generated arrays do not match the test set's "
-                              f"dtypes and shapes or the device's {self.sizes[d]} examples")
+            raise ConfigError(f"clients[{d}]", _mismatch(x, y, int(self.sizes[d]), self.test))
         # Generated fresh, so no copy is needed to keep it private: just freeze it.
         x.flags.writeable = False
         y.flags.writeable = False
@@ -121,3 +121,20 @@ class GeneratedData:
         if isinstance(device, bool) or not 0 <= int(device) < len(self.sizes):
             raise IndexError(f"device {device!r} out of range: there are {len(self.sizes)} devices")
         return int(device)
+
+
+def _mismatch(x: Any, y: Any, n: int, test: tuple[np.ndarray, np.ndarray]) -> str:
+    """What is wrong with a device's generated ``(x, y)``: the first difference from
+    the test set's dtypes and example shapes, or from the device's ``n`` examples."""
+    tx, ty = test
+    for name, a, t in (("x", x, tx), ("y", y, ty)):
+        if not isinstance(a, np.ndarray):
+            return f"generated {name} is a {type(a).__name__}, not a numpy array"
+        if a.dtype != t.dtype:
+            return f"generated {name} is {a.dtype}, the test set's {t.dtype}"
+        if a.shape[1:] != t.shape[1:]:
+            return (f"generated {name} has examples of shape {a.shape[1:]}, the test set's "
+                    f"{t.shape[1:]}")
+    if len(x) != n:
+        return f"generated {len(x)} examples, but sizes gives the device {n}"
+    return f"generated {len(y)} labels for {len(x)} examples"

@@ -150,6 +150,11 @@ class PartitionedData(GeneratedData):
         total = int(partitioner.num_partitions)
         sizes = np.array([partitioner.load_partition(p).num_rows for p in range(total)], np.int64)
         n = total if devices is None else int(devices)
+        if n > total:
+            raise ConfigError("data", f"{n} devices but {type(partitioner).__name__} has "
+                              f"{total} partitions, and each device needs its own: partition "
+                              f"into at least {n} (num_partitions={n}) or use a fleet of at "
+                              f"most {total}")
         if order is None:
             order = (np.arange(total) if n >= total
                      else np.sort(rng.choice(total, n, replace=False)))

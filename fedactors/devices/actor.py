@@ -140,6 +140,11 @@ class DeviceFailed(Exception):
 
 
 class DeviceActor:
+    """One device: its mailbox and the work it is doing, activated by mail (see
+    :class:`DeviceDirectory`). A big round makes one per selected device."""
+
+    __slots__ = ("id", "world", "alarms", "mailbox", "round", "ticket", "work", "wake")
+
     def __init__(self, device: int, world: DeviceWorld, alarms: AlarmClock) -> None:
         self.id = device
         self.world = world

@@ -39,18 +39,38 @@ def write_partitions(run_dir: Path, description: str, labels: list[Any], counts:
     return path
 
 
+class UnreadablePartitions(ValueError):
+    """A run's ``partitions.json`` is there but is not a partition table (the reason)."""
+
+
 def read_partitions(run_dir: Path) -> Optional[dict[str, Any]]:
-    """The run's table, or None if it has none (or an unreadable one: the report
-    leaves the figure out rather than fail on an optional file)."""
+    """The run's table, or None if it has none.
+
+    Raises UnreadablePartitions if the file is there but unreadable: the report
+    then leaves the figure out and says why, rather than fail on an optional
+    file or drop a section without a word.
+    """
+    path = run_dir / FILE
+    if not path.exists():
+        return None
     try:
-        table = json.loads((run_dir / FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+        table = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnreadablePartitions(f"not JSON: {exc}") from None
     if not isinstance(table, dict):
-        return None
-    counts = np.asarray(table.get("counts", []))
-    if counts.ndim != 2 or len(table.get("labels", [])) != counts.shape[1]:
-        return None
+        raise UnreadablePartitions(f"a JSON {type(table).__name__}, not an object")
+    labels = table.get("labels")
+    if not isinstance(labels, list):
+        raise UnreadablePartitions("no list of labels")
+    try:
+        counts = np.asarray(table.get("counts", []), np.float64)
+    except (TypeError, ValueError):
+        raise UnreadablePartitions("counts is not a table of numbers") from None
+    if counts.ndim != 2 or counts.shape[1] != len(labels):
+        raise UnreadablePartitions(f"counts must be one row per device of {len(labels)} "
+                                   f"counts (one per label), got shape {counts.shape}")
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0) or np.any(counts % 1):
+        raise UnreadablePartitions("counts must be whole numbers >= 0")
     return table
 
 

@@ -16,7 +16,12 @@ from typing import Optional
 
 from fedactors.errors import EXIT_BAD_INPUT
 from fedactors.reporting.html import FigureEntry, render_html
-from fedactors.reporting.partitions import label_distribution_figure, read_partitions
+from fedactors.reporting.partitions import FILE as PARTITIONS_FILE
+from fedactors.reporting.partitions import (
+    UnreadablePartitions,
+    label_distribution_figure,
+    read_partitions,
+)
 from fedactors.reporting.plots import (
     bytes_figure,
     epsilon_figure,
@@ -63,7 +68,8 @@ def write_report(
     out = out or default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
     drawn = [r for r in runs if r.rows]  # a run that finished no round has nothing to plot
-    data = _data(runs, out)  # the run's setup: drawn even if no round finished
+    notes: list[str] = []
+    data = _data(runs, out, notes)  # the run's setup: drawn even if no round finished
     sections = ([("Data", data)] if data else []) + [
         ("Learning", _learning(drawn, out)),
         ("Participation", _participation(drawn, out)),
@@ -72,8 +78,8 @@ def write_report(
         ("Traffic", _traffic(drawn, out)),
         ("Other measurements", _extras(drawn, out)),
     ] if drawn else ([("Data", data)] if data else [])
-    notes = [f"{r.label}: no round finished (stopped: {r.summary.get('stopped', '?')}), so there "
-             "is nothing to draw." for r in runs if not r.rows]
+    notes += [f"{r.label}: no round finished (stopped: {r.summary.get('stopped', '?')}), so "
+              "there is nothing to draw." for r in runs if not r.rows]
     if len(runs) > 1:
         notes.append("Each run keeps its colour in every figure.")
     page = out / "report.html"
@@ -81,11 +87,17 @@ def write_report(
     return page
 
 
-def _data(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
-    """Each partitioned run's labels per device (partitions.json, written at its start)."""
+def _data(runs: Sequence[RunData], out: Path, notes: list[str]) -> list[FigureEntry]:
+    """Each partitioned run's labels per device (partitions.json, written at its start);
+    a table that cannot be read is left out, and ``notes`` says so."""
     entries = []
     for i, run in enumerate(runs):
-        table = read_partitions(run.path)
+        try:
+            table = read_partitions(run.path)
+        except UnreadablePartitions as exc:
+            notes.append(f"{run.label}: {PARTITIONS_FILE} is unreadable ({exc}), so its labels "
+                         "per device are not drawn.")
+            continue
         if table is None:
             continue
         name = "labels.png" if len(runs) == 1 else f"labels-{i + 1}-{_slug(run.label)}.png"

@@ -74,8 +74,14 @@ def build_data(
             f"or GeneratedData, got {type(data).__name__}"
         )
     if data.num_devices != fleet.size:
-        hint = ("; pass devices=fleet.size (or an order of fleet.size partitions)"
-                if isinstance(data, PartitionedData) else "")
+        hint = ""
+        if isinstance(data, PartitionedData):
+            total = int(data.partitioner.num_partitions)
+            hint = ("; pass devices=fleet.size (or an order of fleet.size partitions)"
+                    if total >= fleet.size else
+                    f"; its partitioner has {total} partitions, and each device needs its "
+                    f"own: partition into at least {fleet.size} "
+                    f"(num_partitions={fleet.size}) or use a fleet of at most {total}")
         raise ScenarioError(
             f"{path if path is not None else 'scenario'}: data: returned data for "
             f"{data.num_devices} devices, but the fleet has {fleet.size}{hint}"
@@ -117,6 +123,32 @@ def dry_run(scenario: Scenario, evaluator: Evaluator, data: Union[FederatedData,
                 f"of {what} (shape {labels.shape[1:] or '()'} per example{span}) under loss "
                 f"{evaluator.loss_fn.name!r}: {one_line(exc)[:300]}"
             ) from None
+    _check_class_ids(where, evaluator, data)
+
+
+def _check_class_ids(where: str, evaluator: Evaluator,
+                     data: Union[FederatedData, GeneratedData]) -> None:
+    """Every class id in memory within the model's outputs, under a sparse categorical loss.
+
+    The dry run checks the test set and the first device; a class id out of range on
+    another device would fail only when it trains, mid-run, as "indices[0] = 6 is not
+    in [0, 2)". Data held in memory (``FederatedData``) is checked whole here;
+    generated data is made on demand, so it is not.
+    """
+    shape = evaluator.output_shape()
+    if ("sparse_categorical" not in evaluator.loss_fn.name or not shape
+            or not isinstance(shape[-1], int)):
+        return
+    classes = shape[-1]
+    owners = [("the test set", data.test[1])]
+    if isinstance(data, FederatedData):
+        owners += [(f"device {d}", data.client(d)[1]) for d in range(data.num_devices)]
+    for who, y in owners:
+        if y.size and y.dtype.kind in "iu" and (y.min() < 0 or y.max() >= classes):
+            raise ScenarioError(
+                f"{where}: model: output shape {shape} does not fit the labels of {who}: "
+                f"class ids {y.min()}..{y.max()}, but the model outputs {classes} classes "
+                f"(ids 0..{classes - 1}) under loss {evaluator.loss_fn.name!r}")
 
 
 @dataclass

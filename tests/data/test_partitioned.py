@@ -3,6 +3,7 @@ made lazily, and following the scenario's seed."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -234,3 +235,18 @@ def test_a_fleet_of_another_size_is_told_how_to_match_it(tmp_path) -> None:
         training=LocalTraining(batch_size=10, optimizer=lambda: keras.optimizers.SGD(0.1)))
     with pytest.raises(ScenarioError, match="15 devices, but the fleet has 12; pass devices=fleet"):
         run_scenario(scenario, RunOptions(out_dir=tmp_path))
+    # A fleet bigger than the partitions: devices=fleet.size cannot help, so it is not
+    # what the line says; it says how many partitions the fleet needs.
+    bigger = dataclasses.replace(scenario, fleet=[DeviceClass("phone", count=20)])
+    with pytest.raises(ScenarioError, match="15 devices, but the fleet has 20; its partitioner "
+                                            "has 15 partitions.*num_partitions=20") as err:
+        run_scenario(bigger, RunOptions(out_dir=tmp_path))
+    assert "pass devices" not in str(err.value)
+
+
+def test_more_devices_than_partitions_is_refused_saying_how_many_are_needed() -> None:
+    x, y = _arrays()
+    with pytest.raises(ConfigError, match="20 devices but IidPartitioner has 15 partitions.*"
+                                          "num_partitions=20.*at most 15"):
+        PartitionedData.from_arrays(x, y, IidPartitioner(15), test=_test_set(),
+                                    rng=np.random.default_rng(0), devices=20)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from fedactors.reporting.partitions import (
     FILE,
     MAX_DEVICES,
+    UnreadablePartitions,
     label_distribution_figure,
     read_partitions,
     write_partitions,
@@ -23,12 +25,17 @@ def test_written_then_read_back_as_it_was(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [FILE]  # no temporary file left behind
 
 
-def test_a_missing_or_malformed_table_is_no_table(tmp_path) -> None:
+def test_a_missing_table_is_none_and_a_malformed_one_says_why(tmp_path) -> None:
     assert read_partitions(tmp_path) is None
-    for bad in ("{", "[]", json.dumps({"labels": [0], "counts": [[1, 2]]}),
-                json.dumps({"labels": [0], "counts": [1, 2]})):
+    for bad, why in [("{", "not JSON"), ("[]", "a JSON list"), ("{}", "no list of labels"),
+                     (json.dumps({"labels": [0], "counts": [[1, 2]]}), r"shape \(1, 2\)"),
+                     (json.dumps({"labels": [0], "counts": [1, 2]}), "one row per device"),
+                     (json.dumps({"labels": [0], "counts": [["a"]]}), "numbers"),
+                     (json.dumps({"labels": [0], "counts": [[-1]]}), "whole numbers"),
+                     (json.dumps({"labels": [0], "counts": [[0.5]]}), "whole numbers")]:
         (tmp_path / FILE).write_text(bad)
-        assert read_partitions(tmp_path) is None
+        with pytest.raises(UnreadablePartitions, match=why):
+            read_partitions(tmp_path)
 
 
 def test_the_figure_draws_one_bar_per_device_up_to_its_limit() -> None:

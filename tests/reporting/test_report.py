@@ -170,3 +170,13 @@ def test_a_real_secure_dp_or_byzantine_run_gets_its_figures(name, figures, field
 
         timeline = timeline_from_file(out / "events.jsonl")
         assert all(timeline.count(k) for k in SECAGG_KINDS if k != "sign_view")
+
+
+def test_an_unreadable_partition_table_is_left_out_with_a_note(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "partitions.json").write_text('{"labels": [0, 1], "counts": [[1]]}')
+    page = write_report([run], tmp_path / "r")
+    assert not (page.parent / "labels.png").exists()
+    html = page.read_text()
+    assert "partitions.json is unreadable" in html and "one row per device" in html

@@ -48,6 +48,31 @@ def test_bad_generator_is_reported_at_creation():
                              np.random.default_rng(0))
 
 
+def _wrong_on_device_1(mistake):
+    def make(device: int, n: int, rng: np.random.Generator):
+        x, y = _make(device, n, rng)
+        return mistake(x, y) if device == 1 else (x, y)
+    return make
+
+
+@pytest.mark.parametrize(("mistake", "says"), [
+    (lambda x, y: (x.astype(np.float64), y), "generated x is float64, the test set's float32"),
+    (lambda x, y: (x[:, :2], y), r"generated x has examples of shape \(2,\), the test set's \(3,\)"),
+    (lambda x, y: (x, y.astype(np.int64)), "generated y is int64, the test set's int32"),
+    (lambda x, y: (np.concatenate([x, x]), np.concatenate([y, y])),
+     "generated 2 examples, but sizes gives the device 1"),
+    (lambda x, y: (x, np.concatenate([y, y])), "generated 2 labels for 1 examples"),
+    (lambda x, y: (x.tolist(), y), "generated x is a list, not a numpy array"),
+])
+def test_a_device_generated_wrong_is_told_what_is_wrong(mistake, says):
+    test = _make(0, 10, np.random.default_rng(99))
+    data = GeneratedData.create(np.array([5, 1, 8]), _wrong_on_device_1(mistake), test,
+                                np.random.default_rng(0))
+    with pytest.raises(ConfigError, match=says) as err:
+        data.client(1)
+    assert err.value.field == "clients[1]"
+
+
 def test_runs_through_run_scenario():
     from benchmarks.workloads import scenario
     from fedactors.simulation import RunOptions, run_scenario
