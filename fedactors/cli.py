@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -73,28 +72,6 @@ def check_writable(out: Path) -> None:
         raise ScenarioError(f"{out}: cannot write the run directory ({exc.strerror or exc})") from None
 
 
-#: What a run writes besides events.jsonl and metrics.jsonl (which a fresh run truncates).
-PREVIOUS_RUN_FILES = ("summary.json", "model.keras", "checkpoint.pkl")
-
-
-def clear_previous_run(out: Path) -> None:
-    """Remove what an earlier run left in ``out`` that this fresh run would not overwrite.
-
-    The default directory is the same for every run of a scenario and seed, so
-    runs are redone in place: an old report, TensorBoard event file or
-    checkpoint left beside the new run's files would describe another run (the
-    old report under --no-report; TensorBoard would plot both runs as one).
-    Only what fedactors itself writes there is removed.
-    """
-    for name in PREVIOUS_RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for stale in (out / "tensorboard").glob("events.out.tfevents.*"):
-        stale.unlink()
-    report = out / "report"
-    if (report / "report.html").is_file():
-        shutil.rmtree(report)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -153,8 +130,6 @@ def _run(args: argparse.Namespace) -> int:
 
     rounds = rounds or scenario.rounds.count
     check_writable(out)
-    if args.resume is None:
-        clear_previous_run(out)
     options = RunOptions(seed=seed, rounds=rounds, out_dir=out, device_events=device_events,
                          scenario_path=path, resume=args.resume is not None,
                          backend=args.backend or "local", ray_workers=args.ray_workers,

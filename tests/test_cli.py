@@ -207,8 +207,27 @@ def test_a_system_randomness_run_resumes_as_one_and_a_seeded_one_cannot_switch(c
     assert "cannot resume: the randomness differs (checkpoint: seeded, now: system)" in err
 
 
+def test_a_run_refused_at_load_leaves_the_earlier_run_in_its_directory_whole(capsys, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert main([str(LINEAR), "--rounds", "2", "--out", str(out), "--quiet"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # Data for fewer devices than the fleet: refused after the scenario file loaded,
+    # when the data is built (where a fresh run used to have cleared the directory).
+    source = LINEAR.read_text() + (
+        "\nfrom dataclasses import replace\n"
+        "_data = scenario.data\n"
+        "scenario = replace(scenario, data=lambda fleet, rng: FederatedData.from_arrays(\n"
+        "    [_data(fleet, rng).client(d) for d in range(fleet.size - 1)], _data(fleet, rng).test))\n")
+    bad = write(tmp_path, source)
+    code, err = run_main(capsys, str(bad), "--out", str(out), "--quiet")
+    assert code == 2 and "data: returned data for" in err
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert main(["--resume", str(out), "--rounds", "3", "--quiet", "--no-report"]) == 0
+
+
 def test_a_fresh_run_clears_what_an_earlier_run_left_that_it_would_not_overwrite(tmp_path) -> None:
-    from fedactors.cli import clear_previous_run
+    from fedactors.simulation.outputs import clear_previous_run
 
     for name in ("summary.json", "model.keras", "checkpoint.pkl", "events.jsonl", "notes.txt",
                  "tensorboard/events.out.tfevents.1.host", "tensorboard/mine.txt",

@@ -40,7 +40,10 @@ class TensorBoardWriter:
         from tensorflow.core.framework import summary_pb2
 
         self._tf = tf
-        self._writer = tf.summary.create_file_writer(str(log_dir))
+        # Made at the first row: a run refused at load (or stopped before round 1)
+        # writes no event file, and the fresh run's own clearing of an earlier
+        # run's files (fedactors.simulation.outputs) cannot remove this one.
+        self._writer: Any = None
         self._metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
             data_class=summary_pb2.DATA_CLASS_SCALAR,
@@ -51,6 +54,8 @@ class TensorBoardWriter:
     def __call__(self, row: dict[str, Any]) -> None:
         tf = self._tf
         step = int(row["round"])
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
         with self._writer.as_default():
             for key, value in row.items():
                 if key in SKIP or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -63,7 +68,8 @@ class TensorBoardWriter:
         self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
     def __enter__(self) -> TensorBoardWriter:
         return self

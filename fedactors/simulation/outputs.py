@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
@@ -13,6 +14,31 @@ from fedactors.reporting import strict_json
 from fedactors.runtime import checkpoint
 from fedactors.scenarios.spec import Scenario
 from fedactors.training.model_runner import Evaluator
+
+#: What a run writes besides events.jsonl and metrics.jsonl (which a fresh run truncates).
+PREVIOUS_RUN_FILES = ("summary.json", "model.keras", "checkpoint.pkl", "partitions.json")
+
+
+def clear_previous_run(out: Path) -> None:
+    """Remove what an earlier run left in ``out`` that this fresh run would not overwrite.
+
+    Called when the fresh run starts writing (:class:`RunDirectory`), after the
+    scenario has loaded and passed its checks: a run refused at load leaves the
+    earlier run whole (summary, model, checkpoint, report: still resumable).
+
+    The default directory is the same for every run of a scenario and seed, so
+    runs are redone in place: an old report, TensorBoard event file or
+    checkpoint left beside the new run's files would describe another run (the
+    old report under --no-report; TensorBoard would plot both runs as one).
+    Only what fedactors itself writes there is removed.
+    """
+    for name in PREVIOUS_RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for stale in (out / "tensorboard").glob("events.out.tfevents.*"):
+        stale.unlink()
+    report = out / "report"
+    if (report / "report.html").is_file():
+        shutil.rmtree(report)
 
 
 class RunDirectory:
@@ -29,6 +55,8 @@ class RunDirectory:
                 # Whatever was logged after the checkpoint is replayed, so cut it.
                 os.truncate(events, resume_from.events_bytes)
                 os.truncate(metrics, resume_from.metrics_bytes)
+            if resume_from is None:
+                clear_previous_run(out_dir)
             mode = "a" if resume_from is not None else "w"
             self.events = stack.enter_context(open(events, mode))
             self.metrics = stack.enter_context(open(metrics, mode))
