@@ -8,7 +8,8 @@ scenario loads, not as a shape error deep inside round 40 of a Keras fit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,16 @@ from fedactors.errors import ConfigError
 
 #: Label dtypes the simulator trains on: int32 class ids or float32 regression targets.
 LABEL_DTYPES = (np.dtype(np.int32), np.dtype(np.float32))
+
+
+def arrays_sha256(arrays: Iterable[np.ndarray]) -> str:
+    """SHA-256 over each array's dtype, shape and bytes, in order."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(a.data)
+    return digest.hexdigest()
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -142,6 +153,11 @@ class FederatedData:
     def feature_shape(self) -> tuple[int, ...]:
         """The shape of one example's features, ``x.shape[1:]``."""
         return tuple(self.test[0].shape[1:])
+
+    def sha256(self) -> str:
+        """A digest of every array, device by device, then the test set: a checkpoint
+        records it, so a run resumes only on the data its rounds trained on."""
+        return arrays_sha256(a for pair in (*self.clients, self.test) for a in pair)
 
     @classmethod
     def from_arrays(

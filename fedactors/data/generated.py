@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fedactors.data.federated import _check_pair, _frozen
+from fedactors.data.federated import _check_pair, _frozen, arrays_sha256
 from fedactors.errors import ConfigError
 from fedactors.seeding import SeedTree
 
@@ -76,6 +76,13 @@ class GeneratedData:
     @property
     def feature_shape(self) -> tuple[int, ...]:
         return tuple(self.test[0].shape[1:])
+
+    def sha256(self) -> str:
+        """A digest of what the data is known to be without making it all: the
+        devices' sizes, the test set and device 0's arrays (made by ``create``). A
+        checkpoint records it; a change to how another device's data is made goes
+        unseen."""
+        return arrays_sha256([self.sizes, *self.test, *self.client(0)])
 
     def num_examples(self, device: int) -> int:
         return int(self.sizes[self._check(device)])

@@ -76,8 +76,17 @@ class Fingerprint:
                     f"{how[fell_back[1]]}: resuming would mix two executors' rounding in one "
                     "model (resume in the environment the run began in, e.g. the same "
                     "TF_ENABLE_ONEDNN_OPTS)")
-        if self.options != other.options:
-            return f"the run options differ (checkpoint: {theirs}, now: {mine})"
+        if "data" in theirs and mine.get("data") != theirs["data"]:
+            # (Checkpoints from before the digest existed have none: not compared.)
+            return ("the data differs from the checkpointed run's (its rounds trained on other "
+                    "arrays; the data function or a module it reads changed?): a resumed run "
+                    "would match no uninterrupted one, so start the run again")
+        if "data" not in theirs:
+            mine.pop("data", None)
+        if mine != theirs:
+            differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+            return "the run options differ: " + ", ".join(
+                f"{k} (checkpoint: {theirs.get(k)!r}, now: {mine.get(k)!r})" for k in differ)
         return ""
 
 

@@ -38,7 +38,7 @@ class RunOptions:
     until: Optional[float] = None  # stop after the first round ending at/after this simulated second
 
     def fingerprint(self, scenario: Scenario, seed: int, built: str = "",
-                    fell_back: bool = False) -> checkpoint.Fingerprint:
+                    fell_back: bool = False, data: str = "") -> checkpoint.Fingerprint:
         """What a resumed run must share with the checkpointed one to replay it bit for bit.
 
         ``built``: a digest of what the scenario's functions built (the model's
@@ -48,6 +48,7 @@ class RunOptions:
         ``TF_ENABLE_ONEDNN_OPTS``); named only when it did, so fingerprints
         without a fallback are unchanged. Only the fact, not its reason: the
         reason names Keras layers, whose numbering depends on the process.
+        ``data``: the data's digest (``FederatedData.sha256``, ``GeneratedData.sha256``).
         """
         digest = checkpoint.file_sha256(self.scenario_path) if self.scenario_path else ""
         # Randomness is named only when it is "system", so seeded fingerprints (and the
@@ -58,6 +59,7 @@ class RunOptions:
             ("device_events", self.device_events), ("executor", self.executor),
             ("backend", self.backend), ("settings", settings_sha256(scenario)),
             ("built", built), ("streams", STREAMS_VERSION), *system, *fallback,
+            *((("data", data),) if data else ()),
         ))
 
 

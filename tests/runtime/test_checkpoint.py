@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
+from fedactors import FederatedData
 from fedactors.devices.actor import Training
 from fedactors.errors import ScenarioError
 from fedactors.runtime import checkpoint
@@ -59,6 +60,22 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path: Path, name: str, t
             assert strip(a) == strip(b)
         else:
             assert a.read_bytes() == b.read_bytes()
+
+
+def test_resuming_on_other_data_is_refused(tmp_path: Path) -> None:
+    # The file is the same, but what its data function returns is not (an imported
+    # module or a file it reads changed): the rounds run so far trained on other arrays.
+    scenario = load_scenario(LINEAR)
+    run_scenario(scenario, _options(tmp_path, rounds=2))
+
+    def shifted(fleet, rng):
+        data = scenario.data(fleet, rng)
+        return FederatedData.from_arrays([(x, y + 1.0) for x, y in data.clients], data.test)
+
+    with pytest.raises(ScenarioError, match="cannot resume: the data differs"):
+        run_scenario(dataclasses.replace(scenario, data=shifted),
+                     _options(tmp_path, rounds=3, resume=True))
+    run_scenario(scenario, _options(tmp_path, rounds=3, resume=True))  # the same data: resumes
 
 
 def test_resuming_with_another_seed_or_scenario_is_refused(tmp_path: Path) -> None:

@@ -103,14 +103,24 @@ def test_the_settings_are_checked_before_what_the_scenario_builds() -> None:
 def test_other_run_options_are_named_with_both_values(key: str, value) -> None:
     problem = fingerprint(options=options(**{key: value})).mismatch(fingerprint())
     assert "the run options differ" in problem and "settings differ" not in problem
-    assert f"'{key}': {value!r}" in problem.split("now:")[1]
-    assert f"'{key}': {dict(OPTIONS)[key]!r}" in problem.split("now:")[0]
+    # Only what differs, by name (not every option of both runs).
+    assert problem == (f"the run options differ: {key} (checkpoint: {dict(OPTIONS)[key]!r}, "
+                       f"now: {value!r})")
 
 
 def test_an_option_only_one_side_has_is_a_mismatch() -> None:
     extra = fingerprint(options=OPTIONS + (("until", 30.0),))
-    assert "the run options differ" in extra.mismatch(fingerprint())
-    assert "the run options differ" in fingerprint().mismatch(extra)
+    assert "the run options differ: until (checkpoint: None" in extra.mismatch(fingerprint())
+    assert "the run options differ: until (checkpoint: 30.0" in fingerprint().mismatch(extra)
+
+
+def test_other_data_is_refused_and_a_checkpoint_without_a_data_digest_still_resumes() -> None:
+    now = fingerprint(options=OPTIONS + (("data", "d474"),))
+    problem = now.mismatch(fingerprint(options=OPTIONS + (("data", "0ther"),)))
+    assert problem.startswith("the data differs from the checkpointed run's")
+    assert "start the run again" in problem
+    assert now.mismatch(fingerprint(options=OPTIONS + (("data", "d474"),))) == ""
+    assert now.mismatch(fingerprint()) == ""  # written before the digest existed
 
 
 
