@@ -182,6 +182,8 @@ class _Gathering:
     rejected: dict[str, int] = field(default_factory=dict)
     timed_out: list[tuple[int, int]] = field(default_factory=list)  # (ticket, device)
     dispatched: list[int] = field(default_factory=list)  # devices asked since the last update
+    #: Devices whose update for their own job came too stale to use (``max_staleness``).
+    refused: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -418,7 +420,14 @@ class FedBuffServer:
                 staleness = self.state.round - self.in_flight[message.round].version
                 if self.mode.max_staleness is not None and staleness > self.mode.max_staleness:
                     reason = "stale"
-                    self._release(message.round)
+            if reason == "stale":
+                # Its own job answered, too late to use: the slot is free and the device
+                # counts as refused (it used to be counted nowhere). An update refused
+                # for its contents keeps the job open instead: a forged update in the
+                # device's name must not cancel the genuine one; if none follows, the
+                # device counts as late at its timeout.
+                self._release(message.round)
+                gathering.refused.append(int(message.sender))
             if reason:
                 gathering.rejected[reason] = gathering.rejected.get(reason, 0) + 1
                 self.log.emit(ACTOR, f"update.{reason}", version=self.state.round,
@@ -494,6 +503,7 @@ class FedBuffServer:
             selected=tuple(gathering.dispatched),
             reported=tuple(u.sender for _, u, _ in buffer), closed_by="buffer",
             applied=released.applied, rejected=dict(gathering.rejected),
+            refused=tuple(gathering.refused),
             measurements=released.measurements if bound is None
             else {**released.measurements, "reclipped": len(reclipped)},
             metrics=released.metrics, given_up=tuple(gathering.timed_out),
@@ -511,7 +521,7 @@ class FedBuffServer:
         return FedBuffSnapshot(
             state=self.state,
             gathering=_Gathering(g.start, list(g.updates), dict(g.rejected), list(g.timed_out),
-                                 list(g.dispatched)),
+                                 list(g.dispatched), list(g.refused)),
             in_flight=tuple((t, j.device, j.version, j.start) for t, j in self.in_flight.items()),
             buffered=frozenset(self._buffered), given_up=frozenset(self._given_up),
             next_ticket=self._next_ticket,
@@ -524,8 +534,10 @@ class FedBuffServer:
         """Become the server of ``snap``; its timers follow through ``restore_timer``."""
         self.state = snap.state
         g = snap.gathering
+        # (A checkpoint from before refusals were counted has none.)
         self._gathering = _Gathering(g.start, list(g.updates), dict(g.rejected),
-                                     list(g.timed_out), list(g.dispatched))
+                                     list(g.timed_out), list(g.dispatched),
+                                     list(vars(g).get("refused", ())))
         self.in_flight = {t: _Dispatch(d, v, start) for t, d, v, start in snap.in_flight}
         self._busy = {job.device for job in self.in_flight.values()}
         self._buffered = set(snap.buffered)

@@ -203,6 +203,13 @@ async def test_updates_staler_than_max_staleness_are_rejected() -> None:
     stale = events(world, "update.stale")
     assert len(stale) == 1 and stale[0]["sender"] == 1
     assert sum(o.rejected.get("stale", 0) for o in outcomes) == 1
+    # Counted once, as refused: every dispatched device is reported, refused, dropped,
+    # late or still in flight at the end (a stale one used to be none of them).
+    assert sum(len(o.refused) for o in outcomes) == 1 and outcomes[-1].in_flight == 1
+    assert ([d for o in outcomes for d in o.refused] == [1]
+            and sum(len(o.selected) for o in outcomes)
+            == sum(len(o.reported) + len(o.refused) + len(o.given_up) for o in outcomes)
+            + outcomes[-1].in_flight)
 
 
 def test_fedbuff_options_are_validated() -> None:
