@@ -140,7 +140,8 @@ def _run(args: argparse.Namespace) -> int:
     with RunDisplay(scenario.name, rounds, enabled=not args.quiet) as display, \
             TensorBoardWriter(out / "tensorboard", metric_names) as tensorboard, \
             StopOnSignal() as interrupt:
-        result = run_scenario(scenario, options, on_round=[display.update, tensorboard, interrupt])
+        result = run_scenario(scenario, options, on_round=[display.update, tensorboard, interrupt],
+                              interrupt=interrupt.asked)
         display.finish(result.summary, result.records, out)
     # Weakened guarantees and fallbacks: always shown, --quiet or not.
     for line in result.summary["warnings"]:
@@ -152,8 +153,11 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"report: {page}")
     if interrupt.signal is not None:
-        print(f"interrupted: stopped after round {result.summary['rounds']}; "
-              f"continue with: python -m fedactors --resume {out}", file=sys.stderr)
+        resume = (f"; continue with: python -m fedactors --resume {out}"
+                  if (out / "checkpoint.pkl").exists() else
+                  " (no checkpoint yet: a rerun starts afresh)")
+        print(f"interrupted: stopped after round {result.summary['rounds']}{resume}",
+              file=sys.stderr)
         return 128 + interrupt.signal
     return 0
 
@@ -162,7 +166,8 @@ class StopOnSignal:
     """Ctrl-C (SIGINT) or SIGTERM: finish the round in progress, then stop.
 
     The first signal only asks: the run stops at the next round boundary (a
-    FedBuff run: at the end of the current server update's instant), after its
+    FedBuff run: at the end of the current simulated instant, whether or not a
+    server update happened in it), after its
     checkpoint, and writes its summary (``stopped:
     "interrupted"``) and report; the exit status is 128 + the signal (130 for
     Ctrl-C, 143 for SIGTERM). A second signal exits at once: every file the run
@@ -189,4 +194,9 @@ class StopOnSignal:
         print("\nstopping after this round (again to stop now)", file=sys.stderr)
 
     def __call__(self, row: dict) -> Optional[str]:
+        return self.asked()
+
+    def asked(self) -> Optional[str]:
+        """Polled between events (``run_scenario(interrupt=...)``): a FedBuff run whose
+        updates never come still stops at the end of the current instant."""
         return "interrupted" if self.signal is not None else None

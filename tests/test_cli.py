@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,17 @@ def test_a_run_refused_at_load_leaves_the_earlier_run_in_its_directory_whole(cap
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert main(["--resume", str(out), "--rounds", "3", "--quiet", "--no-report"]) == 0
+
+
+def test_a_run_started_with_a_relative_path_resumes_from_another_directory(tmp_path,
+                                                                           monkeypatch) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "lr.py").write_text(LINEAR.read_text())
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["lr.py", "--rounds", "2", "--out", "run", "--quiet", "--no-report"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["--resume", "work/run", "--rounds", "3", "--quiet", "--no-report"]) == 0
+    assert json.loads((tmp_path / "work/run/summary.json").read_text())["rounds"] == 3
 
 
 def test_a_fresh_run_clears_what_an_earlier_run_left_that_it_would_not_overwrite(tmp_path) -> None:

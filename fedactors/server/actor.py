@@ -85,8 +85,13 @@ class ServerActor:
             network=network, cohort_size=rounds.cohort_size, pki=pki)
         self.state: ServerState = step.initial_state(initial_weights)
 
-    async def run(self, count: int, on_round: Callable[[ReleaseOutcome], Optional[str]]) -> str:
+    async def run(self, count: int, on_round: Callable[[ReleaseOutcome], Optional[str]],
+                  interrupt: Callable[[], Optional[str]] = lambda: None) -> str:
         """Run ``count`` rounds; ``on_round`` may return a reason to stop early.
+
+        ``interrupt`` (a stop asked between releases, e.g. Ctrl-C) is not polled
+        here: a round always ends (its deadline), and ``on_round`` sees the stop
+        there, at the round boundary, the clean cut a checkpoint needs.
 
         With a privacy target, a round is only started if releasing it keeps ε
         within the target: the run stops *before* the budget is exceeded.

@@ -359,13 +359,17 @@ class FedBuffServer:
         return bool(self.in_flight) and now - self._gathering.start >= self.mode.max_idle
 
     # -- the main loop -----------------------------------------------------
-    async def run(self, count: int, on_round: Callable[[ReleaseOutcome], Optional[str]]) -> str:
+    async def run(self, count: int, on_round: Callable[[ReleaseOutcome], Optional[str]],
+                  interrupt: Callable[[], Optional[str]] = lambda: None) -> str:
         """Run until ``count`` more server updates; ``on_round`` may stop early.
 
         With a privacy target the run stops before a buffer whose release
         would take ε above it: checked before any device is dispatched and
         again right after every release. A server restored from a checkpoint
-        carries on where it was cut.
+        carries on where it was cut. ``interrupt`` (polled at every event: a stop
+        asked by the caller, e.g. Ctrl-C) ends the run at the end of the current
+        instant even if no update comes (every update may miss its deadline): the
+        last update's checkpoint stays the one to resume from.
         """
         loop = asyncio.get_running_loop()
         target = self.state.round + count
@@ -381,6 +385,10 @@ class FedBuffServer:
             self._refill()
         while self.state.round < target:
             message = await self.mailbox.get()
+            if self._stopping is None:
+                asked = interrupt()
+                if asked:
+                    self._stop_at_instant_end(loop, asked)
             gathering = self._gathering
             if isinstance(message, _StopNow):
                 self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=self._stopping)
@@ -456,12 +464,15 @@ class FedBuffServer:
                     # A caller's stop (Ctrl-C, a time limit) is carried out at the end of
                     # this instant, as the uninterrupted run would have it: its checkpoint
                     # (taken then) holds this update, and resuming it continues from here.
-                    self._stopping = asked
-                    loop.call_when_idle(lambda: self.mailbox.put_nowait(_StopNow()))
+                    self._stop_at_instant_end(loop, asked)
                 self._refill()  # new dispatches start from the new model
             else:
                 self._refill()
         return "completed"
+
+    def _stop_at_instant_end(self, loop: asyncio.AbstractEventLoop, reason: str) -> None:
+        self._stopping = reason
+        loop.call_when_idle(lambda: self.mailbox.put_nowait(_StopNow()))
 
     def _apply_buffer(self, gathering: _Gathering) -> ReleaseOutcome:
         buffer = sorted(gathering.updates, key=lambda item: item[0])

@@ -188,7 +188,9 @@ class Checkpointer:
         events_bytes, metrics_bytes = self.directory.sizes()
         server = self.actors.server
         checkpoint.save(self.directory.dir, checkpoint.Checkpoint(
-            self.fingerprint, str(self.scenario_path or ""), server.state.round, self.loop.time(),
+            # Absolute, so that --resume finds the file from any working directory.
+            self.fingerprint, str(self.scenario_path.resolve() if self.scenario_path else ""),
+            server.state.round, self.loop.time(),
             server.state, tuple(self.records), self.traffic.baseline,
             events_bytes, metrics_bytes, self.rounds, world,
         ))

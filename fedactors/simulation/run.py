@@ -62,9 +62,15 @@ def run_scenario(
     options: RunOptions = _DEFAULTS,
     on_round: Sequence[Callable[[dict], Optional[str]]] = (),
     executor_factory: Optional[Callable[[ModelRunner], Executor]] = None,
+    interrupt: Callable[[], Optional[str]] = lambda: None,
 ) -> RunResult:
     """Run ``scenario`` as ``options`` say; ``on_round`` callbacks get each metrics row and
-    may return a reason to stop; ``executor_factory`` replaces the chosen executor (tests)."""
+    may return a reason to stop; ``executor_factory`` replaces the chosen executor (tests).
+
+    ``interrupt`` is polled between events and may return a reason to stop (the CLI's
+    Ctrl-C): a FedBuff run stops at the end of the current instant even when no
+    update comes; synchronous rounds stop at their end, through ``on_round``.
+    """
     wall_start = time.perf_counter()
     seed = scenario.seed if options.seed is None else options.seed
     rounds = scenario.rounds.count if options.rounds is None else options.rounds
@@ -153,7 +159,8 @@ def run_scenario(
                      **({"byzantine": byzantine} if scenario.byzantine is not None else {}),
                      # Said only when it is not the seed tree: seeded logs stay as they were.
                      **({"randomness": SYSTEM} if scenario.randomness == SYSTEM else {}))
-        stopped = _drive(loop, actors, rounds - (resumed.round if resumed else 0), record)
+        stopped = _drive(loop, actors, rounds - (resumed.round if resumed else 0), record,
+                         interrupt)
         if checkpointer is not None:
             checkpointer.close()
         if actors.failures:
@@ -219,13 +226,14 @@ def run_scenario(
     return RunResult(scenario, seed, records, weights, summary, log.records)
 
 
-def _drive(loop: VirtualTimeLoop, actors, remaining: int, record: recorder.Recorder) -> str:
+def _drive(loop: VirtualTimeLoop, actors, remaining: int, record: recorder.Recorder,
+           interrupt: Callable[[], Optional[str]]) -> str:
     """Run the server for ``remaining`` releases on ``loop``; why it stopped."""
     try:
         asyncio.set_event_loop(loop)
         stopped = "completed"
         if remaining > 0:
-            main = loop.create_task(actors.server.run(remaining, record))
+            main = loop.create_task(actors.server.run(remaining, record, interrupt))
 
             def fail(exc: BaseException) -> None:
                 # Stop at once, not at the round's deadline: nothing after this is valid.

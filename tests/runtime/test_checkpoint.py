@@ -460,6 +460,29 @@ def _world_cases(world) -> set[str]:
     return cases
 
 
+def test_a_fedbuff_run_whose_updates_never_come_still_stops_when_interrupted(tmp_path: Path) -> None:
+    # Every device computes for 0.5 s or more against a 0.01 s timeout: no update ever
+    # comes, so a stop carried out only at an update (as Ctrl-C was) never happened,
+    # and the run went on polling toward max_idle (a week of simulated time).
+    from fedactors import Rounds
+
+    path = _write(tmp_path, "fedbuff", FEDBUFF)
+    scenario = dataclasses.replace(load_scenario(path), rounds=Rounds(count=30, deadline=0.01),
+                                   privacy=None)
+    polls = []
+
+    def interrupt():
+        polls.append(None)
+        return "interrupted" if len(polls) >= 200 else None
+
+    result = run_scenario(scenario, RunOptions(out_dir=tmp_path / "run", scenario_path=path),
+                          interrupt=interrupt)
+    assert result.summary["stopped"] == "interrupted" and result.summary["rounds"] == 0
+    assert len(polls) == 200  # stopped at the end of that instant, asked no more
+    events = (tmp_path / "run" / "events.jsonl").read_text()
+    assert '"device.timeout"' in events and '"reason":"interrupted"' in events.replace(" ", "")
+
+
 @pytest.mark.slow
 def test_a_fedbuff_run_stopped_mid_way_resumes_to_the_same_end(tmp_path: Path) -> None:
     # The fast sibling of the two tests below.
