@@ -379,8 +379,10 @@ class FedBuffServer:
             if stop:
                 self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=stop)
                 return stop
+            # No update count, as run.start has no round count: a run stopped and
+            # resumed to more updates logs the bytes an uninterrupted one does.
             self.log.emit(ACTOR, "fedbuff.start", buffer_size=self.mode.buffer_size,
-                          concurrency=self.mode.concurrency, updates=count)
+                          concurrency=self.mode.concurrency)
             self._gathering = _Gathering(loop.time())
             self._refill()
         while self.state.round < target:
