@@ -55,6 +55,10 @@ __all__ = ["ACTOR", "ServerActor", "ServerState"]
 class ServerActor:
     """The server in synchronous-rounds mode."""
 
+    #: Why the run stalled, in words, if it did (FedBuff: no update for ``max_idle``
+    #: while devices trained); the run states it as a warning. Rounds always end.
+    stall: Optional[str] = None
+
     def __init__(
         self,
         *,

@@ -398,8 +398,18 @@ class FedBuffServer:
             if isinstance(message, (Poll, DeviceTimeout)) and self._stalled(loop.time()):
                 # Devices keep training but none delivers (say only ones too slow for the
                 # deadline may be given work): the run would go on forever without an update.
+                waited = loop.time() - gathering.start
+                late = gathering.rejected.get("late", 0)
                 self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason="stalled",
-                              seconds_without_update=loop.time() - gathering.start)
+                              seconds_without_update=waited,
+                              dispatched=len(gathering.dispatched),
+                              timed_out=len(gathering.timed_out), late=late)
+                self.stall = (
+                    f"no server update for {waited:g} simulated seconds (max_idle) while "
+                    f"devices trained: of {len(gathering.dispatched)} dispatched, "
+                    f"{len(gathering.timed_out)} timed out ({late} of their updates came "
+                    f"after the timeout); is rounds.deadline ({self.rounds.deadline:g} s) "
+                    "shorter than a device's compute plus upload?")
                 return "stalled"
             if isinstance(message, Poll):
                 self._poll_pending = False

@@ -220,6 +220,8 @@ def run_scenario(
     summary["warnings"] = run_warnings(records, privacy_summary, executor.fallback_reason,
                                        randomness=scenario.randomness,
                                        secure=summary.get("secure_aggregation"))
+    if actors.server.stall is not None:
+        summary["warnings"].append(f"stalled: {actors.server.stall}")
     if options.out_dir is not None:
         save_model(scenario, evaluator, weights, options.out_dir / "model.keras")
         (options.out_dir / "summary.json").write_text(strict_json.dumps(summary, indent=2) + "\n")

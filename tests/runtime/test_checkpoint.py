@@ -483,6 +483,20 @@ def test_a_fedbuff_run_whose_updates_never_come_still_stops_when_interrupted(tmp
     assert '"device.timeout"' in events and '"reason":"interrupted"' in events.replace(" ", "")
 
 
+def test_a_stalled_fedbuff_run_says_why_in_a_warning(tmp_path: Path) -> None:
+    from fedactors import FedBuff, Rounds
+
+    path = _write(tmp_path, "fedbuff", FEDBUFF)
+    scenario = dataclasses.replace(
+        load_scenario(path), rounds=Rounds(count=30, deadline=0.01), privacy=None,
+        mode=FedBuff(buffer_size=3, concurrency=8, poll_interval=5.0, max_idle=60.0))
+    result = run_scenario(scenario, RunOptions(out_dir=tmp_path / "run", scenario_path=path))
+    assert result.summary["stopped"] == "stalled" and result.summary["rounds"] == 0
+    (stall,) = [w for w in result.summary["warnings"] if w.startswith("stalled:")]
+    assert "no server update for" in stall and "timed out" in stall
+    assert "rounds.deadline (0.01 s)" in stall
+
+
 @pytest.mark.slow
 def test_a_fedbuff_run_stopped_mid_way_resumes_to_the_same_end(tmp_path: Path) -> None:
     # The fast sibling of the two tests below.
