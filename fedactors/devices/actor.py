@@ -89,6 +89,8 @@ class DeviceWorld:
     attacks: Mapping[int, Attack] = field(default_factory=dict)
     #: Device-side secure aggregation state (``SecAggParticipants``), if it is on.
     secagg: Optional[Any] = None
+    #: What a request's number counts: synchronous "round"s, or FedBuff's "dispatch"es.
+    work: str = "round"
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,11 @@ class DeviceFailed(Exception):
     """A device's work raised: the run stops at once, naming the device."""
 
     def __init__(self, device: Optional[int], kind: str, round_: Optional[int],
-                 cause: BaseException) -> None:
+                 cause: BaseException, work: str = "round") -> None:
         who = f"device {device} ({kind})" if device is not None else "a cohort"
-        super().__init__(f"{who} failed in round {round_}: {one_line(cause)}")
+        # FedBuff numbers each dispatch, not rounds: "in round 11" would misname it.
+        where = f"in round {round_}" if work == "round" else f"on {work} {round_}"
+        super().__init__(f"{who} failed {where}: {one_line(cause)}")
         self.device = device
         self.cause = cause
 
@@ -390,7 +394,7 @@ class DeviceDirectory:
             else:
                 culprit, cause, round_ = device, exc, actor.round
             kind = self.world.fleet.kind(culprit) if culprit is not None else "?"
-            self.on_failure(DeviceFailed(culprit, kind, round_, cause))
+            self.on_failure(DeviceFailed(culprit, kind, round_, cause, self.world.work))
             return
         if actor.mailbox:  # mail that came in as the task ended
             pending, actor.mailbox = list(actor.mailbox), deque()

@@ -192,7 +192,8 @@ def assemble(
                  else scenario.byzantine.choose(fleet.size, seeds.generator("byzantine")))
     world = DeviceWorld(fleet, data, executor, scenario.aggregator, seeds, None, log, tally,
                         scenario.training.epochs,
-                        {int(d): scenario.byzantine.attack for d in attackers})
+                        {int(d): scenario.byzantine.attack for d in attackers},
+                        work="round" if scenario.mode is None else "dispatch")
     pki = None
     if scenario.secure_aggregation is not None:
         # One PKI for devices and server: under system randomness keys cannot be re-derived.
