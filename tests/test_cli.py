@@ -156,7 +156,7 @@ def _scenario_run_with(monkeypatch, *args: str):
     """The scenario ``main`` would run with ``args`` (run_scenario is stopped before any work)."""
     seen = []
 
-    def run_scenario(scenario, options, on_round=()):
+    def run_scenario(scenario, options, on_round=(), interrupt=None):
         seen.append(scenario)
         raise _Stop
 

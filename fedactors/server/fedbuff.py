@@ -210,6 +210,10 @@ class FedBuffSnapshot:
 class FedBuffServer:
     """The server actor in FedBuff mode (see the module docstring)."""
 
+    #: Why the run stalled, in words, once it has (no update for ``max_idle`` while
+    #: devices trained); the run states it as a warning.
+    stall: Optional[str] = None
+
     def __init__(
         self,
         *,
