@@ -33,6 +33,13 @@ def _future(loop: VirtualTimeLoop, rung: list, name: str) -> asyncio.Future:
     return _Recorded(loop, rung, name)
 
 
+@pytest.fixture
+def loop():
+    loop = VirtualTimeLoop()
+    yield loop
+    loop.close()
+
+
 def _ring(loop: VirtualTimeLoop, seconds: float = 100.0) -> None:
     loop.run_until_complete(asyncio.sleep(seconds))
 
@@ -67,54 +74,43 @@ def test_alarms_ring_in_the_order_separate_timers_would(plan) -> None:
     assert ring_order(shared=True) == ring_order(shared=False)
 
 
-def test_wake_ups_set_together_share_one_timer_and_others_get_their_own() -> None:
-    loop = VirtualTimeLoop()
-    try:
-        clock = AlarmClock()
-        futures = [loop.create_future() for _ in range(5)]
-        a = clock.wake_at(loop, 1.0, 0, futures[0])
-        assert clock.wake_at(loop, 1.0, 1, futures[1]) is a
-        assert clock.wake_at(loop, 2.0, 2, futures[2]) is not a  # another instant
-        b = clock.wake_at(loop, 2.0, 3, futures[3])
-        loop.call_at(2.0, lambda: None)  # a timer in between: the next cannot join
-        assert clock.wake_at(loop, 2.0, 4, futures[4]) is not b
-        assert len(loop.pending_timers()) == 4
-        assert a.saved() == WakeUps((0, 1))
-    finally:
-        loop.close()
+def test_wake_ups_set_together_share_one_timer_and_others_get_their_own(loop: VirtualTimeLoop) -> None:
+    clock = AlarmClock()
+    futures = [loop.create_future() for _ in range(5)]
+    a = clock.wake_at(loop, 1.0, 0, futures[0])
+    assert clock.wake_at(loop, 1.0, 1, futures[1]) is a
+    assert clock.wake_at(loop, 2.0, 2, futures[2]) is not a  # another instant
+    b = clock.wake_at(loop, 2.0, 3, futures[3])
+    loop.call_at(2.0, lambda: None)  # a timer in between: the next cannot join
+    assert clock.wake_at(loop, 2.0, 4, futures[4]) is not b
+    assert len(loop.pending_timers()) == 4
+    assert a.saved() == WakeUps((0, 1))
 
 
-def test_the_last_waiter_to_leave_cancels_the_timer_and_the_clock_does_not_stop_there() -> None:
-    loop = VirtualTimeLoop()
-    try:
-        clock, rung = AlarmClock(), []
-        alarm = clock.wake_at(loop, 5.0, "a", _future(loop, rung, "a"))
-        clock.wake_at(loop, 5.0, "b", _future(loop, rung, "b"))
-        alarm.leave("a")
-        assert alarm.pending and not alarm.handle.cancelled()
-        alarm.leave("b")
-        assert not alarm.pending and alarm.handle.cancelled()
-        assert loop.pending_timers() == []
-        # A cancelled alarm takes no one else: a later wake-up at that instant rings.
-        clock.wake_at(loop, 5.0, "c", _future(loop, rung, "c"))
-        _ring(loop, 10.0)
-        assert rung == [("c", 5.0)]
-    finally:
-        loop.close()
+def test_the_last_waiter_to_leave_cancels_the_timer_and_the_clock_does_not_stop_there(
+        loop: VirtualTimeLoop) -> None:
+    clock, rung = AlarmClock(), []
+    alarm = clock.wake_at(loop, 5.0, "a", _future(loop, rung, "a"))
+    clock.wake_at(loop, 5.0, "b", _future(loop, rung, "b"))
+    alarm.leave("a")
+    assert alarm.pending and not alarm.handle.cancelled()
+    alarm.leave("b")
+    assert not alarm.pending and alarm.handle.cancelled()
+    assert loop.pending_timers() == []
+    # A cancelled alarm takes no one else: a later wake-up at that instant rings.
+    clock.wake_at(loop, 5.0, "c", _future(loop, rung, "c"))
+    _ring(loop, 10.0)
+    assert rung == [("c", 5.0)]
 
 
-def test_a_stopped_waiter_is_skipped_and_the_rest_still_ring() -> None:
-    loop = VirtualTimeLoop()
-    try:
-        clock, rung = AlarmClock(), []
-        futures = {k: _future(loop, rung, k) for k in "abc"}
-        for k, f in futures.items():
-            clock.wake_at(loop, 1.0, k, f)
-        futures["b"].cancel()
-        _ring(loop)
-        assert rung == [("a", 1.0), ("c", 1.0)]
-    finally:
-        loop.close()
+def test_a_stopped_waiter_is_skipped_and_the_rest_still_ring(loop: VirtualTimeLoop) -> None:
+    clock, rung = AlarmClock(), []
+    futures = {k: _future(loop, rung, k) for k in "abc"}
+    for k, f in futures.items():
+        clock.wake_at(loop, 1.0, k, f)
+    futures["b"].cancel()
+    _ring(loop)
+    assert rung == [("a", 1.0), ("c", 1.0)]
 
 
 @pytest.mark.parametrize("saved", [WakeUps((4, 2)), 4], ids=["wake-ups", "one-device (older checkpoints)"])
