@@ -127,21 +127,16 @@ def _stacked(rows: Sequence[Mapping[str, np.ndarray]], key: str) -> np.ndarray:
     return stack_rows([row[key] for row in rows]).reshape(len(rows), -1)
 
 
-def l2(value: np.ndarray) -> float:
-    """The L2 norm in float64: ``np.linalg.norm``'s own arithmetic for a vector (the
-    square root of its dot product with itself), without its per-call overhead."""
-    flat = np.asarray(value, np.float64).ravel()
-    return math.sqrt(flat.dot(flat))
-
-
 def row_norms(rows: Sequence[np.ndarray]) -> np.ndarray:
-    """``[l2(row) for row in rows]`` as a float64 array, the same bits, with the
-    conversion to float64 done once for all rows (it was most of the cost).
+    """Each row's L2 norm in float64 (``aggregation.clipping.l2_norm``, i.e.
+    ``np.linalg.norm``'s arithmetic for a vector: the square root of its dot product
+    with itself), the same bits, with the conversion to float64 done once for all
+    rows (it was most of the cost).
 
     Each row keeps its own BLAS dot product, not one reduction over the stacked
     array (``np.linalg.norm(axis=1)``, ``einsum``): those sum in another order and
     the ratios :func:`norm_outliers` reports are compared to the last bit. Rows
-    start on 16-byte boundaries, as :func:`l2`'s fresh copy does, so a kernel
+    start on 16-byte boundaries, as a fresh float64 copy of one row does, so a kernel
     that peels by alignment sees the same layout.
     """
     if not rows:

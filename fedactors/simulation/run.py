@@ -95,7 +95,8 @@ def run_scenario(
     canaries = canary_plan(scenario, privacy, seeds, initial.shape[0], options.scenario_path)
     fingerprint = options.fingerprint(scenario, seed, built_sha256(evaluator.model, scenario),
                                       fell_back=executor.fallback_reason is not None,
-                                      data=data.sha256())
+                                      # Only a run with a directory checkpoints or resumes.
+                                      data=data.sha256() if options.out_dir is not None else "")
     resumed = _checkpoint_to_resume(options, fingerprint, rounds)
     loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
     records: list[dict] = list(resumed.records) if resumed else []

@@ -246,8 +246,7 @@ class Evaluator:
         return tuple(self.model.outputs[0].shape) if self.model.outputs else ()
 
     def evaluate(self, flat: np.ndarray) -> dict[str, float]:
-        if flat.shape != (self.layout.dim,):
-            raise ValueError(f"expected a flat vector of {self.layout.dim}, got shape {flat.shape}")
+        self.layout.check_flat(flat)
         self._load(flat)
         for m in self._metrics:
             m.reset_state()

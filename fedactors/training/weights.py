@@ -38,9 +38,13 @@ class WeightsLayout:
             return np.zeros(0, np.float32)
         return np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrays])
 
-    def unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
+    def check_flat(self, flat: np.ndarray) -> None:
+        """Raise ValueError unless ``flat`` is one vector of this layout's ``dim``."""
         if flat.shape != (self.dim,):
             raise ValueError(f"expected a flat vector of {self.dim}, got shape {flat.shape}")
+
+    def unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
+        self.check_flat(flat)
         out, start = [], 0
         for shape, size in zip(self.shapes, self.sizes):
             out.append(flat[start : start + size].reshape(shape))

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from fedactors.aggregation.clipping import l2_norm
 from fedactors.server.screening import (
     MALFORMED,
     NONFINITE,
     OUT_OF_BOUNDS,
     Expectation,
-    l2,
     norm_outliers,
     screen_contribution,
     screen_contributions,
@@ -92,7 +92,7 @@ def test_norm_outliers_takes_each_norm_as_l2_does() -> None:
     rows = {s: {"d": (rng.standard_normal(737) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)}
             for s in range(60)}
     rows[17] = {"d": np.full(737, 1e6, np.float32)}
-    norms = {s: l2(r["d"]) for s, r in rows.items()}
+    norms = {s: l2_norm(r["d"]) for s, r in rows.items()}
     median = sorted(norms.values())[(len(norms) - 1) // 2]
     out = norm_outliers(rows, ("d",), 3.0)
     assert out and out == {s: ("d", n / median) for s, n in norms.items() if n > 3.0 * median}
