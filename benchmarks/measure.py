@@ -1,6 +1,7 @@
 """One benchmark configuration, in its own process; prints one JSON line.
 
-``python -m benchmarks.measure seed|limit|fedactors|profile KIND COHORT ROUNDS [DEVICES [always|diurnal]]``
+``python -m benchmarks.measure seed|limit|fedactors|profile|decompose KIND COHORT ROUNDS
+[DEVICES [always|diurnal]]`` (``decompose`` needs DEVICES)
 
 Each configuration runs in a fresh process so that its peak RSS
 (``ru_maxrss``) is its own.
@@ -93,16 +94,22 @@ def limit_run(kind: str, cohort: int, rounds: int) -> dict:
     weights = [v.numpy() for v in model.trainable_variables]
     shape = (FEATURES,) if kind == "mlp" else IMAGE
     stamps, start = [], time.perf_counter()
+    data_s, train_s = [], []
     for _ in range(rounds):
+        t = time.perf_counter()
         x = rng.standard_normal((cohort, EXAMPLES, *shape), dtype=np.float32)
         if kind == "mlp":
             y = (x.sum(axis=2) > 0).astype(np.int32)
         else:
             y = (x[:, :, :14].mean(axis=(2, 3, 4)) > x[:, :, 14:].mean(axis=(2, 3, 4))).astype(np.int32)
+        data_s.append(time.perf_counter() - t)
         out = round_step([tf.constant(w) for w in weights], tf.constant(x), tf.constant(y))
         weights = [w.numpy() for w in out]
         stamps.append(time.perf_counter())
-    return _rates("limit", kind, cohort, start, stamps)
+        train_s.append(stamps[-1] - t - data_s[-1])
+    out = _rates("limit", kind, cohort, start, stamps)
+    out.update(data_s=data_s, train_s=train_s)
+    return out
 
 
 def fedactors_run(kind: str, cohort: int, rounds: int, devices: int,
@@ -119,6 +126,64 @@ def fedactors_run(kind: str, cohort: int, rounds: int, devices: int,
     out = _rates("fedactors", kind, cohort, start, stamps)
     out.update(devices=devices, availability=availability,
                accuracy=result.records[-1].get("accuracy"))
+    return out
+
+
+def decompose(kind: str, cohort: int, rounds: int, devices: int) -> dict:
+    """``fedactors_run`` with its rounds taken apart: per round, the seconds spent
+    making the devices' data (``GeneratedData.client``), in the executor's
+    ``run_batch`` (batch orders, staging, the compiled training, copying deltas
+    out) and in the compiled training call alone. The rest of a round is the
+    simulation's own per-device Python: actors, network, server, evaluation.
+
+    Timing wrappers cost about a microsecond a call, so the round walls here run a
+    little slower than the plain measurement's.
+    """
+    from fedactors.data.generated import GeneratedData
+    from fedactors.training.vectorized import VectorizedExecutor
+
+    spent = {"data_s": 0.0, "executor_s": 0.0, "train_s": 0.0}
+
+    def timed(key, fn):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - t
+        return call
+
+    client, run_batch, run_chunk = (GeneratedData.client, VectorizedExecutor.run_batch,
+                                    VectorizedExecutor._run_chunk)
+
+    def chunk(self, *args):
+        # The compiled function exists after the first chunk: time its calls from then on.
+        if self._train is not None and not getattr(self._train, "timed", False):
+            self._train = timed("train_s", self._train)
+            self._train.timed = True
+        return run_chunk(self, *args)
+
+    GeneratedData.client = timed("data_s", client)
+    VectorizedExecutor.run_batch = timed("executor_s", run_batch)
+    VectorizedExecutor._run_chunk = chunk
+    per_round: dict[str, list[float]] = {key: [] for key in spent}
+
+    def on_round(_row) -> None:  # returns None: a string would stop the run
+        stamps.append(time.perf_counter())
+        for key in spent:
+            per_round[key].append(spent[key])
+            spent[key] = 0.0
+
+    from benchmarks.workloads import scenario
+    from fedactors.simulation import RunOptions, run_scenario
+
+    stamps: list[float] = []
+    start = time.perf_counter()
+    run_scenario(scenario(kind, devices, cohort, rounds),
+                 RunOptions(device_events=False, executor="vectorized"),
+                 on_round=[on_round])
+    out = _rates("fedactors-decomposed", kind, cohort, start, stamps)
+    out.update(devices=devices, **per_round)
     return out
 
 
@@ -141,6 +206,8 @@ def main(argv: list[str]) -> None:
         out = seed_loop(kind, cohort, rounds)
     elif what == "limit":
         out = limit_run(kind, cohort, rounds)
+    elif what == "decompose":
+        out = decompose(kind, cohort, rounds, int(argv[4]))
     elif what == "profile":
         import cProfile
         import pstats
