@@ -9,7 +9,9 @@ scenario is run with its aggregator replaced by ``DPMean.fixed(C, z, m)`` and
 the server's sampling and the fleet, is the scenario's). A scenario's
 ``target_epsilon`` is dropped so every setting runs the same number of rounds.
 The non-private baseline is the same scenario with ``WeightedMean`` for each
-cohort size. Writes to DIR:
+cohort size (and, if the scenario has secure aggregation, without it: unbounded
+weighted deltas have no fixed-point range that cannot wrap). FedBuff scenarios
+are refused: the sweep sets synchronous cohort sizes. Writes to DIR:
 
 * ``results.csv``: one ``run`` row per setting and seed, one ``aggregate`` row
   per setting (mean and standard deviation over seeds), the same for the
@@ -19,7 +21,12 @@ cohort size. Writes to DIR:
   bars one standard deviation over seeds, baselines as horizontal lines.
 
 ε is a pure function of (z, m, N, sampling, rounds), identical across seeds.
-z = 0 gives ε = ∞ (clipping only); it is plotted at the right edge.
+z = 0 gives ε = ∞ (clipping only); it is plotted at the right edge. An ε whose
+run broke the accountant's assumption (a deadline or dropouts cut the cohort,
+only online devices could be sampled, ...) is not a guarantee: it is marked
+"(assumption broken)" in the progress lines and results.md, drawn hollow in the
+plot, its violations are listed under the table and in results.csv
+(``violations``), and a warning line says how many settings it concerns.
 """
 
 from __future__ import annotations
@@ -41,8 +48,11 @@ from fedactors.errors import EXIT_BAD_INPUT, ConfigError, ScenarioError
 
 CSV_FIELDS = (
     "kind", "aggregator", "noise", "clip", "cohort", "seed", "seeds", "rounds", "stopped",
-    "epsilon", "delta", "accuracy", "accuracy_std", "assumption_held",
+    "epsilon", "delta", "accuracy", "accuracy_std", "assumption_held", "violations",
 )  # fmt: skip
+
+#: Marks an ε that the run's own audit says is not a guarantee.
+BROKEN = "(assumption broken)"
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ def configure(scenario: Any, setting: Setting) -> Any:
         r, cohort_size=setting.cohort, min_reports=min(r.min_reports, setting.cohort)
     )
     if not setting.private:
-        return dataclasses.replace(scenario, aggregator=WeightedMean(), rounds=rounds, privacy=None)
+        return dataclasses.replace(scenario, aggregator=WeightedMean(), rounds=rounds,
+                                   privacy=None, secure_aggregation=None)
     privacy = dataclasses.replace(scenario.privacy or Privacy(), target_epsilon=None)
     return dataclasses.replace(
         scenario,
@@ -97,7 +108,9 @@ def run_one(scenario: Any, setting: Setting, seed: int, rounds: int, metric: str
     p = s.get("privacy")
     return {
         "kind": "run" if setting.private else "baseline",
-        "aggregator": "DPMean" if setting.private else "WeightedMean",
+        "aggregator": "DPMean" if setting.private else (
+            "WeightedMean" if scenario.secure_aggregation is None
+            else "WeightedMean (no secure aggregation)"),
         "noise": setting.noise, "clip": setting.clip, "cohort": setting.cohort,
         "seed": seed, "seeds": 1, "rounds": s["rounds"], "stopped": s["stopped"],
         # JSON null (no noise) is infinite epsilon.
@@ -105,6 +118,7 @@ def run_one(scenario: Any, setting: Setting, seed: int, rounds: int, metric: str
         "delta": p["delta"] if p else None,
         "accuracy": float(s["final"][metric]), "accuracy_std": None,
         "assumption_held": p["assumption_held"] if p else None,
+        "violations": " | ".join(p.get("violations") or []) if p else None,
     }  # fmt: skip
 
 
@@ -121,6 +135,8 @@ def aggregate(rows: list[dict]) -> dict:
         "accuracy": float(acc.mean()),
         "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
         "assumption_held": all(r["assumption_held"] for r in rows) if first["delta"] else None,
+        "violations": " | ".join(dict.fromkeys(
+            v for r in rows if r["violations"] for v in r["violations"].split(" | "))) or None,
     }  # fmt: skip
 
 
@@ -136,7 +152,8 @@ def markdown(rows: list[dict]) -> str:
     def eps(r: dict) -> str:
         if r["epsilon"] is None:
             return "—"
-        return "∞" if math.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}"
+        value = "∞" if math.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}"
+        return value if r["assumption_held"] is not False else f"{value} {BROKEN}"
 
     lines = [
         "| aggregator | z | C | m | ε | accuracy (mean ± std) | seeds |",
@@ -149,6 +166,12 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['aggregator']} | {z} | {c} | {r['cohort']} | {eps(r)} | "
             f"{r['accuracy']:.3f} ± {r['accuracy_std']:.3f} | {r['seeds']} |"
         )
+    broken = [r for r in rows if r["assumption_held"] is False]
+    if broken:
+        lines += ["", f"ε marked {BROKEN} is not a guarantee: the accountant's assumption did "
+                  "not hold in these runs (summary.json `privacy.violations`):", ""]
+        for violation in dict.fromkeys(v for r in broken for v in r["violations"].split(" | ")):
+            lines.append(f"* {violation}")
     return "\n".join(lines) + "\n"
 
 
@@ -178,6 +201,12 @@ def plot(aggregates: list[dict], path: Path, title: str, metric: str) -> None:
             marker="o", capsize=4, lw=1.8, color=colors[i % len(colors)],
             label=f"DP-FedAvg C={clip:g}, m={cohort}",
         )  # fmt: skip
+        # An ε that is not a guarantee is drawn hollow (and said so in the legend).
+        hollow = [(x, r["accuracy"]) for x, r in zip(xs, pts) if r["assumption_held"] is False]
+        if hollow:
+            ax.plot(*zip(*hollow), ls="none", marker="o", ms=9, mfc="white",
+                    mec=colors[i % len(colors)], mew=2,
+                    label=f"ε {BROKEN}: not a guarantee" if i == 0 else None)
         for x, r in zip(xs, pts):
             ax.annotate(f"z={r['noise']:g}", (x, r["accuracy"]), textcoords="offset points",
                         xytext=(5, -14), fontsize=10, color=colors[i % len(colors)])
@@ -215,7 +244,8 @@ def run_grid(
                 r = rows[-1]
                 print(f"[{k}/{len(settings)}] {r['aggregator']} z={r['noise']} C={r['clip']} "
                       f"m={r['cohort']} seed={seed}: {metric}={r['accuracy']:.3f} "
-                      f"ε={r['epsilon']}", file=sys.stderr, flush=True)
+                      f"ε={r['epsilon']}{'' if r['assumption_held'] is not False else ' ' + BROKEN}",
+                      file=sys.stderr, flush=True)
         runs += rows
         aggregates.append(aggregate(rows))
     return runs, aggregates
@@ -271,6 +301,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         scenario = load_scenario(args.scenario)
+        if scenario.mode is not None:
+            raise ConfigError("mode", f"{args.scenario} is a FedBuff scenario; the sweep sets "
+                              "synchronous cohort sizes (--cohort), which FedBuff does not use")
         if any(c <= 0 for c in args.clip):
             raise ConfigError("clip", f"must be > 0, got {args.clip!r}")
         cohorts = args.cohort or [scenario.rounds.cohort_size]
@@ -297,6 +330,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plot(aggregates, args.out / "accuracy_vs_epsilon.png", title, args.metric)
     if not args.quiet:
         print(table)
+    broken = sum(r["assumption_held"] is False for r in aggregates)
+    if broken:
+        print(f"warning: privacy: the ε of {broken} of {sum(r['kind'] == 'aggregate' for r in aggregates)} "
+              f"settings is not a guarantee: the accountant's assumption did not hold "
+              f"({args.out / 'results.md'} lists why)", file=sys.stderr)
     return 0
 
 
