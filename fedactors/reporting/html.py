@@ -15,7 +15,12 @@ from typing import Any
 
 from fedactors.reporting.rundir import RunData
 from fedactors.reporting.style import run_colour
-from fedactors.reporting.units import delta_text, empirical_text, format_duration
+from fedactors.reporting.units import (
+    delta_text,
+    empirical_text,
+    format_duration,
+    neighbors_text,
+)
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
@@ -61,7 +66,9 @@ def _accountant_epsilon(privacy: dict[str, Any]) -> str:
         return "–"
     eps = privacy.get("epsilon")
     held = "" if privacy.get("assumption_held", True) else " (assumption broken)"
-    return f"{'∞' if eps is None else _fmt(float(eps))}; δ={delta_text(privacy)}{held}"
+    relation = neighbors_text(privacy)
+    over = f"; {relation}" if relation else ""
+    return f"{'∞' if eps is None else _fmt(float(eps))}; δ={delta_text(privacy)}{over}{held}"
 
 
 def _summary_table(runs: Sequence[RunData]) -> str:
@@ -87,7 +94,7 @@ def _summary_table(runs: Sequence[RunData]) -> str:
                       [_fmt((r.summary.get("final") or {}).get(key, "–")) for r in runs]))
     privacy = [r.summary.get("privacy") or {} for r in runs]
     if any(privacy):
-        lines.append(("ε (accountant; δ)", [_accountant_epsilon(p) for p in privacy]))
+        lines.append(("ε (accountant; δ; neighbouring datasets)", [_accountant_epsilon(p) for p in privacy]))
     if any("empirical" in p for p in privacy):
         # Next to the guarantee, never in its place: the row says it is an estimate.
         lines.append(("ε empirical (canaries, an estimate, not a guarantee)",

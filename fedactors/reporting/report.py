@@ -40,6 +40,7 @@ from fedactors.reporting.timeline import (
     timeline_figure,
     timeline_from_file,
 )
+from fedactors.reporting.units import mixed_neighbors_note
 from fedactors.validation import whole_number
 
 
@@ -82,6 +83,9 @@ def write_report(
               "there is nothing to draw." for r in runs if not r.rows]
     if len(runs) > 1:
         notes.append("Each run keeps its colour in every figure.")
+        mixed = mixed_neighbors_note([(r.label, r.summary.get("privacy") or {}) for r in runs])
+        if mixed:
+            notes.append(mixed)
     page = out / "report.html"
     page.write_text(render_html(runs, sections, notes), encoding="utf-8")
     return page

@@ -13,7 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedactors.reporting.units import delta_text, empirical_text, format_duration
+from fedactors.reporting.units import (
+    delta_text,
+    empirical_text,
+    format_duration,
+    neighbors_text,
+)
 
 
 class RunDisplay:
@@ -79,8 +84,10 @@ class RunDisplay:
         if "privacy" in summary:
             eps = summary["privacy"]["epsilon"]
             held = "" if summary["privacy"]["assumption_held"] else " (assumption broken)"
+            relation = neighbors_text(summary["privacy"])
+            over = f" ({relation} neighbours)" if relation else ""
             table.add_row(f"ε at δ={delta_text(summary['privacy'])}",
-                          ("∞" if eps is None else f"{eps:.3f}") + held)
+                          ("∞" if eps is None else f"{eps:.3f}") + over + held)
             if "empirical" in summary["privacy"]:
                 table.add_row("ε empirical (canaries, estimate)",
                               empirical_text(summary["privacy"]["empirical"]))

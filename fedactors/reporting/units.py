@@ -3,8 +3,8 @@ and the report."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 
 def format_duration(seconds: float) -> str:
@@ -31,3 +31,23 @@ def delta_text(privacy: Mapping[str, Any]) -> str:
     extra = privacy.get("delta_truncation")
     text = "?" if delta is None else f"{delta:g}"
     return f"{text} + {extra:.2g} (truncation)" if extra else text
+
+
+def neighbors_text(privacy: Mapping[str, Any]) -> Optional[str]:
+    """The neighbouring datasets a run's ε is defined over (``replace-one`` for
+    fixed-size rounds, ``add-or-remove-one`` for Poisson and FedBuff, ``zero-out``
+    for Skellam): ε under different relations are not comparable numbers."""
+    accounting = privacy.get("accounting")
+    return accounting.get("neighboring") if isinstance(accounting, Mapping) else None
+
+
+def mixed_neighbors_note(labelled: Sequence[tuple[str, Mapping[str, Any]]]) -> Optional[str]:
+    """A warning when runs compared side by side state ε over different relations."""
+    relations = {label: neighbors_text(p) for label, p in labelled if p}
+    if len({r for r in relations.values() if r}) < 2:
+        return None
+    which = ", ".join(f"{label}: {r}" for label, r in relations.items() if r)
+    return (f"These runs' ε are over different neighbouring datasets ({which}). They are not "
+            "comparable numbers: a replace-one ε is roughly twice an add-or-remove-one ε for "
+            "the same noise (docs/privacy.md); do not compare them in the table or the ε figure.")
+

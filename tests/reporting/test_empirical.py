@@ -59,7 +59,7 @@ def canary_run(dp_run: Path, tmp_path: Path) -> Path:
 def test_report_puts_the_estimate_next_to_epsilon(canary_run: Path, dp_run: Path,
                                                   tmp_path: Path) -> None:
     html = write_report([canary_run, dp_run], tmp_path / "cmp").read_text()
-    assert "ε (accountant; δ)" in html and "7.25; δ=1e-05" in html
+    assert "ε (accountant; δ; neighbouring datasets)" in html and "7.25; δ=1e-05" in html
     row = html[html.index("ε empirical (canaries, an estimate, not a guarantee)"):]
     row = row[:row.index("</tr>")]
     # This run's estimate, and a dash for the run that inserted no canaries.

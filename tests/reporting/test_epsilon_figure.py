@@ -30,7 +30,7 @@ def with_privacy(dp_run: Path, tmp_path: Path, name: str, epsilon) -> Path:
 
 
 def table_epsilon(html: str) -> float:
-    row = html[html.index("ε (accountant; δ)"):]
+    row = html[html.index("ε (accountant; δ"):]
     return float(re.search(r"<td>([0-9.]+); δ=", row).group(1))
 
 
@@ -65,3 +65,24 @@ def test_a_run_without_a_finite_final_epsilon_gets_no_star(dp_run: Path, tmp_pat
         assert not [line for line in fig.axes[0].get_lines() if line.get_marker() == "*"]
     html = write_report([dp_run], tmp_path / "plain").read_text()
     assert "star" not in html
+
+
+def _with_relation(dp_run: Path, tmp_path: Path, name: str, relation: str) -> Path:
+    out = with_privacy(dp_run, tmp_path, name, 2.0)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["privacy"]["accounting"] = {"neighboring": relation}
+    (out / "summary.json").write_text(json.dumps(summary))
+    return out
+
+
+def test_the_table_states_each_epsilon_s_neighbouring_relation_and_warns_when_they_differ(
+        dp_run: Path, tmp_path: Path) -> None:
+    # A new-user trial compared a replace-one ε with add-or-remove-one ones, unwarned.
+    fixed = _with_relation(dp_run, tmp_path, "fixed", "replace-one")
+    poisson = _with_relation(dp_run, tmp_path, "poisson", "add-or-remove-one")
+    html = write_report([fixed, poisson], tmp_path / "both").read_text()
+    assert "2; δ=1e-05; replace-one" in html and "2; δ=1e-05; add-or-remove-one" in html
+    assert "not comparable numbers" in html
+    same = write_report([poisson, _with_relation(dp_run, tmp_path, "p2", "add-or-remove-one")],
+                        tmp_path / "same").read_text()
+    assert "not comparable numbers" not in same
