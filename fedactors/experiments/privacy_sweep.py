@@ -55,6 +55,11 @@ CSV_FIELDS = (
 BROKEN = "(assumption broken)"
 
 
+def _broken(row: dict) -> bool:
+    """The row's ε is not a guarantee (``None``, a baseline, states none at all)."""
+    return row["assumption_held"] is False
+
+
 @dataclass(frozen=True)
 class Setting:
     """One grid point; ``noise is None`` is the non-private baseline."""
@@ -153,7 +158,7 @@ def markdown(rows: list[dict]) -> str:
         if r["epsilon"] is None:
             return "—"
         value = "∞" if math.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}"
-        return value if r["assumption_held"] is not False else f"{value} {BROKEN}"
+        return f"{value} {BROKEN}" if _broken(r) else value
 
     lines = [
         "| aggregator | z | C | m | ε | accuracy (mean ± std) | seeds |",
@@ -166,7 +171,7 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['aggregator']} | {z} | {c} | {r['cohort']} | {eps(r)} | "
             f"{r['accuracy']:.3f} ± {r['accuracy_std']:.3f} | {r['seeds']} |"
         )
-    broken = [r for r in rows if r["assumption_held"] is False]
+    broken = [r for r in rows if _broken(r)]
     if broken:
         lines += ["", f"ε marked {BROKEN} is not a guarantee: the accountant's assumption did "
                   "not hold in these runs (summary.json `privacy.violations`):", ""]
@@ -202,7 +207,7 @@ def plot(aggregates: list[dict], path: Path, title: str, metric: str) -> None:
             label=f"DP-FedAvg C={clip:g}, m={cohort}",
         )  # fmt: skip
         # An ε that is not a guarantee is drawn hollow (and said so in the legend).
-        hollow = [(x, r["accuracy"]) for x, r in zip(xs, pts) if r["assumption_held"] is False]
+        hollow = [(x, r["accuracy"]) for x, r in zip(xs, pts) if _broken(r)]
         if hollow:
             ax.plot(*zip(*hollow), ls="none", marker="o", ms=9, mfc="white",
                     mec=colors[i % len(colors)], mew=2,
@@ -244,7 +249,7 @@ def run_grid(
                 r = rows[-1]
                 print(f"[{k}/{len(settings)}] {r['aggregator']} z={r['noise']} C={r['clip']} "
                       f"m={r['cohort']} seed={seed}: {metric}={r['accuracy']:.3f} "
-                      f"ε={r['epsilon']}{'' if r['assumption_held'] is not False else ' ' + BROKEN}",
+                      f"ε={r['epsilon']}{' ' + BROKEN if _broken(r) else ''}",
                       file=sys.stderr, flush=True)
         runs += rows
         aggregates.append(aggregate(rows))
@@ -330,7 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plot(aggregates, args.out / "accuracy_vs_epsilon.png", title, args.metric)
     if not args.quiet:
         print(table)
-    broken = sum(r["assumption_held"] is False for r in aggregates)
+    broken = sum(map(_broken, aggregates))
     if broken:
         print(f"warning: privacy: the ε of {broken} of {sum(r['kind'] == 'aggregate' for r in aggregates)} "
               f"settings is not a guarantee: the accountant's assumption did not hold "

@@ -94,7 +94,8 @@ def _summary_table(runs: Sequence[RunData]) -> str:
                       [_fmt((r.summary.get("final") or {}).get(key, "–")) for r in runs]))
     privacy = [r.summary.get("privacy") or {} for r in runs]
     if any(privacy):
-        lines.append(("ε (accountant; δ; neighbouring datasets)", [_accountant_epsilon(p) for p in privacy]))
+        lines.append(("ε (accountant; δ; neighbouring datasets)",
+                      [_accountant_epsilon(p) for p in privacy]))
     if any("empirical" in p for p in privacy):
         # Next to the guarantee, never in its place: the row says it is an estimate.
         lines.append(("ε empirical (canaries, an estimate, not a guarantee)",

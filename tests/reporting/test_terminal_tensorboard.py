@@ -72,3 +72,16 @@ def test_the_summary_title_says_when_the_seed_does_not_replay_the_run(randomness
     display = RunDisplay("demo", 1, console=Console(file=out, force_terminal=False, width=120))
     display.finish(summary, [ROW], Path("runs/demo"))
     assert out.getvalue().splitlines()[0].strip() == title
+
+
+@pytest.mark.parametrize("relation", ["replace-one", "add-or-remove-one"])
+def test_the_summary_states_the_neighbouring_relation_of_epsilon(relation: str) -> None:
+    out = io.StringIO()
+    summary = {"scenario": "demo", "seed": 4, "rounds": 1, "stopped": "completed",
+               "simulated_seconds": 90.0, "wall_seconds": 1.0, "final": {"loss": 0.5},
+               "weights_sha256": "ab" * 32, "randomness": "seeded",
+               "privacy": {"epsilon": 2.39, "delta": 1e-4, "assumption_held": False,
+                           "accounting": {"neighboring": relation}}}
+    display = RunDisplay("demo", 1, console=Console(file=out, force_terminal=False, width=160))
+    display.finish(summary, [ROW], Path("runs/demo"))
+    assert f"2.390 ({relation} neighbours) (assumption broken)" in out.getvalue()
