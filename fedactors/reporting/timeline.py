@@ -39,7 +39,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from fedactors.reporting.closed_by import cut_as
-from fedactors.reporting.rundir import iter_jsonl
+from fedactors.reporting.rundir import EVENT_FIELDS, iter_jsonl
 from fedactors.reporting.style import PHASE_COLOURS, paper_style, time_unit
 
 #: Secure aggregation's steps, in protocol order (fedactors.secagg.envelopes.STEPS).
@@ -312,7 +312,7 @@ def _add_work(timeline: Timeline, d: int, window: RoundWindow, item: dict[str, f
 
 def timeline_from_file(path: Path, sample: int = DEFAULT_SAMPLE,
                        max_rounds: Optional[int] = DEFAULT_ROUNDS) -> Timeline:
-    return build_timeline(lambda: iter_jsonl(path), sample, max_rounds)
+    return build_timeline(lambda: iter_jsonl(path, EVENT_FIELDS), sample, max_rounds)
 
 
 def timeline_from_events(events: Sequence[dict[str, Any]], sample: int = DEFAULT_SAMPLE,

@@ -180,3 +180,55 @@ def test_an_unreadable_partition_table_is_left_out_with_a_note(tiny_run: Path, t
     assert not (page.parent / "labels.png").exists()
     html = page.read_text()
     assert "partitions.json is unreadable" in html and "one row per device" in html
+
+
+def _edit_jsonl(path: Path, edit) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(edit(row)) + "\n" for row in rows))
+
+
+@pytest.mark.parametrize("file, edit, named", [
+    ("summary.json", lambda s: {**s, "final": 5}, "'final' is 5, expected an object"),
+    ("summary.json", lambda s: {**s, "final": {"loss": "low"}}, "'final.loss' is \"low\""),
+    ("summary.json", lambda s: {**s, "simulated_seconds": "x"}, "'simulated_seconds' is \"x\""),
+    ("summary.json", lambda s: {**s, "rounds": True}, "'rounds' is true, expected an integer"),
+    ("summary.json", lambda s: {**s, "privacy": {"epsilon": "2.1", "delta": 1e-5}},
+     "'privacy.epsilon' is \"2.1\", expected a number"),
+    ("summary.json", lambda s: {**s, "privacy": {"empirical": {"epsilon": 1.0,
+                                                               "canaries_inserted": "10"}}},
+     "'privacy.empirical.canaries_inserted' is \"10\""),
+    ("metrics.jsonl", lambda r: {**r, "selected": "many"}, ":1: 'selected' is \"many\""),
+    ("metrics.jsonl", lambda r: {**r, "bytes_up": [1]}, ":1: 'bytes_up' is [1]"),
+    ("metrics.jsonl", lambda r: {**r, "loss": "low"}, ":1: 'loss' is \"low\""),
+    ("events.jsonl", lambda e: {**e, "t": "soon"}, ":1: 't' is \"soon\""),
+    ("events.jsonl", lambda e: {**e, "cohort": ["a"]} if e["event"] == "round.start" else e,
+     "'cohort' is [\"a\"], expected a list of integers"),
+], ids=["final-int", "final-metric", "seconds", "rounds-bool", "epsilon", "canaries",
+        "count", "bytes", "metric", "event-time", "cohort"])
+def test_a_damaged_run_file_is_refused_in_one_line_naming_the_field(
+        file, edit, named, tiny_run: Path, tmp_path: Path, capsys) -> None:
+    """A hand-edited or damaged run directory gets one line naming the file and field,
+    exit 2, not a traceback from deep inside a figure (found by a new-user trial)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    if file == "summary.json":
+        (run / file).write_text(json.dumps(edit(json.loads((run / file).read_text()))))
+    else:
+        _edit_jsonl(run / file, edit)
+    assert main([str(run), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {run / file}") and named in err[0], err
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_null_stands_for_a_non_finite_or_absent_value(tiny_run: Path, tmp_path: Path) -> None:
+    """What runs write as null (an unseeded run's seed, a non-finite metric, ε = ∞) still
+    reports: the shape check refuses other types, not nulls."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(seed=None, final={**summary["final"], "loss": None},
+                   privacy={"epsilon": None, "delta": 1e-5, "assumption_held": True})
+    (run / "summary.json").write_text(json.dumps(summary))
+    _edit_jsonl(run / "metrics.jsonl", lambda r: {**r, "loss": None})
+    assert "∞" in write_report([run], tmp_path / "r").read_text()
