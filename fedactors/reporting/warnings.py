@@ -31,6 +31,8 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
             "device's update carrying only its share of the noise (1/min_survivors of the "
             "variance); the ε covers the released model, not what the server saw"
         )
+    if randomness == SEEDED and (privacy is not None or _has_secrets(secure)):
+        out.append(_seeded_secrets(privacy is not None, _has_secrets(secure)))
     if randomness == SYSTEM:
         # Asked for, but it gives up what every other run promises: a replay from its seed.
         out.append("randomness: DP noise and secure-aggregation secrets came from the operating "
@@ -110,6 +112,26 @@ def _robust_warnings(records: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"robust: in {short} of {len(records)} rounds {what} ({key} 0 in "
                        "metrics.jsonl)")
     return out
+
+
+def _has_secrets(secure: Optional[Mapping[str, Any]]) -> bool:
+    """Whether the run's secure aggregation ran the real protocol (a modeled one has no
+    secrets, and says so in its own warning)."""
+    return secure is not None and secure.get("mode") != "modeled"
+
+
+def _seeded_secrets(dp: bool, secure: bool) -> str:
+    """The default, seeded run's caveat: its ε and masks are the simulated mechanism's,
+    not a protection of its outputs, since the seed replays the noise and the secrets."""
+    what = " and ".join(w for w, on in (("DP noise", dp), ("secure-aggregation secrets", secure))
+                        if on)
+    undo = " and ".join(w for w, on in (("remove the noise", dp), ("unmask the updates", secure))
+                        if on)
+    claim = " and ".join(w for w, on in (("the ε", dp), ("secure aggregation", secure)) if on)
+    return (f"randomness: the {what} came from the seed, so anyone who knows it can {undo}: "
+            f"{claim} describe{'s' if ' and ' not in claim else ''} the simulated mechanism, "
+            "not a protection of this run's outputs (--system-randomness draws them from the "
+            "operating system)")
 
 
 def _delta_warnings(privacy: Mapping[str, Any]) -> list[str]:

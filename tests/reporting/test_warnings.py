@@ -7,6 +7,12 @@ import pytest
 from fedactors.reporting.warnings import run_warnings
 
 
+def warnings_of(*args, **kwargs) -> list[str]:
+    """``run_warnings`` without a seeded DP or secure run's caveat (tested on its own below),
+    which every call here with the default randomness would otherwise carry."""
+    return [w for w in run_warnings(*args, **kwargs) if "came from the seed" not in w]
+
+
 def test_each_weakened_guarantee_and_fallback_is_one_line() -> None:
     rows = [
         {"round": 1, "secagg_below_target": 1, "secagg_failure_log2": 11.4,
@@ -16,7 +22,7 @@ def test_each_weakened_guarantee_and_fallback_is_one_line() -> None:
         {"round": 3, "secagg_below_target": 0},
     ]
     privacy = {"violations": ["availability: not a uniform sample"]}
-    lines = run_warnings(rows, privacy, "BatchNormalization is not vectorized")
+    lines = warnings_of(rows, privacy, "BatchNormalization is not vectorized")
     assert len(lines) == 4 and all("\n" not in line for line in lines)
     executor, secagg, shares, violation = lines
     assert executor.startswith("executor:") and "BatchNormalization" in executor
@@ -27,7 +33,34 @@ def test_each_weakened_guarantee_and_fallback_is_one_line() -> None:
 
 
 def test_a_run_that_kept_every_guarantee_has_no_warnings() -> None:
-    assert run_warnings([{"round": 1, "secagg_below_target": 0}], {"violations": []}, None) == []
+    assert run_warnings([{"round": 1, "secagg_below_target": 0}], {"violations": []}, None,
+                        randomness="system")[1:] == []
+    assert run_warnings([{"round": 1}], None, None) == []  # no DP, no secrets: nothing to caveat
+
+
+@pytest.mark.parametrize("privacy, secure, names", [
+    ({"violations": []}, None, ("DP noise", "remove the noise", "the ε describes")),
+    (None, {"mode": "real"}, ("secure-aggregation secrets", "unmask the updates",
+                              "secure aggregation describes")),
+    ({"violations": []}, {"mode": "real"},
+     ("DP noise and secure-aggregation secrets", "remove the noise and unmask",
+      "the ε and secure aggregation describe ")),
+])
+def test_a_seeded_dp_or_secure_run_says_the_seed_undoes_its_protection(privacy, secure,
+                                                                        names) -> None:
+    """Found from outside: a seeded DP run reported "every guarantee the run states held"
+    beside the seed that removes its noise (README, privacy.md)."""
+    lines = run_warnings([{"round": 1}], privacy, None, randomness="seeded", secure=secure)
+    seeded = [line for line in lines if line.startswith("randomness:")]
+    assert len(seeded) == 1 and all(name in seeded[0] for name in names), seeded
+    assert "--system-randomness" in seeded[0]
+    system = run_warnings([{"round": 1}], privacy, None, randomness="system", secure=secure)
+    assert not any("came from the seed" in line for line in system)
+
+
+def test_modeled_secure_aggregation_has_no_secrets_to_caveat() -> None:
+    lines = run_warnings([{"round": 1}], None, None, secure={"mode": "modeled", "proves": "x"})
+    assert not any(line.startswith("randomness:") for line in lines)
 
 
 def test_system_randomness_is_said_since_the_seed_no_longer_replays_the_run() -> None:
@@ -39,28 +72,26 @@ def test_system_randomness_is_said_since_the_seed_no_longer_replays_the_run() ->
 
 def test_many_canaries_per_release_are_warned_about():
     # Found from outside: 75 canaries a round against 10 devices took over adaptive clipping.
-    from fedactors.reporting.warnings import run_warnings
 
     privacy = {"violations": [], "accounting": {"expected_count": 10},
                "empirical": {"epsilon": 1.0}}
-    many = run_warnings([{"canaries": 7}, {"canaries": 9}], privacy, None)
-    few = run_warnings([{"canaries": 1}, {"canaries": 0}], privacy, None)
+    many = warnings_of([{"canaries": 7}, {"canaries": 9}], privacy, None)
+    few = warnings_of([{"canaries": 1}, {"canaries": 0}], privacy, None)
     assert [w for w in many if w.startswith("canaries:")] and "8.0" in " ".join(many)
     assert not [w for w in few if w.startswith("canaries:")]
-    assert not [w for w in run_warnings([{"canaries": 9}], {"violations": []}, None)
+    assert not [w for w in warnings_of([{"canaries": 9}], {"violations": []}, None)
                 if w.startswith("canaries:")]
 
 
 def test_an_estimate_above_the_canary_bound_is_warned_about():
     # Found from outside: 20 canaries, 4 participations, estimate 3.50 against a bound of 0.07
     # for a canary, said nowhere but in docs/privacy.md.
-    from fedactors.reporting.warnings import run_warnings
 
     def warned(epsilon, bound):
         privacy = {"violations": [], "accounting": {"expected_count": 50},
                    "empirical": {"epsilon": epsilon, "epsilon_canary_bound": bound,
                                  "canaries_inserted": 20}}
-        return [w for w in run_warnings([{"canaries": 1}], privacy, None)
+        return [w for w in warnings_of([{"canaries": 1}], privacy, None)
                 if w.startswith("canaries:")]
 
     (above,) = warned(3.5, 0.0708)
@@ -72,15 +103,14 @@ def test_an_estimate_above_the_canary_bound_is_warned_about():
 
 def test_a_skellam_grid_too_coarse_for_the_model_is_warned_about():
     # Found from outside: scale_bits=0 on 1,283 weights made the noise ~19x the 16-bit run's.
-    from fedactors.reporting.warnings import run_warnings
 
     def privacy(l2: float) -> dict:
         return {"violations": [], "accounting": {
             "mechanism": "distributed-skellam", "clip_norm": 1.0, "scale_bits": 2,
             "dim": 1283, "l2_sensitivity_integer": l2}}
 
-    coarse = [w for w in run_warnings([], privacy(4.0 * 9), None) if w.startswith("skellam:")]
-    fine = [w for w in run_warnings([], privacy(4.0 * 1.2), None) if w.startswith("skellam:")]
+    coarse = [w for w in warnings_of([], privacy(4.0 * 9), None) if w.startswith("skellam:")]
+    fine = [w for w in warnings_of([], privacy(4.0 * 1.2), None) if w.startswith("skellam:")]
     assert coarse and "9.0x" in coarse[0] and "scale_bits=2" in coarse[0]
     assert not fine
 
@@ -89,16 +119,16 @@ def test_a_modeled_secure_run_says_it_proves_no_secrecy_and_a_real_one_says_noth
     from fedactors import SecureAggregation
 
     modeled = SecureAggregation(mode="modeled").describe()
-    (line,) = run_warnings([{"round": 1}], None, None, secure=modeled)
+    (line,) = warnings_of([{"round": 1}], None, None, secure=modeled)
     assert line.startswith("secure aggregation ran modeled") and "not secrecy" in line
-    assert run_warnings([{"round": 1}], None, None, secure=SecureAggregation().describe()) == []
+    assert warnings_of([{"round": 1}], None, None, secure=SecureAggregation().describe()) == []
 
 
 def test_a_bound_above_one_is_said_to_bound_nothing_and_aborted_rounds_are_counted() -> None:
     rows = [{"round": 1, "secagg_below_target": 1, "secagg_failure_log2": -2.0,
              "secagg_security_log2": 3.5, "secagg_aborted": 1},
             {"round": 2, "secagg_below_target": 0, "secagg_aborted": 0}]
-    secagg, aborted = run_warnings(rows, None, None)
+    secagg, aborted = warnings_of(rows, None, None)
     assert "2^--" not in secagg and "abort probability not bounded below 1" in secagg
     assert "a lying server up to 2^-3.5" in secagg
     assert aborted.startswith("secure aggregation: 1 of 2 rounds aborted (fewer than t "
@@ -112,22 +142,22 @@ def test_more_protocol_dropout_than_assumed_is_said() -> None:
             {"round": 3, "secagg_advertised": 0, "secagg_survivors": 0},
             # Aborted: no survivors because of the abort, not 100% dropout.
             {"round": 4, "secagg_advertised": 20, "secagg_survivors": 0, "secagg_aborted": 1}]
-    line, aborted = run_warnings(rows, None, None, secure=secure)
+    line, aborted = warnings_of(rows, None, None, secure=secure)
     assert aborted.startswith("secure aggregation: 1 of 4 rounds aborted")
     assert "in 1 of 4 rounds more than max_dropout=0.1" in line and "up to 45%" in line
     rows[1]["secagg_survivors"] = 18
-    assert not [w for w in run_warnings(rows, None, None, secure=secure) if "max_dropout" in w]
+    assert not [w for w in warnings_of(rows, None, None, secure=secure) if "max_dropout" in w]
 
 
 def test_distributed_noise_without_secure_aggregation_is_said_to_show_the_server_more() -> None:
     privacy = {"accounting": {"distributed_noise_min_survivors": 10}, "violations": []}
-    lines = [w for w in run_warnings([], privacy, None) if "distributed noise" in w]
+    lines = [w for w in warnings_of([], privacy, None) if "distributed noise" in w]
     assert len(lines) == 1 and "not what the server saw" in lines[0]
     secure = {"mode": "real", "server": "honest-but-curious"}
-    assert not [w for w in run_warnings([], privacy, None, secure=secure)
+    assert not [w for w in warnings_of([], privacy, None, secure=secure)
                 if "distributed noise" in w]
     central = {"accounting": {"distributed_noise_min_survivors": None}, "violations": []}
-    assert not [w for w in run_warnings([], central, None) if "distributed noise" in w]
+    assert not [w for w in warnings_of([], central, None) if "distributed noise" in w]
 
 
 @pytest.mark.parametrize("graph, server, risks", [
@@ -141,7 +171,7 @@ def test_a_missed_security_target_names_only_the_risks_the_option_has(graph, ser
     rows = [{"round": 1, "secagg_below_target": 1, "secagg_failure_log2": 30.0,
              "secagg_security_log2": 12.0}]
     secure = {"mode": "real", "graph": graph, "server": server}
-    (line,) = [w for w in run_warnings(rows, None, None, secure=secure) if "missed" in w]
+    (line,) = [w for w in warnings_of(rows, None, None, secure=secure) if "missed" in w]
     assert f", {risks} 2^-12.0)" in line
 
 
@@ -150,7 +180,7 @@ def test_threshold_fraction_is_blamed_only_when_it_was_set() -> None:
              "secagg_security_log2": 50.0}]
 
     def line(**secure):
-        return next(w for w in run_warnings(rows, None, None, secure={"mode": "real", **secure})
+        return next(w for w in warnings_of(rows, None, None, secure={"mode": "real", **secure})
                     if "missed" in w)
 
     assert "threshold_fraction" not in line(graph="sparse", threshold_fraction=None)
@@ -162,7 +192,7 @@ def test_threshold_fraction_is_blamed_only_when_it_was_set() -> None:
 ])
 def test_a_delta_of_one_over_n_or_more_is_warned_about(delta, population, warned) -> None:
     privacy = {"delta": delta, "accounting": {"population": population}, "violations": []}
-    lines = run_warnings([{"round": 1}], privacy, None)
+    lines = warnings_of([{"round": 1}], privacy, None)
     assert bool(lines) == warned
     if warned:
         (line,) = lines
@@ -172,24 +202,24 @@ def test_a_delta_of_one_over_n_or_more_is_warned_about(delta, population, warned
 def test_rounds_where_a_robust_stage_gave_less_than_its_rule_are_warned_about() -> None:
     rows = [{"round": 1, "krum_guaranteed": 1.0}, {"round": 2, "krum_guaranteed": 0.0},
             {"round": 3}]  # skipped: nothing aggregated, nothing to say
-    (line,) = run_warnings(rows, None, None)
+    (line,) = warnings_of(rows, None, None)
     assert line.startswith("robust: in 1 of 3 rounds Krum had fewer than 2f + 3 updates")
     rows = [{"round": 1, "trimmed_each_side": 0.0}, {"round": 2, "trimmed_each_side": 0.0},
             {"round": 3, "trimmed_each_side": 2.0}]
-    (line,) = run_warnings(rows, None, None)
+    (line,) = warnings_of(rows, None, None)
     assert line.startswith("robust: in 2 of 3 rounds TrimmedMean trimmed nothing")
-    assert run_warnings([{"round": 1, "krum_guaranteed": 1.0, "trimmed_each_side": 1.0}],
+    assert warnings_of([{"round": 1, "krum_guaranteed": 1.0, "trimmed_each_side": 1.0}],
                         None, None) == []
 
 
 def test_a_risk_assumed_away_is_zero_not_two_to_the_minus_infinity() -> None:
     rows = [{"round": 1, "secagg_below_target": 1, "secagg_failure_log2": 3.0,
              "secagg_security_log2": float("inf")}]
-    (line,) = run_warnings(rows, None, None)
+    (line,) = warnings_of(rows, None, None)
     assert "inf" not in line and "abort probability up to 2^-3.0" in line and " 0)" in line
 
 
 def test_rounds_skipped_below_min_reports_are_counted() -> None:
     rows = [{"round": 1, "below_min_reports": 1}, {"round": 2}, {"round": 3, "below_min_reports": 1}]
-    (line,) = run_warnings(rows, None, None)
+    (line,) = warnings_of(rows, None, None)
     assert line.startswith("rounds: 2 of 3 rounds were skipped")
