@@ -60,6 +60,22 @@ def test_a_model_whose_output_does_not_fit_the_labels_is_refused_before_round_on
     assert not (tmp_path / "metrics.jsonl").exists()  # no round was simulated
 
 
+@pytest.mark.parametrize("width", [8, 7])
+def test_a_regression_loss_on_class_ids_is_refused_whatever_the_output_width(
+        width: int, tmp_path: Path) -> None:
+    """Labels of shape (n,) broadcast against an (n, n) output: a dry run of 8 rows let
+    loss="mse" on an 8-class model through, to a traceback at the first evaluation
+    (found by a new-user trial). Every width is refused before round 1."""
+    scenario = _scenario(loss="mse", model=lambda: keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(width)]))
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=Path("s.py")))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"s.py: model: output shape (None, {width})")
+    assert "mean_squared_error" in message and "Incompatible shapes" in message
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_a_class_id_the_model_lacks_on_any_device_in_memory_is_refused_before_round_one(
         tmp_path: Path) -> None:
     scenario = _scenario(data=_data(bad_device=BAD))
