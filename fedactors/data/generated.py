@@ -24,6 +24,11 @@ from fedactors.data.federated import _check_pair, _frozen, arrays_sha256
 from fedactors.errors import ConfigError
 from fedactors.seeding import SeedTree
 
+#: The fleet size (bytes of every device's arrays) up to which a checkpoint's data digest
+#: covers every device, and how many devices it covers beyond that.
+DIGEST_BYTES = 64 * 2**20
+DIGEST_SAMPLE = 64
+
 #: ``generate(device, num_examples, rng) -> (x, y)`` for one device.
 ClientGenerator = Callable[[int, int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -78,11 +83,26 @@ class GeneratedData:
         return tuple(self.test[0].shape[1:])
 
     def sha256(self) -> str:
-        """A digest of what the data is known to be without making it all: the
-        devices' sizes, the test set and device 0's arrays (made by ``create``). A
-        checkpoint records it; a change to how another device's data is made goes
-        unseen."""
-        return arrays_sha256([self.sizes, *self.test, *self.client(0)])
+        """A digest of the devices' sizes, the test set and the devices' arrays that a
+        checkpoint records, so a resume on changed data is refused.
+
+        Every device's arrays when the fleet's come to at most ``DIGEST_BYTES`` (making
+        them costs about as much as one round that selects every device); beyond that,
+        device 0 and ``DIGEST_SAMPLE`` devices spread evenly over the fleet, since making
+        a big fleet's data whole at every start would cost more than the run's rounds: a
+        change to how another device's data is made then goes unseen.
+        """
+        return arrays_sha256([self.sizes, *self.test,
+                              *(a for d in self.digest_devices() for a in self.client(d))])
+
+    def digest_devices(self) -> list[int]:
+        """The devices whose arrays :meth:`sha256` covers (ascending)."""
+        x, y = self.client(0)
+        per_example = (x.nbytes + y.nbytes) / max(len(x), 1)
+        if per_example * float(self.sizes.sum()) <= DIGEST_BYTES:
+            return list(range(self.num_devices))
+        spread = np.linspace(0, self.num_devices - 1, DIGEST_SAMPLE).astype(np.int64)
+        return sorted({0, *(int(d) for d in spread)})
 
     def num_examples(self, device: int) -> int:
         return int(self.sizes[self._check(device)])

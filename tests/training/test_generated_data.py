@@ -89,3 +89,37 @@ def test_cache_stays_within_its_budget_and_gives_the_same_arrays():
     assert len(data._cache) == 10
     for d in range(50):
         np.testing.assert_array_equal(data.client(d)[0], first[d])
+
+
+def _changed_on(device: int):
+    """``_make`` with one device's data changed (a tokenizer fix on one phone, say)."""
+    def make(d: int, n: int, rng: np.random.Generator):
+        x, y = _make(d, n, rng)
+        return (x + np.float32(1.0), y) if d == device else (x, y)
+    return make
+
+
+def _fleet(make, devices: int, size: int = 4) -> GeneratedData:
+    test = _make(0, 10, np.random.default_rng(99))
+    return GeneratedData.create(np.full(devices, size), make, test, np.random.default_rng(0))
+
+
+def test_the_digest_covers_every_device_of_a_fleet_that_is_cheap_to_make():
+    """Found from outside: a resume after one device's generated data changed (not device
+    0's) was accepted, and ended at weights no uninterrupted run gives."""
+    base = _fleet(_make, 60).sha256()
+    assert _fleet(_make, 60).sha256() == base
+    for device in (0, 13, 59):
+        assert _fleet(_changed_on(device), 60).sha256() != base, device
+
+
+def test_a_big_fleet_digest_covers_a_spread_sample(monkeypatch):
+    import fedactors.data.generated as generated
+
+    monkeypatch.setattr(generated, "DIGEST_BYTES", 1000)  # 1,000 devices of 64 bytes: big
+    data = _fleet(_make, 1000)
+    covered = data.digest_devices()
+    assert covered[0] == 0 and covered[-1] == 999 and len(covered) == generated.DIGEST_SAMPLE
+    assert _fleet(_changed_on(covered[5]), 1000).sha256() != data.sha256()
+    unseen = next(d for d in range(1000) if d not in covered)
+    assert _fleet(_changed_on(unseen), 1000).sha256() == data.sha256()  # as documented
