@@ -67,6 +67,12 @@ class Fingerprint:
         if randomness[0] != randomness[1]:
             return (f"the randomness differs (checkpoint: {randomness[1]}, now: {randomness[0]}); "
                     "a run keeps the randomness it was started with")
+        asked = _options_differ(mine, theirs, besides=("executor_fell_back", "data"))
+        if asked:
+            # An option the user changed (--executor, --backend) is what to name, not the
+            # fallback it also changes (found from outside: --executor sequential on a run
+            # that had fallen back was blamed on TF_ENABLE_ONEDNN_OPTS).
+            return asked
         fell_back = (mine.get("executor_fell_back", False), theirs.get("executor_fell_back", False))
         if fell_back[0] != fell_back[1]:
             # Same options, but the machine now trains otherwise: a resumed run would mix
@@ -83,11 +89,18 @@ class Fingerprint:
                     "would match no uninterrupted one, so start the run again")
         if "data" not in theirs:
             mine.pop("data", None)
-        if mine != theirs:
-            differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-            return "the run options differ: " + ", ".join(
-                f"{k} (checkpoint: {theirs.get(k)!r}, now: {mine.get(k)!r})" for k in differ)
+        return _options_differ(mine, theirs)
+
+
+def _options_differ(mine: dict[str, Any], theirs: dict[str, Any],
+                    besides: tuple[str, ...] = ()) -> str:
+    """"the run options differ: ..." naming each option (but ``besides``) that differs."""
+    differ = sorted(k for k in mine.keys() | theirs.keys()
+                    if k not in besides and mine.get(k) != theirs.get(k))
+    if not differ:
         return ""
+    return "the run options differ: " + ", ".join(
+        f"{k} (checkpoint: {theirs.get(k)!r}, now: {mine.get(k)!r})" for k in differ)
 
 
 @dataclass(frozen=True)

@@ -248,3 +248,14 @@ def test_an_executor_that_falls_back_now_or_did_then_is_named(now: bool, then: b
     assert f"the checkpointed run trained {'one device' if then else 'as asked'}" in problem
     assert "TF_ENABLE_ONEDNN_OPTS" in problem and "run options differ" not in problem
     assert with_fallback(now).mismatch(with_fallback(now)) == ""
+
+
+def test_an_executor_option_changed_by_hand_is_named_not_the_fallback_it_also_changes() -> None:
+    # Found from outside: --executor sequential on a run whose vectorized executor had
+    # fallen back was refused as if the environment had changed (TF_ENABLE_ONEDNN_OPTS).
+    then = fingerprint(options=OPTIONS + (("executor_fell_back", True),))
+    now = fingerprint(options=tuple((k, "sequential" if k == "executor" else v)
+                                    for k, v in OPTIONS))
+    problem = now.mismatch(then)
+    assert problem == ("the run options differ: executor (checkpoint: 'auto', "
+                       "now: 'sequential')"), problem
