@@ -119,6 +119,11 @@ def _run(args: argparse.Namespace) -> int:
         args.backend = args.backend or started.get("backend")
         system_randomness = system_randomness or started.get("randomness") == SYSTEM
         rounds = rounds or saved.rounds_target
+    if args.ray_workers is not None and args.backend != "ray":
+        # Said rather than ignored: the user expects two workers and would get none.
+        raise ScenarioError(f"--ray-workers {args.ray_workers}: only with --backend ray "
+                            f"(training runs in this process with --backend "
+                            f"{args.backend or 'local'})")
     scenario = load_scenario(path)
     if system_randomness:
         # The flag is the scenario field: one setting, recorded in the checkpoint's fingerprint.

@@ -111,6 +111,16 @@ def test_bad_command_line_values_exit_2(capsys) -> None:
     assert "--rounds: must be >= 1" in capsys.readouterr().err
 
 
+
+def test_ray_workers_without_the_ray_backend_is_refused_not_ignored(capsys, tmp_path) -> None:
+    # Found from outside: --ray-workers 2 alone trained in this process without a word.
+    code, err = run_main(capsys, "scenarios/linear_regression.py", "--ray-workers", "2",
+                         "--out", str(tmp_path / "r"))
+    assert code == 2 and not (tmp_path / "r").exists()
+    assert err.strip().splitlines() == [
+        "error: --ray-workers 2: only with --backend ray (training runs in this process "
+        "with --backend local)"]
+
 BROKEN_CODE = """
 import numpy as np
 from fedactors import DeviceClass, FederatedData, Rounds, Scenario
