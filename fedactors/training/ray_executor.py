@@ -33,7 +33,9 @@ CPU instruction sets may round differently. Neither applies to the test.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
@@ -84,16 +86,21 @@ def _connect(num_cpus: Optional[int]) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        # A cluster: ship this fedactors source tree; TensorFlow must be installed there.
-        ray.init(address=address, runtime_env={"py_modules": [str(_PACKAGE_DIR)]},
-                 log_to_driver=False)
-    else:
-        # A local instance: workers run this interpreter; point them at this source tree.
-        path = os.pathsep.join(p for p in (str(_PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}})
+    # A run shows only fedactors' own output (README): Ray's "Started a local Ray
+    # instance" is logged at INFO, and its FutureWarning tip is about Ray's own API.
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        if address:
+            # A cluster: ship this fedactors source tree; TensorFlow must be installed there.
+            ray.init(address=address, runtime_env={"py_modules": [str(_PACKAGE_DIR)]}, **quiet)
+        else:
+            # A local instance: workers run this interpreter; point them at this source tree.
+            path = os.pathsep.join(p for p in (str(_PACKAGE_DIR.parent),
+                                               os.environ.get("PYTHONPATH")) if p)
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}},
+                     **quiet)
 
 
 def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
