@@ -137,10 +137,8 @@ def load_run(path: Path) -> RunData:
         for key in ("round", "time"):
             if not _is_number(row.get(key)):
                 raise RunDirError(f"{path / 'metrics.jsonl'}:{number}: no numeric {key!r}")
-        for key in row:
-            if "bytes" in key and not _is(row[key], _NUMBER):
-                raise RunDirError(f"{path / 'metrics.jsonl'}:{number}: {key!r} is "
-                                  f"{json.dumps(row[key])[:40]}, expected {_NUMBER}")
+        _check_fields(f"{path / 'metrics.jsonl'}:{number}", row,
+                      {key: _NUMBER for key in row if "bytes" in key})  # traffic, drawn
     for key in ("loss", "accuracy"):
         if key not in names and any(key in row for row in rows):
             names.append(key)
