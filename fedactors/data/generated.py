@@ -88,7 +88,7 @@ class GeneratedData:
 
         Every device's arrays when the fleet's come to at most ``DIGEST_BYTES`` (making
         them costs about as much as one round that selects every device); beyond that,
-        device 0 and ``DIGEST_SAMPLE`` devices spread evenly over the fleet, since making
+        ``DIGEST_SAMPLE`` devices spread evenly over the fleet (device 0 first), since making
         a big fleet's data whole at every start would cost more than the run's rounds: a
         change to how another device's data is made then goes unseen.
         """
@@ -102,7 +102,7 @@ class GeneratedData:
         if per_example * float(self.sizes.sum()) <= DIGEST_BYTES:
             return list(range(self.num_devices))
         spread = np.linspace(0, self.num_devices - 1, DIGEST_SAMPLE).astype(np.int64)
-        return sorted({0, *(int(d) for d in spread)})
+        return [int(d) for d in np.unique(spread)]  # the first and the last among them
 
     def num_examples(self, device: int) -> int:
         return int(self.sizes[self._check(device)])

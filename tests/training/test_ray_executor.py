@@ -27,6 +27,37 @@ def _rows(result) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in WALL_CLOCK_KEYS} for r in result.records]
 
 
+
+@pytest.mark.parametrize("address", [None, "ray://head:10001"])
+def test_connecting_keeps_rays_own_chatter_off_the_users_terminal(address, monkeypatch) -> None:
+    """A run shows only fedactors' own output (README): found from outside, Ray's INFO
+    start-up line and a FutureWarning tip printed even with --quiet."""
+    import logging
+    import sys
+    import types
+    import warnings
+
+    from fedactors.training import ray_executor
+
+    asked: dict = {}
+
+    def init(**kwargs):
+        asked.update(kwargs)
+        warnings.warn("Tip: In future versions of Ray, ...", FutureWarning, stacklevel=2)
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=init)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    if address:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        ray_executor._connect(2)
+    assert not shown
+    assert asked["logging_level"] == logging.WARNING and asked["log_to_driver"] is False
+    assert asked.get("address") == address
+
 @pytest.mark.slow
 def test_ray_backend_is_bit_identical_to_local() -> None:
     pytest.importorskip("ray", reason="the Ray backend needs ray: pip install 'fedactors[ray]'")
