@@ -42,6 +42,11 @@ class Fingerprint:
     seed: int
     options: tuple[tuple[str, Any], ...]
 
+    @property
+    def fell_back(self) -> bool:
+        """Whether the run trained one device at a time because its executor fell back."""
+        return bool(dict(self.options).get("executor_fell_back", False))
+
     def mismatch(self, other: Fingerprint) -> str:
         """A sentence saying what differs, or "" if nothing does."""
         if self.scenario_sha256 != other.scenario_sha256 or self.scenario != other.scenario:

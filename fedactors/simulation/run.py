@@ -89,15 +89,21 @@ def run_scenario(
     # Round 0 of every learning curve: the initial model, before any training (the same
     # weights for a seed, so a resumed run evaluates it again to the same figures).
     initial_metrics = evaluator.evaluate(initial)
-    executor = _executor(scenario, options, seeds, runner, executor_factory)
-
     privacy = privacy_budget(scenario, fleet.size, options.scenario_path, int(initial.shape[0]))
     canaries = canary_plan(scenario, privacy, seeds, initial.shape[0], options.scenario_path)
-    fingerprint = options.fingerprint(scenario, seed, built_sha256(evaluator.model, scenario),
-                                      fell_back=executor.fallback_reason is not None,
-                                      # Only a run with a directory checkpoints or resumes.
-                                      data=data.sha256() if options.out_dir is not None else "")
-    resumed = _checkpoint_to_resume(options, fingerprint, rounds)
+    fingerprint = partial(options.fingerprint, scenario, seed,
+                          built_sha256(evaluator.model, scenario),
+                          # Only a run with a directory checkpoints or resumes.
+                          data=data.sha256() if options.out_dir is not None else "")
+    resumed = _checkpoint_to_resume(options, rounds)
+    if resumed is not None:
+        # Everything but the executor's fallback is checked before the executor starts:
+        # a resume that will be refused must not first start a Ray cluster.
+        _check_resume(options, fingerprint(fell_back=resumed.fingerprint.fell_back), resumed)
+    executor = _executor(scenario, options, seeds, runner, executor_factory)
+    fingerprint = fingerprint(fell_back=executor.fallback_reason is not None)
+    if resumed is not None:
+        _check_resume(options, fingerprint, resumed)
     loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
     records: list[dict] = list(resumed.records) if resumed else []
     with ExitStack() as stack:
@@ -266,17 +272,14 @@ def _executor(scenario: Scenario, options: RunOptions, seeds: SeedTree, runner: 
     return factory(runner)
 
 
-def _checkpoint_to_resume(
-    options: RunOptions, fingerprint: checkpoint.Fingerprint, rounds: int
-) -> Optional[checkpoint.Checkpoint]:
+def _checkpoint_to_resume(options: RunOptions, rounds: int) -> Optional[checkpoint.Checkpoint]:
+    """The checkpoint ``--resume`` continues (None without it), once it is known to hold
+    no more rounds than the run is asked for."""
     if not options.resume:
         return None
     if options.out_dir is None:
         raise ScenarioError("--resume needs the run directory")
     saved = checkpoint.load(options.out_dir)
-    problem = fingerprint.mismatch(saved.fingerprint)
-    if problem:
-        raise ScenarioError(f"{options.out_dir}: cannot resume: {problem}")
     # The directory may hold more than its checkpoint (a FedBuff run's last update is
     # after it): resuming to fewer rounds would overwrite finished work with less.
     done = max(saved.round, _rounds_reported(options.out_dir))
@@ -284,6 +287,13 @@ def _checkpoint_to_resume(
         raise ScenarioError(f"{options.out_dir}: cannot resume: the run already has {done} rounds, "
                             f"more than the {rounds} asked for (--rounds)")
     return saved
+
+
+def _check_resume(options: RunOptions, fingerprint: checkpoint.Fingerprint,
+                  saved: checkpoint.Checkpoint) -> None:
+    problem = fingerprint.mismatch(saved.fingerprint)
+    if problem:
+        raise ScenarioError(f"{options.out_dir}: cannot resume: {problem}")
 
 
 def _rounds_reported(out_dir) -> int:

@@ -90,6 +90,27 @@ def test_resuming_with_another_seed_or_scenario_is_refused(tmp_path: Path) -> No
                      RunOptions(out_dir=tmp_path, scenario_path=other, rounds=3, resume=True))
 
 
+def test_a_refused_resume_starts_no_executor(tmp_path: Path) -> None:
+    # Found from outside: `--resume --backend ray` on a run begun locally started a Ray
+    # cluster (seconds) before it was refused. Only the executor's own fallback needs it.
+    scenario = load_scenario(LINEAR)
+    run_scenario(scenario, _options(tmp_path, rounds=2))
+    built = []
+
+    def recording(runner):
+        from fedactors.training.executor import SequentialExecutor
+
+        built.append(runner)
+        return SequentialExecutor(runner)
+
+    with pytest.raises(ScenarioError, match=r"cannot resume: the seed differs"):
+        run_scenario(scenario, _options(tmp_path, rounds=3, seed=4, resume=True),
+                     executor_factory=recording)
+    assert built == []
+    run_scenario(scenario, _options(tmp_path, rounds=3, resume=True), executor_factory=recording)
+    assert len(built) == 1
+
+
 def test_resuming_where_the_executor_falls_back_otherwise_is_refused(tmp_path: Path) -> None:
     # The options are the same, but the machine trains otherwise: as when a conv model's
     # run began without TF_ENABLE_ONEDNN_OPTS (per-device fallback) and resumes with it.
