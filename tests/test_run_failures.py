@@ -26,7 +26,7 @@ def _data(bad_device=None, generated=False):
     def pair(d, n, rng):
         x = rng.normal(size=(n, 3)).astype(np.float32)
         y = (x[:, 0] > 0).astype(np.int32)
-        if d == bad_device:
+        if d is not None and d == bad_device:  # (the test set is d=None)
             y = np.full_like(y, 9)  # a class the model does not have
         return x, y
 
@@ -129,3 +129,44 @@ def test_float_labels_under_a_sparse_categorical_loss_are_refused_before_round_o
     message = str(caught.value)
     assert message.startswith("s.py: data: labels are float32") and "int32 class ids" in message
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("generated", [False, True])
+def test_a_deadline_no_device_can_meet_is_refused_before_round_one(tmp_path: Path,
+                                                                   generated: bool) -> None:
+    # 20 examples at 10 examples/s is 2 s of training alone: a 1.5 s deadline would skip
+    # every round, found out only after the whole run.
+    scenario = _scenario(data=_data(generated=generated),
+                         rounds=Rounds(count=6, cohort_size=3, deadline=1.5))
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=Path("s.py")))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("s.py: rounds.deadline: 1.5 s, but no device")
+    assert "at least 2.05 s" in message  # 2 s of training + the 50 ms round trip (+ bytes)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_deadline_fewer_than_min_reports_devices_can_meet_is_refused() -> None:
+    # Two fast hubs make it in time, the slow phones cannot: min_reports 3 is out of reach,
+    # 2 is not (and those rounds aggregate the hubs' updates).
+    fleet = [DeviceClass("phone", count=4, compute=1.0), DeviceClass("hub", count=2, compute=100.0)]
+    tight = _scenario(fleet=fleet, rounds=Rounds(count=2, cohort_size=6, min_reports=3,
+                                                 deadline=5.0))
+    with pytest.raises(ScenarioError, match=r"rounds.deadline: 5 s, but only 2 of 6 devices can "
+                                            r"report in time .*min_reports is 3"):
+        run_scenario(tight)
+    result = run_scenario(dataclasses.replace(
+        tight, rounds=dataclasses.replace(tight.rounds, min_reports=2)))
+    assert [r["reported"] for r in result.records] == [2, 2]
+
+
+def test_the_refusal_bound_is_below_every_real_report_time() -> None:
+    # The bound must never refuse a deadline that works: every update really arrives at
+    # or after it, and a deadline at the first real arrival is accepted and met.
+    scenario = _scenario(rounds=Rounds(count=1, cohort_size=8, deadline=100.0))
+    probe = run_scenario(scenario, RunOptions(keep_events=True))
+    first = min(e["t"] for e in probe.events if e["event"] == "update.received")
+    with pytest.raises(ScenarioError, match="no device"):  # just below: refused
+        run_scenario(_scenario(rounds=Rounds(count=1, cohort_size=8, deadline=first * 0.999)))
+    met = run_scenario(_scenario(rounds=Rounds(count=1, cohort_size=8, deadline=first)))
+    assert met.records[0]["reported"] >= 1

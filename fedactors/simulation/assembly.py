@@ -22,6 +22,7 @@ from fedactors.devices.actor import DeviceDirectory, DeviceWorld, RoundTally
 from fedactors.devices.fleet import Fleet
 from fedactors.devices.secagg_participant import SecAggParticipants
 from fedactors.errors import ConfigError, ScenarioError, one_line
+from fedactors.messages import HEADER_BYTES
 from fedactors.reporting.events import EventLog
 from fedactors.runtime import snapshot
 from fedactors.runtime.loop import VirtualTimeLoop
@@ -149,6 +150,39 @@ def _check_class_ids(where: str, evaluator: Evaluator,
                 f"{where}: model: output shape {shape} does not fit the labels of {who}: "
                 f"class ids {y.min()}..{y.max()}, but the model outputs {classes} classes "
                 f"(ids 0..{classes - 1}) under loss {evaluator.loss_fn.name!r}")
+
+
+def check_deadline(scenario: Scenario, fleet: Fleet, data: Union[FederatedData, GeneratedData],
+                   weights_bytes: int, path: Optional[Path]) -> None:
+    """Refuse synchronous rounds whose deadline too few devices can ever meet.
+
+    A device's report takes at least its round trip, the download of the global
+    weights, its epochs over its examples at its compute speed and the upload of a
+    header. Those are fixed once the fleet is drawn, so when fewer devices than
+    ``min_reports`` (1 by default) can report in time, every round would be skipped:
+    found out after the whole run, as a warning. Secure aggregation's extra steps
+    only add time, so a deadline refused here is never one that would have worked.
+    """
+    if scenario.mode is not None:
+        return  # FedBuff's per-device timeout is its own (docs/async.md)
+    rounds = scenario.rounds
+    examples = (np.asarray(data.sizes, np.float64) if isinstance(data, GeneratedData)
+                else np.fromiter((data.num_examples(d) for d in range(data.num_devices)),
+                                 np.float64, data.num_devices))
+    fastest = (fleet.rtt + 8.0 * (HEADER_BYTES + weights_bytes) / fleet.downlink
+               + scenario.training.epochs * examples / fleet.compute
+               + 8.0 * HEADER_BYTES / fleet.uplink)
+    able = int(np.count_nonzero(fastest <= rounds.deadline))
+    if able >= rounds.min_reports:
+        return
+    where = str(path) if path is not None else "scenario"
+    who = "no device" if able == 0 else f"only {able} of {fleet.size} devices"
+    need = (f"; min_reports is {rounds.min_reports}" if rounds.min_reports > 1 else "")
+    raise ScenarioError(
+        f"{where}: rounds.deadline: {rounds.deadline:g} s, but {who} can report in time "
+        f"(the fastest needs at least {float(fastest.min()):.4g} s to download the weights, "
+        f"train {scenario.training.epochs} epoch(s) and answer{need}): every round would be "
+        "skipped")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from fedactors.simulation.assembly import (
     assemble,
     build_data,
     canary_plan,
+    check_deadline,
     configure_tensorflow,
     dry_run,
     model_spec,
@@ -86,6 +87,7 @@ def run_scenario(
         runner = ModelRunner(model_spec(scenario), scenario.training)
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
     dry_run(scenario, evaluator, data, options.scenario_path)
+    check_deadline(scenario, fleet, data, int(initial.nbytes), options.scenario_path)
     # Round 0 of every learning curve: the initial model, before any training (the same
     # weights for a seed, so a resumed run evaluates it again to the same figures).
     initial_metrics = evaluator.evaluate(initial)
