@@ -59,19 +59,6 @@ def run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_writable(out: Path) -> None:
-    """Refuse, before any training, a run directory that cannot be written."""
-    if out.exists() and not out.is_dir():
-        raise ScenarioError(f"{out}: the run directory is a file, not a directory")
-    probe = out / ".fedactors-write-probe"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"x")
-        probe.unlink()
-    except OSError as exc:
-        raise ScenarioError(f"{out}: cannot write the run directory ({exc.strerror or exc})") from None
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -132,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     out = args.resume or args.out or Path("runs") / f"{scenario.name}-seed{seed}"
 
     from fedactors.simulation import RunOptions, run_scenario
+    from fedactors.simulation.outputs import check_writable
 
     rounds = rounds or scenario.rounds.count
     check_writable(out)

@@ -170,3 +170,47 @@ def test_the_refusal_bound_is_below_every_real_report_time() -> None:
         run_scenario(_scenario(rounds=Rounds(count=1, cohort_size=8, deadline=first * 0.999)))
     met = run_scenario(_scenario(rounds=Rounds(count=1, cohort_size=8, deadline=first)))
     assert met.records[0]["reported"] >= 1
+
+
+def test_a_model_whose_input_does_not_fit_the_examples_is_named_as_such(tmp_path: Path) -> None:
+    # Found from outside: 3 features into an Input((5,)) was reported as an output that did
+    # not fit the labels, quoting "ValueError: • kwargs=<class 'inspect._empty'>".
+    scenario = _scenario(model=lambda: keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)]))
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=Path("s.py")))
+    assert str(caught.value) == ("s.py: model: input shape (None, 5) does not fit the examples of "
+                                 "device 0's data (shape (3,) per example)")
+
+
+@pytest.mark.parametrize("out", [True, False])
+def test_a_generator_that_raises_is_named_by_its_device(tmp_path: Path, out: bool) -> None:
+    # With a run directory the data's digest makes every device's arrays at load; found
+    # from outside, the generator's bare RuntimeError came through it with no field named.
+    def build(fleet, rng):
+        def pair(d, n, rng):
+            if d == BAD:
+                raise RuntimeError("oops")
+            x = rng.normal(size=(n, 3)).astype(np.float32)
+            return x, (x[:, 0] > 0).astype(np.int32)
+        return GeneratedData.create(np.full(fleet.size, 20), pair, pair(None, 40, rng), rng)
+
+    scenario = _scenario(data=build, rounds=Rounds(count=6, cohort_size=8, deadline=100.0))
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(scenario, RunOptions(out_dir=tmp_path) if out else RunOptions())
+    message = str(caught.value)
+    assert "\n" not in message and "RuntimeError: oops" in message
+    assert (f"data: clients[{BAD}]: the generator raised" in message if out
+            else f"device {BAD} (" in message)
+
+
+def test_a_metric_that_does_not_fit_the_labels_is_named_not_the_loss(tmp_path: Path) -> None:
+    # Found from outside: AUC on 3-class ids was reported as the output not fitting the
+    # labels "under loss 'sparse_categorical_crossentropy'", which fitted them fine.
+    scenario = _scenario(metrics=["accuracy", keras.metrics.AUC()])
+    with pytest.raises(ScenarioError) as caught:
+        run_scenario(scenario, RunOptions(out_dir=tmp_path, scenario_path=Path("s.py")))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("s.py: metrics: 'auc' does not fit the model's output (None, 2) "
+                              "and the labels of device 0's data")
+    assert "though loss 'sparse_categorical_crossentropy' does" in message

@@ -93,7 +93,18 @@ class GeneratedData:
         change to how another device's data is made then goes unseen.
         """
         return arrays_sha256([self.sizes, *self.test,
-                              *(a for d in self.digest_devices() for a in self.client(d))])
+                              *(a for d in self.digest_devices() for a in self._made(d))])
+
+    def _made(self, device: int) -> tuple[np.ndarray, np.ndarray]:
+        """``client(device)``, a failure of the generator named by its device (found from
+        outside: the digest made at load let the generator's bare exception through)."""
+        try:
+            return self.client(device)
+        except ConfigError:
+            raise
+        except Exception as exc:  # the user's generator: whatever it raises
+            raise ConfigError(f"clients[{device}]", f"the generator raised "
+                                                   f"{type(exc).__name__}: {exc}") from exc
 
     def digest_devices(self) -> list[int]:
         """The devices whose arrays :meth:`sha256` covers (ascending)."""

@@ -207,8 +207,9 @@ class Scenario:
                     f"is {self.rounds.cohort_size} with secure_aggregation on: the sum of one "
                     "device's update is that update; secure aggregation needs at least 2",
                 )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if isinstance(self.seed, bool) or not hasattr(self.seed, "__index__") or self.seed < 0:
             raise ConfigError("seed", f"must be a whole number >= 0, got {self.seed!r}")
+        object.__setattr__(self, "seed", int(self.seed))  # a NumPy integer from a sweep, too
         if not isinstance(self.randomness, str) or self.randomness not in RANDOMNESS:
             raise ConfigError("randomness", f"must be 'seeded' or 'system', got {self.randomness!r}")
         if self.mode is None and self.rounds.cohort_size > self.fleet_size:

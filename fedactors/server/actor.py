@@ -93,9 +93,9 @@ class ServerActor:
                   interrupt: Callable[[], Optional[str]] = lambda: None) -> str:
         """Run ``count`` rounds; ``on_round`` may return a reason to stop early.
 
-        ``interrupt`` (a stop asked between releases, e.g. Ctrl-C) is not polled
-        here: a round always ends (its deadline), and ``on_round`` sees the stop
-        there, at the round boundary, the clean cut a checkpoint needs.
+        ``interrupt`` (a stop asked between releases, e.g. Ctrl-C) is polled at each
+        round's end, after ``on_round``: a round always ends (its deadline), and its
+        boundary is the clean cut a checkpoint needs.
 
         With a privacy target, a round is only started if releasing it keeps ε
         within the target: the run stops *before* the budget is exceeded.
@@ -107,7 +107,7 @@ class ServerActor:
                 self.log.emit(ACTOR, "run.stopped", round=self.state.round, reason=stop)
                 return stop
             outcome = await self.run_round(self.state.round + 1)
-            stop = on_round(outcome)
+            stop = on_round(outcome) or interrupt()
             if stop:
                 self.log.emit(ACTOR, "run.stopped", round=outcome.round, reason=stop)
                 return stop

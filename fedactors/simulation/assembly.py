@@ -37,16 +37,57 @@ from fedactors.server.actor import ServerActor
 from fedactors.server.fedbuff import FedBuffServer, server_class
 from fedactors.server.release import ReleaseStep
 from fedactors.training.executor import Executor
-from fedactors.training.model_runner import Evaluator
+from fedactors.training.model_runner import Evaluator, MetricFailed
 
 
 def configure_tensorflow(seeds: SeedTree) -> None:
-    """Deterministic kernels and seeded Keras initializers and dropout."""
+    """Deterministic kernels and seeded Keras initializers and dropout.
+
+    Keras seeds Python's ``random``, NumPy's global generator and TensorFlow's global
+    seed along with its own; :func:`callers_randomness_kept` gives the caller back
+    what they were.
+    """
     import keras
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seeds.integer("keras"))
+
+
+@contextmanager
+def callers_randomness_kept() -> Iterator[None]:
+    """Leave the process's global random state as the caller had it, whatever the run sets.
+
+    Found from outside: a notebook's random search drew ``np.random.uniform`` between
+    runs and got the same value after every run, since each run seeded the global
+    generators to the same state. The run's own draws come from its seed tree and
+    Keras' seeded generator; this restores Python's ``random``, NumPy's global
+    generator, Keras' global seed and generator, TensorFlow's global seed (its
+    per-op counter starts afresh from it) and op determinism.
+    """
+    import random
+
+    import tensorflow as tf
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    from tensorflow.python.eager import context
+    from tensorflow.python.framework import config as tf_config
+
+    python, numpy = random.getstate(), np.random.get_state()
+    keras_state = {key: global_state.get_global_attribute(key)
+                   for key in (GLOBAL_RANDOM_SEED, GLOBAL_SEED_GENERATOR)}
+    tf_seed, deterministic = context.global_seed(), tf_config.is_op_determinism_enabled()
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        for key, value in keras_state.items():
+            global_state.set_global_attribute(key, value)
+        tf.random.set_seed(tf_seed)
+        if not deterministic:
+            tf_config.disable_op_determinism()
 
 
 @contextmanager
@@ -116,15 +157,36 @@ def dry_run(scenario: Scenario, evaluator: Evaluator, data: Union[FederatedData,
         try:
             evaluator.dry_run(x, y)
         except Exception as exc:  # TensorFlow's errors: report them, in one line
+            wanted = evaluator.input_shape()
+            if wanted and not _fits(wanted[1:], x.shape[1:]):
+                # Keras' own message for this names no shape (found from outside:
+                # "ValueError: • kwargs=<class 'inspect._empty'>"), and the labels are fine.
+                raise ScenarioError(
+                    f"{where}: model: input shape {wanted} does not fit the examples of {what} "
+                    f"(shape {x.shape[1:]} per example)") from None
             labels = np.asarray(y[:8])
             span = (f", range {labels.min():g}..{labels.max():g}"
                     if labels.size and np.issubdtype(labels.dtype, np.number) else "")
+            if isinstance(exc, MetricFailed):
+                # The loss took them; a metric meant for other labels did not (found from
+                # outside: AUC on class ids was blamed on the loss).
+                raise ScenarioError(
+                    f"{where}: metrics: {exc.name!r} does not fit the model's output "
+                    f"{evaluator.output_shape()} and the labels of {what} (shape "
+                    f"{labels.shape[1:] or '()'} per example{span}), though loss "
+                    f"{evaluator.loss_fn.name!r} does: {one_line(exc.cause)[:300]}") from None
             raise ScenarioError(
                 f"{where}: model: output shape {evaluator.output_shape()} does not fit the labels "
                 f"of {what} (shape {labels.shape[1:] or '()'} per example{span}) under loss "
                 f"{evaluator.loss_fn.name!r}: {one_line(exc)[:300]}"
             ) from None
     _check_class_ids(where, evaluator, data)
+
+
+def _fits(declared: tuple, actual: tuple) -> bool:
+    """Whether examples of shape ``actual`` fit an input declared ``declared`` (None: any)."""
+    return len(declared) == len(actual) and all(
+        d is None or d == a for d, a in zip(declared, actual))
 
 
 def _check_class_ids(where: str, evaluator: Evaluator,

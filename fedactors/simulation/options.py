@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +11,12 @@ from typing import Any, Optional
 
 import numpy as np
 
+from fedactors.errors import ConfigError
 from fedactors.runtime import checkpoint
 from fedactors.scenarios.spec import Scenario
 from fedactors.seeding import SEEDED, STREAMS_VERSION
+from fedactors.training.choice import BACKENDS, EXECUTORS
+from fedactors.validation import non_negative, non_negative_int, positive_int
 
 #: Metric keys that depend on the machine, not the simulation; excluded from
 #: reproducibility comparisons.
@@ -21,6 +25,14 @@ WALL_CLOCK_KEYS = ("wall_seconds", "secagg_server_seconds")
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How to run a scenario; every field is checked when the options are made.
+
+    A bad value is a ``ConfigError`` naming the field, before anything is read or
+    written: a notebook's ``rounds="3"`` used to start the run, clear the finished
+    run in ``out_dir`` and fail inside the server. ``out_dir`` and ``scenario_path``
+    take a ``str`` or any path-like; NumPy whole numbers are taken as ints.
+    """
+
     seed: Optional[int] = None  # None: the scenario's own seed
     rounds: Optional[int] = None  # None: the scenario's round count
     out_dir: Optional[Path] = None
@@ -36,6 +48,32 @@ class RunOptions:
     backend: str = "local"  # "local" or "ray": where local training runs (docs/distributed.md)
     ray_workers: Optional[int] = None  # Ray workers (and local Ray CPUs); None: all CPUs
     until: Optional[float] = None  # stop after the first round ending at/after this simulated second
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)  # frozen: the checked, converted value
+
+        if self.seed is not None:
+            put("seed", non_negative_int("seed", self.seed))
+        if self.rounds is not None:
+            put("rounds", positive_int("rounds", self.rounds))
+        if self.ray_workers is not None:
+            put("ray_workers", positive_int("ray_workers", self.ray_workers))
+        if self.until is not None:
+            put("until", non_negative("until", self.until))
+        for name in ("out_dir", "scenario_path"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+                    raise ConfigError(name, f"must be a path (str or pathlib.Path), got {value!r}")
+                put(name, Path(value))
+        for name in ("device_events", "keep_events", "checkpoint", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be True or False, got {getattr(self, name)!r}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError("executor", f"must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
 
     def fingerprint(self, scenario: Scenario, seed: int, built: str = "",
                     fell_back: bool = False, data: str = "") -> checkpoint.Fingerprint:

@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from fedactors.errors import ScenarioError
 from fedactors.reporting import strict_json
 from fedactors.runtime import checkpoint
 from fedactors.scenarios.spec import Scenario
@@ -39,6 +40,19 @@ def clear_previous_run(out: Path) -> None:
     report = out / "report"
     if (report / "report.html").is_file():
         shutil.rmtree(report)
+
+
+def check_writable(out: Path) -> None:
+    """Refuse, before any training, a run directory that cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise ScenarioError(f"{out}: the run directory is a file, not a directory")
+    probe = out / ".fedactors-write-probe"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise ScenarioError(f"{out}: cannot write the run directory ({exc.strerror or exc})") from None
 
 
 class RunDirectory:

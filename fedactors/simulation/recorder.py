@@ -206,13 +206,16 @@ class Checkpointer:
 
 
 def callbacks(on_round: Sequence[Callable[[dict], Optional[str]]]) -> Step:
-    """The caller's callbacks, each given the row; any may ask the run to stop (the
-    CLI's Ctrl-C handling does), and every one is called regardless."""
+    """The caller's callbacks, each given its own copy of the row (found from outside: a
+    notebook's callback that annotated the row rewrote the run's records and its
+    summary's final figures, which then disagreed with metrics.jsonl); any may ask
+    the run to stop (the CLI's Ctrl-C handling does), and every one is called
+    regardless."""
 
     def step(outcome: ReleaseOutcome, row: dict) -> Optional[str]:
         stop = None
         for callback in on_round:
-            stop = callback(row) or stop
+            stop = callback(copy.deepcopy(row)) or stop
         return stop
 
     return step

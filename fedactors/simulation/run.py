@@ -26,6 +26,7 @@ from fedactors.simulation import recorder
 from fedactors.simulation.assembly import (
     assemble,
     build_data,
+    callers_randomness_kept,
     canary_plan,
     check_deadline,
     configure_tensorflow,
@@ -36,7 +37,7 @@ from fedactors.simulation.assembly import (
     scenario_code,
 )
 from fedactors.simulation.options import RunOptions, RunResult, built_sha256
-from fedactors.simulation.outputs import RunDirectory, save_model
+from fedactors.simulation.outputs import RunDirectory, check_writable, save_model
 from fedactors.training.choice import executor_for
 from fedactors.training.executor import Executor
 from fedactors.training.model_runner import Evaluator, ModelRunner
@@ -68,11 +69,31 @@ def run_scenario(
     """Run ``scenario`` as ``options`` say; ``on_round`` callbacks get each metrics row and
     may return a reason to stop; ``executor_factory`` replaces the chosen executor (tests).
 
-    ``interrupt`` is polled between events and may return a reason to stop (the CLI's
-    Ctrl-C): a FedBuff run stops at the end of the current instant even when no
-    update comes; synchronous rounds stop at their end, through ``on_round``.
+    ``interrupt`` is polled and may return a reason to stop (the CLI's Ctrl-C): a
+    FedBuff run polls it at every event and stops at the end of the current instant
+    even when no update comes; synchronous rounds poll it at each round's end and
+    stop there. The reason becomes ``summary["stopped"]``.
+
+    ``on_round`` callbacks get a copy of each row: what they change is theirs, not the
+    run's records.
+
+    The run draws only from its own seed; the process's global random state (Python's
+    ``random``, ``np.random``, Keras' and TensorFlow's global seeds) is left as it was.
     """
+    with callers_randomness_kept():
+        return _run(scenario, options, on_round, executor_factory, interrupt)
+
+
+def _run(
+    scenario: Scenario,
+    options: RunOptions,
+    on_round: Sequence[Callable[[dict], Optional[str]]],
+    executor_factory: Optional[Callable[[ModelRunner], Executor]],
+    interrupt: Callable[[], Optional[str]],
+) -> RunResult:
     wall_start = time.perf_counter()
+    if options.out_dir is not None:
+        check_writable(options.out_dir)  # one line naming it, before any work
     seed = scenario.seed if options.seed is None else options.seed
     rounds = scenario.rounds.count if options.rounds is None else options.rounds
     seeds = SeedTree(seed, scenario.randomness)
@@ -93,10 +114,11 @@ def run_scenario(
     initial_metrics = evaluator.evaluate(initial)
     privacy = privacy_budget(scenario, fleet.size, options.scenario_path, int(initial.shape[0]))
     canaries = canary_plan(scenario, privacy, seeds, initial.shape[0], options.scenario_path)
+    with scenario_code("data", options.scenario_path):
+        # Only a run with a directory checkpoints or resumes. (It makes generated data.)
+        digest = data.sha256() if options.out_dir is not None else ""
     fingerprint = partial(options.fingerprint, scenario, seed,
-                          built_sha256(evaluator.model, scenario),
-                          # Only a run with a directory checkpoints or resumes.
-                          data=data.sha256() if options.out_dir is not None else "")
+                          built_sha256(evaluator.model, scenario), data=digest)
     resumed = _checkpoint_to_resume(options, rounds)
     if resumed is not None:
         # Everything but the executor's fallback is checked before the executor starts:

@@ -185,6 +185,14 @@ class ModelRunner:
         return delta.numpy(), float(loss.numpy())
 
 
+class MetricFailed(Exception):
+    """A metric (not the loss) failed on the dry run's rows: ``name`` is the metric's."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        super().__init__(f"metric {name!r}: {type(cause).__name__}: {cause}")
+        self.name, self.cause = name, cause
+
+
 class Evaluator:
     """The server's model, evaluated on the server's own held-out data."""
 
@@ -246,13 +254,25 @@ class Evaluator:
     def _dry_rows(self, x: np.ndarray, y: np.ndarray) -> None:
         pred = self._predict(tf.constant(x))
         float(self.loss_fn(y, pred).numpy())
-        for m in self._metrics:
-            m.update_state(y, pred)
-            m.result()
-            m.reset_state()
+        for name, m in zip(self.metric_names, self._metrics):
+            try:
+                m.update_state(y, pred)
+                m.result()
+            except Exception as exc:  # TensorFlow's, whatever it is: say which metric
+                raise MetricFailed(name, exc) from exc
+            finally:
+                m.reset_state()
 
     def output_shape(self) -> tuple:
         return tuple(self.model.outputs[0].shape) if self.model.outputs else ()
+
+    def input_shape(self) -> tuple:
+        """The model's declared input shape (batch first), or () when it declares none."""
+        try:
+            inputs = self.model.inputs
+        except (AttributeError, ValueError):  # a subclassed model called on nothing yet
+            return ()
+        return tuple(inputs[0].shape) if inputs and len(inputs) == 1 else ()
 
     def evaluate(self, flat: np.ndarray) -> dict[str, float]:
         self.layout.check_flat(flat)

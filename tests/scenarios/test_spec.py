@@ -188,3 +188,15 @@ def test_data_returning_the_wrong_type_names_the_scenario_file(capsys, tmp_path:
         "    rounds=Rounds(count=1, cohort_size=2, deadline=60.0))\n", "--out", str(tmp_path / "run"))
     assert err == (f"error: {path}: data: must return a FederatedData or GeneratedData, "
                    "got tuple")
+
+
+def test_a_numpy_whole_number_seed_is_taken_as_an_int() -> None:
+    # Found from outside: seeds from np.arange in a sweep were refused with "must be a
+    # whole number >= 0, got 1".
+    import numpy as np
+
+    sc = dataclasses.replace(scenario(), seed=np.int64(1))
+    assert sc.seed == 1 and type(sc.seed) is int
+    for bad in (True, -1, 1.0, "1"):
+        assert str(refusal(lambda bad=bad: dataclasses.replace(scenario(), seed=bad))).startswith(
+            "seed: must be a whole number >= 0")
