@@ -214,3 +214,23 @@ def test_a_metric_that_does_not_fit_the_labels_is_named_not_the_loss(tmp_path: P
     assert message.startswith("s.py: metrics: 'auc' does not fit the model's output (None, 2) "
                               "and the labels of device 0's data")
     assert "though loss 'sparse_categorical_crossentropy' does" in message
+
+
+def test_a_model_function_that_builds_another_model_each_call_is_refused() -> None:
+    calls: list[int] = []
+
+    def growing():
+        calls.append(1)
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2 * len(calls))])
+
+    with pytest.raises(ScenarioError, match=r"^scenario: model: returned a different "
+                                            r"architecture on its second call \(8 parameters"):
+        run_scenario(_scenario(model=growing))
+
+
+def test_a_model_function_that_returns_one_cached_object_is_refused() -> None:
+    cached = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    before = [w.copy() for w in cached.get_weights()]
+    with pytest.raises(ScenarioError, match=r"returned the same keras.Model object on two calls"):
+        run_scenario(_scenario(model=lambda: cached))
+    assert all(np.array_equal(a, b) for a, b in zip(before, cached.get_weights()))

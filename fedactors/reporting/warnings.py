@@ -31,8 +31,8 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
             "device's update carrying only its share of the noise (1/min_survivors of the "
             "variance); the ε covers the released model, not what the server saw"
         )
-    if randomness == SEEDED and (privacy is not None or _has_secrets(secure)):
-        out.append(_seeded_secrets(privacy is not None, _has_secrets(secure)))
+    if randomness == SEEDED and (_has_noise(privacy) or _has_secrets(secure)):
+        out.append(_seeded_secrets(_has_noise(privacy), _has_secrets(secure)))
     if randomness == SYSTEM:
         # Asked for, but it gives up what every other run promises: a replay from its seed.
         out.append("randomness: DP noise and secure-aggregation secrets came from the operating "
@@ -118,6 +118,19 @@ def _has_secrets(secure: Optional[Mapping[str, Any]]) -> bool:
     """Whether the run's secure aggregation ran the real protocol (a modeled one has no
     secrets, and says so in its own warning)."""
     return secure is not None and secure.get("mode") != "modeled"
+
+
+def _has_noise(privacy: Optional[Mapping[str, Any]]) -> bool:
+    """Whether the run's DP added any noise (found from outside: noise_multiplier 0, so
+    no noise and ε = ∞, still got the seeded-noise caveat). Unknown counts as noise."""
+    if privacy is None:
+        return False
+    accounting = privacy.get("accounting") or {}
+    charged = accounting.get("noise_multipliers_charged")
+    if charged:
+        return any(z > 0 for z, _ in charged)
+    z = accounting.get("noise_multiplier")
+    return z is None or z > 0
 
 
 def _seeded_secrets(dp: bool, secure: bool) -> str:

@@ -183,6 +183,30 @@ def dry_run(scenario: Scenario, evaluator: Evaluator, data: Union[FederatedData,
     _check_class_ids(where, evaluator, data)
 
 
+def check_one_model(evaluator: Evaluator, trained: Any, path: Optional[Path]) -> None:
+    """Refuse a ``model`` function that does not build one architecture afresh per call.
+
+    The server evaluates its own build and the devices train another (a third per
+    Ray worker). Found from outside: a function returning a growing model failed as
+    "device 27 failed in round 1" with a TensorFlow split error, and one returning a
+    cached object had the run train the caller's model in place, so two runs of one
+    Scenario differed.
+    """
+    where = str(path) if path is not None else "scenario"
+    if trained is evaluator.model:
+        raise ScenarioError(
+            f"{where}: model: returned the same keras.Model object on two calls; it must "
+            "build a new model each call (the server and the devices each hold their own)")
+    mine = [tuple(w.shape) for w in evaluator.model.weights]
+    theirs = [tuple(w.shape) for w in trained.weights]
+    if mine != theirs:
+        raise ScenarioError(
+            f"{where}: model: returned a different architecture on its second call "
+            f"({sum(int(np.prod(s)) for s in mine)} parameters in {len(mine)} arrays, then "
+            f"{sum(int(np.prod(s)) for s in theirs)} in {len(theirs)}); it must build the same "
+            "model each call")
+
+
 def _fits(declared: tuple, actual: tuple) -> bool:
     """Whether examples of shape ``actual`` fit an input declared ``declared`` (None: any)."""
     return len(declared) == len(actual) and all(

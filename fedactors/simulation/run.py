@@ -29,6 +29,7 @@ from fedactors.simulation.assembly import (
     callers_randomness_kept,
     canary_plan,
     check_deadline,
+    check_one_model,
     configure_tensorflow,
     dry_run,
     model_spec,
@@ -106,6 +107,7 @@ def _run(
     with scenario_code("model", options.scenario_path):
         evaluator = Evaluator(model_spec(scenario), *data.test)
         runner = ModelRunner(model_spec(scenario), scenario.training)
+    check_one_model(evaluator, runner.model, options.scenario_path)
     initial = evaluator.layout.flatten(evaluator.model.get_weights())
     dry_run(scenario, evaluator, data, options.scenario_path)
     check_deadline(scenario, fleet, data, int(initial.nbytes), options.scenario_path)

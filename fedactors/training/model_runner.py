@@ -8,6 +8,7 @@ optimizer and running a compiled loop over the device's batches.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 
 import keras
@@ -17,6 +18,21 @@ import tensorflow as tf
 from fedactors.errors import ConfigError
 from fedactors.training.spec import LocalTraining, ModelSpec
 from fedactors.training.weights import WeightsLayout
+
+
+def _not_retracing_advice(record: logging.LogRecord) -> bool:
+    """Drop TensorFlow's "N out of the last M calls ... triggered tf.function retracing".
+
+    Every run builds its own models and compiled functions (so no run inherits
+    another's state), so a process that runs many scenarios (the experiment
+    commands, a notebook) traces many functions once each, as meant; the advice
+    to reuse them only buried the experiments' own output (found from outside).
+    """
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+if _not_retracing_advice not in tf.get_logger().filters:
+    tf.get_logger().addFilter(_not_retracing_advice)
 
 
 def build_model(spec: ModelSpec) -> keras.Model:

@@ -58,6 +58,21 @@ def test_a_seeded_dp_or_secure_run_says_the_seed_undoes_its_protection(privacy, 
     assert not any("came from the seed" in line for line in system)
 
 
+@pytest.mark.parametrize("accounting, noisy", [
+    ({"noise_multiplier": 0.0, "noise_multipliers_charged": [[0.0, 20]]}, False),
+    ({"noise_multiplier": 0.0}, False),
+    ({"noise_multipliers_charged": [[0.0, 3], [1.1, 2]]}, True),  # adaptive: some noise
+    ({"noise_multiplier": 0.5}, True),
+    ({}, True),  # a mechanism that does not say: the caveat stays
+])
+def test_dp_without_noise_has_no_noise_to_caveat(accounting, noisy) -> None:
+    # Found from outside: noise_multiplier 0 (ε = ∞, no noise at all) was told its noise
+    # came from the seed.
+    privacy = {"epsilon": None, "violations": [], "accounting": accounting}
+    lines = run_warnings([{"round": 1}], privacy, None, randomness="seeded")
+    assert any("DP noise came from the seed" in line for line in lines) == noisy
+
+
 def test_modeled_secure_aggregation_has_no_secrets_to_caveat() -> None:
     lines = run_warnings([{"round": 1}], None, None, secure={"mode": "modeled", "proves": "x"})
     assert not any(line.startswith("randomness:") for line in lines)

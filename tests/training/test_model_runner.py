@@ -52,3 +52,20 @@ def test_the_batch_order_is_one_rng_permutation_per_epoch() -> None:
         rng = np.random.default_rng(seed)
         batch_schedule(n, epochs, 5, rng)
         assert rng.random() == reference.random()
+
+
+def test_tensorflows_retracing_advice_is_held_back_and_nothing_else(caplog) -> None:
+    # Found from outside: the experiment commands printed "WARNING:tensorflow:5 out of the
+    # last 9 calls to <function Evaluator.__init__.<locals>.<lambda>> triggered tf.function
+    # retracing" between their own lines; every run builds its functions afresh, as meant.
+    import logging
+
+    import tensorflow as tf
+
+    import fedactors.training.model_runner  # noqa: F401  (installs the filter)
+
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        tf.get_logger().warning("5 out of the last 9 calls to <function f> triggered "
+                                "tf.function retracing. Tracing is expensive")
+        tf.get_logger().warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
