@@ -7,6 +7,8 @@ import inspect
 
 #: Modules whose ``__all__`` is the public API.
 MODULES = ("fedactors", "fedactors.aggregation", "fedactors.privacy", "fedactors.data")
+#: And the names a Python caller runs a scenario with (the rest of that package is internal).
+RUNNING = ("fedactors.simulation", ("run_scenario", "RunOptions", "RunResult"))
 
 
 def public_objects() -> dict[str, object]:
@@ -18,4 +20,8 @@ def public_objects() -> dict[str, object]:
             obj = getattr(module, attr)
             if inspect.isclass(obj) or inspect.isfunction(obj):
                 found.setdefault(f"{obj.__module__}.{obj.__qualname__}", obj)
+    module, names = RUNNING
+    for attr in names:
+        obj = getattr(importlib.import_module(module), attr)
+        found.setdefault(f"{obj.__module__}.{obj.__qualname__}", obj)
     return found

@@ -25,12 +25,52 @@ WALL_CLOCK_KEYS = ("wall_seconds", "secagg_server_seconds")
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run a scenario; every field is checked when the options are made.
+    """How to run a scenario (the CLI's options, from Python); every field is checked here.
 
-    A bad value is a ``ConfigError`` naming the field, before anything is read or
-    written: a notebook's ``rounds="3"`` used to start the run, clear the finished
-    run in ``out_dir`` and fail inside the server. ``out_dir`` and ``scenario_path``
-    take a ``str`` or any path-like; NumPy whole numbers are taken as ints.
+    A bad value is a ``ConfigError`` naming the field, raised when the options are
+    made, before anything is read or written (a finished run in ``out_dir`` is
+    never cleared for a mistyped option). Paths take a ``str`` or any path-like;
+    NumPy whole numbers are taken as ints.
+
+    Args:
+        seed: Root seed of every draw of the run (whole number >= 0); None: the
+            scenario's own ``seed``.
+        rounds: Releases to run (synchronous rounds, or FedBuff server updates),
+            >= 1; None: the scenario's ``rounds.count``.
+        out_dir: The run directory: ``events.jsonl``, ``metrics.jsonl``,
+            ``summary.json``, ``model.keras`` and ``checkpoint.pkl`` are written
+            there (README's table). None (the default) writes nothing: the run's
+            figures are only in the returned ``RunResult``. The CLI's ``report/``
+            and ``tensorboard/`` are the CLI's own
+            (``fedactors.reporting.report.write_report`` makes the report).
+        device_events: Log each device's steps in ``events.jsonl`` (the report's
+            timeline needs them); False keeps only the server's events, for
+            speed on big fleets.
+        keep_events: Keep the events in memory too, as ``RunResult.events``
+            (otherwise that list is empty). After a resume it holds the events
+            of this process's part of the run; ``records`` hold every round.
+        scenario_path: The scenario's file, if it came from one: error messages
+            name it (``file:line``) and a checkpoint records its digest, so a
+            resume with an edited file is refused.
+        checkpoint: Write ``checkpoint.pkl`` after every round (needs ``out_dir``).
+        resume: Continue the run checkpointed in ``out_dir`` (to ``rounds``, or
+            to the round count it was started for) instead of starting afresh.
+        executor: ``"auto"`` (default), ``"vectorized"`` or ``"sequential"``: how a
+            cohort's local training is batched (docs/training.md).
+        backend: ``"local"`` (default) or ``"ray"``: where local training runs
+            (docs/distributed.md).
+        ray_workers: Ray workers (>= 1) for ``backend="ray"``; None: every CPU.
+        until: Stop after the first round that ends at or after this simulated
+            second (>= 0); the summary's ``stopped`` is then ``"time-limit"``.
+
+    Examples:
+        >>> from fedactors.simulation import RunOptions
+        >>> RunOptions(rounds=3, out_dir="runs/demo").out_dir
+        PosixPath('runs/demo')
+        >>> RunOptions(rounds="3")
+        Traceback (most recent call last):
+        ...
+        fedactors.errors.ConfigError: rounds: must be a whole number, got '3'
     """
 
     seed: Optional[int] = None  # None: the scenario's own seed
@@ -141,6 +181,33 @@ def built_sha256(model: Any, scenario: Scenario) -> str:
 
 @dataclass
 class RunResult:
+    """What ``run_scenario`` returns: the same figures as the run directory's files.
+
+    Args:
+        scenario: The scenario that ran.
+        seed: The root seed the run used (``RunOptions.seed`` when given, else
+            ``scenario.seed``).
+        records: One metrics row per release, as in ``metrics.jsonl`` (every round
+            of the run, a resumed one's earlier rounds included): ``round``,
+            ``selected``, ``reported``, ``accuracy``, ``epsilon``, ... (docs/reporting.md).
+        weights: The final global weights, flattened to one float32 vector
+            (``summary["weights_sha256"]`` is their digest).
+        summary: As ``summary.json``: ``rounds``, ``stopped``, ``final``,
+            ``weights_sha256``, ``privacy``, ``warnings``, ...
+        events: The event log's records when ``RunOptions.keep_events`` is set,
+            else empty.
+
+    Examples:
+        >>> from fedactors.scenarios.loader import load_scenario
+        >>> from fedactors.simulation import RunOptions, run_scenario
+        >>> result = run_scenario(load_scenario("scenarios/linear_regression.py"),
+        ...                       RunOptions(rounds=2))
+        >>> [row["round"] for row in result.records], result.summary["stopped"]
+        ([1, 2], 'completed')
+        >>> result.seed == result.scenario.seed  # no seed in the options
+        True
+    """
+
     scenario: Scenario
     seed: int
     records: list[dict[str, Any]]

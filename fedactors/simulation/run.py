@@ -80,6 +80,34 @@ def run_scenario(
 
     The run draws only from its own seed; the process's global random state (Python's
     ``random``, ``np.random``, Keras' and TensorFlow's global seeds) is left as it was.
+
+    Args:
+        scenario: What to simulate (``load_scenario(path)``, or a ``Scenario`` built
+            in code).
+        options: How to run it (``RunOptions``); by default the scenario's seed and
+            round count, and nothing written.
+        on_round: Callables, each given a copy of every metrics row as it is made;
+            one that returns a string stops the run there (the string becomes
+            ``summary["stopped"]``). A list, even of one.
+        executor_factory: Replaces the executor ``options`` choose (tests).
+        interrupt: Polled for a reason to stop, as above.
+
+    A scenario or option that cannot run raises ``ConfigError`` / ``ScenarioError``
+    (one line naming the file, field or device) before round 1; a device whose
+    training fails stops the run with a ``ScenarioError`` naming it.
+
+    Examples:
+        >>> from fedactors.scenarios.loader import load_scenario
+        >>> from fedactors.simulation import RunOptions, run_scenario
+        >>> scenario = load_scenario("scenarios/linear_regression.py")
+        >>> losses = []
+        >>> result = run_scenario(scenario, RunOptions(rounds=3, seed=1),
+        ...                       on_round=[lambda row: losses.append(row["loss"])])
+        >>> len(losses), result.summary["rounds"], result.seed
+        (3, 3, 1)
+        >>> run_scenario(scenario, RunOptions(rounds=5), on_round=[
+        ...     lambda row: "enough" if row["round"] == 2 else None]).summary["stopped"]
+        'enough'
     """
     with callers_randomness_kept():
         return _run(scenario, options, on_round, executor_factory, interrupt)
