@@ -7,6 +7,7 @@ field instead of a traceback.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import inspect
 import re
@@ -20,12 +21,34 @@ from fedactors.scenarios.spec import Scenario
 
 
 def line_in(path: Path, exc: BaseException) -> str:
-    """``file:line`` of the deepest frame of ``exc`` inside the scenario file."""
+    """``file:line`` of the deepest frame of ``exc`` inside the scenario file.
+
+    For a bad field in a call spread over several lines, the line of that keyword
+    (found from outside: ``dropout=1.5`` on line 12 of a ``DeviceClass(...)`` begun
+    on line 11 was reported at line 11).
+    """
     where = str(path)
     for frame in traceback.extract_tb(exc.__traceback__):
         if Path(frame.filename).resolve() == path.resolve():
-            where = f"{path}:{frame.lineno}"
+            line = frame.lineno
+            if isinstance(exc, ConfigError) and frame.end_lineno and line is not None and (
+                    frame.end_lineno > line):
+                line = _keyword_line(path, line, frame.end_lineno,
+                                     exc.field.split(".")[-1].split("[")[0]) or line
+            where = f"{path}:{line}"
     return where
+
+
+def _keyword_line(path: Path, first: int, last: int, name: str) -> int | None:
+    """The line of the first ``name=`` keyword argument within lines first..last."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    lines = sorted(node.value.lineno for node in ast.walk(tree)
+                   if isinstance(node, ast.keyword) and node.arg == name
+                   and first <= node.value.lineno <= last)
+    return lines[0] if lines else None
 
 
 _UNEXPECTED = re.compile(r"(\w+)(?:\.__init__)?\(\) got an unexpected keyword argument '(\w+)'")

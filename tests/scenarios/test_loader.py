@@ -32,3 +32,21 @@ def test_no_suggestion_for_a_keyword_nothing_resembles(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as caught:
         load_scenario(path)
     assert "did you mean" not in str(caught.value)
+
+
+@pytest.mark.parametrize("bad, line, field", [
+    ("count=2, dropout=1.5", 4, "dropout"),
+    ("count=0", 4, "count"),
+])
+def test_a_bad_value_in_a_call_over_several_lines_is_placed_at_its_own_line(
+        tmp_path: Path, bad: str, line: int, field: str) -> None:
+    # Found from outside: the line where DeviceClass( began was named, not the bad keyword's.
+    path = tmp_path / "multi.py"
+    path.write_text("from fedactors import DeviceClass\n"
+                    "fleet = [DeviceClass(\n"
+                    "    'a',\n"
+                    f"    {bad},\n"
+                    "    compute=2.0)]\n")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value).startswith(f"{path}:{line}: {field}:")
