@@ -195,12 +195,16 @@ def _canary_warnings(records: Sequence[Mapping[str, Any]],
     out = []
     per_release = [r["canaries"] for r in records if "canaries" in r]
     mean = sum(per_release) / len(per_release) if per_release else 0.0
-    if cohort and mean > CANARY_SHARE * cohort:
+    k, q = empirical.get("canaries_inserted"), empirical.get("participation_rate")
+    # The design's k q, as docs/privacy.md states the rule (found from outside: with k q
+    # above the line, the few canaries a short run happened to draw kept it quiet).
+    expected = k * q if k is not None and q is not None else mean
+    if cohort and max(expected, mean) > CANARY_SHARE * cohort:
         out.append(
-            f"canaries: about {mean:.1f} canaries joined each release against a cohort of "
-            f"{cohort} devices, so they steer training (and an adaptive clip) away from the run "
-            f"without them; the estimate describes that run. Keep canaries x rate under "
-            f"{CANARY_SHARE:g} x the cohort")
+            f"canaries: about {max(expected, mean):.1f} canaries join each release (k x q; "
+            f"{mean:.1f} did on average) against a cohort of {cohort} devices, so they steer "
+            f"training (and an adaptive clip) away from the run without them; the estimate "
+            f"describes that run. Keep canaries x rate under {CANARY_SHARE:g} x the cohort")
     eps, bound = empirical.get("epsilon"), empirical.get("epsilon_canary_bound")
     if eps is not None and bound is not None and eps > bound:
         out.append(

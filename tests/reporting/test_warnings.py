@@ -96,6 +96,14 @@ def test_many_canaries_per_release_are_warned_about():
     assert not [w for w in few if w.startswith("canaries:")]
     assert not [w for w in warnings_of([{"canaries": 9}], {"violations": []}, None)
                 if w.startswith("canaries:")]
+    # The rule is on k q, the design: a run whose canaries happened not to join is told too.
+    design = {**privacy, "empirical": {"epsilon": 1.0, "canaries_inserted": 3,
+                                       "participation_rate": 11 / 30}}
+    unlucky = warnings_of([{"canaries": 0}, {"canaries": 0}, {"canaries": 2}],
+                          {**design, "accounting": {"expected_count": 8}}, None)
+    assert [w for w in unlucky if w.startswith("canaries: about 1.1 canaries join")]
+    roomy = {**design, "accounting": {"expected_count": 20}}  # 1.1 of 20: under a tenth
+    assert not [w for w in warnings_of([{"canaries": 0}], roomy, None) if w.startswith("canaries:")]
 
 
 def test_an_estimate_above_the_canary_bound_is_warned_about():
