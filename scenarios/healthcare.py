@@ -27,7 +27,7 @@ many are sampled), so the Poisson sampling the accountant assumes is what the
 server actually does (``summary.json`` ``privacy.assumption_held``).
 
 Figures measured (20 rounds, δ = 1e-5, 3 seeds): ε = 4.27 with final accuracy
-0.959 ± 0.028 (seed 0: 0.991; non-private FedAvg: 0.971 ± 0.014); full table
+0.950 ± 0.014 (seed 0: 0.938; non-private FedAvg: 0.968 ± 0.005); full table
 in docs/privacy.md, "Worked example".
 """
 

@@ -18,7 +18,7 @@ run, accuracy against ε, is one command (docs/privacy.md, "DP-FTRL"):
 
 At these settings (60 rounds, seed 0): ε = 7.31 at δ = 1e-5, which holds
 although only online phones are selected; test accuracy 0.382 against 0.404
-without privacy (seed streams v2; docs/privacy.md's table was measured under v1).
+without privacy (docs/privacy.md's table, measured the same way).
 """
 
 import dataclasses
