@@ -54,7 +54,8 @@ def scenario_with(**overrides: object) -> str:
         ({"rtt": -0.5}, "rtt: must be >= 0, got -0.5", 12),
         ({"dropout": 1.5}, "dropout: must be in [0, 1], got 1.5", 12),
         ({"deadline": 0}, "deadline: must be > 0, got 0", 13),
-        ({"cohort": 10}, "rounds.cohort_size: 10 is larger than the fleet (4 devices)", 7),
+        # A Scenario-level check on a Rounds field: placed at the keyword inside Rounds(...).
+        ({"cohort": 10}, "rounds.cohort_size: 10 is larger than the fleet (4 devices)", 13),
     ],
 )
 def test_invalid_values_name_the_file_line_and_field(capsys, tmp_path, overrides, field, line):
@@ -194,7 +195,8 @@ def test_a_bad_randomness_in_a_scenario_is_one_line_exit_2(capsys, tmp_path) -> 
         "    rounds=Rounds(", "    randomness='os',\n    rounds=Rounds("))
     code, err = run_main(capsys, str(path), "--out", str(tmp_path / "out"))
     assert code == 2
-    assert err.strip() == f"error: {path}:7: randomness: must be 'seeded' or 'system', got 'os'"
+    # Line 13 holds randomness='os' (the Scenario( call begins on line 7).
+    assert err.strip() == f"error: {path}:13: randomness: must be 'seeded' or 'system', got 'os'"
 
 
 def test_a_system_randomness_run_resumes_as_one_and_a_seeded_one_cannot_switch(capsys,

@@ -98,7 +98,7 @@ def test_the_cli_refuses_it_in_one_line_naming_file_and_field(capsys, tmp_path: 
         "                  min_reports=10),\n"
         "    aggregator=DPMean.fixed(clip_norm=1.0, noise_multiplier=1.2, expected_count=10),\n"
         "    privacy=Privacy(delta=1e-5), seed=1)\n", "--rounds", "8")
-    assert err.startswith(f"error: {path}:3: rounds.min_reports: is 10, but with sampling='poisson'")
+    assert err.startswith(f"error: {path}:6: rounds.min_reports: is 10, but with sampling='poisson'")
 
 
 # -- FedBuff uses only count, deadline and eval_every ------------------------------------------
