@@ -66,6 +66,9 @@ def _accountant_epsilon(privacy: dict[str, Any]) -> str:
         return "–"
     eps = privacy.get("epsilon")
     held = "" if privacy.get("assumption_held", True) else " (assumption broken)"
+    if "epsilon_guaranteed" in privacy:  # the bound that holds without the broken sampling
+        holds = privacy["epsilon_guaranteed"]
+        held = f" (assumption broken; ε that holds: {'∞' if holds is None else _fmt(float(holds))})"
     relation = neighbors_text(privacy)
     over = f"; {relation}" if relation else ""
     return f"{'∞' if eps is None else _fmt(float(eps))}; δ={delta_text(privacy)}{over}{held}"

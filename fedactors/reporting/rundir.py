@@ -27,6 +27,7 @@ SUMMARY_FIELDS = {
 PRIVACY_FIELDS = {
     "epsilon": _NUMBER, "delta": _NUMBER, "delta_truncation": _NUMBER, "assumption_held": _FLAG,
     "accounting": _OBJECT, "violations": _LIST, "empirical": _OBJECT,
+    "epsilon_guaranteed": _NUMBER,
 }
 EMPIRICAL_FIELDS = {"epsilon": _NUMBER, "canaries_inserted": _INT}
 # A metrics row's counts and sizes, summed and drawn; its evaluation metrics are numbers too.

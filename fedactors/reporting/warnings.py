@@ -33,6 +33,8 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         )
     if randomness == SEEDED and (_has_noise(privacy) or _has_secrets(secure)):
         out.append(_seeded_secrets(_has_noise(privacy), _has_secrets(secure)))
+    if privacy is not None and "epsilon_guaranteed" in privacy:
+        out.append(_guaranteed_warning(privacy))
     if randomness == SYSTEM:
         # Asked for, but it gives up what every other run promises: a replay from its seed.
         out.append("randomness: DP noise and secure-aggregation secrets came from the operating "
@@ -131,6 +133,19 @@ def _has_noise(privacy: Optional[Mapping[str, Any]]) -> bool:
         return any(z > 0 for z, _ in charged)
     z = accounting.get("noise_multiplier")
     return z is None or z > 0
+
+
+def _guaranteed_warning(privacy: Mapping[str, Any]) -> str:
+    """The ε a synchronous run states assumes a sampling it broke: say what holds."""
+    def text(eps: Optional[float]) -> str:
+        return "∞" if eps is None else f"{eps:.4g}"
+
+    target = privacy.get("target_epsilon")
+    kept = (f"; the target ε {target:g} was kept on the sampled figure, not on this one"
+            if target is not None else "")
+    return (f"privacy: ε = {text(privacy.get('epsilon'))} assumes the uniform sampling this run "
+            f"broke (see the violations); the ε that holds with no sampling assumed is "
+            f"{text(privacy['epsilon_guaranteed'])} (epsilon_guaranteed){kept}")
 
 
 def _seeded_secrets(dp: bool, secure: bool) -> str:

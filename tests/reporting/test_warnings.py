@@ -73,6 +73,17 @@ def test_dp_without_noise_has_no_noise_to_caveat(accounting, noisy) -> None:
     assert any("DP noise came from the seed" in line for line in lines) == noisy
 
 
+def test_a_broken_sampling_assumption_names_the_epsilon_that_holds() -> None:
+    privacy = {"epsilon": 1.169, "epsilon_guaranteed": 13.76, "target_epsilon": 1.5,
+               "violations": ["availability: ..."], "accounting": {"noise_multiplier": 3.0}}
+    lines = [w for w in warnings_of([{"round": 1}], privacy, None) if "epsilon_guaranteed" in w]
+    assert len(lines) == 1
+    assert "ε = 1.169 assumes the uniform sampling" in lines[0] and "is 13.76" in lines[0]
+    assert "target ε 1.5 was kept on the sampled figure" in lines[0]
+    del privacy["epsilon_guaranteed"]
+    assert not [w for w in warnings_of([{"round": 1}], privacy, None) if "epsilon_guaranteed" in w]
+
+
 def test_modeled_secure_aggregation_has_no_secrets_to_caveat() -> None:
     lines = run_warnings([{"round": 1}], None, None, secure={"mode": "modeled", "proves": "x"})
     assert not any(line.startswith("randomness:") for line in lines)
