@@ -48,6 +48,7 @@ def mixed_neighbors_note(labelled: Sequence[tuple[str, Mapping[str, Any]]]) -> O
         return None
     which = ", ".join(f"{label}: {r}" for label, r in relations.items() if r)
     return (f"These runs' ε are over different neighbouring datasets ({which}). They are not "
-            "comparable numbers: a replace-one ε is roughly twice an add-or-remove-one ε for "
-            "the same noise (docs/privacy.md); do not compare them in the table or the ε figure.")
+            "comparable numbers: for the same noise a replace-one ε is at least about twice an "
+            "add-or-remove-one ε, and with fixed-size sampling often many times it "
+            "(docs/privacy.md); do not compare them in the table or the ε figure.")
 

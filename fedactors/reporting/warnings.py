@@ -7,6 +7,7 @@ into ``summary.json`` ``warnings`` and into the report.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -15,9 +16,16 @@ from fedactors.seeding import SEEDED, SYSTEM
 
 def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping[str, Any]],
                  executor_fallback: Optional[str], *, randomness: str = SEEDED,
-                 secure: Optional[Mapping[str, Any]] = None) -> list[str]:
-    """Every weakened guarantee and fallback of a finished run, in plain words."""
+                 secure: Optional[Mapping[str, Any]] = None,
+                 selection: Optional[tuple[int, str]] = None) -> list[str]:
+    """Every weakened guarantee and fallback of a finished run, in plain words.
+
+    ``selection``: synchronous rounds' ``(selected_size, sampling)``, to say when
+    rounds could not select what the scenario asks for.
+    """
     out: list[str] = []
+    if selection is not None:
+        out += _selection_warnings(records, *selection)
     if secure is not None and secure.get("mode") == "modeled":
         out.append(f"secure aggregation ran modeled: {secure['proves']}")
     if secure is not None:
@@ -114,6 +122,33 @@ def _robust_warnings(records: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"robust: in {short} of {len(records)} rounds {what} ({key} 0 in "
                        "metrics.jsonl)")
     return out
+
+
+def _selection_warnings(records: Sequence[Mapping[str, Any]], wanted: int,
+                        sampling: str) -> list[str]:
+    """Rounds that selected fewer devices than ``ceil(cohort_size x over_selection)``
+    because fewer were online (found from outside: a cohort of 26,000 on a fleet with
+    10,300 online at night was cut to everyone online, said nowhere)."""
+    counts = [int(r["selected"]) for r in records if "selected" in r]
+    if not counts:
+        return []
+    if sampling == "poisson":
+        # A Poisson draw varies; its mean over the rounds should be near the whole fleet's
+        # expectation. Far below it, the fleet was mostly offline (or kept out).
+        mean = sum(counts) / len(counts)
+        spread = 4.0 * math.sqrt(wanted / len(counts))
+        if mean < 0.9 * wanted and mean < wanted - spread:
+            return [f"selection: rounds sampled {mean:.1f} devices on average, against the "
+                    f"{wanted} a Poisson draw of the whole fleet expects: most of the fleet was "
+                    "offline, and a DP mean still divides by its expected_count, so each "
+                    "update moved the model less"]
+        return []
+    short = [c for c in counts if c < wanted]
+    if not short:
+        return []
+    return [f"selection: in {len(short)} of {len(counts)} rounds fewer devices were online (or "
+            f"eligible) than the {wanted} to select (ceil(cohort_size x over_selection)), so "
+            f"every one of them was selected (as few as {min(short)})"]
 
 
 def _has_secrets(secure: Optional[Mapping[str, Any]]) -> bool:

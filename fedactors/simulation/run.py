@@ -280,7 +280,9 @@ def _run(
         summary["privacy"] = privacy_summary
     summary["warnings"] = run_warnings(records, privacy_summary, executor.fallback_reason,
                                        randomness=scenario.randomness,
-                                       secure=summary.get("secure_aggregation"))
+                                       secure=summary.get("secure_aggregation"),
+                                       selection=None if scenario.mode is not None else
+                                       (scenario.rounds.selected_size, scenario.rounds.sampling))
     if actors.server.stall is not None:
         summary["warnings"].append(f"stalled: {actors.server.stall}")
     if options.out_dir is not None:

@@ -84,6 +84,31 @@ def test_a_broken_sampling_assumption_names_the_epsilon_that_holds() -> None:
     assert not [w for w in warnings_of([{"round": 1}], privacy, None) if "epsilon_guaranteed" in w]
 
 
+def test_rounds_that_could_not_select_what_was_asked_say_so() -> None:
+    # Found from outside: 26,000 to select on a fleet with ~10,300 online, cut silently.
+    rows = [{"round": 1, "selected": 10308}, {"round": 2, "selected": 26000},
+            {"round": 3, "selected": 10256}]
+    lines = [w for w in run_warnings(rows, None, None, selection=(26000, "fixed_size"))
+             if w.startswith("selection:")]
+    assert lines == ["selection: in 2 of 3 rounds fewer devices were online (or eligible) than "
+                     "the 26000 to select (ceil(cohort_size x over_selection)), so every one "
+                     "of them was selected (as few as 10256)"]
+    full = [{"round": 1, "selected": 650}, {"round": 2, "selected": 650}]
+    assert not [w for w in run_warnings(full, None, None, selection=(650, "fixed_size"))
+                if w.startswith("selection:")]
+
+
+def test_poisson_rounds_far_below_their_expected_draw_say_so() -> None:
+    def said(counts, wanted=650):
+        rows = [{"round": i, "selected": c} for i, c in enumerate(counts, 1)]
+        return [w for w in run_warnings(rows, None, None, selection=(wanted, "poisson"))
+                if w.startswith("selection:")]
+
+    assert said([200, 245, 230])  # a third of the fleet online
+    assert not said([640, 655, 700, 610])  # a Poisson draw's own spread
+    assert not said([3, 9, 5], wanted=6)  # small draws vary a lot: no alarm
+
+
 def test_modeled_secure_aggregation_has_no_secrets_to_caveat() -> None:
     lines = run_warnings([{"round": 1}], None, None, secure={"mode": "modeled", "proves": "x"})
     assert not any(line.startswith("randomness:") for line in lines)
