@@ -36,7 +36,7 @@ OUTCOMES = ("reported", "refused", "late", "dropped", "surplus")
 OUTCOME_LABELS = {
     "reported": "reported in time",
     "refused": "reported, refused (screened out)",
-    "late": "late (cut at deadline)",
+    "late": "late (no update by the deadline or timeout)",
     "dropped": "dropped out",
     "surplus": "surplus (not needed)",
 }

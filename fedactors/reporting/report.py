@@ -136,11 +136,15 @@ def _participation(runs: Sequence[RunData], out: Path) -> list[FigureEntry]:
     return [FigureEntry(
         "Participation per round", path,
         "What became of each round's selected devices (black step: number selected). "
-        "Reported: the server accepted the update before the round closed. Late: still "
-        "working when the deadline closed the round. Dropped: went silent before the round "
-        "closed. Surplus: not needed: the target number of reports was met first (a "
-        "Poisson round: every sampled device had reported), or a secure round aborted "
-        "and its survivors' work was discarded.",
+        "Reported: the server accepted the update before the round closed. Late: no "
+        "update by the deadline (still training, or its update still on the way, when it "
+        "closed the round; under FedBuff, past the device's timeout, though it may still "
+        "be computing). Dropped: went silent before the round closed. Surplus: not "
+        "needed: the target number of reports was met first (a Poisson round: every "
+        "sampled device had reported), or a secure round aborted and its survivors' work "
+        "was discarded. Under FedBuff a row is one server update and counts the devices "
+        "given work since the last; those still working at the end (in_flight in "
+        "metrics.jsonl) are in no colour.",
     )]
 
 

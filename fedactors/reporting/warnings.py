@@ -26,6 +26,7 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
     out: list[str] = []
     if selection is not None:
         out += _selection_warnings(records, *selection)
+    out += _content_refusals(records)
     if secure is not None and secure.get("mode") == "modeled":
         out.append(f"secure aggregation ran modeled: {secure['proves']}")
     if secure is not None:
@@ -122,6 +123,27 @@ def _robust_warnings(records: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"robust: in {short} of {len(records)} rounds {what} ({key} 0 in "
                        "metrics.jsonl)")
     return out
+
+
+#: The screen's refusals for what an update holds (``fedactors.server.screening``), as
+#: opposed to when or from whom it came.
+CONTENT_REASONS = ("malformed", "nonfinite", "out_of_bounds", "outlier")
+
+
+def _content_refusals(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Updates the server refused for their contents (found from outside: a device whose
+    own data held a NaN sent a non-finite update every time it was picked, refused with
+    nothing said but a count in metrics.jsonl)."""
+    totals = {reason: sum(int(r.get(f"rejected_{reason}") or 0) for r in records)
+              for reason in CONTENT_REASONS}
+    rounds = sum(1 for r in records
+                 if any(r.get(f"rejected_{reason}") for reason in CONTENT_REASONS))
+    if not rounds:
+        return []
+    which = ", ".join(f"{reason} {n}" for reason, n in totals.items() if n)
+    return [f"screening: in {rounds} of {len(records)} rounds the server refused updates for "
+            f"their contents ({which}); their devices took part with no update "
+            "(rejected_* in metrics.jsonl, update.<reason> events name them)"]
 
 
 def _selection_warnings(records: Sequence[Mapping[str, Any]], wanted: int,

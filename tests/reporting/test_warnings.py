@@ -109,6 +109,17 @@ def test_poisson_rounds_far_below_their_expected_draw_say_so() -> None:
     assert not said([3, 9, 5], wanted=6)  # small draws vary a lot: no alarm
 
 
+def test_updates_refused_for_their_contents_are_said() -> None:
+    rows = [{"round": 1, "rejected_nonfinite": 1, "rejected_late": 4},
+            {"round": 2, "rejected_outlier": 2, "rejected_nonfinite": 0}, {"round": 3}]
+    lines = [w for w in warnings_of(rows, None, None) if w.startswith("screening:")]
+    assert lines == ["screening: in 2 of 3 rounds the server refused updates for their contents "
+                     "(nonfinite 1, outlier 2); their devices took part with no update "
+                     "(rejected_* in metrics.jsonl, update.<reason> events name them)"]
+    late_only = [{"round": 1, "rejected_late": 4, "rejected_stale": 2}]
+    assert not [w for w in warnings_of(late_only, None, None) if w.startswith("screening:")]
+
+
 def test_modeled_secure_aggregation_has_no_secrets_to_caveat() -> None:
     lines = run_warnings([{"round": 1}], None, None, secure={"mode": "modeled", "proves": "x"})
     assert not any(line.startswith("randomness:") for line in lines)
