@@ -55,10 +55,15 @@ class Fingerprint:
         if self.seed != other.seed:
             return f"the seed differs (checkpoint: {other.seed}, now: {self.seed})"
         mine, theirs = dict(self.options), dict(other.options)
+        # Only for naming what changed (checkpoints from before it have none).
+        parts = dict(mine.pop("settings_parts", ())), dict(theirs.pop("settings_parts", ()))
         if mine.get("settings") != theirs.get("settings"):
             # The file is the same but what it builds is not (an imported module changed).
-            return ("the scenario's settings differ from the checkpointed run's (fleet, rounds, "
-                    "aggregator, mode, secure aggregation or privacy; a module it imports changed?)")
+            changed = [name for name in parts[0] if parts[1] and parts[0][name] != parts[1].get(name)]
+            which = (", ".join(changed) if changed else
+                     "fleet, rounds, aggregator, mode, secure aggregation or privacy")
+            return (f"the scenario's settings differ from the checkpointed run's ({which}; a "
+                    "module it imports changed?)")
         if mine.get("built") != theirs.get("built"):
             return ("the model or the local training the scenario builds differs from the "
                     "checkpointed run's (architecture, epochs, batch size or optimizer settings; "

@@ -136,6 +136,7 @@ class RunOptions:
         return checkpoint.Fingerprint(scenario.name, digest, seed, (
             ("device_events", self.device_events), ("executor", self.executor),
             ("backend", self.backend), ("settings", settings_sha256(scenario)),
+            ("settings_parts", settings_parts(scenario)),
             ("built", built), ("streams", STREAMS_VERSION), *system, *fallback,
             *((("data", data),) if data else ()),
         ))
@@ -154,6 +155,22 @@ def settings_sha256(scenario: Scenario) -> str:
     text = repr((scenario.fleet, scenario.rounds, scenario.aggregator, scenario.mode,
                  scenario.secure_aggregation, scenario.privacy, scenario.server_optimizer,
                  scenario.byzantine))
+    return _digest(text)
+
+
+#: The scenario fields ``settings_sha256`` covers, each digested on its own too, so a
+#: refused resume can name the one that changed.
+SETTINGS_PARTS = ("fleet", "rounds", "aggregator", "mode", "secure_aggregation", "privacy",
+                  "server_optimizer", "byzantine")
+
+
+def settings_parts(scenario: Scenario) -> tuple[tuple[str, str], ...]:
+    """``(field, digest)`` for each field ``settings_sha256`` covers."""
+    return tuple((name, _digest(repr(getattr(scenario, name)))) for name in SETTINGS_PARTS)
+
+
+def _digest(text: str) -> str:
+    # Memory addresses in default reprs differ per process: dropped.
     return hashlib.sha256(re.sub(r" at 0x[0-9a-f]+", "", text).encode()).hexdigest()[:16]
 
 
