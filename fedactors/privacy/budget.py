@@ -255,8 +255,9 @@ class PrivacyBudget:
         """ε of the releases so far with no sampling assumed, under the ledger's own
         neighbouring relation: what holds when the cohorts were not the sample the
         ledger assumes. Replace-one (fixed-size rounds) moves the sum by up to 2C,
-        so its multipliers are halved, as ``sampled_round_event`` does; then it is
-        never below the sampled figure it stands beside."""
+        so its multipliers are halved, as ``sampled_round_event`` does. (It can come out
+        below the sampled figure: fixed-size rounds have only RDP, this an exact
+        Gaussian's PLD; each is a valid bound.)"""
         led = state.ledger
         halve = 2.0 if led.sampling == "fixed_size" else 1.0
         return replace(led, sampling="none", noise_multiplier=led.noise_multiplier / halve,
@@ -373,14 +374,26 @@ class PrivacyBudget:
             # Found from outside: a diurnal fleet's run stated only the ε its broken sampling
             # assumption gives (1.17), not the bound that holds (13.8). FedBuff's ``epsilon``
             # is that bound already; here it is stated beside the sampled figure.
-            block["epsilon_guaranteed"] = json_epsilon(self.epsilon_without_sampling(state))
-            block["epsilon_guaranteed_note"] = (
-                "holds whoever was selected: every release a Gaussian mechanism on one "
-                f"device's clipped update ({self.neighboring} neighbours, as `epsilon`), "
-                "composed with no amplification by sampling; `epsilon` assumes the sampling "
-                "the violations above broke"
-                + (", and the target ε was kept on it" if self.target_epsilon is not None
-                   else ""))
+            kept = (", and the target ε was kept on it" if self.target_epsilon is not None
+                    else "")
+            if self.poisson and state.rounds_not_released:
+                # Found by an audit: a Poisson round that released nothing (a secure round
+                # that aborted) did so because of how many took part, which one device's
+                # presence decides, so that round's output tells the neighbours apart with
+                # certainty; no bound holds, with or without amplification.
+                block["epsilon_guaranteed"] = None  # JSON null: ε = ∞
+                block["epsilon_guaranteed_note"] = (
+                    f"no finite ε holds: in {state.rounds_not_released} Poisson rounds nothing "
+                    "was released, and whether a round releases depended on how many devices "
+                    "took part, which one device's presence changes (add-or-remove-one); "
+                    "`epsilon` assumes every round released" + kept)
+            else:
+                block["epsilon_guaranteed"] = json_epsilon(self.epsilon_without_sampling(state))
+                block["epsilon_guaranteed_note"] = (
+                    "holds whoever was selected: every release a Gaussian mechanism on one "
+                    f"device's clipped update ({self.neighboring} neighbours, as `epsilon`), "
+                    "composed with no amplification by sampling; `epsilon` assumes the sampling "
+                    "the violations above broke" + kept)
         if state.indicative is not None:
             block["epsilon_if_uniform_sample"] = json_epsilon(state.indicative.epsilon(self.delta))
             block["epsilon_if_uniform_sample_note"] = (

@@ -42,6 +42,9 @@ def run_warnings(records: Sequence[Mapping[str, Any]], privacy: Optional[Mapping
         )
     if randomness == SEEDED and (_has_noise(privacy) or _has_secrets(secure)):
         out.append(_seeded_secrets(_has_noise(privacy), _has_secrets(secure)))
+    if privacy is not None and not _has_noise(privacy):
+        out.append("privacy: the DP stage added no noise (noise multiplier 0), so no ε holds "
+                   "(epsilon null, ∞): the run is clipped, not private")
     if privacy is not None and "epsilon_guaranteed" in privacy:
         out.append(_guaranteed_warning(privacy))
     if randomness == SYSTEM:
@@ -200,9 +203,13 @@ def _guaranteed_warning(privacy: Mapping[str, Any]) -> str:
     target = privacy.get("target_epsilon")
     kept = (f"; the target ε {target:g} was kept on the sampled figure, not on this one"
             if target is not None else "")
+    holds = privacy["epsilon_guaranteed"]
+    what = (f"the ε that holds with no sampling assumed is {text(holds)} (epsilon_guaranteed)"
+            if holds is not None else
+            "no finite ε holds (epsilon_guaranteed null: a Poisson round that released nothing "
+            "did so because of how many took part)")
     return (f"privacy: ε = {text(privacy.get('epsilon'))} assumes the uniform sampling this run "
-            f"broke (see the violations); the ε that holds with no sampling assumed is "
-            f"{text(privacy['epsilon_guaranteed'])} (epsilon_guaranteed){kept}")
+            f"broke (see the violations); {what}{kept}")
 
 
 def _seeded_secrets(dp: bool, secure: bool) -> str:

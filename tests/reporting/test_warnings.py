@@ -71,6 +71,8 @@ def test_dp_without_noise_has_no_noise_to_caveat(accounting, noisy) -> None:
     privacy = {"epsilon": None, "violations": [], "accounting": accounting}
     lines = run_warnings([{"round": 1}], privacy, None, randomness="seeded")
     assert any("DP noise came from the seed" in line for line in lines) == noisy
+    # and a run with no noise says it has no privacy (an audit found it silent)
+    assert any("added no noise" in line for line in lines) == (not noisy)
 
 
 def test_a_broken_sampling_assumption_names_the_epsilon_that_holds() -> None:
