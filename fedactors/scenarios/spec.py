@@ -388,7 +388,8 @@ class Scenario:
             # staleness weight, so a buffer carries z*C*sqrt(sum(w^2)/k), less than charged.
             raise ConfigError(
                 "aggregator",
-                "distributed_noise=True cannot be used with mode=FedBuff(...): each device's "
+                "device-added noise (distributed_noise=True, or DPMean.skellam) cannot be used "
+                "with mode=FedBuff(...): each device's "
                 "noise share is scaled down with its update by the staleness weight, so a "
                 "buffer carries less noise than the accounting charges (and FedBuff has no "
                 "secure aggregation for device-added noise to serve); use central noise")

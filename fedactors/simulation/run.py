@@ -282,7 +282,9 @@ def _run(
                                        randomness=scenario.randomness,
                                        secure=summary.get("secure_aggregation"),
                                        selection=None if scenario.mode is not None else
-                                       (scenario.rounds.selected_size, scenario.rounds.sampling))
+                                       # (at most the fleet: a Poisson rate is capped at 1)
+                                       (min(scenario.rounds.selected_size, fleet.size),
+                                        scenario.rounds.sampling))
     if actors.server.stall is not None:
         summary["warnings"].append(f"stalled: {actors.server.stall}")
     if options.out_dir is not None:
