@@ -238,6 +238,20 @@ class Scenario:
         if self.mode is None and self.rounds.sampling == "poisson" and (
                 declared is not None and not isinstance(declared, (TreeRelease, SkellamRelease))):
             self._check_poisson_dp_fedavg(declared)
+        if (self.mode is None and self.rounds.sampling == "poisson" and declared is not None
+                and self.secure_aggregation is not None
+                and not isinstance(declared, SkellamRelease)):
+            # Found by an audit: a secure round aborts below 2 masked inputs (or its
+            # threshold t), so whether it releases depends on how many took part; with
+            # one device more or fewer a neighbouring run releases where this one did not.
+            # (Skellam's zero-out neighbours keep every device present: not affected.)
+            raise ConfigError(
+                "rounds.sampling",
+                "'poisson' cannot be used with secure aggregation and an add-or-remove-one DP "
+                "release (DPMean.fixed, adaptive_clipping or tree): a secure round with fewer "
+                "than 2 masked inputs (or its threshold t) is not released, so whether a round "
+                "releases depends on one device's presence, which no ε covers. Use "
+                "'fixed_size' (or DPMean.skellam)")
         self._check_min_reports(declared)
         if isinstance(declared, SkellamRelease):
             if self.mode is not None:

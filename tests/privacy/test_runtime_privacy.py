@@ -103,27 +103,41 @@ def test_a_broken_sampling_assumption_states_the_epsilon_that_holds(sampling: st
     assert held["assumption_held"] and "epsilon_guaranteed" not in held
 
 
-def test_poisson_rounds_that_released_nothing_leave_no_epsilon_that_holds() -> None:
-    # Found by an audit: Poisson rounds of 2 expected under secure aggregation, where a round
-    # with one sampled device aborts and releases nothing. Whether a round releases then
-    # depends on one device's presence, so no bound holds: stated as null (ε = ∞), not as
-    # the no-amplification figure.
+def test_poisson_rounds_with_secure_aggregation_are_refused_for_add_or_remove_dp() -> None:
+    # Found by an audit: a secure round aborts below 2 masked inputs (or its threshold), so
+    # whether a Poisson round releases depends on one device's presence: a neighbouring run
+    # (one device more or fewer) releases where this one did not, which no ε covers.
     from fedactors import SecureAggregation
-    from fedactors.reporting.warnings import run_warnings
-    from fedactors.scenarios.loader import load_scenario
 
-    healthcare = load_scenario(ROOT / "scenarios/healthcare.py")
-    scenario = dataclasses.replace(
-        healthcare, fleet=[dataclasses.replace(healthcare.fleet[0], count=8)],
-        rounds=Rounds(count=6, cohort_size=2, deadline=60.0, sampling="poisson"),
-        aggregator=DPMean.fixed(1.0, 2.5, 2), secure_aggregation=SecureAggregation(mode="modeled"),
-        privacy=Privacy(delta=1e-5))
-    p = run_scenario(scenario, RunOptions()).summary["privacy"]
-    assert p["releases_skipped"] > 0 and not p["assumption_held"]
-    assert p["epsilon_guaranteed"] is None
+    secure = SecureAggregation(mode="modeled")
+    for aggregator in (DPMean.fixed(C, Z, M), DPMean.adaptive_clipping(C, Z, M),
+                       DPMean.tree(C, Z, M)):
+        with pytest.raises(ConfigError) as caught:
+            dataclasses.replace(_scenario("poisson"), aggregator=aggregator,
+                                secure_aggregation=secure)
+        assert caught.value.field == "rounds.sampling" and "one device's presence" in str(
+            caught.value)
+    # fixed-size rounds (replace-one: the count does not depend on one device) still run
+    dataclasses.replace(_scenario("fixed_size"), secure_aggregation=secure)
+
+
+def test_a_poisson_release_skipped_leaves_no_epsilon_that_holds() -> None:
+    # Defence in depth for the refusal above: a Poisson budget whose audit saw a release
+    # not made states no ε as holding (null: ∞), not the no-amplification figure.
+    from fedactors.privacy.budget import PrivacyBudget
+    from fedactors.reporting.warnings import run_warnings
+
+    budget = PrivacyBudget.for_scenario(_scenario("poisson", delta=1e-5), N)
+    state = dataclasses.replace(budget.initial_state(), ledger=budget.initial_state().ledger
+                                .compose(3), rounds_not_released=1)
+    p = budget.summary(state, "completed")
+    assert not p["assumption_held"] and p["epsilon_guaranteed"] is None
     assert p["epsilon_guaranteed_note"].startswith("no finite ε holds")
     said = [w for w in run_warnings([{"round": 1}], p, None) if "epsilon_guaranteed" in w]
     assert said and "no finite ε holds" in said[0]
+    held = budget.summary(dataclasses.replace(state, rounds_not_released=0,
+                                              rounds_missing_reports=1), "completed")
+    assert held["epsilon_guaranteed"] > 0  # a missing report alone: the bound holds
 
 
 def test_budget_stop_at_last_round_that_fits(tmp_path: Path) -> None:

@@ -449,7 +449,9 @@ def _rows(out: Path) -> list[dict]:
 #: Poisson sampling: (aggregator, secure aggregation) of the rows it changes something for.
 # One cell per mechanism feature (restarts, the separation under secure aggregation,
 # Skellam under SecAgg+), to keep the suite short.
-POISSON = [("dp-ftrl-restart", "plain"), ("dp-ftrl-sep", "secagg"), ("dp-skellam", "secagg+")]
+# (DP-FTRL under secure aggregation is refused on Poisson rounds: an abort there depends on
+# one device's presence.)
+POISSON = [("dp-ftrl-restart", "plain"), ("dp-ftrl-sep", "plain"), ("dp-skellam", "secagg+")]
 
 
 @pytest.mark.slow
@@ -639,6 +641,8 @@ def test_pld_accounting_is_refused_at_load_for_rdp_only_mechanisms(
     ignored by DP-FTRL (its summary said "rdp") and refused for Skellam only when the
     run started."""
     sep = PRIVACY.get(aggregator, Privacy()).min_separation
+    if sampling == "poisson" and secure != "plain" and aggregator != "dp-skellam":
+        secure = "plain"  # (refused on Poisson rounds whatever the method: see test_runtime_privacy)
     with pytest.raises(ConfigError) as caught:
         build("sync", aggregator, secure, privacy=Privacy(method="pld", min_separation=sep),
               rounds=Rounds(count=2, cohort_size=COHORT, sampling=sampling))

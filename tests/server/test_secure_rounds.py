@@ -417,11 +417,12 @@ async def test_the_plain_path_still_sends_a_non_finite_delta_encoded_as_zeros() 
     assert not events(world, "secagg.nonfinite_update")
 
 
-@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
+# (Secure aggregation on Poisson rounds with this DP is refused at load: an abort there
+# depends on one device's presence; tests/privacy/test_runtime_privacy.py.)
+@pytest.mark.parametrize("secure", [False], ids=["plain"])
 def test_a_poisson_round_nobody_trained_in_time_releases_the_noise_either_way(secure) -> None:
-    # Nobody finishes training before the deadline: the sum is the empty one, not an
-    # aborted protocol, so central-noise DP-FedAvg on Poisson rounds releases the noise
-    # alone, with or without secure aggregation (a skip would be a stated violation).
+    # Nobody finishes training before the deadline: the sum is the empty one, so
+    # central-noise DP-FedAvg on Poisson rounds releases the noise alone.
     import dataclasses
 
     from fedactors import Privacy
