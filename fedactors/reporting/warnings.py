@@ -164,9 +164,9 @@ def _selection_warnings(records: Sequence[Mapping[str, Any]], wanted: int,
         spread = 4.0 * math.sqrt(wanted / len(counts))
         if mean < 0.9 * wanted and mean < wanted - spread:
             return [f"selection: rounds sampled {mean:.1f} devices on average, against the "
-                    f"{wanted} a Poisson draw of the whole fleet expects: most of the fleet was "
-                    "offline, and a DP mean still divides by its expected_count, so each "
-                    "update moved the model less"]
+                    f"{wanted} a Poisson draw of the whole fleet expects: much of the fleet was "
+                    "offline or kept out (a DPMean still divides by its expected_count, so "
+                    "there each update moved the model less)"]
         return []
     short = [c for c in counts if c < wanted]
     if not short:

@@ -238,20 +238,9 @@ class Scenario:
         if self.mode is None and self.rounds.sampling == "poisson" and (
                 declared is not None and not isinstance(declared, (TreeRelease, SkellamRelease))):
             self._check_poisson_dp_fedavg(declared)
-        if (self.mode is None and self.rounds.sampling == "poisson" and declared is not None
-                and self.secure_aggregation is not None
-                and not isinstance(declared, SkellamRelease)):
-            # Found by an audit: a secure round aborts below 2 masked inputs (or its
-            # threshold t), so whether it releases depends on how many took part; with
-            # one device more or fewer a neighbouring run releases where this one did not.
-            # (Skellam's zero-out neighbours keep every device present: not affected.)
-            raise ConfigError(
-                "rounds.sampling",
-                "'poisson' cannot be used with secure aggregation and an add-or-remove-one DP "
-                "release (DPMean.fixed, adaptive_clipping or tree): a secure round with fewer "
-                "than 2 masked inputs (or its threshold t) is not released, so whether a round "
-                "releases depends on one device's presence, which no ε covers. Use "
-                "'fixed_size' (or DPMean.skellam)")
+        if self.mode is None and self.rounds.sampling == "poisson" and (
+                declared is not None and not isinstance(declared, SkellamRelease)):
+            self._check_poisson_secure()
         self._check_min_reports(declared)
         if isinstance(declared, SkellamRelease):
             if self.mode is not None:
@@ -303,6 +292,21 @@ class Scenario:
                 "noise, so a release's noise grows with the number sampled and shows it, and "
                 "a round with fewer than min_survivors shares has no noise to release; the ε "
                 "of Poisson sampling covers neither. Use 'fixed_size' or central noise")
+
+    def _check_poisson_secure(self) -> None:
+        """An add-or-remove-one DP release (DPMean.fixed, adaptive_clipping, tree) on Poisson
+        rounds: no secure aggregation. A secure round aborts below 2 masked inputs (or its
+        threshold t), so whether it releases depends on how many took part; one device more
+        or fewer, and a neighbouring run releases where this one did not (found by an
+        audit). Skellam's zero-out neighbours keep every device present: not affected."""
+        if self.secure_aggregation is not None:
+            raise ConfigError(
+                "rounds.sampling",
+                "'poisson' cannot be used with secure aggregation and an add-or-remove-one DP "
+                "release (DPMean.fixed, adaptive_clipping or tree): a secure round with fewer "
+                "than 2 masked inputs (or its threshold t) is not released, so whether a round "
+                "releases depends on one device's presence, which no ε covers. Use "
+                "'fixed_size' (or DPMean.skellam)")
 
     def _check_min_reports(self, declared: Optional[PrivateRelease]) -> None:
         """A DP release made whatever the number of reports takes no ``min_reports``: DP-FTRL

@@ -147,15 +147,16 @@ def _run(
     with scenario_code("data", options.scenario_path):
         # Only a run with a directory checkpoints or resumes. (It makes generated data.)
         digest = data.sha256() if options.out_dir is not None else ""
-    fingerprint = partial(options.fingerprint, scenario, seed,
-                          built_sha256(evaluator.model, scenario), data=digest)
+    fingerprint_with = partial(options.fingerprint, scenario, seed,
+                               built_sha256(evaluator.model, scenario), data=digest)
     resumed = _checkpoint_to_resume(options, rounds)
     if resumed is not None:
         # Everything but the executor's fallback is checked before the executor starts:
         # a resume that will be refused must not first start a Ray cluster.
-        _check_resume(options, fingerprint(fell_back=resumed.fingerprint.fell_back), resumed)
+        _check_resume(options, fingerprint_with(fell_back=resumed.fingerprint.fell_back),
+                      resumed)
     executor = _executor(scenario, options, seeds, runner, executor_factory)
-    fingerprint = fingerprint(fell_back=executor.fallback_reason is not None)
+    fingerprint = fingerprint_with(fell_back=executor.fallback_reason is not None)
     if resumed is not None:
         _check_resume(options, fingerprint, resumed)
     loop = VirtualTimeLoop(resumed.clock if resumed else 0.0)
